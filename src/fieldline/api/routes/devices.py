@@ -1,0 +1,263 @@
+"""The device registry: register, list, change, disable, delete, rotate credentials."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+from pydantic import BaseModel, Field
+
+from fieldline.api.context import ApiContext
+from fieldline.api.deps import Context, DbConn, Operator, Viewer
+from fieldline.api.errors import ApiError
+from fieldline.api.paging import Cursor, Limit
+from fieldline.broker.base import BrokerError
+from fieldline.domain.devices import DEVICE_ID_PATTERN, Device, DeviceAccess
+from fieldline.security.passwords import generate_secret, hash_secret
+from fieldline.storage import devices as device_store
+from fieldline.storage import telemetry as telemetry_store
+from fieldline.storage.errors import GroupNotFoundError
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
+
+DeviceId = Annotated[str, Path(pattern=DEVICE_ID_PATTERN.pattern, max_length=128)]
+
+
+class DeviceOut(BaseModel):
+    device_id: str
+    name: str
+    device_type: str
+    group: str | None
+    metadata: dict[str, Any]
+    enabled: bool
+    status: str
+    last_seen: datetime | None
+    firmware_version: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, device: Device, context: ApiContext) -> DeviceOut:
+        status = device.status(
+            now=datetime.now(UTC),
+            online_timeout=timedelta(seconds=context.settings.online_timeout_seconds),
+        )
+        return cls(
+            device_id=device.device_id,
+            name=device.name,
+            device_type=device.device_type,
+            group=device.group,
+            metadata=device.metadata,
+            enabled=device.enabled,
+            status=status.value,
+            last_seen=device.last_seen,
+            firmware_version=device.firmware_version,
+            created_at=device.created_at,
+            updated_at=device.updated_at,
+        )
+
+
+class DeviceCreate(BaseModel):
+    device_id: str = Field(
+        pattern=DEVICE_ID_PATTERN.pattern,
+        max_length=128,
+        description="Letters, digits and `_ . : -`; also the MQTT username.",
+    )
+    name: str = Field("", max_length=256)
+    device_type: str = Field("", max_length=128)
+    group: str | None = Field(None, max_length=128)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class DevicePatch(BaseModel):
+    name: str | None = Field(None, max_length=256)
+    device_type: str | None = Field(None, max_length=128)
+    group: str | None = Field(None, max_length=128)
+    metadata: dict[str, Any] | None = None
+    enabled: bool | None = Field(None, description="false disables the device at once")
+
+
+class MqttCredentials(BaseModel):
+    username: str
+    password: str = Field(description="Shown only in this answer; stored as a salted hash.")
+    host: str
+    port: int
+    tls_port: int | None
+
+
+class DeviceCreated(DeviceOut):
+    mqtt: MqttCredentials
+
+
+class CredentialsRotated(BaseModel):
+    device_id: str
+    mqtt: MqttCredentials
+
+
+class DeviceList(BaseModel):
+    items: list[DeviceOut]
+    next_cursor: str | None
+
+
+class DeviceStatus(BaseModel):
+    device_id: str
+    status: str
+    enabled: bool
+    last_seen: datetime | None
+    firmware_version: str | None
+    battery_voltage: float | None
+    pending_update: bool
+
+
+@contextlib.asynccontextmanager
+async def _known_group() -> AsyncIterator[None]:
+    """A body naming a group that does not exist is a 422, not a missing resource."""
+    try:
+        yield
+    except GroupNotFoundError as exc:
+        raise ApiError(422, str(exc)) from exc
+
+
+async def _new_secret(context: ApiContext) -> tuple[str, str]:
+    password = generate_secret()
+    hashed = await asyncio.to_thread(
+        hash_secret, password, iterations=context.settings.device_hash_iterations
+    )
+    return password, hashed.encode()
+
+
+def _credentials(context: ApiContext, device_id: str, password: str) -> MqttCredentials:
+    endpoint = context.broker.endpoint
+    return MqttCredentials(
+        username=device_id,
+        password=password,
+        host=context.settings.advertised_mqtt_host,
+        port=endpoint.port,
+        tls_port=context.settings.mqtt_tls_port or endpoint.tls_port,
+    )
+
+
+async def _apply_to_broker(
+    context: ApiContext, access: DeviceAccess, password: str | None = None
+) -> None:
+    """Inside the caller's transaction: a broker failure undoes the registry change."""
+    try:
+        await context.broker.apply(access, password=password)
+    except BrokerError as exc:
+        log.error("broker update failed", extra={"device_id": access.device_id, "error": str(exc)})
+        raise ApiError(
+            503,
+            f"the broker could not be updated, nothing was changed: {exc}",
+            code="broker_unavailable",
+        ) from exc
+
+
+@router.get("", response_model=DeviceList)
+async def list_devices(
+    _: Viewer,
+    conn: DbConn,
+    context: Context,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+    group: Annotated[str | None, Query(max_length=128)] = None,
+) -> DeviceList:
+    page = await device_store.list_devices(conn, limit=limit, cursor=cursor, group=group)
+    return DeviceList(
+        items=[DeviceOut.of(d, context) for d in page.items], next_cursor=page.next_cursor
+    )
+
+
+@router.post("", status_code=201, response_model=DeviceCreated)
+async def create_device(
+    body: DeviceCreate, _: Operator, conn: DbConn, context: Context
+) -> DeviceCreated:
+    """Register a device. The MQTT password is in this answer only."""
+    password, secret_hash = await _new_secret(context)
+    async with _known_group(), conn.transaction():
+        device = await device_store.create_device(
+            conn,
+            device_id=body.device_id,
+            name=body.name,
+            device_type=body.device_type,
+            group=body.group,
+            metadata=body.metadata,
+            secret_hash=secret_hash,
+        )
+        await _apply_to_broker(context, DeviceAccess(device.device_id, secret_hash, True), password)
+    return DeviceCreated(
+        **DeviceOut.of(device, context).model_dump(),
+        mqtt=_credentials(context, device.device_id, password),
+    )
+
+
+@router.get("/{device_id}", response_model=DeviceOut)
+async def get_device(device_id: DeviceId, _: Viewer, conn: DbConn, context: Context) -> DeviceOut:
+    return DeviceOut.of(await device_store.get_device(conn, device_id), context)
+
+
+@router.patch("/{device_id}", response_model=DeviceOut)
+async def update_device(
+    device_id: DeviceId, body: DevicePatch, _: Operator, conn: DbConn, context: Context
+) -> DeviceOut:
+    changes = body.model_dump(exclude_unset=True)
+    for field in ("name", "device_type", "metadata", "enabled"):
+        if field in changes and changes[field] is None:
+            raise ApiError(422, f"{field} cannot be null")
+    await device_store.get_device(conn, device_id)  # 404 before the group check's 422
+    async with _known_group(), conn.transaction():
+        before = await device_store.get_device(conn, device_id)
+        device = await device_store.update_device(conn, device_id, changes)
+        if device.enabled != before.enabled:
+            await _apply_to_broker(context, await device_store.device_access(conn, device_id))
+    return DeviceOut.of(device, context)
+
+
+@router.delete("/{device_id}", status_code=204)
+async def delete_device(device_id: DeviceId, _: Operator, conn: DbConn, context: Context) -> None:
+    """Delete the device and drop its connection; its telemetry history is kept."""
+    async with conn.transaction():
+        await device_store.delete_device(conn, device_id)
+        try:
+            await context.broker.remove(device_id)
+        except BrokerError as exc:
+            raise ApiError(
+                503,
+                f"the broker could not be updated, nothing was changed: {exc}",
+                code="broker_unavailable",
+            ) from exc
+
+
+@router.post("/{device_id}/credentials", response_model=CredentialsRotated)
+async def rotate_credentials(
+    device_id: DeviceId, _: Operator, conn: DbConn, context: Context
+) -> CredentialsRotated:
+    """A new MQTT password; the old one stops working at once."""
+    password, secret_hash = await _new_secret(context)
+    async with conn.transaction():
+        await device_store.set_secret(conn, device_id, secret_hash)
+        await _apply_to_broker(context, await device_store.device_access(conn, device_id), password)
+    return CredentialsRotated(device_id=device_id, mqtt=_credentials(context, device_id, password))
+
+
+@router.get("/{device_id}/status", response_model=DeviceStatus)
+async def device_status(
+    device_id: DeviceId, _: Viewer, conn: DbConn, context: Context
+) -> DeviceStatus:
+    device = DeviceOut.of(await device_store.get_device(conn, device_id), context)
+    latest = {v.metric: v.value for v in await telemetry_store.latest_values(conn, [device_id])}
+    battery = latest.get("battery_voltage", latest.get("battery"))
+    return DeviceStatus(
+        device_id=device_id,
+        status=device.status,
+        enabled=device.enabled,
+        last_seen=device.last_seen,
+        firmware_version=device.firmware_version,
+        battery_voltage=battery,
+        pending_update=False,
+    )

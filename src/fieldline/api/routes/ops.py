@@ -1,0 +1,59 @@
+"""Liveness, readiness and Prometheus metrics (SPEC §7)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from fieldline.api.deps import Context
+from fieldline.storage import devices as device_store
+from fieldline.storage.migrate import pending_migrations
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/ready")
+async def ready(context: Context) -> JSONResponse:
+    """503 until the database is reachable, migrations applied and the broker up."""
+    checks = {"database": False, "migrations": False, "broker": False}
+    try:
+        async with context.pool.connection(timeout=2) as conn:
+            await conn.execute("SELECT 1")
+            checks["database"] = True
+            checks["migrations"] = not await pending_migrations(conn)
+    except Exception:  # any failure means "not ready", which is the answer
+        checks["database"] = False
+    try:
+        checks["broker"] = context.readiness.broker and await context.broker.healthy()
+    except Exception:  # any failure means "not ready"
+        checks["broker"] = False
+    ok = all(checks.values())
+    return JSONResponse(
+        {"status": "ready" if ok else "not_ready", "checks": checks}, status_code=200 if ok else 503
+    )
+
+
+@router.get("/metrics")
+async def metrics(context: Context) -> Response:
+    m = context.metrics
+    try:
+        async with context.pool.connection(timeout=2) as conn:
+            since = datetime.now(UTC) - timedelta(seconds=context.settings.online_timeout_seconds)
+            m.devices_online.set(await device_store.count_online(conn, since=since))
+    except Exception as exc:  # metrics still answer while the database is down
+        log.warning("devices online not counted", extra={"error": str(exc)})
+    stats = context.pool.get_stats()
+    m.db_pool_size.labels(state="size").set(stats.get("pool_size", 0))
+    m.db_pool_size.labels(state="available").set(stats.get("pool_available", 0))
+    m.db_pool_size.labels(state="waiting").set(stats.get("requests_waiting", 0))
+    return Response(m.render(), media_type=CONTENT_TYPE_LATEST)

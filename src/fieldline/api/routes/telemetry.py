@@ -1,0 +1,155 @@
+"""Telemetry queries: latest values, raw points and time buckets."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+
+from fieldline.api.deps import DbConn, Viewer
+from fieldline.api.errors import ApiError
+from fieldline.api.paging import Cursor
+from fieldline.api.routes.devices import DeviceId
+from fieldline.api.timeparams import parse_duration, parse_instant
+from fieldline.storage import devices as device_store
+from fieldline.storage import telemetry as telemetry_store
+from fieldline.storage.telemetry import Aggregate, LatestValue
+
+router = APIRouter(prefix="/api/v1", tags=["telemetry"])
+
+DEFAULT_RANGE = timedelta(hours=24)
+MAX_BUCKETS = 20_000
+
+
+class MetricValue(BaseModel):
+    value: float
+    time: datetime
+
+
+class DeviceLatest(BaseModel):
+    device_id: str
+    metrics: dict[str, MetricValue]
+
+
+class LatestList(BaseModel):
+    items: list[DeviceLatest]
+    next_cursor: str | None
+
+
+class PointOut(BaseModel):
+    time: datetime
+    value: float
+
+
+class Series(BaseModel):
+    device_id: str
+    metric: str
+    start: datetime
+    end: datetime
+    bucket: str | None
+    agg: Aggregate | None
+    points: list[PointOut]
+    next_cursor: str | None = None
+
+
+def _metrics(values: list[LatestValue]) -> dict[str, MetricValue]:
+    return {v.metric: MetricValue(value=v.value, time=v.time) for v in values}
+
+
+@router.get("/devices/{device_id}/telemetry/latest", response_model=DeviceLatest)
+async def device_latest(device_id: DeviceId, _: Viewer, conn: DbConn) -> DeviceLatest:
+    await device_store.get_device(conn, device_id)
+    values = await telemetry_store.latest_values(conn, [device_id])
+    return DeviceLatest(device_id=device_id, metrics=_metrics(values))
+
+
+@router.get("/telemetry/latest", response_model=LatestList)
+async def fleet_latest(
+    _: Viewer,
+    conn: DbConn,
+    group: Annotated[str | None, Query(max_length=128)] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    cursor: Cursor = None,
+) -> LatestList:
+    """Latest metrics of many devices (of one group when `group` is given)."""
+    page = await telemetry_store.latest_values_in_group(
+        conn, group=group, limit=limit, cursor=cursor
+    )
+    return LatestList(
+        items=[
+            DeviceLatest(device_id=device_id, metrics=_metrics(values))
+            for device_id, values in page.items
+        ],
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.get("/devices/{device_id}/telemetry", response_model=Series)
+async def device_telemetry(
+    device_id: DeviceId,
+    _: Viewer,
+    conn: DbConn,
+    metric: Annotated[str, Query(min_length=1, max_length=128)],
+    start: Annotated[
+        str | None, Query(description="ISO 8601 or epoch seconds; default 24 h before end")
+    ] = None,
+    end: Annotated[str | None, Query(description="ISO 8601 or epoch seconds; default now")] = None,
+    bucket: Annotated[str | None, Query(description="e.g. 30s, 5m, 1h, 1d")] = None,
+    agg: Aggregate | None = None,
+    limit: Annotated[int, Query(ge=1, le=10_000, description="raw points per page")] = 1000,
+    cursor: Cursor = None,
+) -> Series:
+    """Raw points, or with `bucket` one aggregated point per time bucket (`agg`, default avg)."""
+    await device_store.get_device(conn, device_id)
+    end_at = parse_instant(end, "end") or datetime.now(UTC)
+    start_at = parse_instant(start, "start") or end_at - DEFAULT_RANGE
+    if start_at >= end_at:
+        raise ApiError(422, "start must be before end")
+    if bucket is None:
+        if agg is not None:
+            raise ApiError(422, "agg needs a bucket")
+        page = await telemetry_store.raw_points(
+            conn,
+            device_id=device_id,
+            metric=metric,
+            start=start_at,
+            end=end_at,
+            limit=limit,
+            cursor=cursor,
+        )
+        return Series(
+            device_id=device_id,
+            metric=metric,
+            start=start_at,
+            end=end_at,
+            bucket=None,
+            agg=None,
+            points=[PointOut(time=p.time, value=p.value) for p in page.items],
+            next_cursor=page.next_cursor,
+        )
+    width = parse_duration(bucket, "bucket")
+    if (end_at - start_at) / width > MAX_BUCKETS:
+        raise ApiError(
+            422, f"that range holds more than {MAX_BUCKETS} buckets; choose a wider bucket"
+        )
+    aggregate = agg or Aggregate.AVG
+    points = await telemetry_store.bucketed_points(
+        conn,
+        device_id=device_id,
+        metric=metric,
+        start=start_at,
+        end=end_at,
+        bucket=width,
+        aggregate=aggregate,
+    )
+    return Series(
+        device_id=device_id,
+        metric=metric,
+        start=start_at,
+        end=end_at,
+        bucket=bucket,
+        agg=aggregate,
+        points=[PointOut(time=p.time, value=p.value) for p in points],
+    )

@@ -1,0 +1,92 @@
+"""Users and roles (admin only)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from fieldline.api.deps import Admin, DbConn
+from fieldline.api.errors import ApiError
+from fieldline.api.paging import Cursor, Limit
+from fieldline.domain.users import Role, User
+from fieldline.security.passwords import USER_ITERATIONS, hash_secret
+from fieldline.storage import users as user_store
+
+router = APIRouter(prefix="/api/v1/users", tags=["users"])
+
+MIN_PASSWORD_LENGTH = 10
+
+
+class UserOut(BaseModel):
+    id: int
+    username: str
+    role: Role
+    created_at: datetime
+
+    @classmethod
+    def of(cls, user: User) -> UserOut:
+        return cls(id=user.id, username=user.username, role=user.role, created_at=user.created_at)
+
+
+class UserCreate(BaseModel):
+    username: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.@-]+$")
+    password: str = Field(min_length=MIN_PASSWORD_LENGTH, max_length=1024)
+    role: Role
+
+
+class UserPatch(BaseModel):
+    password: str | None = Field(None, min_length=MIN_PASSWORD_LENGTH, max_length=1024)
+    role: Role | None = None
+
+
+class UserList(BaseModel):
+    items: list[UserOut]
+    next_cursor: str | None
+
+
+async def hash_password(password: str) -> str:
+    return (await asyncio.to_thread(hash_secret, password, iterations=USER_ITERATIONS)).encode()
+
+
+@router.get("", response_model=UserList)
+async def list_users(_: Admin, conn: DbConn, limit: Limit = 100, cursor: Cursor = None) -> UserList:
+    page = await user_store.list_users(conn, limit=limit, cursor=cursor)
+    return UserList(items=[UserOut.of(u) for u in page.items], next_cursor=page.next_cursor)
+
+
+@router.post("", status_code=201, response_model=UserOut)
+async def create_user(body: UserCreate, _: Admin, conn: DbConn) -> UserOut:
+    user = await user_store.create_user(
+        conn,
+        username=body.username,
+        password_hash=await hash_password(body.password),
+        role=body.role,
+    )
+    return UserOut.of(user)
+
+
+@router.get("/{user_id}", response_model=UserOut)
+async def get_user(user_id: int, _: Admin, conn: DbConn) -> UserOut:
+    return UserOut.of(await user_store.get_user(conn, user_id))
+
+
+@router.patch("/{user_id}", response_model=UserOut)
+async def update_user(user_id: int, body: UserPatch, admin: Admin, conn: DbConn) -> UserOut:
+    changes: dict[str, object] = {}
+    if body.role is not None:
+        if user_id == admin.id and body.role is not Role.ADMIN:
+            raise ApiError(409, "you cannot take the admin role from yourself")
+        changes["role"] = body.role
+    if body.password is not None:
+        changes["password_hash"] = await hash_password(body.password)
+    return UserOut.of(await user_store.update_user(conn, user_id, changes))
+
+
+@router.delete("/{user_id}", status_code=204)
+async def delete_user(user_id: int, admin: Admin, conn: DbConn) -> None:
+    if user_id == admin.id:
+        raise ApiError(409, "you cannot delete yourself")
+    await user_store.delete_user(conn, user_id)

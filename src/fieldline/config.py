@@ -1,0 +1,199 @@
+"""fieldline's one Settings object, loaded at the entry point and passed down.
+
+Every field here is a documented row in the README's settings table; a test
+fails when one is missing there.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+PLACEHOLDER_SECRETS = frozenset(
+    {
+        "changeme",
+        "change-me",
+        "change_me",
+        "changethis",
+        "secret",
+        "password",
+        "admin",
+        "xxx",
+        "placeholder",
+        "your-secret-key",
+        "please-change",
+        "default",
+        "example",
+        "test",
+        "todo",
+    }
+)
+MIN_SECRET_KEY_LENGTH = 32
+
+
+class BrokerKind(StrEnum):
+    AUTO = "auto"
+    MOSQUITTO = "mosquitto"
+    AMQTT = "amqtt"
+    EXTERNAL = "external"
+
+
+class LogFormat(StrEnum):
+    AUTO = "auto"
+    JSON = "json"
+    CONSOLE = "console"
+
+
+def _refuse_placeholder(value: SecretStr | None, name: str) -> None:
+    if value is None:
+        return
+    raw = value.get_secret_value().strip().lower()
+    if not raw or raw in PLACEHOLDER_SECRETS or raw.strip("<>{}$ ") in PLACEHOLDER_SECRETS:
+        raise ValueError(f"{name} is a placeholder; set a real secret or leave it unset")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="FIELDLINE_", extra="forbid", validate_default=True, frozen=True
+    )
+
+    data_dir: Path = Field(
+        Path("fieldline-data"),
+        description="Directory for the embedded database, broker files and generated secrets.",
+    )
+    database_url: str | None = Field(
+        None,
+        validation_alias="DATABASE_URL",
+        description="PostgreSQL 14+ to use (`postgresql://user:pass@host/db`); unset runs the "
+        "embedded server in the data directory.",
+    )
+    http_host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
+    http_port: int = Field(8000, ge=0, le=65535, description="HTTP API port (0 picks a free one).")
+    public_url: str | None = Field(
+        None, description="URL users reach the API at, for printed links; default from host/port."
+    )
+    broker: BrokerKind = Field(
+        BrokerKind.AUTO,
+        description="`auto` (managed Mosquitto when installed, else in-process amqtt), "
+        "`mosquitto`, `amqtt` or `external`.",
+    )
+    mqtt_host: str = Field(
+        "127.0.0.1",
+        description="Address the managed broker listens on, or the external broker's host.",
+    )
+    mqtt_port: int = Field(1883, ge=0, le=65535, description="MQTT port (0 picks a free one).")
+    mqtt_public_host: str | None = Field(
+        None, description="Broker host given to devices at registration; default `mqtt_host`."
+    )
+    mqtt_tls_port: int | None = Field(
+        None, description="TLS port given to devices at registration, when the broker has one."
+    )
+    mosquitto_bin: str = Field("mosquitto", description="The mosquitto executable to manage.")
+    mosquitto_dynsec_plugin: Path | None = Field(
+        None, description="Path of `mosquitto_dynamic_security.so`; found automatically if unset."
+    )
+    broker_admin_username: str | None = Field(
+        None,
+        description="External Mosquitto: dynamic-security admin user fieldline manages "
+        "devices with.",
+    )
+    broker_admin_password: SecretStr | None = Field(
+        None, description="External Mosquitto: password of `broker_admin_username`."
+    )
+    broker_service_username: str | None = Field(
+        None, description="External broker: the MQTT user fieldline's ingest connects as."
+    )
+    broker_service_password: SecretStr | None = Field(
+        None, description="External broker: password of `broker_service_username`."
+    )
+    topic_prefix: str = Field(
+        "devices", pattern=r"^[A-Za-z0-9_-]+$", description="First level of every device topic."
+    )
+    secret_key: SecretStr | None = Field(
+        None,
+        description="Key that signs access tokens (32+ characters). Unset: generated once and "
+        "kept in the data directory. Placeholders refuse to start.",
+    )
+    admin_password: SecretStr | None = Field(
+        None,
+        description="Password of the `admin` user created on first start; unset prints a "
+        "generated one once.",
+    )
+    access_token_minutes: int = Field(15, ge=1, description="Lifetime of an access token.")
+    refresh_token_days: int = Field(14, ge=1, description="Lifetime of a refresh token.")
+    device_hash_iterations: int = Field(
+        10_000,
+        ge=1_000,
+        description="PBKDF2-SHA512 iterations for device secrets (the broker verifies them on "
+        "every connect; secrets are 192-bit random).",
+    )
+    max_payload_bytes: int = Field(
+        65_536, ge=256, description="Larger uplink payloads are rejected."
+    )
+    max_future_skew_seconds: float = Field(
+        300.0, ge=0, description="Readings stamped further in the future are rejected."
+    )
+    online_timeout_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="A device not heard from for this long is shown offline.",
+    )
+    batch_max_messages: int = Field(
+        2_000, ge=1, description="Ingest writes a batch at this many messages..."
+    )
+    batch_max_delay_ms: int = Field(50, ge=1, description="...or after this many milliseconds.")
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    log_format: LogFormat = Field(
+        LogFormat.AUTO, description="`json`, `console`, or `auto` (console on a terminal)."
+    )
+
+    @field_validator("secret_key")
+    @classmethod
+    def _secret_key_is_real(cls, value: SecretStr | None) -> SecretStr | None:
+        _refuse_placeholder(value, "FIELDLINE_SECRET_KEY")
+        if value is not None and len(value.get_secret_value()) < MIN_SECRET_KEY_LENGTH:
+            raise ValueError(
+                f"FIELDLINE_SECRET_KEY must be at least {MIN_SECRET_KEY_LENGTH} characters"
+            )
+        return value
+
+    @field_validator("admin_password", "broker_admin_password", "broker_service_password")
+    @classmethod
+    def _password_is_real(cls, value: SecretStr | None) -> SecretStr | None:
+        _refuse_placeholder(value, "password setting")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Precedence: explicit arguments, then environment, then the TOML file.
+        config_file = os.environ.get("FIELDLINE_CONFIG")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+    @property
+    def advertised_mqtt_host(self) -> str:
+        return self.mqtt_public_host or self.mqtt_host
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build Settings from the environment, the TOML file and CLI overrides."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,155 @@
+"""Collects decoded messages into batches and writes them with one writer.
+
+A message's future resolves only after its batch is committed, so the MQTT
+acknowledgement (sent when the future resolves) means "durably stored".
+Memory is bounded: producers wait while `max_pending` messages are unwritten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from fieldline.ops.metrics import Metrics
+from fieldline.storage.writer import Batch, DeviceReadings, Presence, RejectedMessage, WriteResult
+
+log = logging.getLogger(__name__)
+
+WriteBatch = Callable[[Batch], Awaitable[WriteResult]]
+BACKOFF_START_SECONDS = 0.2
+BACKOFF_CAP_SECONDS = 10.0
+
+
+@dataclass(slots=True)
+class _Open:
+    batch: Batch = field(default_factory=Batch)
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    messages: int = 0
+    first_at: float = 0.0
+    received_at: list[float] = field(default_factory=list)
+
+
+class Batcher:
+    def __init__(
+        self,
+        *,
+        write: WriteBatch,
+        metrics: Metrics,
+        max_messages: int,
+        max_delay: float,
+        max_pending: int | None = None,
+    ) -> None:
+        self._write = write
+        self._metrics = metrics
+        self._max_messages = max_messages
+        self._max_delay = max_delay
+        self._max_pending = max_pending or max_messages * 10
+        self._open = _Open()
+        self._pending = 0
+        self._wake = asyncio.Event()
+        self._room = asyncio.Condition()
+        self._closing = False
+        self._finished = asyncio.Event()
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    async def add(
+        self,
+        *,
+        telemetry: DeviceReadings | None = None,
+        presence: Presence | None = None,
+        rejected: RejectedMessage | None = None,
+    ) -> None:
+        """Queue one message's outcome; return once it is committed."""
+        async with self._room:
+            await self._room.wait_for(lambda: self._pending < self._max_pending)
+        current = self._open
+        if current.messages == 0:
+            current.first_at = time.monotonic()
+        if telemetry is not None:
+            current.batch.telemetry.append(telemetry)
+        if presence is not None:
+            current.batch.presence.append(presence)
+        if rejected is not None:
+            current.batch.rejected.append(rejected)
+        current.messages += 1
+        current.received_at.append(time.monotonic())
+        self._pending += 1
+        self._metrics.ingest_queue_depth.set(self._pending)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        current.waiters.append(done)
+        if current.messages >= self._max_messages or current.messages == 1:
+            self._wake.set()
+        await done
+
+    async def run(self) -> None:
+        """Write batches until `drain()`; the last open batch is written before returning."""
+        try:
+            await self._run()
+        finally:
+            self._finished.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            current = self._open
+            if current.messages == 0:
+                if self._closing:
+                    return
+                continue
+            deadline = current.first_at + self._max_delay
+            while current.messages < self._max_messages and not self._closing:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=remaining)
+                except TimeoutError:
+                    break
+            self._open = _Open()
+            await self._commit(current)
+            self._wake.set()  # look again at what arrived during the write
+
+    async def drain(self) -> None:
+        """Write what is open, then stop; returns once `run()` has finished."""
+        self._closing = True
+        self._wake.set()
+        await self._finished.wait()
+
+    async def _commit(self, current: _Open) -> None:
+        delay = BACKOFF_START_SECONDS
+        while True:
+            try:
+                result = await self._write(current.batch)
+                break
+            except Exception:
+                self._metrics.write_errors.inc()
+                log.exception(
+                    "batch write failed; retrying",
+                    extra={"messages": current.messages, "retry_in": delay},
+                )
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311
+                delay = min(delay * 2, BACKOFF_CAP_SECONDS)
+        now = time.monotonic()
+        metrics = self._metrics
+        metrics.batch_size.observe(current.messages)
+        metrics.readings_stored.inc(result.readings_stored)
+        metrics.points_stored.inc(result.points)
+        metrics.duplicates.inc(result.duplicates)
+        for received in current.received_at:
+            metrics.ingest_latency.observe(now - received)
+        for waiter in current.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._pending -= current.messages
+        metrics.ingest_queue_depth.set(self._pending)
+        async with self._room:
+            self._room.notify_all()

@@ -1,0 +1,252 @@
+"""Turn uplink payloads into domain values (SPEC §2). Pure: no I/O, no clock reads.
+
+Every payload form is accepted: an object with `sensors`, a flat object of
+readings, `{"readings": [...]}` and a JSON array. A message is accepted or
+rejected whole, so a rejected batch can be reprocessed from the rejected store
+exactly as it arrived.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from fieldline.domain.readings import Reading, Rejection, RejectReason, StatusReport
+
+RESERVED_KEYS = frozenset({"message_id", "device_id", "timestamp", "sensors", "readings"})
+MAX_KEY_LENGTH = 128
+MAX_BATCH_READINGS = 10_000
+MAX_NESTING = 4
+# Epoch values above this are milliseconds: 1e11 seconds is the year 5138.
+MILLISECONDS_THRESHOLD = 1e11
+# Device clocks that never synced report 1970; such times are refused, not stored.
+EARLIEST_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeLimits:
+    max_payload_bytes: int
+    max_future_skew: timedelta
+
+
+class _Rejected(Exception):
+    def __init__(self, reason: RejectReason, detail: str) -> None:
+        super().__init__(detail)
+        self.rejection = Rejection(reason, detail)
+
+
+def decode_telemetry(
+    payload: bytes, *, device_id: str, received_at: datetime, limits: DecodeLimits
+) -> list[Reading] | Rejection:
+    """Decode one telemetry message of `device_id` (the authenticated publisher)."""
+    try:
+        document = _parse(payload, limits)
+        entries = _entries(document)
+        base_id = document.get("message_id") if isinstance(document, dict) else None
+        readings = []
+        for index, entry in enumerate(entries):
+            fallback_id = f"{base_id}#{index}" if isinstance(base_id, str) and base_id else None
+            readings.append(_reading(entry, device_id, received_at, limits, fallback_id))
+    except _Rejected as rejected:
+        return rejected.rejection
+    return readings
+
+
+def decode_status(
+    payload: bytes, *, device_id: str, limits: DecodeLimits
+) -> StatusReport | Rejection:
+    """Decode a status message: `{"status": "online"|"offline", ...}` or the bare word."""
+    try:
+        text = payload.strip().lower()
+        if text in (b"online", b"offline"):
+            return StatusReport(online=text == b"online", attributes={}, firmware_version=None)
+        document = _parse(payload, limits)
+        if not isinstance(document, dict):
+            raise _Rejected(RejectReason.INVALID_PAYLOAD, "status must be a JSON object")
+        _check_device(document, device_id)
+        status = document.get("status")
+        if status not in ("online", "offline"):
+            raise _Rejected(
+                RejectReason.INVALID_PAYLOAD, 'status must have "status": "online" or "offline"'
+            )
+        attributes: dict[str, str] = {}
+        metrics: dict[str, float] = {}
+        _collect(document, metrics, attributes, prefix="", depth=0, skip=RESERVED_KEYS | {"status"})
+        attributes.update({name: _format_number(value) for name, value in metrics.items()})
+        firmware = document.get("firmware_version")
+        return StatusReport(
+            online=status == "online",
+            attributes=attributes,
+            firmware_version=firmware if isinstance(firmware, str) else None,
+        )
+    except _Rejected as rejected:
+        return rejected.rejection
+
+
+def _parse(payload: bytes, limits: DecodeLimits) -> Any:
+    if len(payload) > limits.max_payload_bytes:
+        raise _Rejected(
+            RejectReason.TOO_LARGE,
+            f"payload is {len(payload)} bytes; the limit is {limits.max_payload_bytes}",
+        )
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        # orjson refuses NaN/Infinity and integers beyond 64 bits, which the
+        # standard parser reads; its result then goes through the same checks,
+        # so NaN is rejected as a non-finite value rather than as bad JSON.
+        try:
+            return json.loads(payload)
+        except (ValueError, RecursionError):
+            raise _Rejected(RejectReason.INVALID_JSON, f"not valid JSON: {exc}") from exc
+
+
+def _entries(document: Any) -> list[dict[str, Any]]:
+    if isinstance(document, list):
+        entries: Any = document
+    elif isinstance(document, dict) and "readings" in document:
+        entries = document["readings"]
+        if not isinstance(entries, list):
+            raise _Rejected(RejectReason.INVALID_PAYLOAD, '"readings" must be an array')
+    elif isinstance(document, dict):
+        entries = [document]
+    else:
+        raise _Rejected(
+            RejectReason.INVALID_PAYLOAD, "telemetry must be a JSON object or an array of objects"
+        )
+    if not entries:
+        raise _Rejected(RejectReason.NO_READINGS, "the batch is empty")
+    if len(entries) > MAX_BATCH_READINGS:
+        raise _Rejected(
+            RejectReason.INVALID_PAYLOAD, f"a batch holds at most {MAX_BATCH_READINGS} readings"
+        )
+    if not all(isinstance(entry, dict) for entry in entries):
+        raise _Rejected(RejectReason.INVALID_PAYLOAD, "every reading must be a JSON object")
+    checked: list[dict[str, Any]] = entries
+    return checked
+
+
+def _check_device(entry: dict[str, Any], device_id: str) -> None:
+    claimed = entry.get("device_id")
+    if claimed is not None and claimed != device_id:
+        raise _Rejected(
+            RejectReason.DEVICE_MISMATCH,
+            f"device_id {str(claimed)[:MAX_KEY_LENGTH]!r} does not match the "
+            f"authenticated device {device_id!r}",
+        )
+
+
+def _reading(
+    entry: dict[str, Any],
+    device_id: str,
+    received_at: datetime,
+    limits: DecodeLimits,
+    fallback_id: str | None,
+) -> Reading:
+    _check_device(entry, device_id)
+    message_id = entry.get("message_id", fallback_id)
+    if message_id is not None and (
+        not isinstance(message_id, str | int) or message_id == "" or isinstance(message_id, bool)
+    ):
+        raise _Rejected(RejectReason.INVALID_PAYLOAD, "message_id must be a non-empty string")
+    time = _timestamp(entry.get("timestamp"), received_at, limits)
+    metrics: dict[str, float] = {}
+    attributes: dict[str, str] = {}
+    sensors = entry.get("sensors")
+    if sensors is not None:
+        if not isinstance(sensors, dict):
+            raise _Rejected(RejectReason.INVALID_PAYLOAD, '"sensors" must be an object')
+        _collect(sensors, metrics, attributes, prefix="", depth=0, skip=frozenset())
+    _collect(entry, metrics, attributes, prefix="", depth=0, skip=RESERVED_KEYS)
+    if not metrics and not attributes:
+        raise _Rejected(RejectReason.NO_READINGS, "the message has no readings")
+    return Reading(
+        message_id=str(message_id)[:256] if message_id is not None else None,
+        time=time,
+        metrics=metrics,
+        attributes=attributes,
+    )
+
+
+def _collect(
+    source: dict[str, Any],
+    metrics: dict[str, float],
+    attributes: dict[str, str],
+    *,
+    prefix: str,
+    depth: int,
+    skip: frozenset[str],
+) -> None:
+    """Numbers and booleans become metrics, strings attributes; objects nest with dots."""
+    for key, value in source.items():
+        if key in skip or value is None:
+            continue
+        name = f"{prefix}{key}"
+        if not key or len(name) > MAX_KEY_LENGTH:
+            raise _Rejected(
+                RejectReason.INVALID_PAYLOAD,
+                f"reading names must be 1 to {MAX_KEY_LENGTH} characters",
+            )
+        if isinstance(value, bool):
+            metrics[name] = 1.0 if value else 0.0
+        elif isinstance(value, int | float):
+            number = float(value)
+            if not math.isfinite(number):
+                raise _Rejected(RejectReason.NON_FINITE_VALUE, f"{name} is not a finite number")
+            metrics[name] = number
+        elif isinstance(value, str):
+            attributes[name] = value
+        elif isinstance(value, dict):
+            if depth >= MAX_NESTING:
+                raise _Rejected(RejectReason.INVALID_PAYLOAD, f"{name} is nested too deeply")
+            _collect(
+                value, metrics, attributes, prefix=f"{name}.", depth=depth + 1, skip=frozenset()
+            )
+        else:
+            attributes[name] = orjson.dumps(value).decode()
+
+
+def _timestamp(value: Any, received_at: datetime, limits: DecodeLimits) -> datetime:
+    if value is None:
+        return received_at
+    if isinstance(value, bool):
+        raise _Rejected(RejectReason.INVALID_TIMESTAMP, "timestamp must be a number or a string")
+    try:
+        if isinstance(value, int | float):
+            if not math.isfinite(value):
+                raise _Rejected(RejectReason.NON_FINITE_VALUE, "timestamp is not finite")
+            seconds = value / 1000 if abs(value) >= MILLISECONDS_THRESHOLD else value
+            time = datetime.fromtimestamp(seconds, tz=UTC)
+        elif isinstance(value, str):
+            time = datetime.fromisoformat(value)
+            if time.tzinfo is None:
+                time = time.replace(tzinfo=UTC)
+            time = time.astimezone(UTC)
+        else:
+            raise _Rejected(
+                RejectReason.INVALID_TIMESTAMP,
+                "timestamp must be epoch seconds, milliseconds or ISO 8601",
+            )
+    except (ValueError, OverflowError, OSError) as exc:
+        raise _Rejected(
+            RejectReason.INVALID_TIMESTAMP, f"timestamp {str(value)[:64]!r} is not a valid time"
+        ) from exc
+    if time > received_at + limits.max_future_skew:
+        raise _Rejected(
+            RejectReason.FUTURE_TIMESTAMP, f"timestamp {time.isoformat()} is in the future"
+        )
+    if time < EARLIEST_TIME:
+        raise _Rejected(
+            RejectReason.INVALID_TIMESTAMP,
+            f"timestamp {time.isoformat()} is before 2000 (clock not set?)",
+        )
+    return time
+
+
+def _format_number(value: float) -> str:
+    return str(int(value)) if value.is_integer() else repr(value)

@@ -1,0 +1,85 @@
+"""Prometheus metrics of one fieldline process, in a registry of its own (no globals)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.messages_received = Counter(
+            "fieldline_messages_received",
+            "Uplink messages received, by topic kind",
+            ["kind"],
+            registry=r,
+        )
+        self.readings_stored = Counter(
+            "fieldline_readings_stored",
+            "Readings (one timestamped set of values) stored",
+            registry=r,
+        )
+        self.points_stored = Counter(
+            "fieldline_points_stored",
+            "Telemetry points (one value of one metric) stored",
+            registry=r,
+        )
+        self.duplicates = Counter(
+            "fieldline_readings_duplicate",
+            "Readings ignored because their message_id was already stored",
+            registry=r,
+        )
+        self.messages_rejected = Counter(
+            "fieldline_messages_rejected",
+            "Uplink messages rejected, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "fieldline_ingest_batch_size",
+            "Messages per database write",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.ingest_latency = Histogram(
+            "fieldline_ingest_latency_seconds",
+            "From receipt of a message to its commit",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ingest_queue_depth = Gauge(
+            "fieldline_ingest_queue_depth", "Messages received and not yet written", registry=r
+        )
+        self.write_errors = Counter(
+            "fieldline_ingest_write_errors", "Failed batch writes (retried)", registry=r
+        )
+        self.devices_online = Gauge(
+            "fieldline_devices_online", "Devices currently online", registry=r
+        )
+        self.http_requests = Counter(
+            "fieldline_http_requests",
+            "HTTP requests, by method, route and status",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.http_duration = Histogram(
+            "fieldline_http_request_duration_seconds",
+            "HTTP request durations",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.db_pool_size = Gauge(
+            "fieldline_db_pool_connections", "Database pool connections", ["state"], registry=r
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,360 @@
+"""One simulated device: its own MQTT connection, status, heartbeat and telemetry.
+
+gmqtt is used through a handful of private attributes, all in this module:
+it has no public way to drop a connection without DISCONNECT (needed to make
+the broker fire the last will) or to stop a client from reconnecting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import gmqtt
+from gmqtt.mqtt.constants import MQTTv50, MQTTv311
+from gmqtt.storage import PersistentStorage
+
+from fieldline.domain.topics import TopicScheme, Uplink
+from fieldline.sim import payloads
+from fieldline.sim.options import FleetOptions, MqttVersion
+from fieldline.sim.payloads import BAD_KINDS, TimestampForm
+from fieldline.sim.report import DeviceStats
+from fieldline.sim.values import SensorModel
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 10.0
+DRAIN_TIMEOUT_S = 5.0
+RECONNECT_DELAY_S = 2
+BACKOFF_CAP_S = 30.0
+# After a stall, catch up at most this many telemetry slots per wake-up.
+MAX_BURST = 100
+RECENT_FOR_DUPLICATES = 16
+_TIMESTAMP_FORMS = tuple(TimestampForm)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceIdentity:
+    index: int  # position in the fleet, from 0
+    device_id: str
+    password: str | None
+    spoof_as: str  # another device's id, for spoofed-payload bad messages
+
+
+class _InflightWindow(PersistentStorage):  # type: ignore[misc]
+    """gmqtt's QoS store, plus a signal when it has room.
+
+    gmqtt never refuses a publish; without a cap a fast sender grows this store
+    until packet ids run out (65 535) or memory does.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self._limit = limit
+        self.room = asyncio.Event()
+        self.room.set()
+
+    def push_message(self, mid: int, raw_package: bytes) -> None:
+        super().push_message(mid, raw_package)
+        if len(self._messages) >= self._limit:
+            self.room.clear()
+
+    def remove_message_by_mid(self, mid: int) -> None:
+        super().remove_message_by_mid(mid)
+        if len(self._messages) <= self._limit // 2:
+            self.room.set()
+
+    def clear(self) -> None:
+        super().clear()
+        self.room.set()
+
+
+class SimulatedDevice:
+    __slots__ = (
+        "_batch_form",
+        "_boot_count",
+        "_client",
+        "_heap_free",
+        "_identity",
+        "_last_ts_ms",
+        "_model",
+        "_options",
+        "_recent",
+        "_rng",
+        "_started",
+        "_telemetry_topic",
+        "_topics",
+        "_window",
+        "attempted",
+        "stats",
+    )
+
+    def __init__(self, *, identity: DeviceIdentity, options: FleetOptions, seed: int) -> None:
+        self._identity = identity
+        self._options = options
+        self._rng = random.Random(seed)  # noqa: S311 -- simulated behaviour, not secrets
+        self._topics = TopicScheme(prefix=options.topic_prefix)
+        self._telemetry_topic = self._topics.uplink(identity.device_id, Uplink.TELEMETRY).encode()
+        self._model = SensorModel(seed=seed, start_s=time.time())
+        self._started = time.monotonic()
+        self._boot_count = self._rng.randint(1, 40)
+        self._heap_free = self._rng.randint(120_000, 200_000)
+        self._last_ts_ms = 0
+        self._batch_form = 0
+        self._recent: deque[bytes] = deque(maxlen=RECENT_FOR_DUPLICATES)
+        self._client: Any = None
+        self._window = _InflightWindow(options.max_inflight)
+        # Set once the first connection attempt has ended, whatever its outcome.
+        self.attempted = asyncio.Event()
+        self.stats = DeviceStats(
+            device_id=identity.device_id, record_message_ids=options.record_message_ids
+        )
+
+    @property
+    def device_id(self) -> str:
+        return self._identity.device_id
+
+    # -- connection ---------------------------------------------------------
+
+    async def connect(self, *, stop: asyncio.Event, gate: asyncio.Semaphore) -> bool:
+        """Connect, retrying with capped jittered backoff until connected or stopped.
+
+        `gate` bounds simultaneous handshakes so a large fleet does not hit the
+        broker with thousands of CONNECTs in the same instant.
+        """
+        delay = 1.0
+        version = MQTTv50 if self._options.mqtt_version is MqttVersion.V5 else MQTTv311
+        while not stop.is_set():
+            client = self._new_client()
+            try:
+                async with gate, asyncio.timeout(CONNECT_TIMEOUT_S):
+                    await client.connect(
+                        self._options.mqtt_host,
+                        self._options.mqtt_port,
+                        version=version,
+                        keepalive=60,
+                    )
+            except (OSError, TimeoutError, gmqtt.MQTTConnectError) as exc:
+                self.stats.connect_failures += 1
+                log.warning(
+                    "simulated device failed to connect",
+                    extra={"device_id": self.device_id, "error": repr(exc)},
+                )
+                await _abandon(client)
+                self.attempted.set()
+                try:
+                    async with asyncio.timeout(self._rng.uniform(0.5, 1.0) * delay):
+                        await stop.wait()
+                except TimeoutError:
+                    pass
+                delay = min(delay * 2.0, BACKOFF_CAP_S)
+                continue
+            self._client = client
+            self.attempted.set()
+            return True
+        self.attempted.set()
+        return False
+
+    def _new_client(self) -> Any:
+        will = gmqtt.Message(
+            self._topics.uplink(self.device_id, Uplink.STATUS),
+            payloads.WILL_PAYLOAD,
+            qos=1,
+            retain=False,
+        )
+        client = gmqtt.Client(
+            self.device_id,
+            clean_session=True,
+            will_message=will,
+            persistent_storage=self._window,
+        )
+        if self._identity.password is not None:
+            client.set_auth_credentials(self.device_id, self._identity.password)
+        client.set_config({"reconnect_delay": RECONNECT_DELAY_S})
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        return client
+
+    def _on_connect(self, client: Any, flags: int, rc: int, properties: Any) -> None:
+        # Runs on every (re)connection, like firmware announcing itself after a reboot.
+        self.stats.connected = True
+        self.stats.ever_connected = True
+        client.publish(
+            self._topics.uplink(self.device_id, Uplink.STATUS),
+            payloads.status_online(
+                uptime_s=self._uptime_s(),
+                heap_free=self._heap_free - self._rng.randint(0, 4_000),
+                boot_count=self._boot_count,
+            ),
+            qos=1,
+        )
+        self.stats.status_published += 1
+
+    def _on_disconnect(self, client: Any, packet: Any, exc: Any = None) -> None:
+        self.stats.connected = False
+
+    async def close(self, *, kill: bool) -> None:
+        client = self._client
+        if client is None:
+            return
+        self._client = None
+        if kill or not self.stats.connected:
+            await _abandon(client)
+            self.stats.connected = False
+            return
+        client.publish(
+            self._topics.uplink(self.device_id, Uplink.STATUS),
+            payloads.status_offline(uptime_s=self._uptime_s()),
+            qos=1,
+        )
+        self.stats.status_published += 1
+        # Wait for the broker to acknowledge everything, so a subscriber sees
+        # exactly what the report counts.
+        try:
+            async with asyncio.timeout(DRAIN_TIMEOUT_S):
+                await self._window.wait_empty()
+        except TimeoutError:
+            log.warning("unacknowledged publishes at shutdown", extra={"device_id": self.device_id})
+        await client.disconnect()
+        self.stats.connected = False
+
+    def _uptime_s(self) -> int:
+        return int(time.monotonic() - self._started) + 3_600 * self._boot_count
+
+    # -- traffic ------------------------------------------------------------
+
+    async def publish_telemetry(self) -> None:
+        """Publish at the configured rate until cancelled.
+
+        Slots are laid on a fixed grid from a random phase, so devices do not
+        fire together, and a late wake-up sends every slot it owes (up to a
+        burst cap) rather than silently lowering the rate.
+        """
+        loop = asyncio.get_running_loop()
+        rate = self._options.rate
+        interval = 1.0 / rate
+        start = loop.time() + self._rng.uniform(0.0, interval)
+        qos = self._options.qos
+        slot = 0
+        while True:
+            # floor, not int(): before the first slot the difference is negative.
+            due = math.floor((loop.time() - start) * rate) + 1
+            sent_this_wake = 0
+            while slot < due and sent_this_wake < MAX_BURST:
+                if qos and not self._window.room.is_set():
+                    await self._window.room.wait()
+                slot += 1
+                sent_this_wake += 1
+                if self._client is None or not self.stats.connected:
+                    self.stats.dropped_offline += 1
+                    continue
+                self._send_slot(slot)
+            jitter = self._rng.uniform(0.0, 0.05 * interval)
+            await asyncio.sleep(max(start + slot * interval + jitter - loop.time(), 0.0))
+
+    async def publish_heartbeats(self) -> None:
+        interval = self._options.heartbeat_interval
+        topic = self._topics.uplink(self.device_id, Uplink.HEARTBEAT)
+        await asyncio.sleep(self._rng.uniform(0.5, 1.0) * interval)
+        while True:
+            if self._client is not None and self.stats.connected:
+                self._client.publish(
+                    topic, payloads.heartbeat(uptime_s=self._uptime_s()), qos=self._options.qos
+                )
+                self.stats.heartbeats += 1
+            await asyncio.sleep(interval)
+
+    def _next_timestamp_ms(self) -> int:
+        # Strictly increasing per device, so no two readings share a timestamp.
+        ts = max(int(time.time() * 1000.0), self._last_ts_ms + 1)
+        self._last_ts_ms = ts
+        return ts
+
+    def _publish(self, payload: bytes) -> None:
+        self._client.publish(gmqtt.Message(self._telemetry_topic, payload, qos=self._options.qos))
+
+    def _send_slot(self, slot: int) -> None:
+        options = self._options
+        stats = self.stats
+        if options.bad_every and slot % options.bad_every == 0:
+            # Devices start at different points of the cycle so a small fleet
+            # covers every kind quickly.
+            kind = BAD_KINDS[(self._identity.index + stats.bad_total) % len(BAD_KINDS)]
+            reading = self._model.sample(self._next_timestamp_ms())
+            self._publish(
+                payloads.bad_telemetry(
+                    kind,
+                    reading,
+                    device_id=self.device_id,
+                    message_id=str(uuid.uuid4()),
+                    spoof_as=self._identity.spoof_as,
+                )
+            )
+            stats.bad[kind] += 1
+            return
+        if options.duplicate_every and slot % options.duplicate_every == 0 and self._recent:
+            self._publish(self._rng.choice(self._recent))
+            stats.duplicates += 1
+            return
+        if options.batch_every and slot % options.batch_every == 0:
+            self._send_batch()
+            return
+        message_id = str(uuid.uuid4())
+        payload = payloads.telemetry(
+            payloads.reading_object(
+                self._model.sample(self._next_timestamp_ms()),
+                device_id=self.device_id,
+                message_id=message_id,
+                form=_TIMESTAMP_FORMS[stats.telemetry_ok % 3],
+            )
+        )
+        self._publish(payload)
+        self._recent.append(payload)
+        stats.telemetry_ok += 1
+        stats.readings += 1
+        if stats.message_ids is not None:
+            stats.message_ids.append(message_id)
+
+    def _send_batch(self) -> None:
+        """Readings sampled since the last message, as a device that buffers them would send."""
+        size = self._options.batch_size
+        previous = self._last_ts_ms or int(time.time() * 1000.0) - 1_000
+        now = max(int(time.time() * 1000.0), previous + size)
+        objs: list[dict[str, object]] = []
+        ids: list[str] = []
+        for i in range(1, size + 1):
+            ts = max(previous + (now - previous) * i // size, self._last_ts_ms + 1)
+            self._last_ts_ms = ts
+            message_id = str(uuid.uuid4())
+            ids.append(message_id)
+            objs.append(
+                payloads.reading_object(
+                    self._model.sample(ts),
+                    device_id=self.device_id,
+                    message_id=message_id,
+                    form=_TIMESTAMP_FORMS[(self._batch_form + i) % 3],
+                )
+            )
+        self._batch_form += 1
+        self._publish(payloads.batch(objs))
+        stats = self.stats
+        stats.telemetry_ok += 1
+        stats.batches += 1
+        stats.readings += size
+        if stats.message_ids is not None:
+            stats.message_ids.extend(ids)
+
+
+async def _abandon(client: Any) -> None:
+    """Close a client's socket without DISCONNECT and stop it from reconnecting."""
+    client._is_active = False
+    connection = client._connection
+    if connection is not None and not connection.is_closing():
+        await connection.close()

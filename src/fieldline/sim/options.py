@@ -1,0 +1,88 @@
+"""Everything `run_fleet` needs to know, validated once up front."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from fieldline.domain.devices import is_valid_device_id
+
+
+class MqttVersion(StrEnum):
+    # 3.1.1 is the default because the embedded amqtt broker speaks nothing newer.
+    V311 = "3.1.1"
+    V5 = "5"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiAccess:
+    """How to reach and authenticate to the fieldline HTTP API (SPEC §3a)."""
+
+    url: str = "http://127.0.0.1:8000"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    api_key: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class FleetOptions:
+    devices: int = 10
+    rate: float = 1.0  # telemetry messages per second per device
+    duration: float | None = None  # seconds of publishing; None runs until stopped
+    qos: int = 1
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = 1883
+    mqtt_version: MqttVersion = MqttVersion.V311
+    prefix: str = "sim"  # device ids are `{prefix}-0001`, ...
+    topic_prefix: str = "devices"
+    group: str | None = None
+    # Every K-th telemetry slot of a device is bad / a duplicate / a batch (0: never).
+    bad_every: int = 0
+    duplicate_every: int = 0
+    batch_every: int = 0
+    batch_size: int = 10
+    heartbeat_interval: float = 30.0
+    # End by dropping connections without DISCONNECT, so the broker fires every last will.
+    kill: bool = False
+    api: ApiAccess | None = None
+    create: bool = False  # register the devices (and group) through the API first
+    # JSON {device_id: password}: written after `create`, read otherwise.
+    credentials_file: Path | None = None
+    processes: int = 1
+    connect_concurrency: int = 100
+    max_inflight: int = 1_000  # unacknowledged QoS 1 publishes per device before it waits
+    progress_interval: float = 5.0
+    record_message_ids: bool = True
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        if self.devices < 1:
+            problems.append("devices must be at least 1")
+        if not self.rate > 0:
+            problems.append("rate must be positive")
+        if self.duration is not None and self.duration < 0:
+            problems.append("duration must not be negative")
+        if self.qos not in (0, 1):
+            problems.append("qos must be 0 or 1")
+        for name in ("bad_every", "duplicate_every", "batch_every"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must not be negative")
+        if self.batch_size < 1:
+            problems.append("batch_size must be at least 1")
+        if self.processes < 1 or self.connect_concurrency < 1 or self.max_inflight < 2:
+            problems.append("processes, connect_concurrency and max_inflight must be positive")
+        if not is_valid_device_id(self.device_id(self.devices)):
+            problems.append(f"prefix {self.prefix!r} does not make valid device ids")
+        if self.create and self.api is None:
+            problems.append("create needs API access")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def device_id(self, number: int) -> str:
+        """Id of the `number`-th device, counting from 1."""
+        return f"{self.prefix}-{number:04d}"
+
+    def device_ids(self) -> list[str]:
+        return [self.device_id(n) for n in range(1, self.devices + 1)]

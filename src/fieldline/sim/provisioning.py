@@ -1,0 +1,153 @@
+"""Device credentials for a simulated fleet: registered through the API, or read from a file."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+import orjson
+
+from fieldline.sim.options import ApiAccess, FleetOptions
+from fieldline.sim.payloads import FIRMWARE_VERSION
+
+log = logging.getLogger(__name__)
+
+DEVICE_TYPE = "sim-sensor"
+REQUEST_CONCURRENCY = 16
+REQUEST_TIMEOUT_S = 30.0
+
+
+class ProvisioningError(Exception):
+    """The API refused or answered something the simulator cannot use."""
+
+
+async def resolve_credentials(options: FleetOptions) -> dict[str, str] | None:
+    """Passwords by device id, or None to connect without credentials."""
+    if options.create:
+        assert options.api is not None  # FleetOptions refuses create without api
+        passwords = await register_devices(
+            options.api, device_ids=options.device_ids(), group=options.group
+        )
+        if options.credentials_file is not None:
+            write_credentials(options.credentials_file, passwords)
+        return passwords
+    if options.credentials_file is not None:
+        stored = read_credentials(options.credentials_file)
+        missing = [d for d in options.device_ids() if d not in stored]
+        if missing:
+            raise ProvisioningError(
+                f"{len(missing)} device(s) have no password in {options.credentials_file} "
+                f"(first: {missing[0]}); run once with --create"
+            )
+        return stored
+    return None
+
+
+async def register_devices(
+    api: ApiAccess, *, device_ids: list[str], group: str | None
+) -> dict[str, str]:
+    """Create each device, or rotate its password when it already exists (409)."""
+    try:
+        async with httpx.AsyncClient(base_url=api.url, timeout=REQUEST_TIMEOUT_S) as http:
+            http.headers.update(await _auth_headers(http, api))
+            if group is not None:
+                await _ensure_group(http, group)
+            limit = asyncio.Semaphore(REQUEST_CONCURRENCY)
+
+            async def one(number: int, device_id: str) -> tuple[str, str]:
+                async with limit:
+                    return device_id, await _register_one(
+                        http, device_id=device_id, number=number, group=group
+                    )
+
+            pairs = await asyncio.gather(*(one(n, d) for n, d in enumerate(device_ids, start=1)))
+    except httpx.HTTPError as exc:
+        raise ProvisioningError(f"cannot reach the API at {api.url}: {exc!r}") from exc
+    return dict(pairs)
+
+
+async def _auth_headers(http: httpx.AsyncClient, api: ApiAccess) -> dict[str, str]:
+    if api.api_key:
+        return {"X-API-Key": api.api_key}
+    if api.username and api.password:
+        answer = await http.post(
+            "/api/v1/auth/login", json={"username": api.username, "password": api.password}
+        )
+        token = _field(_expect(answer, "log in"), "access_token")
+        return {"Authorization": f"Bearer {token}"}
+    raise ProvisioningError("creating devices needs an API key or a username and password")
+
+
+async def _ensure_group(http: httpx.AsyncClient, group: str) -> None:
+    answer = await http.post("/api/v1/groups", json={"name": group})
+    if answer.status_code != 409:  # 409: the group exists already, which is what we want
+        _expect(answer, f"create group {group}")
+
+
+async def _register_one(
+    http: httpx.AsyncClient, *, device_id: str, number: int, group: str | None
+) -> str:
+    body = {
+        "device_id": device_id,
+        "name": f"Simulated sensor {number}",
+        "device_type": DEVICE_TYPE,
+        "group": group,
+        "metadata": {"simulated": True, "firmware_version": FIRMWARE_VERSION},
+    }
+    answer = await http.post("/api/v1/devices", json=body)
+    if answer.status_code == 409:
+        # Registered by an earlier run whose password we may have lost: rotate it.
+        answer = await http.post(f"/api/v1/devices/{device_id}/credentials")
+        log.info("rotated simulated device credentials", extra={"device_id": device_id})
+        action = f"rotate credentials of {device_id}"
+    else:
+        action = f"create device {device_id}"
+    mqtt = _field(_expect(answer, action), "mqtt")
+    if not isinstance(mqtt, dict):
+        raise ProvisioningError(f"{action}: `mqtt` is not an object")
+    return str(_field(mqtt, "password"))
+
+
+def _expect(answer: httpx.Response, action: str) -> dict[str, object]:
+    if not answer.is_success:
+        raise ProvisioningError(f"{action}: HTTP {answer.status_code}: {answer.text[:300]}")
+    try:
+        body = answer.json()
+    except ValueError as exc:
+        raise ProvisioningError(f"{action}: answer is not JSON") from exc
+    if not isinstance(body, dict):
+        raise ProvisioningError(f"{action}: answer is not a JSON object")
+    return body
+
+
+def _field(body: Mapping[str, object], name: str) -> object:
+    if name not in body:
+        raise ProvisioningError(f"API answer lacks `{name}`")
+    return body[name]
+
+
+def read_credentials(path: Path) -> dict[str, str]:
+    try:
+        data = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise ProvisioningError(f"cannot read credentials from {path}: {exc}") from exc
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+    ):
+        raise ProvisioningError(f"{path} must hold a JSON object of device id to password")
+    return data
+
+
+def write_credentials(path: Path, passwords: Mapping[str, str]) -> None:
+    """Merge into an existing file, readable by its owner only: these are device secrets."""
+    merged = read_credentials(path) if path.exists() else {}
+    merged.update(passwords)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(orjson.dumps(merged, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+    tmp.replace(path)

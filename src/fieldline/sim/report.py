@@ -1,0 +1,208 @@
+"""What a simulation sent: live counters per device, and the frozen reports built from them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from fieldline.sim.payloads import BAD_KINDS, BadKind
+from fieldline.sim.values import METRICS_PER_READING
+
+
+class DeviceStats:
+    """Counters one device updates on the hot path; snapshotted into a DeviceReport."""
+
+    __slots__ = (
+        "bad",
+        "batches",
+        "connect_failures",
+        "connected",
+        "device_id",
+        "dropped_offline",
+        "duplicates",
+        "ever_connected",
+        "heartbeats",
+        "message_ids",
+        "readings",
+        "status_published",
+        "telemetry_ok",
+    )
+
+    def __init__(self, *, device_id: str, record_message_ids: bool) -> None:
+        self.device_id = device_id
+        self.connected = False
+        self.ever_connected = False
+        self.connect_failures = 0
+        self.telemetry_ok = 0
+        self.batches = 0
+        self.readings = 0
+        self.bad: dict[BadKind, int] = dict.fromkeys(BAD_KINDS, 0)
+        self.duplicates = 0
+        self.heartbeats = 0
+        self.status_published = 0
+        self.dropped_offline = 0
+        self.message_ids: list[str] | None = [] if record_message_ids else None
+
+    @property
+    def bad_total(self) -> int:
+        return sum(self.bad.values())
+
+    def report(self) -> DeviceReport:
+        return DeviceReport(
+            device_id=self.device_id,
+            connected=self.ever_connected,
+            connect_failures=self.connect_failures,
+            telemetry_ok=self.telemetry_ok,
+            batches=self.batches,
+            readings=self.readings,
+            bad=dict(self.bad),
+            duplicates=self.duplicates,
+            heartbeats=self.heartbeats,
+            status_published=self.status_published,
+            dropped_offline=self.dropped_offline,
+            message_ids=tuple(self.message_ids or ()),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceReport:
+    """What one device sent over the whole run."""
+
+    device_id: str
+    connected: bool  # connected at least once
+    connect_failures: int
+    telemetry_ok: int  # good telemetry publishes: single readings and batches
+    batches: int  # of which `{"readings": [...]}` batches
+    readings: int  # good readings, single or inside batches
+    bad: Mapping[BadKind, int]
+    duplicates: int  # re-sent earlier good messages (same message_id)
+    heartbeats: int
+    status_published: int  # online/offline status messages, not the will
+    dropped_offline: int  # telemetry slots skipped while disconnected
+    # message_id of every good reading, in sending order (empty when not recorded).
+    message_ids: tuple[str, ...] = field(repr=False)
+
+    @property
+    def points(self) -> int:
+        """Metric values the platform should store for this device's good readings."""
+        return self.readings * METRICS_PER_READING
+
+    @property
+    def bad_total(self) -> int:
+        return sum(self.bad.values())
+
+
+@dataclass(frozen=True, slots=True)
+class FleetProgress:
+    """Running totals, reported every few seconds while the fleet runs."""
+
+    elapsed_s: float
+    devices: int
+    devices_connected: int
+    telemetry_ok: int
+    bad: int
+    duplicates: int
+    connect_failures: int
+    publish_rate: float  # telemetry publishes per second since the previous snapshot
+
+    @property
+    def telemetry_total(self) -> int:
+        return self.telemetry_ok + self.bad + self.duplicates
+
+    def summary(self) -> str:
+        return (
+            f"[{self.elapsed_s:7.1f}s] devices {self.devices_connected}/{self.devices} connected, "
+            f"sent {self.telemetry_total} (ok {self.telemetry_ok}, bad {self.bad}, "
+            f"dup {self.duplicates}), {self.publish_rate:.0f} msg/s, "
+            f"connect failures {self.connect_failures}"
+        )
+
+
+def progress_of(
+    stats: Iterable[DeviceStats], *, elapsed_s: float, publish_rate: float
+) -> FleetProgress:
+    devices = connected = ok = bad = dup = failures = 0
+    for s in stats:
+        devices += 1
+        connected += s.connected
+        ok += s.telemetry_ok
+        bad += s.bad_total
+        dup += s.duplicates
+        failures += s.connect_failures
+    return FleetProgress(
+        elapsed_s=elapsed_s,
+        devices=devices,
+        devices_connected=connected,
+        telemetry_ok=ok,
+        bad=bad,
+        duplicates=dup,
+        connect_failures=failures,
+        publish_rate=publish_rate,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SimulationReport:
+    """The outcome of `run_fleet`: per device, and totals over the fleet."""
+
+    devices: tuple[DeviceReport, ...]
+    elapsed_s: float  # from the first connect attempt to the last disconnect
+
+    @property
+    def devices_connected(self) -> int:
+        return sum(d.connected for d in self.devices)
+
+    @property
+    def connect_failures(self) -> int:
+        return sum(d.connect_failures for d in self.devices)
+
+    @property
+    def telemetry_ok(self) -> int:
+        return sum(d.telemetry_ok for d in self.devices)
+
+    @property
+    def readings(self) -> int:
+        return sum(d.readings for d in self.devices)
+
+    @property
+    def points(self) -> int:
+        return sum(d.points for d in self.devices)
+
+    @property
+    def bad(self) -> dict[BadKind, int]:
+        return {kind: sum(d.bad[kind] for d in self.devices) for kind in BAD_KINDS}
+
+    @property
+    def duplicates(self) -> int:
+        return sum(d.duplicates for d in self.devices)
+
+    @property
+    def telemetry_total(self) -> int:
+        return self.telemetry_ok + sum(self.bad.values()) + self.duplicates
+
+    @property
+    def publish_rate(self) -> float:
+        return self.telemetry_total / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def device(self, device_id: str) -> DeviceReport:
+        for d in self.devices:
+            if d.device_id == device_id:
+                return d
+        raise KeyError(device_id)
+
+    def summary(self) -> str:
+        bad = self.bad
+        bad_detail = ", ".join(f"{kind.value} {n}" for kind, n in bad.items() if n)
+        lines = [
+            f"devices connected: {self.devices_connected}/{len(self.devices)} "
+            f"(connect failures {self.connect_failures})",
+            f"telemetry sent: {self.telemetry_total} in {self.elapsed_s:.1f}s "
+            f"({self.publish_rate:.0f} msg/s): ok {self.telemetry_ok} "
+            f"({self.readings} readings, {self.points} points), "
+            f"bad {sum(bad.values())}{f' ({bad_detail})' if bad_detail else ''}, "
+            f"duplicates {self.duplicates}",
+        ]
+        return "\n".join(lines)
+
+
+ProgressCallback = Callable[[FleetProgress], None]

@@ -1,0 +1,133 @@
+"""Reading telemetry back: latest values, raw points and time buckets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from psycopg import AsyncConnection
+
+from fieldline.storage.db import Row
+from fieldline.storage.paging import Page, decode_cursor, encode_cursor
+
+Conn = AsyncConnection[Row]
+
+
+class Aggregate(StrEnum):
+    AVG = "avg"
+    MIN = "min"
+    MAX = "max"
+    COUNT = "count"
+    SUM = "sum"
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    time: datetime
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class LatestValue:
+    device_id: str
+    metric: str
+    time: datetime
+    value: float
+
+
+async def latest_values(conn: Conn, device_ids: list[str]) -> list[LatestValue]:
+    rows = await (
+        await conn.execute(
+            "SELECT device_id, metric, time, value FROM telemetry_latest"
+            " WHERE device_id = ANY(%s) ORDER BY device_id, metric",
+            (device_ids,),
+        )
+    ).fetchall()
+    return [LatestValue(**row) for row in rows]
+
+
+async def latest_values_in_group(
+    conn: Conn, *, group: str | None, limit: int, cursor: str | None
+) -> Page[tuple[str, list[LatestValue]]]:
+    """Latest metrics of many devices (optionally of one group), a page of devices at a time."""
+    after = decode_cursor(cursor, 1)
+    devices = await (
+        await conn.execute(
+            "SELECT d.device_id FROM devices d LEFT JOIN groups g ON g.id = d.group_id"
+            " WHERE (%(group)s::text IS NULL OR g.name = %(group)s::text)"
+            " AND (%(after)s::text IS NULL OR d.device_id > %(after)s::text)"
+            " ORDER BY d.device_id LIMIT %(limit)s",
+            {"group": group, "after": after[0] if after else None, "limit": limit + 1},
+        )
+    ).fetchall()
+    ids = [row["device_id"] for row in devices[:limit]]
+    by_device: dict[str, list[LatestValue]] = {device_id: [] for device_id in ids}
+    for value in await latest_values(conn, ids):
+        by_device[value.device_id].append(value)
+    return Page(list(by_device.items()), encode_cursor(ids[-1]) if len(devices) > limit else None)
+
+
+async def raw_points(
+    conn: Conn,
+    *,
+    device_id: str,
+    metric: str,
+    start: datetime,
+    end: datetime,
+    limit: int,
+    cursor: str | None,
+) -> Page[Point]:
+    after = decode_cursor(cursor, 1)
+    since = datetime.fromisoformat(str(after[0])) if after else None
+    rows = await (
+        await conn.execute(
+            "SELECT time, value FROM telemetry WHERE device_id = %(device)s AND metric = %(metric)s"
+            " AND time >= %(start)s AND time < %(end)s"
+            " AND (%(after)s::timestamptz IS NULL OR time > %(after)s::timestamptz)"
+            " ORDER BY time LIMIT %(limit)s",
+            {
+                "device": device_id,
+                "metric": metric,
+                "start": start,
+                "end": end,
+                "after": since,
+                "limit": limit + 1,
+            },
+        )
+    ).fetchall()
+    items = [Point(**row) for row in rows[:limit]]
+    return Page(items, encode_cursor(items[-1].time.isoformat()) if len(rows) > limit else None)
+
+
+async def bucketed_points(
+    conn: Conn,
+    *,
+    device_id: str,
+    metric: str,
+    start: datetime,
+    end: datetime,
+    bucket: timedelta,
+    aggregate: Aggregate,
+) -> list[Point]:
+    """One point per bucket, buckets aligned to the epoch so charts line up across queries."""
+    rows = await (
+        await conn.execute(
+            f"SELECT date_bin(%(bucket)s, time, TIMESTAMPTZ '1970-01-01 00:00:00+00') AS time,"
+            f" {aggregate.value}(value)::float8 AS value FROM telemetry"
+            " WHERE device_id = %(device)s AND metric = %(metric)s"
+            " AND time >= %(start)s AND time < %(end)s GROUP BY 1 ORDER BY 1",
+            {"bucket": bucket, "device": device_id, "metric": metric, "start": start, "end": end},
+        )
+    ).fetchall()
+    return [Point(**row) for row in rows]
+
+
+async def device_attributes(conn: Conn, device_id: str) -> dict[str, tuple[str, datetime]]:
+    rows = await (
+        await conn.execute(
+            "SELECT key, value, time FROM device_attributes WHERE device_id = %s ORDER BY key",
+            (device_id,),
+        )
+    ).fetchall()
+    return {row["key"]: (row["value"], row["time"]) for row in rows}

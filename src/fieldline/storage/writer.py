@@ -1,0 +1,276 @@
+"""The one writer of ingested data: a whole batch in one transaction, bulk statements only.
+
+De-duplication happens in the database (the message ledger's primary key), so
+it holds across redeliveries, restarts and several ingest processes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+from psycopg import AsyncConnection
+from psycopg.errors import DuplicateTable, UniqueViolation
+
+from fieldline.domain.devices import ConnectionStatus
+from fieldline.domain.readings import Reading
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceReadings:
+    device_id: str
+    received_at: datetime
+    readings: list[Reading]
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """A device was heard from. Any uplink means online; only `reported` can say offline.
+
+    `reported` is set for an explicit status message (or last will), which is
+    also kept as a status event.
+    """
+
+    device_id: str
+    seen_at: datetime
+    reported: ConnectionStatus | None = None
+    firmware_version: str | None = None
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedMessage:
+    received_at: datetime
+    device_id: str | None
+    topic: str
+    reason: str
+    detail: str
+    payload: bytes
+
+
+@dataclass(slots=True)
+class Batch:
+    telemetry: list[DeviceReadings] = field(default_factory=list)
+    presence: list[Presence] = field(default_factory=list)  # in arrival order
+    rejected: list[RejectedMessage] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    readings_stored: int
+    duplicates: int
+    points: int
+
+
+class PartitionCache:
+    """Days that already have a telemetry partition, so the hot path asks once per day."""
+
+    def __init__(self) -> None:
+        self._known: set[date] = set()
+
+    async def ensure(self, conn: AsyncConnection[object], days: Iterable[date]) -> None:
+        for day in sorted(set(days) - self._known):
+            await _create_partition(conn, day)
+            self._known.add(day)
+
+
+async def _create_partition(conn: AsyncConnection[object], day: date) -> None:
+    name = f"telemetry_p{day:%Y%m%d}"
+    start, end = day.isoformat(), (day + timedelta(days=1)).isoformat()
+    try:
+        async with conn.transaction():
+            await conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF telemetry "
+                f"FOR VALUES FROM ('{start} 00:00:00+00') TO ('{end} 00:00:00+00')".encode()
+            )
+    except (DuplicateTable, UniqueViolation):
+        # Another ingest process created it at the same moment.
+        log.debug("partition created concurrently", extra={"partition": name})
+
+
+async def write_batch(
+    conn: AsyncConnection[object], batch: Batch, partitions: PartitionCache
+) -> WriteResult:
+    """Store a batch atomically; answer how many readings were new."""
+    fresh = _unique_in_batch(batch.telemetry)
+    days = {reading.time.date() for _, reading in fresh}
+    await partitions.ensure(conn, days)
+    async with conn.transaction():
+        # The ledger is written in the same transaction as the points it guards.
+        stored = await _record_ledger(conn, fresh)
+        points = await _copy_points(conn, stored)
+        await _upsert_latest(conn, stored)
+        await _upsert_attributes(conn, stored, batch.presence)
+        await _update_presence(conn, batch.presence)
+        await _copy_rejected(conn, batch.rejected)
+    total = sum(len(item.readings) for item in batch.telemetry)
+    return WriteResult(readings_stored=len(stored), duplicates=total - len(stored), points=points)
+
+
+def _unique_in_batch(telemetry: list[DeviceReadings]) -> list[tuple[str, Reading]]:
+    """Readings of the batch minus repeats within it; the ledger decides the rest."""
+    seen: set[tuple[str, str]] = set()
+    fresh: list[tuple[str, Reading]] = []
+    for item in telemetry:
+        for reading in item.readings:
+            if reading.message_id is not None:
+                key = (item.device_id, reading.message_id)
+                if key in seen:
+                    continue
+                seen.add(key)
+            fresh.append((item.device_id, reading))
+    return fresh
+
+
+async def _record_ledger(
+    conn: AsyncConnection[object], fresh: list[tuple[str, Reading]]
+) -> list[tuple[str, Reading]]:
+    keyed = [(device, r) for device, r in fresh if r.message_id is not None]
+    if not keyed:
+        return fresh
+    cursor = await conn.execute(
+        "INSERT INTO message_ledger (device_id, message_id) "
+        "SELECT * FROM unnest(%s::text[], %s::text[]) "
+        "ON CONFLICT DO NOTHING RETURNING device_id, message_id",
+        ([device for device, _ in keyed], [r.message_id for _, r in keyed]),
+    )
+    inserted = {(row[0], row[1]) for row in await cursor.fetchall()}  # type: ignore[index]
+    return [
+        (device, r)
+        for device, r in fresh
+        if r.message_id is None or (device, r.message_id) in inserted
+    ]
+
+
+async def _copy_points(conn: AsyncConnection[object], stored: list[tuple[str, Reading]]) -> int:
+    count = 0
+    async with conn.cursor().copy(
+        "COPY telemetry (time, device_id, metric, value) FROM STDIN (FORMAT BINARY)"
+    ) as copy:
+        copy.set_types(["timestamptz", "text", "text", "float8"])
+        for device, reading in stored:
+            for metric, value in reading.metrics.items():
+                await copy.write_row((reading.time, device, metric, value))
+                count += 1
+    return count
+
+
+async def _upsert_latest(conn: AsyncConnection[object], stored: list[tuple[str, Reading]]) -> None:
+    latest: dict[tuple[str, str], tuple[datetime, float]] = {}
+    for device, reading in stored:
+        for metric, value in reading.metrics.items():
+            key = (device, metric)
+            current = latest.get(key)
+            if current is None or current[0] <= reading.time:
+                latest[key] = (reading.time, value)
+    if not latest:
+        return
+    keys = sorted(latest)
+    await conn.execute(
+        "INSERT INTO telemetry_latest (device_id, metric, time, value) "
+        "SELECT * FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::float8[]) "
+        "ON CONFLICT (device_id, metric) DO UPDATE"
+        " SET time = EXCLUDED.time, value = EXCLUDED.value "
+        "WHERE telemetry_latest.time <= EXCLUDED.time",
+        (
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [latest[k][0] for k in keys],
+            [latest[k][1] for k in keys],
+        ),
+    )
+
+
+async def _upsert_attributes(
+    conn: AsyncConnection[object], stored: list[tuple[str, Reading]], presence: list[Presence]
+) -> None:
+    latest: dict[tuple[str, str], tuple[datetime, str]] = {}
+
+    def offer(device: str, time: datetime, attributes: dict[str, str]) -> None:
+        for key, value in attributes.items():
+            current = latest.get((device, key))
+            if current is None or current[0] <= time:
+                latest[(device, key)] = (time, value)
+
+    for device, reading in stored:
+        offer(device, reading.time, reading.attributes)
+    for item in presence:
+        offer(item.device_id, item.seen_at, item.attributes)
+    if not latest:
+        return
+    keys = sorted(latest)
+    await conn.execute(
+        "INSERT INTO device_attributes (device_id, key, time, value) "
+        "SELECT * FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::text[]) "
+        "ON CONFLICT (device_id, key) DO UPDATE SET time = EXCLUDED.time, value = EXCLUDED.value "
+        "WHERE device_attributes.time <= EXCLUDED.time",
+        (
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [latest[k][0] for k in keys],
+            [latest[k][1] for k in keys],
+        ),
+    )
+
+
+async def _update_presence(conn: AsyncConnection[object], presence: list[Presence]) -> None:
+    """last_seen, online/offline and reported firmware; the last word per device wins."""
+    state: dict[str, tuple[datetime, bool, str | None]] = {}
+    events: list[Presence] = []
+    for p in presence:
+        firmware = p.firmware_version or state.get(p.device_id, (p.seen_at, True, None))[2]
+        state[p.device_id] = (p.seen_at, p.reported != ConnectionStatus.OFFLINE, firmware)
+        if p.reported is not None:
+            events.append(p)
+    if not state:
+        return
+    devices = sorted(state)
+    await conn.execute(
+        "UPDATE devices AS d SET last_seen = greatest(d.last_seen, v.seen),"
+        " status = CASE WHEN v.online THEN 'online' ELSE 'offline' END,"
+        " firmware_version = coalesce(v.firmware, d.firmware_version) "
+        "FROM unnest(%s::text[], %s::timestamptz[], %s::bool[], %s::text[])"
+        " AS v(device_id, seen, online, firmware) "
+        "WHERE d.device_id = v.device_id",
+        (
+            devices,
+            [state[d][0] for d in devices],
+            [state[d][1] for d in devices],
+            [state[d][2] for d in devices],
+        ),
+    )
+    if events:
+        await conn.execute(
+            "INSERT INTO device_status_events (device_id, time, status) "
+            "SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::text[])",
+            (
+                [e.device_id for e in events],
+                [e.seen_at for e in events],
+                [str(e.reported) for e in events],
+            ),
+        )
+
+
+async def _copy_rejected(conn: AsyncConnection[object], rejected: list[RejectedMessage]) -> None:
+    if not rejected:
+        return
+    async with conn.cursor().copy(
+        "COPY rejected_messages (received_at, device_id, topic, reason, detail, payload) "
+        "FROM STDIN (FORMAT BINARY)"
+    ) as copy:
+        copy.set_types(["timestamptz", "text", "text", "text", "text", "bytea"])
+        for item in rejected:
+            await copy.write_row(
+                (
+                    item.received_at,
+                    item.device_id,
+                    item.topic,
+                    item.reason,
+                    item.detail,
+                    item.payload,
+                )
+            )

@@ -1,0 +1,72 @@
+"""The API in-process over ASGI, on real PostgreSQL 15 and a real (in-process amqtt) broker."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from fieldline.api.app import create_app
+from fieldline.api.context import ApiContext
+from fieldline.broker.embedded import AmqttBroker
+from fieldline.config import Settings
+from fieldline.domain.topics import TopicScheme
+from fieldline.ops.metrics import Metrics
+from fieldline.runtime import ensure_admin
+from fieldline.storage.db import Pool, open_pool
+from fieldline.storage.migrate import migrate
+
+ADMIN_PASSWORD = "correct-horse-battery"
+
+
+@dataclass
+class Api:
+    http: httpx.AsyncClient
+    pool: Pool
+    url: str
+    broker: AmqttBroker
+
+    async def login(self, username: str, password: str) -> dict[str, str]:
+        response = await self.http.post("/api/v1/auth/login",
+                                        json={"username": username, "password": password})
+        assert response.status_code == 200, response.text
+        return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+    async def user(self, role: str) -> dict[str, str]:
+        """Headers of a fresh user with `role`."""
+        admin = await self.login("admin", ADMIN_PASSWORD)
+        username = f"{role}-{id(object())}"
+        created = await self.http.post("/api/v1/users", headers=admin, json={
+            "username": username, "password": "a-long-password", "role": role})
+        assert created.status_code == 201, created.text
+        return await self.login(username, "a-long-password")
+
+
+@pytest.fixture
+async def api(pg15_database_url: str, tmp_path: Path) -> AsyncIterator[Api]:
+    settings = Settings(data_dir=tmp_path, database_url=pg15_database_url,
+                        admin_password=ADMIN_PASSWORD, device_hash_iterations=1000)
+    await migrate(pg15_database_url)
+    pool = await open_pool(pg15_database_url, min_size=1, max_size=4)
+    broker = AmqttBroker(host="127.0.0.1", port=0, topics=TopicScheme())
+    await broker.start([])
+    await ensure_admin(pool, settings)
+    context = ApiContext(settings=settings, pool=pool, broker=broker, metrics=Metrics(),
+                         secret_key="k" * 40)
+    context.readiness.broker = True
+    transport = httpx.ASGITransport(app=create_app(context))
+    async with httpx.AsyncClient(transport=transport, base_url="http://fieldline") as http:
+        yield Api(http=http, pool=pool, url=pg15_database_url, broker=broker)
+    await broker.stop()
+    await pool.close()
+
+
+@pytest.fixture
+async def admin(api: Api) -> dict[str, str]:
+    return await api.login("admin", ADMIN_PASSWORD)
+
+
+RoleHeaders = Callable[[str], Awaitable[dict[str, str]]]

