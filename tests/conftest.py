@@ -64,8 +64,10 @@ def pg15() -> Iterator[PgServer]:
         yield PgServer("external", external)
         return
     if not (SYSTEM_PG_BIN / "pg_ctl").exists():
-        pytest.fail(f"PostgreSQL 15 binaries not found in {SYSTEM_PG_BIN}; .ci/run installs "
-                    "them (apt-get install postgresql-15)")
+        pytest.fail(
+            f"PostgreSQL 15 binaries not found in {SYSTEM_PG_BIN}; .ci/run installs "
+            "them (apt-get install postgresql-15)"
+        )
     yield from _start("pg15", SYSTEM_PG_BIN)
 
 
@@ -77,8 +79,7 @@ def pg_embedded() -> Iterator[PgServer]:
 @pytest.fixture(params=["pg15", "embedded"])
 def pg_server(request: pytest.FixtureRequest) -> PgServer:
     """Each test using this runs on both servers."""
-    server: PgServer = request.getfixturevalue("pg15" if request.param == "pg15"
-                                               else "pg_embedded")
+    server: PgServer = request.getfixturevalue("pg15" if request.param == "pg15" else "pg_embedded")
     return server
 
 

@@ -30,8 +30,9 @@ class Api:
     broker: AmqttBroker
 
     async def login(self, username: str, password: str) -> dict[str, str]:
-        response = await self.http.post("/api/v1/auth/login",
-                                        json={"username": username, "password": password})
+        response = await self.http.post(
+            "/api/v1/auth/login", json={"username": username, "password": password}
+        )
         assert response.status_code == 200, response.text
         return {"Authorization": f"Bearer {response.json()['access_token']}"}
 
@@ -39,23 +40,31 @@ class Api:
         """Headers of a fresh user with `role`."""
         admin = await self.login("admin", ADMIN_PASSWORD)
         username = f"{role}-{id(object())}"
-        created = await self.http.post("/api/v1/users", headers=admin, json={
-            "username": username, "password": "a-long-password", "role": role})
+        created = await self.http.post(
+            "/api/v1/users",
+            headers=admin,
+            json={"username": username, "password": "a-long-password", "role": role},
+        )
         assert created.status_code == 201, created.text
         return await self.login(username, "a-long-password")
 
 
 @pytest.fixture
 async def api(pg15_database_url: str, tmp_path: Path) -> AsyncIterator[Api]:
-    settings = Settings(data_dir=tmp_path, database_url=pg15_database_url,
-                        admin_password=ADMIN_PASSWORD, device_hash_iterations=1000)
+    settings = Settings(
+        data_dir=tmp_path,
+        database_url=pg15_database_url,
+        admin_password=ADMIN_PASSWORD,
+        device_hash_iterations=1000,
+    )
     await migrate(pg15_database_url)
     pool = await open_pool(pg15_database_url, min_size=1, max_size=4)
     broker = AmqttBroker(host="127.0.0.1", port=0, topics=TopicScheme())
     await broker.start([])
     await ensure_admin(pool, settings)
-    context = ApiContext(settings=settings, pool=pool, broker=broker, metrics=Metrics(),
-                         secret_key="k" * 40)
+    context = ApiContext(
+        settings=settings, pool=pool, broker=broker, metrics=Metrics(), secret_key="k" * 40
+    )
     context.readiness.broker = True
     transport = httpx.ASGITransport(app=create_app(context))
     async with httpx.AsyncClient(transport=transport, base_url="http://fieldline") as http:

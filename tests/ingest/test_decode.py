@@ -110,8 +110,11 @@ def test_deep_nesting_is_refused_not_a_crash() -> None:
 
 
 def test_status_forms() -> None:
-    online = decode_status(b'{"status": "online", "firmware_version": "v2", "uptime_s": 12}',
-                           device_id="dev-1", limits=LIMITS)
+    online = decode_status(
+        b'{"status": "online", "firmware_version": "v2", "uptime_s": 12}',
+        device_id="dev-1",
+        limits=LIMITS,
+    )
     assert not isinstance(online, Rejection)
     assert online.online and online.firmware_version == "v2"
     assert online.attributes == {"firmware_version": "v2", "uptime_s": "12"}
@@ -121,6 +124,7 @@ def test_status_forms() -> None:
     assert not isinstance(bare, Rejection) and not bare.online
     bad = decode_status(b'{"status": "sleeping"}', device_id="dev-1", limits=LIMITS)
     assert isinstance(bad, Rejection) and bad.reason is RejectReason.INVALID_PAYLOAD
-    spoof = decode_status(b'{"status": "online", "device_id": "x"}', device_id="dev-1",
-                          limits=LIMITS)
+    spoof = decode_status(
+        b'{"status": "online", "device_id": "x"}', device_id="dev-1", limits=LIMITS
+    )
     assert isinstance(spoof, Rejection) and spoof.reason is RejectReason.DEVICE_MISMATCH

@@ -31,15 +31,23 @@ async def pool(database_url: str) -> AsyncIterator[Pool]:
     pool = await open_pool(database_url, min_size=1, max_size=2)
     async with pool.connection() as conn:
         for device_id in ("dev-1", "dev-2"):
-            await device_store.create_device(conn, device_id=device_id, name="", device_type="",
-                                             group=None, metadata={}, secret_hash="x")
+            await device_store.create_device(
+                conn,
+                device_id=device_id,
+                name="",
+                device_type="",
+                group=None,
+                metadata={},
+                secret_hash="x",
+            )
     yield pool
     await pool.close()
 
 
 def reading(message_id: str | None, seconds: float, **metrics: float) -> Reading:
-    return Reading(message_id=message_id, time=T0 + timedelta(seconds=seconds),
-                   metrics=metrics, attributes={})
+    return Reading(
+        message_id=message_id, time=T0 + timedelta(seconds=seconds), metrics=metrics, attributes={}
+    )
 
 
 async def write(database_url: str, batch: Batch, partitions: PartitionCache | None = None):
@@ -59,56 +67,86 @@ async def test_migrations_apply_once(database_url: str) -> None:
 
 
 async def test_points_are_stored_once_per_message_id(database_url: str, pool: Pool) -> None:
-    batch = Batch(telemetry=[
-        DeviceReadings("dev-1", T0, [reading("m1", 0, t=1.0, h=10.0), reading("m2", 1, t=2.0)]),
-        DeviceReadings("dev-1", T0, [reading("m1", 0, t=1.0, h=10.0)]),  # repeat in the batch
-        DeviceReadings("dev-2", T0, [reading("m1", 0, t=5.0)]),  # same id, other device
-        DeviceReadings("dev-2", T0, [reading(None, 3, t=6.0)]),
-    ])
+    batch = Batch(
+        telemetry=[
+            DeviceReadings("dev-1", T0, [reading("m1", 0, t=1.0, h=10.0), reading("m2", 1, t=2.0)]),
+            DeviceReadings("dev-1", T0, [reading("m1", 0, t=1.0, h=10.0)]),  # repeat in the batch
+            DeviceReadings("dev-2", T0, [reading("m1", 0, t=5.0)]),  # same id, other device
+            DeviceReadings("dev-2", T0, [reading(None, 3, t=6.0)]),
+        ]
+    )
     result = await write(database_url, batch)
     assert (result.readings_stored, result.duplicates, result.points) == (4, 1, 5)
-    again = await write(database_url, Batch(telemetry=[
-        DeviceReadings("dev-1", T0, [reading("m2", 1, t=2.0), reading("m3", 4, t=3.0)])]))
+    again = await write(
+        database_url,
+        Batch(
+            telemetry=[
+                DeviceReadings("dev-1", T0, [reading("m2", 1, t=2.0), reading("m3", 4, t=3.0)])
+            ]
+        ),
+    )
     assert (again.readings_stored, again.duplicates, again.points) == (1, 1, 1)
-    stored = await rows(pool, "SELECT device_id, metric, value FROM telemetry "
-                              "ORDER BY device_id, metric, time")
-    assert stored == [("dev-1", "h", 10.0), ("dev-1", "t", 1.0), ("dev-1", "t", 2.0),
-                      ("dev-1", "t", 3.0), ("dev-2", "t", 5.0), ("dev-2", "t", 6.0)]
+    stored = await rows(
+        pool, "SELECT device_id, metric, value FROM telemetry ORDER BY device_id, metric, time"
+    )
+    assert stored == [
+        ("dev-1", "h", 10.0),
+        ("dev-1", "t", 1.0),
+        ("dev-1", "t", 2.0),
+        ("dev-1", "t", 3.0),
+        ("dev-2", "t", 5.0),
+        ("dev-2", "t", 6.0),
+    ]
 
 
-async def test_points_across_midnight_land_in_day_partitions(database_url: str,
-                                                             pool: Pool) -> None:
-    await write(database_url, Batch(telemetry=[
-        DeviceReadings("dev-1", T0, [reading("a", 0, t=1.0), reading("b", 5, t=2.0)])]))
-    partitions = await rows(pool, "SELECT tableoid::regclass::text, count(*) FROM telemetry "
-                                  "GROUP BY 1 ORDER BY 1")
+async def test_points_across_midnight_land_in_day_partitions(database_url: str, pool: Pool) -> None:
+    await write(
+        database_url,
+        Batch(
+            telemetry=[
+                DeviceReadings("dev-1", T0, [reading("a", 0, t=1.0), reading("b", 5, t=2.0)])
+            ]
+        ),
+    )
+    partitions = await rows(
+        pool, "SELECT tableoid::regclass::text, count(*) FROM telemetry GROUP BY 1 ORDER BY 1"
+    )
     assert partitions == [("telemetry_p20261124", 1), ("telemetry_p20261125", 1)]
 
 
-async def test_latest_values_and_attributes_keep_the_newest(database_url: str,
-                                                            pool: Pool) -> None:
+async def test_latest_values_and_attributes_keep_the_newest(database_url: str, pool: Pool) -> None:
     newer = Reading("n", T0 + timedelta(seconds=10), {"t": 2.0}, {"mode": "eco"})
     older = Reading("o", T0, {"t": 1.0, "h": 5.0}, {"mode": "boost"})
     await write(database_url, Batch(telemetry=[DeviceReadings("dev-1", T0, [newer, older])]))
     late = Reading("l", T0 - timedelta(hours=1), {"t": 0.5}, {"mode": "old"})
     await write(database_url, Batch(telemetry=[DeviceReadings("dev-1", T0, [late])]))
     assert await rows(pool, "SELECT metric, value FROM telemetry_latest ORDER BY metric") == [
-        ("h", 5.0), ("t", 2.0)]
+        ("h", 5.0),
+        ("t", 2.0),
+    ]
     assert await rows(pool, "SELECT key, value FROM device_attributes") == [("mode", "eco")]
 
 
 async def test_presence_follows_arrival_order(database_url: str, pool: Pool) -> None:
     seen = T0 + timedelta(seconds=30)
-    await write(database_url, Batch(presence=[
-        Presence("dev-1", T0, ConnectionStatus.ONLINE, firmware_version="v1"),
-        Presence("dev-1", seen, ConnectionStatus.OFFLINE),
-        Presence("dev-2", T0),  # heartbeat
-    ]))
+    await write(
+        database_url,
+        Batch(
+            presence=[
+                Presence("dev-1", T0, ConnectionStatus.ONLINE, firmware_version="v1"),
+                Presence("dev-1", seen, ConnectionStatus.OFFLINE),
+                Presence("dev-2", T0),  # heartbeat
+            ]
+        ),
+    )
     async with pool.connection() as conn:
         one = await device_store.get_device(conn, "dev-1")
         two = await device_store.get_device(conn, "dev-2")
     assert (one.reported_status, one.last_seen, one.firmware_version) == (
-        ConnectionStatus.OFFLINE, seen, "v1")
+        ConnectionStatus.OFFLINE,
+        seen,
+        "v1",
+    )
     assert (two.reported_status, two.last_seen) == (ConnectionStatus.ONLINE, T0)
     events = await rows(pool, "SELECT device_id, status FROM device_status_events ORDER BY time")
     assert events == [("dev-1", "online"), ("dev-1", "offline")]
@@ -116,18 +154,30 @@ async def test_presence_follows_arrival_order(database_url: str, pool: Pool) -> 
 
 async def test_rejected_messages_are_kept_byte_for_byte(database_url: str, pool: Pool) -> None:
     payload = b'\xff{"t": NaN}'
-    await write(database_url, Batch(rejected=[
-        RejectedMessage(T0, "dev-1", "devices/dev-1/telemetry", "invalid_json", "bad", payload)]))
+    await write(
+        database_url,
+        Batch(
+            rejected=[
+                RejectedMessage(
+                    T0, "dev-1", "devices/dev-1/telemetry", "invalid_json", "bad", payload
+                )
+            ]
+        ),
+    )
     assert await rows(pool, "SELECT device_id, reason, payload FROM rejected_messages") == [
-        ("dev-1", "invalid_json", payload)]
+        ("dev-1", "invalid_json", payload)
+    ]
 
 
 async def test_concurrent_writers_store_each_message_once(database_url: str, pool: Pool) -> None:
     """Two ingest processes receiving the same redelivered messages store them once."""
     import asyncio
 
-    batch = Batch(telemetry=[DeviceReadings("dev-1", T0, [reading(f"m{i}", i, t=float(i))
-                                                          for i in range(200)])])
+    batch = Batch(
+        telemetry=[
+            DeviceReadings("dev-1", T0, [reading(f"m{i}", i, t=float(i)) for i in range(200)])
+        ]
+    )
     results = await asyncio.gather(*(write(database_url, batch) for _ in range(4)))
     assert sum(r.readings_stored for r in results) == 200
     assert await rows(pool, "SELECT count(*) FROM telemetry") == [(200,)]

@@ -145,7 +145,6 @@ async def consume(
     client_id: str,
     stopping: asyncio.Event,
     drain: Callable[[], Awaitable[None]],
-    mqtt5: bool = True,
     share_group: str | None = None,
 ) -> None:
     """Subscribe to every uplink and feed `consumer` until `stopping` is set.
@@ -171,7 +170,7 @@ async def consume(
         optimistic_acknowledgement=False,
         **(
             {"session_expiry_interval": 0xFFFFFFFF, "receive_maximum": RECEIVE_MAXIMUM}
-            if mqtt5
+            if endpoint.mqtt5
             else {}
         ),
     )
@@ -187,7 +186,9 @@ async def consume(
 
     client.on_connect = on_connect
     await asyncio.wait_for(
-        client.connect(endpoint.host, endpoint.port, version=MQTTv50 if mqtt5 else MQTTv311),
+        client.connect(
+            endpoint.host, endpoint.port, version=MQTTv50 if endpoint.mqtt5 else MQTTv311
+        ),
         timeout=CONNECT_TIMEOUT_SECONDS,
     )
     try:

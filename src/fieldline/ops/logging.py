@@ -16,7 +16,11 @@ correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=No
 
 # Attributes every LogRecord has; anything else came from `extra=` and is a field.
 _STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {
-    "message", "asctime", "taskName", "color_message"}
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
+}
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:

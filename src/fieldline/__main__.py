@@ -1,0 +1,3 @@
+from fieldline.cli import main
+
+main()

@@ -1,0 +1,138 @@
+"""The dynamic-security command channel: one admin MQTT connection.
+
+Commands go to `$CONTROL/dynamic-security/v1`; Mosquitto answers every command
+of a message in one `{"responses": [...]}` on the response topic, echoing each
+command's `correlationData`, which is how answers find their waiting caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gmqtt import Client as MqttClient
+from gmqtt.mqtt.constants import MQTTv311
+
+from fieldline.broker.base import BrokerError
+from fieldline.broker.dynsec import CONTROL_TOPIC, RESPONSE_TOPIC, JsonObject
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    command: str
+    error: str | None
+    data: JsonObject
+
+
+class DynsecControl:
+    def __init__(
+        self, *, host: str, port: int, username: str, password: str, timeout: float = 10.0
+    ) -> None:
+        self._host = host
+        self._port = port
+        self._timeout = timeout
+        self._pending: dict[str, asyncio.Future[CommandResult]] = {}
+        self._subscribed = asyncio.Event()
+        self._client = MqttClient(f"fieldline-admin-{uuid.uuid4().hex[:12]}")
+        self._client.set_auth_credentials(username, password)
+        self._client.set_config({"reconnect_retries": -1, "reconnect_delay": 1})
+        self._client.on_connect = self._on_connect
+        self._client.on_subscribe = self._on_subscribe
+        self._client.on_message = self._on_message
+
+    @property
+    def connected(self) -> bool:
+        return bool(self._client.is_connected)
+
+    async def connect(self) -> None:
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._client.connect(self._host, self._port, version=MQTTv311)
+                await self._subscribed.wait()
+        except (OSError, TimeoutError) as exc:
+            raise BrokerError(f"cannot reach the broker's admin API: {exc!r}") from exc
+        except Exception as exc:  # gmqtt raises its own MQTTConnectError
+            raise BrokerError(f"broker refused the admin account: {exc!r}") from exc
+
+    async def close(self) -> None:
+        for future in self._pending.values():
+            future.cancel()
+        self._pending.clear()
+        if self._client.is_connected:
+            await self._client.disconnect()
+
+    async def execute(
+        self, commands: Sequence[Mapping[str, Any]], *, tolerate: Collection[str] = ()
+    ) -> list[CommandResult]:
+        """Run commands in order; raise BrokerError unless every one succeeded.
+
+        `tolerate` lists error texts that mean "already so" for idempotent
+        callers (e.g. "Client not found" when deleting).
+        """
+        if not commands:
+            return []
+        if not self._client.is_connected:
+            raise BrokerError("the broker's admin connection is down")
+        loop = asyncio.get_running_loop()
+        tagged: list[JsonObject] = []
+        futures: list[asyncio.Future[CommandResult]] = []
+        for command in commands:
+            correlation = uuid.uuid4().hex
+            tagged.append({**command, "correlationData": correlation})
+            future: asyncio.Future[CommandResult] = loop.create_future()
+            self._pending[correlation] = future
+            futures.append(future)
+        self._client.publish(CONTROL_TOPIC, json.dumps({"commands": tagged}).encode(), qos=1)
+        try:
+            async with asyncio.timeout(self._timeout):
+                results = list(await asyncio.gather(*futures))
+        except TimeoutError as exc:
+            names = ", ".join(str(command["command"]) for command in commands)
+            raise BrokerError(f"no answer from the broker to {names}") from exc
+        finally:
+            for command in tagged:
+                self._pending.pop(command["correlationData"], None)
+        for result in results:
+            if result.error is not None and result.error not in tolerate:
+                raise BrokerError(f"broker refused {result.command}: {result.error}")
+        return results
+
+    def _on_connect(self, client: Any, flags: int, rc: int, properties: Any) -> None:
+        # Also runs after every automatic reconnect: the subscription must follow.
+        self._subscribed.clear()
+        client.subscribe(RESPONSE_TOPIC, qos=1)
+
+    def _on_subscribe(self, client: Any, mid: int, qos: Any, properties: Any) -> None:
+        self._subscribed.set()
+
+    def _on_message(
+        self, client: Any, topic: str, payload: bytes, qos: int, properties: Any
+    ) -> int:
+        try:
+            responses = json.loads(payload)["responses"]
+        except (ValueError, KeyError, TypeError):
+            logger.warning("malformed dynamic-security response", extra={"topic": topic})
+            return 0
+        for response in responses if isinstance(responses, list) else []:
+            if not isinstance(response, dict):
+                continue
+            future = self._pending.get(str(response.get("correlationData")))
+            if future is None or future.done():
+                continue
+            error = response.get("error")
+            data = response.get("data")
+            future.set_result(
+                CommandResult(
+                    command=str(response.get("command")),
+                    error=str(error) if error is not None else None,
+                    data=data if isinstance(data, dict) else {},
+                )
+            )
+        return 0

@@ -1,0 +1,252 @@
+"""The in-process amqtt broker: the zero-install default for small fleets.
+
+Authentication and topic rules come from an in-memory mirror of the registry
+that two amqtt plugins consult, so a change applied here takes effect on the
+very next CONNECT, PUBLISH or SUBSCRIBE, and live sessions of a revoked
+device are closed by the adapter.
+
+amqtt 0.12.1 speaks MQTT 3.1.1 only and has no shared subscriptions; the
+service account may subscribe to the plain ingest filters only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from amqtt.broker import Broker as AmqttServer
+from amqtt.contexts import Action, BrokerConfig, ListenerConfig
+from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
+
+from fieldline.broker.base import BrokerEndpoint, BrokerError, Drift, ServiceAccount
+from fieldline.broker.net import free_port
+from fieldline.domain.devices import DeviceAccess
+from fieldline.domain.topics import Downlink, TopicScheme
+from fieldline.security.passwords import InvalidHashError, SecretHash, generate_secret
+
+logger = logging.getLogger(__name__)
+
+SERVICE_USERNAME = "_fieldline-service"
+DROP_TIMEOUT = 2.0
+
+
+class AccessRules:
+    """Who may connect and which topics they may use; the plugins' shared state."""
+
+    def __init__(self, topics: TopicScheme, service: ServiceAccount) -> None:
+        self._topics = topics
+        self._service = service
+        self._devices: dict[str, DeviceAccess] = {}
+        # device -> (secret hash, sha256 of the password that matched it)
+        self._verified: dict[str, tuple[str, bytes]] = {}
+        self._downlink_kinds = frozenset(kind.value for kind in Downlink)
+        self._service_filters = frozenset(topics.ingest_filters())
+
+    def replace(self, devices: Sequence[DeviceAccess]) -> None:
+        self._devices = {device.device_id: device for device in devices}
+        self._verified.clear()
+
+    def put(self, device: DeviceAccess) -> DeviceAccess | None:
+        previous = self._devices.get(device.device_id)
+        self._devices[device.device_id] = device
+        if previous is not None and previous.secret_hash != device.secret_hash:
+            self._verified.pop(device.device_id, None)
+        return previous
+
+    def pop(self, device_id: str) -> DeviceAccess | None:
+        self._verified.pop(device_id, None)
+        return self._devices.pop(device_id, None)
+
+    async def authenticate(self, username: str | None, password: str | None) -> bool:
+        if not username or password is None:
+            return False
+        if username == self._service.username:
+            return hmac.compare_digest(password.encode(), self._service.password.encode())
+        device = self._devices.get(username)
+        if device is None or not device.enabled:
+            return False
+        presented = hashlib.sha256(password.encode()).digest()
+        cached = self._verified.get(username)
+        if cached is not None and cached[0] == device.secret_hash:
+            return hmac.compare_digest(cached[1], presented)
+        try:
+            secret = SecretHash.decode(device.secret_hash)
+        except InvalidHashError:
+            return False
+        # PBKDF2 is deliberately slow; keep it off the event loop.
+        if not await asyncio.to_thread(secret.verify, password):
+            return False
+        current = self._devices.get(username)
+        if current is None or current.secret_hash != device.secret_hash or not current.enabled:
+            return False  # changed while verifying
+        self._verified[username] = (device.secret_hash, presented)
+        return True
+
+    def allowed(self, username: str | None, topic: str, action: Action) -> bool:
+        if username is None:
+            return False
+        if username == self._service.username:
+            if action == Action.SUBSCRIBE:
+                return topic in self._service_filters
+            if action == Action.RECEIVE:
+                return self._topics.parse_uplink(topic) is not None
+            return self._is_downlink(topic)
+        device = self._devices.get(username)
+        if device is None or not device.enabled:
+            return False
+        if action == Action.PUBLISH:
+            return topic in self._topics.device_publishes(username)
+        return topic in self._topics.device_subscribes(username)
+
+    def _is_downlink(self, topic: str) -> bool:
+        head = self._topics.prefix + "/"
+        if not topic.startswith(head):
+            return False
+        device_id, sep, kind = topic[len(head) :].partition("/")
+        return bool(sep and device_id) and "+" not in device_id and kind in self._downlink_kinds
+
+
+class RegistryAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]
+    @dataclass
+    class Config:
+        rules: Any = None
+
+    async def authenticate(self, *, session: Any) -> bool:
+        rules: AccessRules = self.config.rules
+        ok = await rules.authenticate(session.username, session.password)
+        if not ok:
+            logger.info(
+                "mqtt connection refused",
+                extra={"username": session.username, "client_id": session.client_id},
+            )
+        return ok
+
+
+class RegistryTopicPlugin(BaseTopicPlugin):  # type: ignore[misc]
+    @dataclass
+    class Config:
+        rules: Any = None
+
+    async def topic_filtering(
+        self, *, session: Any = None, topic: str | None = None, action: Action | None = None
+    ) -> bool:
+        rules: AccessRules = self.config.rules
+        if session is None or topic is None or action is None:
+            return False
+        return rules.allowed(session.username, topic, action)
+
+
+class AmqttBroker:
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        topics: TopicScheme,
+        service: ServiceAccount | None = None,
+    ) -> None:
+        self._host = host
+        self._port = port
+        self._topics = topics
+        self._service = service or ServiceAccount(
+            username=SERVICE_USERNAME, password=generate_secret()
+        )
+        self._rules = AccessRules(topics, self._service)
+        self._server: Any = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def endpoint(self) -> BrokerEndpoint:
+        return BrokerEndpoint(host=self._host, port=self._port, mqtt5=False)
+
+    @property
+    def service(self) -> ServiceAccount:
+        return self._service
+
+    async def start(self, devices: Sequence[DeviceAccess]) -> Drift:
+        self._rules.replace(devices)
+        if self._port == 0:
+            self._port = free_port(self._host)
+        plugin_config = {"rules": self._rules}
+        config = BrokerConfig(
+            listeners={"default": ListenerConfig(bind=f"{self._host}:{self._port}")},
+            plugins={
+                f"{__name__}.RegistryAuthPlugin": plugin_config,
+                f"{__name__}.RegistryTopicPlugin": plugin_config,
+            },
+        )
+        server = AmqttServer(config)
+        try:
+            await server.start()
+        except Exception as exc:
+            raise BrokerError(f"amqtt did not start on port {self._port}: {exc}") from exc
+        self._server = server
+        logger.info(
+            "embedded amqtt broker started", extra={"port": self._port, "devices": len(devices)}
+        )
+        # Nothing persists between runs: the mirror is rebuilt from the registry each start.
+        return Drift()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await self._server.shutdown()
+            self._server = None
+
+    async def apply(self, device: DeviceAccess, *, password: str | None = None) -> None:
+        async with self._lock:
+            previous = self._rules.put(device)
+            revoked = previous is not None and (
+                previous.secret_hash != device.secret_hash
+                or (previous.enabled and not device.enabled)
+            )
+            if revoked:
+                await self._drop_sessions(device.device_id)
+        logger.info(
+            "device applied to broker",
+            extra={"device_id": device.device_id, "enabled": device.enabled},
+        )
+
+    async def remove(self, device_id: str) -> None:
+        async with self._lock:
+            self._rules.pop(device_id)
+            await self._drop_sessions(device_id)
+        logger.info("device removed from broker", extra={"device_id": device_id})
+
+    async def healthy(self) -> bool:
+        # State rather than a probe connection: amqtt leaves a connection that never
+        # sent CONNECT open at shutdown.
+        return self._server is not None and self._server.transitions.state == "started"
+
+    async def _drop_sessions(self, username: str) -> None:
+        if self._server is None:
+            return
+        dropped = []
+        for session, handler in list(self._server.sessions.values()):
+            if session.username == username and session.transitions.is_connected():
+                # What amqtt itself does on a session take-over: ends the message
+                # loop, which closes the socket (and publishes the will).
+                await handler.handle_connection_closed()
+                dropped.append(session)
+        deadline = time.monotonic() + DROP_TIMEOUT
+        while any(s.transitions.is_connected() for s in dropped):
+            if time.monotonic() > deadline:
+                # amqtt 0.12 leaves the session of a refused CONNECT marked connected
+                # with no socket behind it; forget such sessions instead of failing.
+                for stale in [s for s in dropped if s.transitions.is_connected()]:
+                    self._server.sessions.pop(stale.client_id, None)
+                    logger.warning(
+                        "stale session forgotten",
+                        extra={"device_id": username, "client_id": stale.client_id},
+                    )
+                break
+            await asyncio.sleep(0.01)
+        if dropped:
+            logger.info(
+                "device sessions dropped", extra={"device_id": username, "sessions": len(dropped)}
+            )

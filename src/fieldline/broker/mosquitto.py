@@ -1,0 +1,598 @@
+"""Mosquitto 2.x adapters: one fieldline starts and supervises, one it only administers.
+
+How credentials reach Mosquitto. Mosquitto 2.0.11's dynamic-security plugin
+reads PBKDF2-SHA512 hashes (password, salt, iterations) from its JSON file, but
+its runtime commands (`createClient`, `setClientPassword`, `modifyClient`) take
+only a plaintext password, and SIGHUP does not make it re-read the file. So:
+
+- At start, ManagedMosquitto writes the whole plugin file from the registry,
+  copying every device's hash verbatim: no plaintext is ever needed to boot.
+- At runtime, `apply(device, password=...)` sends the plaintext (which the
+  caller has at registration and rotation) in one dynsec command; Mosquitto
+  re-hashes it and disconnects the client's live sessions, so the new secret
+  works and the old one stops at once. Disabling (`disableClient`) and
+  deleting (`deleteClient`) disconnect and refuse at once without any secret.
+- A new or rotated secret applied *without* its plaintext: ManagedMosquitto
+  rewrites the file from its registry mirror and restarts Mosquitto (correct,
+  but every client reconnects; persistent sessions and retained messages
+  survive through Mosquitto's persistence file). ExternalMosquitto cannot
+  install it: it disables the client (the old secret stops at once) and
+  raises BrokerError; a later apply with the plaintext re-enables it.
+
+Each device client carries `fieldline-device secret=<fingerprint of its
+registry hash>` as its text description, which lets a reconcile see a rotated
+secret although the broker never reveals hashes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import glob
+import json
+import logging
+import os
+import subprocess
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from fieldline.broker import dynsec
+from fieldline.broker.base import BrokerEndpoint, BrokerError, Drift, ServiceAccount
+from fieldline.broker.control import DynsecControl
+from fieldline.broker.dynsec import ClientRecord, JsonObject
+from fieldline.broker.net import accepts_connections, free_port
+from fieldline.broker.process import SupervisedProcess
+from fieldline.domain.devices import DeviceAccess
+from fieldline.domain.topics import TopicScheme
+from fieldline.security.passwords import SecretHash, generate_secret, hash_secret
+
+logger = logging.getLogger(__name__)
+
+PLUGIN_NAME = "mosquitto_dynamic_security.so"
+PLUGIN_CANDIDATES = (
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+    "/usr/lib/*-linux-gnu",
+    "/usr/lib",
+    "/usr/local/lib",
+    "/usr/lib64",
+    "/opt/homebrew/lib",
+    "/usr/local/opt/mosquitto/lib",
+)
+# Device ids start with a letter or digit, so these can never collide with one.
+ADMIN_USERNAME = "_fieldline-admin"
+SERVICE_USERNAME = "_fieldline-service"
+ACCOUNT_HASH_ITERATIONS = 1_000  # random 192-bit secrets; the service reconnects often
+COMMANDS_PER_MESSAGE = 500
+STARTUP_TIMEOUT = 15.0
+# Errors that mean "already so": a leftover role on create, an absent client on delete.
+CREATE_TOLERATES = frozenset({"Role already exists"})
+DELETE_TOLERATES = frozenset({"Client not found", "Role not found"})
+
+
+def find_dynsec_plugin() -> Path | None:
+    """The dynamic-security plugin shipped with the installed Mosquitto, if any."""
+    for directory in PLUGIN_CANDIDATES:
+        for match in sorted(glob.glob(os.path.join(directory, PLUGIN_NAME))):
+            return Path(match)
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        listing = subprocess.run(
+            ["dpkg", "-L", "mosquitto"],  # noqa: S607 - dpkg from PATH on Debian-likes
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        ).stdout
+        for line in listing.splitlines():
+            if line.endswith("/" + PLUGIN_NAME) and os.path.exists(line):
+                return Path(line)
+    return None
+
+
+class _DynsecBroker:
+    """Runtime device changes through the dynamic-security API (shared by both adapters)."""
+
+    def __init__(self, *, host: str, port: int, topics: TopicScheme, timeout: float) -> None:
+        self._host = host
+        self._port = port
+        self._topics = topics
+        self._timeout = timeout
+        self._control: DynsecControl | None = None
+        self._known: dict[str, ClientRecord] = {}  # device clients as the broker holds them
+        self._lock = asyncio.Lock()  # one change at a time keeps `_known` true
+
+    @property
+    def endpoint(self) -> BrokerEndpoint:
+        return BrokerEndpoint(host=self._host, port=self._port)
+
+    async def healthy(self) -> bool:
+        control = self._control
+        return (
+            control is not None
+            and control.connected
+            and await accepts_connections(self._host, self._port)
+        )
+
+    async def apply(self, device: DeviceAccess, *, password: str | None = None) -> None:
+        if password is not None and not await asyncio.to_thread(
+            SecretHash.decode(device.secret_hash).verify, password
+        ):
+            raise BrokerError(f"password does not match the secret hash of {device.device_id}")
+        async with self._lock:
+            await self._apply(device, password)
+
+    async def remove(self, device_id: str) -> None:
+        async with self._lock:
+            await self._remove(device_id)
+
+    async def _apply(self, device: DeviceAccess, password: str | None) -> None:
+        fp = dynsec.fingerprint(device.secret_hash)
+        current = self._known.get(device.device_id)
+        installed = current.fingerprint if current is not None else None
+        if password is None and device.enabled and installed != fp:
+            await self._install_without_plaintext(device, current)
+            return
+        name, role = device.device_id, dynsec.device_role(device.device_id)
+        commands: list[JsonObject] = []
+        if current is None:
+            installed = fp if password is not None else None
+            commands.append(dynsec.create_role(role, dynsec.device_acls(self._topics, name)))
+            commands.append(
+                dynsec.create_client(
+                    name, password=password, roles=[role], description=dynsec.describe(installed)
+                )
+            )
+            if not device.enabled:
+                commands.append(dynsec.disable_client(name))
+        else:
+            if password is not None and installed != fp:
+                commands.append(
+                    dynsec.set_secret(name, password=password, description=dynsec.describe(fp))
+                )
+                installed = fp
+            if device.enabled != current.enabled:
+                toggle = dynsec.enable_client if device.enabled else dynsec.disable_client
+                commands.append(toggle(name))
+        await self._execute(commands)
+        self._known[name] = ClientRecord(
+            username=name,
+            fingerprint=installed,
+            enabled=device.enabled,
+            roles=frozenset({role}),
+            managed=True,
+        )
+        logger.info(
+            "device applied to broker",
+            extra={"device_id": name, "enabled": device.enabled, "commands": len(commands)},
+        )
+
+    async def _remove(self, device_id: str) -> None:
+        await self._execute(
+            [dynsec.delete_client(device_id), dynsec.delete_role(dynsec.device_role(device_id))],
+            tolerate=DELETE_TOLERATES,
+        )
+        self._known.pop(device_id, None)
+        logger.info("device removed from broker", extra={"device_id": device_id})
+
+    async def _install_without_plaintext(
+        self, device: DeviceAccess, current: ClientRecord | None
+    ) -> None:
+        raise NotImplementedError
+
+    async def _execute(
+        self, commands: Sequence[JsonObject], *, tolerate: frozenset[str] = CREATE_TOLERATES
+    ) -> None:
+        if self._control is None:
+            raise BrokerError("the broker is not started")
+        for start in range(0, len(commands), COMMANDS_PER_MESSAGE):
+            await self._control.execute(
+                commands[start : start + COMMANDS_PER_MESSAGE], tolerate=tolerate
+            )
+
+    async def _close_control(self) -> None:
+        if self._control is not None:
+            await self._control.close()
+            self._control = None
+
+
+class ManagedMosquitto(_DynsecBroker):
+    """A private Mosquitto fieldline configures, starts and keeps alive."""
+
+    def __init__(
+        self,
+        *,
+        data_dir: Path,
+        host: str,
+        port: int,
+        topics: TopicScheme,
+        executable: str = "mosquitto",
+        plugin: Path | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        super().__init__(host=host, port=port, topics=topics, timeout=timeout)
+        self._dir = data_dir / "mosquitto"
+        self._executable = executable
+        self._plugin = plugin
+        self._devices: dict[str, DeviceAccess] = {}
+        self._accounts: dict[str, str] = {}
+        self._process: SupervisedProcess | None = None
+
+    @property
+    def config_path(self) -> Path:
+        return self._dir / "mosquitto.conf"
+
+    @property
+    def dynsec_path(self) -> Path:
+        return self._dir / "dynamic-security.json"
+
+    @property
+    def service(self) -> ServiceAccount:
+        if not self._accounts:
+            raise BrokerError("the broker is not started")
+        return ServiceAccount(username=SERVICE_USERNAME, password=self._accounts["service"])
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    async def start(self, devices: Sequence[DeviceAccess]) -> Drift:
+        plugin = self._plugin or find_dynsec_plugin()
+        if plugin is None or not plugin.exists():
+            raise BrokerError("mosquitto's dynamic-security plugin was not found")
+        self._plugin = plugin
+        self._dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._accounts = _load_or_create_accounts(self._dir / "accounts.json")
+        drift = self._drift_from_previous_run(devices)
+        self._devices = {device.device_id: device for device in devices}
+        if self._port == 0:
+            self._port = free_port(self._host)
+        await self._boot()
+        logger.info(
+            "managed mosquitto started",
+            extra={
+                "port": self._port,
+                "devices": len(self._devices),
+                "pid": self.pid,
+                "missing": len(drift.missing),
+                "unexpected": len(drift.unexpected),
+                "changed": len(drift.changed),
+            },
+        )
+        return drift
+
+    async def stop(self) -> None:
+        async with self._lock:
+            await self._close_control()
+            if self._process is not None:
+                await self._process.stop()
+                self._process = None
+
+    async def apply(self, device: DeviceAccess, *, password: str | None = None) -> None:
+        # The mirror is what a restart installs, so it changes even if the command fails.
+        self._devices[device.device_id] = device
+        await super().apply(device, password=password)
+
+    async def remove(self, device_id: str) -> None:
+        self._devices.pop(device_id, None)
+        await super().remove(device_id)
+
+    async def _install_without_plaintext(
+        self, device: DeviceAccess, current: ClientRecord | None
+    ) -> None:
+        logger.warning(
+            "secret changed without its plaintext; restarting mosquitto to load it",
+            extra={"device_id": device.device_id},
+        )
+        await self._close_control()
+        if self._process is not None:
+            await self._process.stop()
+            self._process = None
+        await self._boot()
+
+    async def _boot(self) -> None:
+        self._write_files()
+        process = SupervisedProcess(
+            [self._executable, "-c", str(self.config_path)], name="mosquitto"
+        )
+        try:
+            await process.start()
+        except OSError as exc:
+            raise BrokerError(f"cannot run {self._executable}: {exc}") from exc
+        self._process = process
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while not await accepts_connections(self._host, self._port, within=0.5):
+            if time.monotonic() > deadline:
+                await process.stop()
+                self._process = None
+                raise BrokerError(f"mosquitto did not start listening on port {self._port}")
+            await asyncio.sleep(0.05)
+        control = DynsecControl(
+            host=self._host,
+            port=self._port,
+            username=ADMIN_USERNAME,
+            password=self._accounts["admin"],
+            timeout=self._timeout,
+        )
+        await control.connect()
+        self._control = control
+        self._known = {
+            device.device_id: ClientRecord(
+                username=device.device_id,
+                fingerprint=dynsec.fingerprint(device.secret_hash),
+                enabled=device.enabled,
+                roles=frozenset({dynsec.device_role(device.device_id)}),
+                managed=True,
+            )
+            for device in self._devices.values()
+        }
+
+    def _drift_from_previous_run(self, devices: Sequence[DeviceAccess]) -> Drift:
+        try:
+            previous = json.loads(self.dynsec_path.read_text())
+        except FileNotFoundError:
+            previous = {}
+        except ValueError:
+            logger.warning(
+                "unreadable dynamic-security file replaced", extra={"path": str(self.dynsec_path)}
+            )
+            previous = {}
+        return dynsec.compute_drift(
+            topics=self._topics,
+            devices=devices,
+            clients=dynsec.parse_clients(previous.get("clients")),
+            roles=dynsec.parse_roles(previous.get("roles")),
+        )
+
+    def _write_files(self) -> None:
+        document = dynsec.config_document(
+            topics=self._topics,
+            devices=self._installable(self._devices.values()),
+            admin_username=ADMIN_USERNAME,
+            admin_hash=hash_secret(
+                self._accounts["admin"], iterations=ACCOUNT_HASH_ITERATIONS
+            ).encode(),
+            service_username=SERVICE_USERNAME,
+            service_hash=hash_secret(
+                self._accounts["service"], iterations=ACCOUNT_HASH_ITERATIONS
+            ).encode(),
+        )
+        _write_private(self.dynsec_path, json.dumps(document, indent=1))
+        _write_private(self.config_path, self._config_text())
+
+    def _installable(self, devices: Iterable[DeviceAccess]) -> Iterable[DeviceAccess]:
+        for device in devices:
+            try:
+                salt = SecretHash.decode(device.secret_hash).salt
+            except ValueError:
+                salt = b""
+            if len(salt) == dynsec.MOSQUITTO_SALT_BYTES:
+                yield device
+            else:
+                logger.error(
+                    "device secret hash unusable by mosquitto; device refused",
+                    extra={"device_id": device.device_id},
+                )
+
+    def _config_text(self) -> str:
+        lines = [
+            "# Written by fieldline at every start; edits are overwritten.",
+            "per_listener_settings false",
+            "allow_anonymous false",
+            f"listener {self._port} {self._host}",
+            f"plugin {self._plugin}",
+            f"plugin_opt_config_file {self.dynsec_path}",
+            "persistence true",
+            f"persistence_location {self._dir}/",
+            "persistence_file mosquitto.db",
+            "autosave_interval 60",
+            # Ingest may fall behind for a while (database down): queue, don't drop.
+            "max_queued_messages 1000000",
+            "max_queued_bytes 0",
+            # No broker-side cap on unacknowledged QoS 1 deliveries: a subscriber
+            # that acks in batches is limited by its own receive-maximum, not starved.
+            "max_inflight_messages 0",
+            "set_tcp_nodelay true",
+            "log_dest stderr",  # unbuffered, unlike stdout into a pipe
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+            "connection_messages false",
+            "log_timestamp false",
+        ]
+        if os.geteuid() == 0:
+            # As root Mosquitto switches to user `mosquitto`, which cannot reach a data
+            # directory under a root-only path (e.g. /root); deployments run fieldline
+            # itself as an unprivileged user, where this line has no effect.
+            lines.append("user root")
+        return "\n".join(lines) + "\n"
+
+
+class ExternalMosquitto(_DynsecBroker):
+    """A Mosquitto 2.x fieldline does not run, administered through dynamic security."""
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        topics: TopicScheme,
+        admin_username: str,
+        admin_password: str,
+        service: ServiceAccount,
+        timeout: float = 10.0,
+    ) -> None:
+        super().__init__(host=host, port=port, topics=topics, timeout=timeout)
+        self._admin_username = admin_username
+        self._admin_password = admin_password
+        self._service = service
+
+    @property
+    def service(self) -> ServiceAccount:
+        return self._service
+
+    async def start(self, devices: Sequence[DeviceAccess]) -> Drift:
+        control = DynsecControl(
+            host=self._host,
+            port=self._port,
+            username=self._admin_username,
+            password=self._admin_password,
+            timeout=self._timeout,
+        )
+        await control.connect()
+        self._control = control
+        async with self._lock:
+            return await self._reconcile(devices)
+
+    async def stop(self) -> None:
+        async with self._lock:
+            await self._close_control()
+
+    async def _reconcile(self, devices: Sequence[DeviceAccess]) -> Drift:
+        assert self._control is not None
+        listed = await self._control.execute([dynsec.list_clients(), dynsec.list_roles()])
+        clients = dynsec.parse_clients(listed[0].data.get("clients"))
+        roles = dynsec.parse_roles(listed[1].data.get("roles"))
+        drift = dynsec.compute_drift(
+            topics=self._topics, devices=devices, clients=clients, roles=roles
+        )
+        commands = self._service_commands(clients, roles)
+        for device_id in drift.unexpected:
+            commands += [
+                dynsec.delete_client(device_id),
+                dynsec.delete_role(dynsec.device_role(device_id)),
+            ]
+        known: dict[str, ClientRecord] = {}
+        lacking_secret: list[str] = []
+        for device in devices:
+            device_commands, record = self._fix(device, clients.get(device.device_id), roles)
+            commands += device_commands
+            known[device.device_id] = record
+            if device.enabled and record.fingerprint != dynsec.fingerprint(device.secret_hash):
+                lacking_secret.append(device.device_id)
+        await self._execute(commands, tolerate=CREATE_TOLERATES | DELETE_TOLERATES)
+        self._known = known
+        if not drift.clean:
+            logger.warning(
+                "broker differed from the registry; fixed",
+                extra={
+                    "missing": list(drift.missing),
+                    "unexpected": list(drift.unexpected),
+                    "changed": list(drift.changed),
+                },
+            )
+        if lacking_secret:
+            logger.warning(
+                "devices refused until their credentials are rotated (the broker "
+                "only accepts plaintext passwords)",
+                extra={"count": len(lacking_secret), "device_ids": lacking_secret[:20]},
+            )
+        return drift
+
+    def _service_commands(
+        self, clients: dict[str, ClientRecord], roles: dict[str, frozenset[dynsec.Acl]]
+    ) -> list[JsonObject]:
+        commands = dynsec.sync_role_commands(
+            dynsec.SERVICE_ROLE, dynsec.service_acls(self._topics), roles.get(dynsec.SERVICE_ROLE)
+        )
+        record = clients.get(self._service.username)
+        if record is None:
+            commands.append(
+                dynsec.create_client(
+                    self._service.username,
+                    password=self._service.password,
+                    roles=[dynsec.SERVICE_ROLE],
+                )
+            )
+        elif dynsec.SERVICE_ROLE not in record.roles:
+            commands.append(dynsec.add_client_role(self._service.username, dynsec.SERVICE_ROLE))
+        return commands
+
+    def _fix(
+        self,
+        device: DeviceAccess,
+        record: ClientRecord | None,
+        roles: dict[str, frozenset[dynsec.Acl]],
+    ) -> tuple[list[JsonObject], ClientRecord]:
+        name, role = device.device_id, dynsec.device_role(device.device_id)
+        commands = dynsec.sync_role_commands(
+            role, dynsec.device_acls(self._topics, name), roles.get(role)
+        )
+        fp = dynsec.fingerprint(device.secret_hash)
+        if record is None:
+            commands.append(
+                dynsec.create_client(
+                    name, password=None, roles=[role], description=dynsec.describe(None)
+                )
+            )
+            installed: str | None = None
+        else:
+            installed = record.fingerprint
+            if role not in record.roles:
+                commands.append(dynsec.add_client_role(name, role))
+        # A stale fieldline secret must stop working; without the plaintext the
+        # only way is to disable the client until the next rotation.
+        stale = record is not None and record.managed and installed not in (None, fp)
+        enabled = device.enabled and not stale
+        currently_enabled = record.enabled if record is not None else True
+        if enabled != currently_enabled:
+            commands.append((dynsec.enable_client if enabled else dynsec.disable_client)(name))
+        return commands, ClientRecord(
+            username=name,
+            fingerprint=installed,
+            enabled=enabled,
+            roles=frozenset({role}),
+            managed=True,
+        )
+
+    async def _install_without_plaintext(
+        self, device: DeviceAccess, current: ClientRecord | None
+    ) -> None:
+        name, role = device.device_id, dynsec.device_role(device.device_id)
+        if current is None:
+            await self._execute(
+                [
+                    dynsec.create_role(role, dynsec.device_acls(self._topics, name)),
+                    dynsec.create_client(
+                        name, password=None, roles=[role], description=dynsec.describe(None)
+                    ),
+                    dynsec.disable_client(name),
+                ]
+            )
+        elif current.enabled:
+            await self._execute([dynsec.disable_client(name)])
+        self._known[name] = ClientRecord(
+            username=name,
+            fingerprint=current.fingerprint if current else None,
+            enabled=False,
+            roles=frozenset({role}),
+            managed=True,
+        )
+        raise BrokerError(
+            f"the external broker needs the plaintext password to install the new secret of "
+            f"{name}; the device is refused until it is applied with one"
+        )
+
+
+def _load_or_create_accounts(path: Path) -> dict[str, str]:
+    """fieldline's own broker passwords, generated once and kept beside the broker's files."""
+    try:
+        stored = json.loads(path.read_text())
+        if isinstance(stored, dict) and {"admin", "service"} <= stored.keys():
+            return {"admin": str(stored["admin"]), "service": str(stored["service"])}
+    except FileNotFoundError:
+        pass
+    accounts = {"admin": generate_secret(), "service": generate_secret()}
+    _write_private(path, json.dumps(accounts))
+    return accounts
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write atomically with mode 0600: these files hold secrets or their hashes."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)

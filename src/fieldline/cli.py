@@ -1,0 +1,259 @@
+"""The `fieldline` command: every component and task is a subcommand."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import httpx
+from pydantic import ValidationError
+
+from fieldline.client import ApiAccess, ApiCallError, call, open_client
+from fieldline.config import Settings, load_settings
+from fieldline.domain.users import Role
+from fieldline.ops.logging import configure_logging
+from fieldline.runtime import StartupInfo, database, run_platform
+from fieldline.security.passwords import USER_ITERATIONS, hash_secret
+from fieldline.sim.command import simulate
+from fieldline.storage import users as user_store
+from fieldline.storage.db import open_pool
+from fieldline.storage.errors import AlreadyExistsError
+from fieldline.storage.migrate import migrate as apply_migrations
+
+T = TypeVar("T")
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        settings = load_settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
+        raise click.ClickException(f"invalid settings: {problems}") from exc
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    return settings
+
+
+def _run(coro: Awaitable[T]) -> T:
+    async def main() -> T:
+        return await coro
+
+    return asyncio.run(main())
+
+
+@click.group()
+@click.version_option(package_name="fieldline")
+def main() -> None:
+    """fieldline: a self-hosted IoT telemetry platform."""
+
+
+def _banner(info: StartupInfo) -> None:
+    lines = [
+        "",
+        "fieldline is running",
+        f"  API and docs   {info.api_url}/docs",
+        f"  MQTT broker    {info.mqtt_host}:{info.mqtt_port}  ({info.broker})",
+        f"  Database       {info.database}",
+    ]
+    if info.admin_password:
+        lines += [
+            f"  Admin user     admin / {info.admin_password}",
+            "                 (shown only now; set FIELDLINE_ADMIN_PASSWORD to choose it)",
+        ]
+    else:
+        lines.append("  Admin user     admin (password as set or printed at first start)")
+    lines += [
+        "",
+        "Next: simulate a fleet of 10 devices in another terminal:",
+        f"  fieldline simulate --create --devices 10 --api-url {info.api_url} "
+        f"--mqtt-port {info.mqtt_port} --username admin --password <admin password>",
+        "Stop with Ctrl-C.",
+        "",
+    ]
+    click.echo("\n".join(lines))
+    sys.stdout.flush()
+
+
+@main.command()
+@click.option("--data-dir", type=click.Path(path_type=Path), help="[FIELDLINE_DATA_DIR]")
+@click.option("--http-host", help="[FIELDLINE_HTTP_HOST]")
+@click.option("--http-port", type=int, help="[FIELDLINE_HTTP_PORT]")
+@click.option("--mqtt-port", type=int, help="[FIELDLINE_MQTT_PORT]")
+@click.option(
+    "--broker",
+    type=click.Choice(["auto", "mosquitto", "amqtt", "external"]),
+    help="[FIELDLINE_BROKER]",
+)
+def up(**overrides: Any) -> None:
+    """Run everything: database, broker, ingest and the HTTP API."""
+    settings = _settings(**overrides)
+    _run(run_platform(settings, on_ready=_banner))
+
+
+@main.command()
+def migrate() -> None:
+    """Apply pending database migrations (also done by `up`)."""
+    settings = _settings()
+
+    async def run() -> None:
+        async with database(settings) as (url, _):
+            applied = await apply_migrations(url)
+        click.echo(f"{len(applied)} migration(s) applied" if applied else "schema is up to date")
+
+    _run(run())
+
+
+@main.group()
+def user() -> None:
+    """Manage users directly in the database (works while the API is down)."""
+
+
+@user.command("create")
+@click.argument("username")
+@click.option(
+    "--role", type=click.Choice([r.value for r in Role]), default="viewer", show_default=True
+)
+@click.option(
+    "--password",
+    envvar="FIELDLINE_NEW_USER_PASSWORD",
+    help="Prompted for when not given [FIELDLINE_NEW_USER_PASSWORD]",
+)
+def user_create(username: str, role: str, password: str | None) -> None:
+    """Create a user."""
+    settings = _settings()
+    if password is None:
+        password = getpass.getpass(f"Password for {username}: ")
+    if len(password) < 10:
+        raise click.ClickException("the password must be at least 10 characters")
+
+    async def run() -> None:
+        async with database(settings) as (url, _):
+            await apply_migrations(url)
+            pool = await open_pool(url, min_size=1, max_size=1)
+            try:
+                async with pool.connection() as conn:
+                    hashed = hash_secret(password, iterations=USER_ITERATIONS).encode()
+                    await user_store.create_user(
+                        conn, username=username, password_hash=hashed, role=Role(role)
+                    )
+            finally:
+                await pool.close()
+
+    try:
+        _run(run())
+    except AlreadyExistsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"user {username} created with role {role}")
+
+
+def _api_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option("--api-key", help="[FIELDLINE_API_KEY]")(func)
+    func = click.option("--password", help="[FIELDLINE_API_PASSWORD]")(func)
+    func = click.option("--username", help="[FIELDLINE_API_USERNAME]")(func)
+    return click.option("--api-url", help="[FIELDLINE_API_URL, default http://127.0.0.1:8000]")(
+        func
+    )
+
+
+def _api_call(
+    api_url: str | None,
+    username: str | None,
+    password: str | None,
+    api_key: str | None,
+    method: str,
+    path: str,
+    **kwargs: Any,
+) -> Any:
+    access = ApiAccess.from_env(api_url, username, password, api_key)
+
+    async def run() -> Any:
+        http = await open_client(access)
+        async with http:
+            return await call(http, method, path, **kwargs)
+
+    try:
+        return _run(run())
+    except ApiCallError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"cannot reach the API at {access.url}: {exc}") from exc
+
+
+@main.group()
+def device() -> None:
+    """Manage devices through the HTTP API (so the broker learns of changes at once)."""
+
+
+@device.command("create")
+@click.argument("device_id")
+@click.option("--name", default="")
+@click.option("--type", "device_type", default="")
+@click.option("--group", default=None)
+@_api_options
+def device_create(
+    device_id: str, name: str, device_type: str, group: str | None, **api: Any
+) -> None:
+    """Register a device and print its MQTT credentials (shown once)."""
+    answer = _api_call(
+        **api,
+        method="POST",
+        path="/api/v1/devices",
+        json={"device_id": device_id, "name": name, "device_type": device_type, "group": group},
+    )
+    mqtt = answer["mqtt"]
+    click.echo(
+        f"device {device_id} created\n  MQTT username  {mqtt['username']}\n"
+        f"  MQTT password  {mqtt['password']}   (shown only now)\n"
+        f"  broker         {mqtt['host']}:{mqtt['port']}"
+    )
+
+
+@device.command("list")
+@click.option("--group", default=None)
+@_api_options
+def device_list(group: str | None, **api: Any) -> None:
+    """List devices with their status."""
+    cursor: str | None = None
+    click.echo(f"{'DEVICE':<32} {'STATUS':<11} {'ENABLED':<8} {'GROUP':<16} LAST SEEN")
+    while True:
+        params: dict[str, Any] = {
+            "limit": 500,
+            **({"group": group} if group else {}),
+            **({"cursor": cursor} if cursor else {}),
+        }
+        page = _api_call(**api, method="GET", path="/api/v1/devices", params=params)
+        for d in page["items"]:
+            click.echo(
+                f"{d['device_id']:<32} {d['status']:<11} {d['enabled']!s:<8} "
+                f"{d['group'] or '-':<16} {d['last_seen'] or 'never'}"
+            )
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+
+
+@device.command("disable")
+@click.argument("device_id")
+@_api_options
+def device_disable(device_id: str, **api: Any) -> None:
+    """Disable a device: its connection is dropped and refused from now on."""
+    _api_call(**api, method="PATCH", path=f"/api/v1/devices/{device_id}", json={"enabled": False})
+    click.echo(f"device {device_id} disabled")
+
+
+@device.command("enable")
+@click.argument("device_id")
+@_api_options
+def device_enable(device_id: str, **api: Any) -> None:
+    """Enable a disabled device again."""
+    _api_call(**api, method="PATCH", path=f"/api/v1/devices/{device_id}", json={"enabled": True})
+    click.echo(f"device {device_id} enabled")
+
+
+main.add_command(simulate)
