@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -22,10 +22,12 @@ class ApiCallError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class ApiAccess:
-    url: str
+    """How to reach and authenticate to the HTTP API (secrets kept out of repr)."""
+
+    url: str = "http://127.0.0.1:8000"
     username: str | None = None
-    password: str | None = None
-    api_key: str | None = None
+    password: str | None = field(default=None, repr=False)
+    api_key: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(

@@ -17,7 +17,7 @@ from fieldline.broker import dynsec
 from fieldline.broker.base import BrokerError, ServiceAccount
 from fieldline.broker.control import DynsecControl
 from fieldline.broker.mosquitto import ExternalMosquitto, ManagedMosquitto, find_dynsec_plugin
-from fieldline.broker.net import accepts_connections, free_port
+from fieldline.ops.sockets import accepts_connections, free_port
 from fieldline.security.passwords import generate_secret, hash_secret
 
 from .conftest import TOPICS, credential, eventually, needs_mosquitto, refused

@@ -6,7 +6,6 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,17 +20,12 @@ import httpx
 import pytest
 from gmqtt.mqtt.constants import MQTTv311
 
+from fieldline.ops.sockets import free_port
 from tests.conftest import PgServer
 
 ADMIN_PASSWORD = "e2e-admin-password"
 START_TIMEOUT = 60.0
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -58,7 +52,7 @@ class Platform:
 
 
 def start_platform(variant: str, env: dict[str, str], data_dir: Path) -> Platform:
-    http_port, mqtt_port = free_port(), free_port()
+    http_port, mqtt_port = free_port("127.0.0.1"), free_port("127.0.0.1")
     log = data_dir.parent / f"{variant}.log"
     with log.open("wb") as output:
         process = subprocess.Popen(

@@ -18,6 +18,8 @@ import orjson
 import pytest
 from gmqtt.mqtt.constants import MQTTv311
 
+from fieldline.ops.sockets import free_port
+
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
@@ -27,12 +29,6 @@ class Broker:
     port: int
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def running_mosquitto(
     directory: Path, *, passwords: dict[str, str] | None = None
@@ -40,7 +36,7 @@ def running_mosquitto(
     """Mosquitto on a free port; anonymous, or only the given users when `passwords` is set."""
     if not Path(MOSQUITTO).exists():
         pytest.skip("mosquitto is not installed")
-    port = free_port()
+    port = free_port("127.0.0.1")
     access = "allow_anonymous true\n"
     if passwords is not None:
         password_file = directory / "passwords"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
+from fieldline.ops.sockets import free_port
 from fieldline.sim.command import simulate
 
-from .conftest import Broker, free_port
+from .conftest import Broker
 
 
 def test_simulate_runs_and_summarises(broker: Broker) -> None:
@@ -34,7 +35,8 @@ def test_simulate_runs_and_summarises(broker: Broker) -> None:
 
 def test_simulate_fails_when_no_device_connects() -> None:
     result = CliRunner().invoke(
-        simulate, ["--devices", "1", "--duration", "0.1", "--mqtt-port", str(free_port())]
+        simulate,
+        ["--devices", "1", "--duration", "0.1", "--mqtt-port", str(free_port("127.0.0.1"))],
     )
 
     assert result.exit_code == 1
@@ -52,7 +54,7 @@ def test_simulate_create_needs_api_credentials() -> None:
     )
 
     assert result.exit_code == 1
-    assert "needs an API key or a username and password" in result.output
+    assert "give --api-key, or --username and --password" in result.output
 
 
 def test_simulate_reports_an_unreachable_api() -> None:
@@ -63,7 +65,7 @@ def test_simulate_reports_an_unreachable_api() -> None:
             "--duration",
             "0",
             "--api-url",
-            f"http://127.0.0.1:{free_port()}",
+            f"http://127.0.0.1:{free_port('127.0.0.1')}",
             "--api-key",
             "k",
         ],

@@ -11,9 +11,10 @@ from datetime import datetime
 import orjson
 import pytest
 
+from fieldline.ops.sockets import free_port
 from fieldline.sim import BadKind, FleetOptions, FleetProgress, SimulationReport, run_fleet
 
-from .conftest import Broker, Received, Subscriber, free_port
+from .conftest import Broker, Received, Subscriber
 
 SENSORS = {"temperature", "humidity", "battery_voltage", "soil_moisture", "pressure"}
 MAX_PAYLOAD = 65_536
@@ -209,7 +210,7 @@ async def test_killed_connections_fire_the_last_will(
 
 
 async def test_unreachable_broker_counts_connect_failures() -> None:
-    nobody_listens = Broker("127.0.0.1", free_port())
+    nobody_listens = Broker("127.0.0.1", free_port("127.0.0.1"))
 
     report = await run_fleet(options(nobody_listens, devices=2, duration=0.2))
 

@@ -25,9 +25,9 @@ from amqtt.contexts import Action, BrokerConfig, ListenerConfig
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 
 from fieldline.broker.base import BrokerEndpoint, BrokerError, Drift, ServiceAccount
-from fieldline.broker.net import free_port
 from fieldline.domain.devices import DeviceAccess
 from fieldline.domain.topics import Downlink, TopicScheme
+from fieldline.ops.sockets import free_port
 from fieldline.security.passwords import InvalidHashError, SecretHash, generate_secret
 
 logger = logging.getLogger(__name__)

@@ -41,10 +41,10 @@ from fieldline.broker import dynsec
 from fieldline.broker.base import BrokerEndpoint, BrokerError, Drift, ServiceAccount
 from fieldline.broker.control import DynsecControl
 from fieldline.broker.dynsec import ClientRecord, JsonObject
-from fieldline.broker.net import accepts_connections, free_port
 from fieldline.broker.process import SupervisedProcess
 from fieldline.domain.devices import DeviceAccess
 from fieldline.domain.topics import TopicScheme
+from fieldline.ops.sockets import accepts_connections, free_port, port_in_use
 from fieldline.security.passwords import SecretHash, generate_secret, hash_secret
 
 logger = logging.getLogger(__name__)
@@ -291,6 +291,12 @@ class ManagedMosquitto(_DynsecBroker):
         await self._boot()
 
     async def _boot(self) -> None:
+        # Otherwise mosquitto exits at once and whatever holds the port answers for it.
+        if port_in_use(self._host, self._port):
+            raise BrokerError(
+                f"port {self._port} on {self._host} is already in use; "
+                "choose another with --mqtt-port / FIELDLINE_MQTT_PORT"
+            )
         self._write_files()
         process = SupervisedProcess(
             [self._executable, "-c", str(self.config_path)], name="mosquitto"

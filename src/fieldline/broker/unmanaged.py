@@ -10,8 +10,8 @@ import logging
 from collections.abc import Sequence
 
 from fieldline.broker.base import BrokerEndpoint, Drift, ServiceAccount
-from fieldline.broker.net import accepts_connections
 from fieldline.domain.devices import DeviceAccess
+from fieldline.ops.sockets import accepts_connections
 
 logger = logging.getLogger(__name__)
 

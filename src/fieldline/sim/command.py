@@ -8,8 +8,9 @@ from pathlib import Path
 
 import click
 
+from fieldline.client import ApiAccess
 from fieldline.sim.fleet import run_fleet
-from fieldline.sim.options import ApiAccess, FleetOptions, MqttVersion
+from fieldline.sim.options import FleetOptions, MqttVersion
 from fieldline.sim.provisioning import ProvisioningError
 from fieldline.sim.report import FleetProgress, SimulationReport
 

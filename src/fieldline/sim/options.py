@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from fieldline.client import ApiAccess
 from fieldline.domain.devices import is_valid_device_id
 
 
@@ -13,16 +14,6 @@ class MqttVersion(StrEnum):
     # 3.1.1 is the default because the embedded amqtt broker speaks nothing newer.
     V311 = "3.1.1"
     V5 = "5"
-
-
-@dataclass(frozen=True, slots=True)
-class ApiAccess:
-    """How to reach and authenticate to the fieldline HTTP API (SPEC §3a)."""
-
-    url: str = "http://127.0.0.1:8000"
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    api_key: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

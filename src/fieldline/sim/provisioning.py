@@ -11,7 +11,8 @@ from pathlib import Path
 import httpx
 import orjson
 
-from fieldline.sim.options import ApiAccess, FleetOptions
+from fieldline.client import ApiAccess, ApiCallError, auth_headers
+from fieldline.sim.options import FleetOptions
 from fieldline.sim.payloads import FIRMWARE_VERSION
 
 log = logging.getLogger(__name__)
@@ -71,15 +72,10 @@ async def register_devices(
 
 
 async def _auth_headers(http: httpx.AsyncClient, api: ApiAccess) -> dict[str, str]:
-    if api.api_key:
-        return {"X-API-Key": api.api_key}
-    if api.username and api.password:
-        answer = await http.post(
-            "/api/v1/auth/login", json={"username": api.username, "password": api.password}
-        )
-        token = _field(_expect(answer, "log in"), "access_token")
-        return {"Authorization": f"Bearer {token}"}
-    raise ProvisioningError("creating devices needs an API key or a username and password")
+    try:
+        return await auth_headers(http, api)
+    except ApiCallError as exc:
+        raise ProvisioningError(f"cannot log in to the API: {exc}") from exc
 
 
 async def _ensure_group(http: httpx.AsyncClient, group: str) -> None:

