@@ -174,8 +174,10 @@ def _api_call(
 
     async def run() -> Any:
         http = await open_client(access)
-        async with http:
+        try:
             return await call(http, method, path, **kwargs)
+        finally:
+            await http.aclose()
 
     try:
         return _run(run())

@@ -28,6 +28,7 @@ class Api:
     pool: Pool
     url: str
     broker: AmqttBroker
+    context: ApiContext
 
     async def login(self, username: str, password: str) -> dict[str, str]:
         response = await self.http.post(
@@ -68,7 +69,7 @@ async def api(pg15_database_url: str, tmp_path: Path) -> AsyncIterator[Api]:
     context.readiness.broker = True
     transport = httpx.ASGITransport(app=create_app(context))
     async with httpx.AsyncClient(transport=transport, base_url="http://fieldline") as http:
-        yield Api(http=http, pool=pool, url=pg15_database_url, broker=broker)
+        yield Api(http=http, pool=pool, url=pg15_database_url, broker=broker, context=context)
     await broker.stop()
     await pool.close()
 

@@ -201,3 +201,16 @@ async def test_health_ready_and_metrics(api: Api) -> None:
     )
     assert "fieldline_devices_online 0.0" in text
     assert "fieldline_ingest_latency_seconds_bucket" in text
+
+
+async def test_ready_is_503_until_the_broker_is_up(api: Api) -> None:
+    api.context.readiness.broker = False
+    answer = await api.http.get("/ready")
+    assert answer.status_code == 503
+    assert answer.json() == {
+        "status": "not_ready",
+        "checks": {"database": True, "migrations": True, "broker": False},
+    }
+    await api.broker.stop()
+    api.context.readiness.broker = True
+    assert (await api.http.get("/ready")).status_code == 503

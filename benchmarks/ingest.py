@@ -1,0 +1,131 @@
+"""Sustained ingest through managed Mosquitto: how many messages/s fieldline stores.
+
+Starts `fieldline up` (managed Mosquitto, embedded PostgreSQL) in a temporary
+directory, registers a simulated fleet through the API, publishes at a fixed
+rate for a fixed time (QoS 1, 6 metrics per message), waits for the backlog to
+drain, and reads the stored counts from fieldline's own /metrics. It then
+counts the rows in the database to check that nothing was lost or duplicated.
+
+    uv run python benchmarks/ingest.py --devices 200 --rate 25 --duration 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import psycopg
+
+from fieldline.client import ApiAccess
+from fieldline.ops.sockets import free_port
+from fieldline.sim import FleetOptions, run_fleet
+
+ADMIN_PASSWORD = "benchmark-admin-password"
+
+
+def metric(text: str, name: str) -> float:
+    match = re.search(rf"^{name} ([0-9.e+]+)$", text, re.MULTILINE)
+    return float(match[1]) if match else 0.0
+
+
+async def sample(api: str, until: asyncio.Event, samples: list[tuple[float, float, float]]
+                 ) -> None:
+    async with httpx.AsyncClient(base_url=api) as http:
+        while not until.is_set():
+            text = (await http.get("/metrics")).text
+            samples.append((time.monotonic(), metric(text, "fieldline_readings_stored_total"),
+                            metric(text, "fieldline_points_stored_total")))
+            await asyncio.sleep(0.5)
+
+
+async def main(args: argparse.Namespace) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="fieldline-bench-"))
+    http_port, mqtt_port = free_port("127.0.0.1"), free_port("127.0.0.1")
+    api = f"http://127.0.0.1:{http_port}"
+    log = (tmp / "fieldline.log").open("wb")
+    server = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "fieldline", "up", "--data-dir", str(tmp / "data"),
+         "--http-port", str(http_port), "--mqtt-port", str(mqtt_port), "--broker", args.broker],
+        env={**os.environ, "FIELDLINE_ADMIN_PASSWORD": ADMIN_PASSWORD,
+             "FIELDLINE_LOG_LEVEL": os.environ.get("FIELDLINE_LOG_LEVEL", "WARNING")}, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        while True:
+            try:
+                if httpx.get(f"{api}/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if server.poll() is not None:
+                raise SystemExit(f"fieldline up exited; see {log.name}")
+            time.sleep(0.2)
+        options = FleetOptions(
+            devices=args.devices, rate=args.rate, duration=args.duration, qos=1,
+            mqtt_port=mqtt_port, api=ApiAccess(url=api, username="admin",
+                                               password=ADMIN_PASSWORD),
+            create=True, processes=args.processes, record_message_ids=False,
+            heartbeat_interval=3600)
+        samples: list[tuple[float, float, float]] = []
+        done = asyncio.Event()
+        sampler = asyncio.create_task(sample(api, done, samples))
+        report = await run_fleet(options)
+        # Drain: wait until the stored count stops moving.
+        while samples[-1][1] < report.telemetry_ok and (
+                len(samples) < 21 or samples[-1][1] != samples[-21][1]):
+            await asyncio.sleep(0.5)
+        done.set()
+        await sampler
+        sent = report.telemetry_ok
+        stored = samples[-1][1]
+        moving = [s for s in samples if s[1] > 0]
+        start = next(s for s in samples if s[1] > 0)
+        end = next(s for s in samples if s[1] >= stored)
+        elapsed = max(end[0] - start[0], 0.5)
+        url = (tmp / "data" / "postgres.password").read_text().strip()
+        dsn = (f"postgresql://postgres:{url}@127.0.0.1:"
+               f"{_pg_port(tmp / 'data' / 'postgres')}/fieldline")
+        with psycopg.connect(dsn) as conn:
+            rows = conn.execute("SELECT count(*) FROM telemetry").fetchone()
+            ledger = conn.execute("SELECT count(*) FROM message_ledger").fetchone()
+        points_in_db = rows[0] if rows else 0
+        expected_points = report.points
+        print(f"broker {args.broker}; {args.devices} devices x {args.rate} msg/s for "
+              f"{args.duration} s, QoS 1, {args.processes} load process(es)")
+        print(f"| sent messages | stored messages | stored points | lost | duplicated "
+              f"| publish rate msg/s | stored msg/s | stored points/s |")
+        print("|---|---|---|---|---|---|---|---|")
+        print(f"| {sent} | {int(stored)} | {points_in_db} | {sent - ledger[0] if ledger else '?'}"
+              f" | {points_in_db - expected_points if ledger and ledger[0] == sent else '?'}"
+              f" | {report.publish_rate:,.0f} | {stored / elapsed:,.0f} "
+              f"| {samples[-1][2] / elapsed:,.0f} |")
+        print(f"({len(moving)} samples; stored over {elapsed:.1f} s)")
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+        log.close()
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _pg_port(data_dir: Path) -> int:
+    return int((data_dir / "postmaster.pid").read_text().splitlines()[3])
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--devices", type=int, default=200)
+    parser.add_argument("--rate", type=float, default=25.0, help="messages/s per device")
+    parser.add_argument("--duration", type=float, default=30.0)
+    parser.add_argument("--processes", type=int, default=1, help="load generator processes")
+    parser.add_argument("--broker", default="mosquitto", choices=["mosquitto", "amqtt"])
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    asyncio.run(main(parser.parse_args()))

@@ -1,0 +1,68 @@
+"""The CLI as a user runs it, against a running `fieldline up`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from tests.e2e.conftest import ADMIN_PASSWORD, DeviceClient, Platform
+
+
+def fieldline(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603
+        [sys.executable, "-m", "fieldline", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+async def test_device_commands_go_through_the_api(platform: Platform) -> None:
+    api = {
+        "FIELDLINE_API_URL": platform.api_url,
+        "FIELDLINE_API_USERNAME": "admin",
+        "FIELDLINE_API_PASSWORD": ADMIN_PASSWORD,
+    }
+    created = fieldline("device", "create", "cli-dev-1", "--name", "From the CLI", env=api)
+    assert created.returncode == 0, created.stderr
+    password = next(
+        line.split()[2] for line in created.stdout.splitlines() if "MQTT password" in line
+    )
+    client = await DeviceClient("cli-dev-1", password, platform.mqtt_port).connect()
+    listed = fieldline("device", "list", env=api)
+    assert listed.returncode == 0 and "cli-dev-1" in listed.stdout
+    disabled = fieldline("device", "disable", "cli-dev-1", env=api)
+    assert disabled.returncode == 0, disabled.stderr
+    await client.disconnected.wait()
+    again = fieldline("device", "create", "cli-dev-1", env=api)
+    assert again.returncode == 1 and "409 conflict" in again.stderr
+    wrong = fieldline("device", "list", env={**api, "FIELDLINE_API_PASSWORD": "not-the-one"})
+    assert wrong.returncode == 1 and "401" in wrong.stderr
+
+
+def test_user_create_and_migrate_on_an_external_database(pg15_database_url: str) -> None:
+    env = {"DATABASE_URL": pg15_database_url, "FIELDLINE_LOG_LEVEL": "WARNING"}
+    migrated = fieldline("migrate", env=env)
+    assert migrated.returncode == 0 and "1 migration(s) applied" in migrated.stdout
+    assert "schema is up to date" in fieldline("migrate", env=env).stdout
+    created = fieldline(
+        "user",
+        "create",
+        "ops",
+        "--role",
+        "operator",
+        env={**env, "FIELDLINE_NEW_USER_PASSWORD": "operator-password"},
+    )
+    assert created.returncode == 0, created.stderr
+    assert "user ops created with role operator" in created.stdout
+    twice = fieldline("user", "create", "ops", "--password", "operator-password", env=env)
+    assert twice.returncode == 1 and "already exists" in twice.stderr
+
+
+def test_invalid_settings_are_refused_with_a_clear_message() -> None:
+    refused = fieldline("migrate", env={"FIELDLINE_SECRET_KEY": "changeme"})
+    assert refused.returncode == 1
+    assert "invalid settings" in refused.stderr and "placeholder" in refused.stderr
