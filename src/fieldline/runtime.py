@@ -13,7 +13,6 @@ import signal
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import uvicorn
 
@@ -153,7 +152,6 @@ async def _serve(
     context = ApiContext(
         settings=settings, pool=pool, broker=broker, metrics=metrics, secret_key=secret_key
     )
-    context.readiness.database = context.readiness.migrations = True
     topics = TopicScheme(settings.topic_prefix)
     writer = BatchWriter(url)
     batcher = Batcher(
@@ -199,7 +197,7 @@ async def _serve(
         # uvicorn offers no event for "started".
         while not server.started:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
-        context.readiness.broker = True
+        context.broker_started = True
         endpoint = broker.endpoint
         on_ready(
             StartupInfo(
@@ -221,7 +219,3 @@ async def _serve(
             group.create_task(announce(), name="announce")
     finally:
         await writer.close()
-
-
-def default_data_dir() -> Path:
-    return Path("fieldline-data")

@@ -66,7 +66,7 @@ async def api(pg15_database_url: str, tmp_path: Path) -> AsyncIterator[Api]:
     context = ApiContext(
         settings=settings, pool=pool, broker=broker, metrics=Metrics(), secret_key="k" * 40
     )
-    context.readiness.broker = True
+    context.broker_started = True
     transport = httpx.ASGITransport(app=create_app(context))
     async with httpx.AsyncClient(transport=transport, base_url="http://fieldline") as http:
         yield Api(http=http, pool=pool, url=pg15_database_url, broker=broker, context=context)

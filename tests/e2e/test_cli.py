@@ -10,7 +10,7 @@ from tests.e2e.conftest import ADMIN_PASSWORD, DeviceClient, Platform
 
 
 def fieldline(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603
+    return subprocess.run(
         [sys.executable, "-m", "fieldline", *args],
         capture_output=True,
         text=True,

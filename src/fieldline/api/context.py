@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from fieldline.broker.base import Broker
 from fieldline.config import Settings
 from fieldline.ops.metrics import Metrics
 from fieldline.storage.db import Pool
-
-
-@dataclass
-class Readiness:
-    """Flags the process sets as its parts come up; /ready answers 200 when all are set."""
-
-    database: bool = False
-    migrations: bool = False
-    broker: bool = False
-
-    @property
-    def ready(self) -> bool:
-        return self.database and self.migrations and self.broker
 
 
 @dataclass
@@ -30,4 +17,5 @@ class ApiContext:
     broker: Broker
     metrics: Metrics
     secret_key: str
-    readiness: Readiness = field(default_factory=Readiness)
+    # Set once ingest and the HTTP server run; /ready also probes the database and broker.
+    broker_started: bool = False

@@ -17,6 +17,8 @@ ALGORITHM = "pbkdf2_sha512"
 DIGEST_BYTES = 64
 SALT_BYTES = 12
 USER_ITERATIONS = 210_000
+# API keys, like device secrets, are long random strings: a lower cost is enough.
+API_KEY_ITERATIONS = 10_000
 
 
 class InvalidHashError(ValueError):

@@ -13,7 +13,12 @@ from fieldline.api.deps import CurrentUser, DbConn, Issuer
 from fieldline.api.errors import ApiError
 from fieldline.api.tokens import InvalidTokenError, TokenKind, new_api_key
 from fieldline.domain.users import ApiKey, Role
-from fieldline.security.passwords import USER_ITERATIONS, hash_secret, verify_encoded
+from fieldline.security.passwords import (
+    API_KEY_ITERATIONS,
+    USER_ITERATIONS,
+    hash_secret,
+    verify_encoded,
+)
 from fieldline.storage import users as user_store
 from fieldline.storage.errors import NotFoundError
 
@@ -105,7 +110,8 @@ keys_router = APIRouter(prefix="/api/v1/api-keys", tags=["auth"])
 async def create_api_key(body: ApiKeyCreate, user: CurrentUser, conn: DbConn) -> ApiKeyCreated:
     """A key acting as you, with your role. The secret is shown only in this answer."""
     key_id, secret, full = new_api_key()
-    secret_hash = await asyncio.to_thread(lambda: hash_secret(secret, iterations=10_000).encode())
+    hashed = await asyncio.to_thread(hash_secret, secret, iterations=API_KEY_ITERATIONS)
+    secret_hash = hashed.encode()
     key = await user_store.create_api_key(
         conn, key_id=key_id, user_id=user.id, name=body.name, secret_hash=secret_hash
     )

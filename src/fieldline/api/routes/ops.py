@@ -34,7 +34,7 @@ async def ready(context: Context) -> JSONResponse:
     except Exception:  # any failure means "not ready", which is the answer
         checks["database"] = False
     try:
-        checks["broker"] = context.readiness.broker and await context.broker.healthy()
+        checks["broker"] = context.broker_started and await context.broker.healthy()
     except Exception:  # any failure means "not ready"
         checks["broker"] = False
     ok = all(checks.values())
