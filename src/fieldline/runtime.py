@@ -113,16 +113,7 @@ async def run_platform(
             broker = create_broker(settings)
             async with pool.connection() as conn:
                 registry = await device_store.all_device_access(conn)
-            drift = await broker.start(registry)
-            if not drift.clean:
-                log.warning(
-                    "broker differed from the registry; reconciled",
-                    extra={
-                        "missing": len(drift.missing),
-                        "unexpected": len(drift.unexpected),
-                        "changed": len(drift.changed),
-                    },
-                )
+            await broker.start(registry)  # reconciles; the adapter logs any drift
             try:
                 await _serve(
                     settings, pool, broker, url, database_label, admin_password, on_ready, stopping

@@ -26,6 +26,7 @@ secret although the broker never reveals hashes.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import glob
@@ -90,7 +91,7 @@ def find_dynsec_plugin() -> Path | None:
     return None
 
 
-class _DynsecBroker:
+class _DynsecBroker(abc.ABC):
     """Runtime device changes through the dynamic-security API (shared by both adapters)."""
 
     def __init__(self, *, host: str, port: int, topics: TopicScheme, timeout: float) -> None:
@@ -175,10 +176,11 @@ class _DynsecBroker:
         self._known.pop(device_id, None)
         logger.info("device removed from broker", extra={"device_id": device_id})
 
+    @abc.abstractmethod
     async def _install_without_plaintext(
         self, device: DeviceAccess, current: ClientRecord | None
     ) -> None:
-        raise NotImplementedError
+        """Install a secret known only as a hash: each kind of Mosquitto does it its own way."""
 
     async def _execute(
         self, commands: Sequence[JsonObject], *, tolerate: frozenset[str] = CREATE_TOLERATES
