@@ -118,6 +118,10 @@ async def test_every_accepted_reading_is_stored_exactly_once(platform: Platform)
         latest = (await http.get(f"/api/v1/devices/{device_id}/telemetry/latest")).json()
         status = (await http.get(f"/api/v1/devices/{device_id}/status")).json()
     assert latest["metrics"]["temperature"]["value"] == 23.5
+    async with platform.http() as http:
+        attributes = (await http.get(f"/api/v1/devices/{device_id}/attributes")).json()
+    assert attributes["attributes"]["mode"]["value"] == "eco"
+    assert attributes["attributes"]["firmware_version"]["value"] == "v1.4.2"
     assert (status["status"], status["firmware_version"]) == ("online", "v1.4.2")
     await sensor.close()
 

@@ -33,6 +33,16 @@ class DeviceLatest(BaseModel):
     metrics: dict[str, MetricValue]
 
 
+class AttributeValue(BaseModel):
+    value: str
+    time: datetime
+
+
+class DeviceAttributes(BaseModel):
+    device_id: str
+    attributes: dict[str, AttributeValue]
+
+
 class LatestList(BaseModel):
     items: list[DeviceLatest]
     next_cursor: str | None
@@ -63,6 +73,17 @@ async def device_latest(device_id: DeviceId, _: Viewer, conn: DbConn) -> DeviceL
     await device_store.get_device(conn, device_id)
     values = await telemetry_store.latest_values(conn, [device_id])
     return DeviceLatest(device_id=device_id, metrics=_metrics(values))
+
+
+@router.get("/devices/{device_id}/attributes", response_model=DeviceAttributes)
+async def device_attributes(device_id: DeviceId, _: Viewer, conn: DbConn) -> DeviceAttributes:
+    """The latest string values the device reported (firmware, mode, status details)."""
+    await device_store.get_device(conn, device_id)
+    stored = await telemetry_store.device_attributes(conn, device_id)
+    return DeviceAttributes(
+        device_id=device_id,
+        attributes={k: AttributeValue(value=v, time=t) for k, (v, t) in stored.items()},
+    )
 
 
 @router.get("/telemetry/latest", response_model=LatestList)
