@@ -99,3 +99,15 @@ def pg15_database_url(pg15: PgServer) -> Iterator[str]:
         yield pg15.url_for(name)
     finally:
         pg15.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def mosquitto_installed() -> None:
+    """The suite needs Mosquitto: a missing one fails loudly rather than skipping tests."""
+    from fieldline.broker.mosquitto import find_dynsec_plugin
+
+    if shutil.which("mosquitto") is None or find_dynsec_plugin() is None:
+        pytest.fail(
+            "mosquitto with its dynamic-security plugin is not installed; "
+            "scripts/test installs it (apt-get install mosquitto)"
+        )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,14 +16,13 @@ from gmqtt.mqtt.handler import MQTTConnectError
 
 from fieldline.broker.base import Broker, BrokerEndpoint
 from fieldline.broker.embedded import AmqttBroker
-from fieldline.broker.mosquitto import ManagedMosquitto, find_dynsec_plugin
+from fieldline.broker.mosquitto import ManagedMosquitto
 from fieldline.domain.devices import DeviceAccess
 from fieldline.domain.topics import TopicScheme
 from fieldline.security.passwords import generate_secret, hash_secret
 
 TOPICS = TopicScheme("devices")
-HAVE_MOSQUITTO = shutil.which("mosquitto") is not None and find_dynsec_plugin() is not None
-needs_mosquitto = pytest.mark.skipif(not HAVE_MOSQUITTO, reason="mosquitto is not installed")
+needs_mosquitto = pytest.mark.usefixtures("mosquitto_installed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,10 +147,12 @@ async def start_broker(kind: str, data_dir: Path, devices: list[DeviceAccess]) -
     return broker
 
 
-@pytest.fixture(params=[pytest.param("mosquitto", marks=needs_mosquitto), pytest.param("amqtt")])
+@pytest.fixture(params=["mosquitto", "amqtt"])
 async def broker(
     request: pytest.FixtureRequest, tmp_path: Path, alice: Credential, bob: Credential
 ) -> AsyncIterator[Broker]:
+    if request.param == "mosquitto":
+        request.getfixturevalue("mosquitto_installed")
     started = await start_broker(request.param, tmp_path, [alice.device, bob.device])
     yield started
     await started.stop()

@@ -12,14 +12,12 @@ from fieldline.broker.mosquitto import ExternalMosquitto, ManagedMosquitto
 from fieldline.broker.unmanaged import UnmanagedBroker
 from fieldline.config import Settings
 
-from .conftest import HAVE_MOSQUITTO
-
 
 def settings(tmp_path: Path, **values: object) -> Settings:
     return Settings(data_dir=tmp_path, **values)  # type: ignore[arg-type]
 
 
-@pytest.mark.skipif(not HAVE_MOSQUITTO, reason="mosquitto is not installed")
+@pytest.mark.usefixtures("mosquitto_installed")
 def test_auto_prefers_installed_mosquitto(tmp_path: Path) -> None:
     assert isinstance(create_broker(settings(tmp_path)), ManagedMosquitto)
 

@@ -262,10 +262,8 @@ async def _has_points(platform: Platform, device_id: str) -> None:
     assert await points(platform, device_id, "temperature")
 
 
-@pytest.mark.skipif(
-    shutil.which("mosquitto_sub") is None, reason="never: .ci/run installs mosquitto-clients"
-)
 async def test_the_last_will_turns_a_device_offline(platform: Platform) -> None:
+    assert shutil.which("mosquitto_sub"), "scripts/test installs mosquitto-clients"
     device_id = unique("will")
     password = await platform.register(device_id)
     firmware = subprocess.Popen(

@@ -35,7 +35,7 @@ def running_mosquitto(
 ) -> Iterator[Broker]:
     """Mosquitto on a free port; anonymous, or only the given users when `passwords` is set."""
     if not Path(MOSQUITTO).exists():
-        pytest.skip("mosquitto is not installed")
+        pytest.fail("mosquitto is not installed; scripts/test installs it")
     port = free_port("127.0.0.1")
     access = "allow_anonymous true\n"
     if passwords is not None:
