@@ -240,13 +240,17 @@ def device_list(group: str | None, **api: Any) -> None:
             break
 
 
+def _set_enabled(device_id: str, *, enabled: bool, api: dict[str, Any]) -> None:
+    _api_call(**api, method="PATCH", path=f"/api/v1/devices/{device_id}", json={"enabled": enabled})
+    click.echo(f"device {device_id} {'enabled' if enabled else 'disabled'}")
+
+
 @device.command("disable")
 @click.argument("device_id")
 @_api_options
 def device_disable(device_id: str, **api: Any) -> None:
     """Disable a device: its connection is dropped and refused from now on."""
-    _api_call(**api, method="PATCH", path=f"/api/v1/devices/{device_id}", json={"enabled": False})
-    click.echo(f"device {device_id} disabled")
+    _set_enabled(device_id, enabled=False, api=api)
 
 
 @device.command("enable")
@@ -254,8 +258,7 @@ def device_disable(device_id: str, **api: Any) -> None:
 @_api_options
 def device_enable(device_id: str, **api: Any) -> None:
     """Enable a disabled device again."""
-    _api_call(**api, method="PATCH", path=f"/api/v1/devices/{device_id}", json={"enabled": True})
-    click.echo(f"device {device_id} enabled")
+    _set_enabled(device_id, enabled=True, api=api)
 
 
 main.add_command(simulate)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +77,3 @@ async def api(pg15_database_url: str, tmp_path: Path) -> AsyncIterator[Api]:
 @pytest.fixture
 async def admin(api: Api) -> dict[str, str]:
     return await api.login("admin", ADMIN_PASSWORD)
-
-
-RoleHeaders = Callable[[str], Awaitable[dict[str, str]]]

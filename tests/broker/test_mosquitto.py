@@ -145,14 +145,7 @@ async def external(
         stderr=asyncio.subprocess.DEVNULL,
     )
     service = ServiceAccount(username="ingest", password=generate_secret())
-    broker = ExternalMosquitto(
-        host="127.0.0.1",
-        port=port,
-        topics=TOPICS,
-        admin_username="operator",
-        admin_password=admin_password,
-        service=service,
-    )
+    broker = external_broker(port, admin_password, service)
     for _ in range(100):
         if await accepts_connections("127.0.0.1", port):
             break
@@ -161,6 +154,17 @@ async def external(
     await broker.stop()
     process.terminate()
     await process.wait()
+
+
+def external_broker(port: int, admin_password: str, service: ServiceAccount) -> ExternalMosquitto:
+    return ExternalMosquitto(
+        host="127.0.0.1",
+        port=port,
+        topics=TOPICS,
+        admin_username="operator",
+        admin_password=admin_password,
+        service=service,
+    )
 
 
 async def test_external_broker_reconcile_reports_and_fixes_drift(external, probes) -> None:
@@ -186,14 +190,7 @@ async def test_external_broker_reconcile_reports_and_fixes_drift(external, probe
     rotated = dataclasses.replace(
         alice.device, secret_hash=hash_secret("new-secret", iterations=1_000).encode()
     )
-    again = ExternalMosquitto(
-        host="127.0.0.1",
-        port=port,
-        topics=TOPICS,
-        admin_username="operator",
-        admin_password=admin_password,
-        service=service,
-    )
+    again = external_broker(port, admin_password, service)
     try:
         drift = await again.start([rotated, carol.device])
         assert drift.missing == ("carol",)

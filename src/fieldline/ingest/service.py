@@ -149,7 +149,6 @@ async def consume(
     client_id: str,
     stopping: asyncio.Event,
     drain: Callable[[], Awaitable[None]],
-    share_group: str | None = None,
 ) -> None:
     """Subscribe to every uplink and feed `consumer` until `stopping` is set.
 
@@ -184,8 +183,7 @@ async def consume(
 
     def on_connect(_client: gmqtt.Client, _flags: int, _rc: int, _props: object) -> None:
         for topic in topics.ingest_filters():
-            target = f"$share/{share_group}/{topic}" if share_group else topic
-            client.subscribe(target, qos=1)
+            client.subscribe(topic, qos=1)
         log.info("ingest connected to broker", extra={"host": endpoint.host, "port": endpoint.port})
 
     client.on_connect = on_connect

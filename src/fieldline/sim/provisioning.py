@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import orjson
 
-from fieldline.client import ApiAccess, ApiCallError, auth_headers
+from fieldline.client import ApiAccess, ApiCallError, auth_headers, raise_for_error
 from fieldline.sim.options import FleetOptions
 from fieldline.sim.payloads import FIRMWARE_VERSION
 
@@ -109,8 +109,10 @@ async def _register_one(
 
 
 def _expect(answer: httpx.Response, action: str) -> dict[str, object]:
-    if not answer.is_success:
-        raise ProvisioningError(f"{action}: HTTP {answer.status_code}: {answer.text[:300]}")
+    try:
+        raise_for_error(answer)
+    except ApiCallError as exc:
+        raise ProvisioningError(f"{action}: {exc}") from exc
     try:
         body = answer.json()
     except ValueError as exc:

@@ -209,7 +209,6 @@ async def update_device(
     for field in ("name", "device_type", "metadata", "enabled"):
         if field in changes and changes[field] is None:
             raise ApiError(422, f"{field} cannot be null")
-    await device_store.get_device(conn, device_id)  # 404 before the group check's 422
     async with _known_group(), conn.transaction():
         before = await device_store.get_device(conn, device_id)
         device = await device_store.update_device(conn, device_id, changes)
