@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -94,7 +95,8 @@ class Probe:
         return (topic, payload) in self.messages
 
     async def close(self) -> None:
-        if self.client.is_connected:
+        """Close the socket, also after the broker dropped or refused the connection."""
+        with contextlib.suppress(Exception):
             await self.client.disconnect()
 
 
@@ -119,11 +121,10 @@ async def refused(endpoint: BrokerEndpoint, username: str | None, password: str 
     probe = Probe()
     try:
         await probe.connect(endpoint, username, password)
-    except MQTTConnectError:
+    except (MQTTConnectError, ConnectionError, TimeoutError):
         return True
-    except (ConnectionError, TimeoutError):
-        return True
-    await probe.close()
+    finally:
+        await probe.close()  # a refused CONNECT leaves gmqtt's socket open otherwise
     return False
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -10,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -191,5 +192,16 @@ class DeviceClient:
         return self.suback[-1]
 
     async def close(self) -> None:
-        if self.client.is_connected:
+        """Close the socket, also after the broker dropped the connection or refused it."""
+        with contextlib.suppress(Exception):
             await self.client.disconnect()
+
+
+_open_clients: list[DeviceClient] = []
+
+
+@pytest.fixture(autouse=True)
+async def _close_device_clients() -> AsyncIterator[None]:
+    yield
+    while _open_clients:
+        await _open_clients.pop().close()
