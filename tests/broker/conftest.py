@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from gmqtt import Client as MqttClient
 from gmqtt.mqtt.constants import MQTTv311
 from gmqtt.mqtt.handler import MQTTConnectError
 
@@ -21,6 +20,7 @@ from fieldline.broker.mosquitto import ManagedMosquitto
 from fieldline.domain.devices import DeviceAccess
 from fieldline.domain.topics import TopicScheme
 from fieldline.security.passwords import generate_secret, hash_secret
+from tests.mqtt_clients import NoReconnectClient
 
 TOPICS = TopicScheme("devices")
 needs_mosquitto = pytest.mark.usefixtures("mosquitto_installed")
@@ -52,17 +52,11 @@ async def eventually(check: Callable[[], bool], *, within: float = 5.0) -> bool:
     return True
 
 
-class _NoReconnect(MqttClient):  # type: ignore[misc]
-    # A probe must show what the broker did (dropped us), not paper over it.
-    async def reconnect(self, delay: bool = False) -> None:
-        return None
-
-
 class Probe:
     """An MQTT 3.1.1 client that records what it receives and whether it was dropped."""
 
     def __init__(self) -> None:
-        self.client = _NoReconnect(f"probe-{uuid.uuid4().hex[:10]}")
+        self.client = NoReconnectClient(f"probe-{uuid.uuid4().hex[:10]}")
         self.messages: list[tuple[str, bytes]] = []
         self.dropped = asyncio.Event()
         self.client.on_message = self._on_message

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import gmqtt
 import httpx
 import pytest
 from gmqtt.mqtt.constants import MQTTv311
 
 from fieldline.ops.sockets import free_port
 from tests.conftest import PgServer
+from tests.mqtt_clients import NoReconnectClient
 
 ADMIN_PASSWORD = "e2e-admin-password"
 START_TIMEOUT = 60.0
@@ -160,7 +160,7 @@ class DeviceClient:
         self.received: list[tuple[str, bytes]] = []
         self.suback: list[int] = []
         self.subscribed = asyncio.Event()
-        self.client = gmqtt.Client(f"{device_id}-{time.monotonic_ns()}")
+        self.client = NoReconnectClient(f"{device_id}-{time.monotonic_ns()}")
         self.client.set_auth_credentials(device_id, password)
         self.client.set_config({"reconnect_retries": 0})
         self.client.on_disconnect = lambda *_: self.disconnected.set()
