@@ -74,6 +74,9 @@ class SupervisedProcess:
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=asyncio.subprocess.PIPE,
                     stderr=asyncio.subprocess.STDOUT,
+                    # Ctrl-C in a terminal signals the whole process group; fieldline
+                    # stops its children itself, in order, after draining ingest.
+                    start_new_session=True,
                 )
             finally:
                 self._spawned.set()

@@ -202,6 +202,8 @@ class LocalPostgres:
             user=self._run_as,
             check=False,
             cwd="/",
+            # The server outlives a terminal's Ctrl-C until fieldline stops it in order.
+            start_new_session=True,
         )
         if result.returncode != 0:
             raise PostgresServerError(
