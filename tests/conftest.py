@@ -111,3 +111,19 @@ def mosquitto_installed() -> None:
             "mosquitto with its dynamic-security plugin is not installed; "
             "scripts/test installs it (apt-get install mosquitto)"
         )
+
+
+_FAULT_REPORT: list[str] = []
+
+
+@pytest.fixture
+def fault_report() -> list[str]:
+    """Lines the fault-injection tests report; printed in the session summary."""
+    return _FAULT_REPORT
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _FAULT_REPORT:
+        terminalreporter.section("fault injection: published, acknowledged, stored")
+        for line in _FAULT_REPORT:
+            terminalreporter.write_line(line)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import getpass
 import sys
 from collections.abc import Awaitable, Callable
@@ -13,13 +14,26 @@ import click
 import httpx
 from pydantic import ValidationError
 
+from fieldline.broker.base import BrokerError, Drift
+from fieldline.broker.drift import inspect as broker_inspect
+from fieldline.broker.drift import require_administered_broker
+from fieldline.broker.factory import create_broker
 from fieldline.client import ApiAccess, ApiCallError, call, open_client
 from fieldline.config import Settings, load_settings
 from fieldline.domain.users import Role
 from fieldline.ops.logging import configure_logging
-from fieldline.runtime import StartupInfo, database, run_platform
+from fieldline.runtime import (
+    ConfigurationError,
+    StartupInfo,
+    database,
+    run_api,
+    run_ingest,
+    run_platform,
+    run_worker,
+)
 from fieldline.security.passwords import USER_ITERATIONS, hash_secret
 from fieldline.sim.command import simulate
+from fieldline.storage import devices as device_store
 from fieldline.storage import users as user_store
 from fieldline.storage.db import open_pool
 from fieldline.storage.errors import AlreadyExistsError
@@ -59,6 +73,11 @@ def _banner(info: StartupInfo) -> None:
         "fieldline is running",
         f"  API and docs   {info.api_url}/docs",
         f"  MQTT broker    {info.mqtt_host}:{info.mqtt_port}  ({info.broker})",
+        *(
+            [f"  MQTT over TLS  {info.mqtt_host}:{info.mqtt_tls_port}"]
+            if info.mqtt_tls_port and info.mqtt_tls_port != info.mqtt_port
+            else []
+        ),
         f"  Database       {info.database}",
     ]
     if info.admin_password:
@@ -96,6 +115,47 @@ def up(**overrides: Any) -> None:
     _run(run_platform(settings, on_ready=_banner))
 
 
+def _run_component(component: Callable[..., Awaitable[None]], settings: Settings) -> None:
+    def ready(message: str) -> None:
+        click.echo(message)
+        sys.stdout.flush()
+
+    try:
+        _run(component(settings, on_ready=ready))
+    except (ConfigurationError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@main.command()
+@click.option("--http-host", help="[FIELDLINE_HTTP_HOST]")
+@click.option("--http-port", type=int, help="[FIELDLINE_HTTP_PORT]")
+def api(**overrides: Any) -> None:
+    """Run the HTTP API alone (production: DATABASE_URL and FIELDLINE_BROKER=external)."""
+    _run_component(run_api, _settings(**overrides))
+
+
+@main.command()
+@click.option("--instance", "ingest_instance", help="[FIELDLINE_INGEST_INSTANCE]")
+@click.option("--ops-port", type=int, help="[FIELDLINE_OPS_PORT]")
+@click.option(
+    "--retire",
+    is_flag=True,
+    help="Take this instance out for good: store what its broker session queued, then end "
+    "the session (scaling down).",
+)
+def ingest(retire: bool, **overrides: Any) -> None:
+    """Run one ingest process; several share the uplinks through a shared subscription."""
+    settings = _settings(**overrides)
+    _run_component(functools.partial(run_ingest, retire=retire), settings)
+
+
+@main.command()
+@click.option("--ops-port", type=int, help="[FIELDLINE_OPS_PORT]")
+def worker(**overrides: Any) -> None:
+    """Run the housekeeping worker alone (production: DATABASE_URL)."""
+    _run_component(run_worker, _settings(**overrides))
+
+
 @main.command()
 def migrate() -> None:
     """Apply pending database migrations (also done by `up`)."""
@@ -107,6 +167,60 @@ def migrate() -> None:
         click.echo(f"{len(applied)} migration(s) applied" if applied else "schema is up to date")
 
     _run(run())
+
+
+@main.group()
+def broker() -> None:
+    """Inspect the external broker fieldline administers."""
+
+
+@broker.command("drift")
+@click.option("--fix", is_flag=True, help="Make the broker match the registry.")
+def broker_drift(fix: bool) -> None:
+    """Show how the broker's clients and roles differ from the device registry.
+
+    Exits 1 when they differ (and --fix was not given), so monitoring can run it.
+    """
+    settings = _settings()
+
+    async def run() -> tuple[Drift, int]:
+        async with database(settings) as (url, _):
+            pool = await open_pool(url, min_size=1, max_size=1)
+            try:
+                async with pool.connection() as conn:
+                    registry = await device_store.all_device_access(conn)
+            finally:
+                await pool.close()
+        if not fix:
+            return await broker_inspect(settings, registry), len(registry)
+        require_administered_broker(settings)
+        adapter = create_broker(settings)
+        try:
+            return await adapter.start(registry), len(registry)
+        finally:
+            await adapter.stop()
+
+    try:
+        drift, devices = _run(run())
+    except (ValueError, BrokerError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if drift.clean:
+        click.echo(f"the broker matches the registry ({devices} devices)")
+        return
+    for label, names in (
+        ("missing from the broker", drift.missing),
+        ("unknown to the registry", drift.unexpected),
+        ("different (access or secret)", drift.changed),
+    ):
+        if names:
+            click.echo(f"{label} ({len(names)}): {', '.join(names)}")
+    if fix:
+        click.echo(
+            "fixed. Devices missing from the broker or with a changed secret stay refused "
+            "until their credentials are rotated: the broker takes only plaintext passwords."
+        )
+    else:
+        sys.exit(1)
 
 
 @main.group()
@@ -259,6 +373,70 @@ def device_disable(device_id: str, **api: Any) -> None:
 def device_enable(device_id: str, **api: Any) -> None:
     """Enable a disabled device again."""
     _set_enabled(device_id, enabled=True, api=api)
+
+
+@main.command()
+@click.option(
+    "--san",
+    "names",
+    multiple=True,
+    metavar="NAME",
+    help="A DNS name or IP address devices reach the broker at, added to localhost, "
+    "127.0.0.1, ::1, this machine's hostname and the configured MQTT hosts (repeatable).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory to write to [default: <FIELDLINE_DATA_DIR>/certs]",
+)
+@click.option("--key-type", type=click.Choice(["ecdsa", "rsa"]), default="ecdsa", show_default=True)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Also replace an existing CA: every device must then be given the new ca.crt.",
+)
+def certs(names: tuple[str, ...], out: Path | None, key_type: str, force: bool) -> None:
+    """Create a CA and the MQTT broker's TLS certificate signed by it.
+
+    Run again to renew the server certificate or change its names: an existing CA
+    is kept, as devices trust it, unless --force is given.
+    """
+    from fieldline.security.certs import (
+        WILDCARD_HOSTS,
+        CertificateAuthorityError,
+        default_names,
+        issue_certificates,
+    )
+
+    settings = _settings()
+    configured = [settings.mqtt_host, settings.advertised_mqtt_host]
+    wanted = [*default_names(), *(h for h in configured if h not in WILDCARD_HOSTS), *names]
+    try:
+        issued = issue_certificates(
+            out or settings.data_dir / "certs",
+            names=wanted,
+            key_type="rsa" if key_type == "rsa" else "ecdsa",
+            force=force,
+        )
+    except (ValueError, CertificateAuthorityError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    files = issued.files
+    state = "created" if issued.ca_created else "kept (already there)"
+    lines = [
+        f"CA certificate      {files.ca_cert}  {state}",
+        f"CA key              {files.ca_key}  (keep private: it can sign for any name)",
+        f"server certificate  {files.server_cert}  valid until {issued.server_expires:%Y-%m-%d}",
+        f"server key          {files.server_key}",
+        f"names               {', '.join(issued.names)}",
+        f"CA fingerprint      SHA256 {issued.ca_fingerprint}",
+    ]
+    if issued.ca_created and force:
+        lines.append("The CA is new: give every device the new ca.crt.")
+    if settings.mqtt_tls_port is None:
+        lines.append("Set FIELDLINE_MQTT_TLS_PORT (8883 is usual) to serve MQTT over TLS.")
+    else:
+        lines.append("Restart fieldline for the broker to serve the new certificate.")
+    click.echo("\n".join(lines))
 
 
 main.add_command(simulate)

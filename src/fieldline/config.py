@@ -96,7 +96,35 @@ class Settings(BaseSettings):
         None, description="Broker host given to devices at registration; default `mqtt_host`."
     )
     mqtt_tls_port: int | None = Field(
-        None, description="TLS port given to devices at registration, when the broker has one."
+        None,
+        ge=0,
+        le=65535,
+        description="MQTT over TLS: the managed Mosquitto listens here (8883 is usual) and "
+        "devices are given it at registration; unset means no TLS.",
+    )
+    mqtt_tls_cert_file: Path | None = Field(
+        None,
+        description="Server certificate (PEM) of the TLS listener; default "
+        "`<data_dir>/certs/server.crt` as written by `fieldline certs`.",
+    )
+    mqtt_tls_key_file: Path | None = Field(
+        None,
+        description="Private key (PEM) of the TLS listener; default `<data_dir>/certs/server.key`.",
+    )
+    mqtt_tls_ca_file: Path | None = Field(
+        None,
+        description="CA certificate (PEM) devices verify the broker with, returned at "
+        "registration; default `<data_dir>/certs/ca.crt`.",
+    )
+    mqtt_plaintext: bool = Field(
+        True,
+        description="The managed broker also listens without TLS on `mqtt_port`. False: TLS "
+        "only (`mqtt_tls_port`), and fieldline's own clients use TLS too.",
+    )
+    broker_tls: bool = Field(
+        False,
+        description="fieldline's own MQTT clients reach the external broker on `mqtt_tls_port` "
+        "with TLS, verifying it with `mqtt_tls_ca_file`.",
     )
     mosquitto_bin: str = Field("mosquitto", description="The mosquitto executable to manage.")
     mosquitto_dynsec_plugin: Path | None = Field(
@@ -115,6 +143,11 @@ class Settings(BaseSettings):
     )
     broker_service_password: SecretStr | None = Field(
         None, description="External broker: password of `broker_service_username`."
+    )
+    emqx_webhook_secret: SecretStr | None = Field(
+        None,
+        description="EMQX: token EMQX sends as `Authorization: Bearer …` to fieldline's HTTP "
+        "authentication and authorization endpoints; unset turns them off.",
     )
     topic_prefix: str = Field(
         "devices", pattern=r"^[A-Za-z0-9_-]+$", description="First level of every device topic."
@@ -152,6 +185,53 @@ class Settings(BaseSettings):
         2_000, ge=1, description="Ingest writes a batch at this many messages..."
     )
     batch_max_delay_ms: int = Field(50, ge=1, description="...or after this many milliseconds.")
+    ingest_max_pending: int = Field(
+        20_000,
+        ge=1,
+        description="Messages ingest holds unacknowledged while the database is slow or down; "
+        "beyond this it stops reading and the broker queues (back-pressure).",
+    )
+    ingest_instance: str = Field(
+        "1",
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="Name of this ingest process, unique among them: its persistent broker "
+        "session is `fieldline-ingest-<instance>`. Restart a process under the same name.",
+    )
+    ingest_share_group: str = Field(
+        "",
+        pattern=r"^[A-Za-z0-9_-]*$",
+        description="Set (e.g. `fieldline`) on every ingest process to split the uplinks "
+        "between them through the shared subscription `$share/<group>/...`. Empty: one "
+        "ingest process takes everything, which Mosquitto 2.0 also keeps across its restarts.",
+    )
+    device_rate_limit: float = Field(
+        20.0,
+        ge=0,
+        description="Uplink messages per second each device may send on average; excess is "
+        "rejected as `rate_limited` (0 turns the limit off). Counted per ingest process.",
+    )
+    device_rate_burst: int = Field(
+        200,
+        ge=1,
+        description="Messages a device may send at once above the rate (a device flushing its "
+        "offline buffer); a `readings` batch counts as one message.",
+    )
+    dedup_window_days: int = Field(
+        30,
+        ge=1,
+        description="How long message ids are remembered for de-duplication; the worker "
+        "forgets older ones.",
+    )
+    worker_interval_seconds: float = Field(
+        60.0, gt=0, description="How often the worker runs its housekeeping jobs."
+    )
+    ops_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="`fieldline ingest` and `fieldline worker` serve /health, /ready and /metrics "
+        "on this port (on `http_host`); unset serves none.",
+    )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
     log_format: LogFormat = Field(
         LogFormat.AUTO, description="`json`, `console`, or `auto` (console on a terminal)."
@@ -167,7 +247,9 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("admin_password", "broker_admin_password", "broker_service_password")
+    @field_validator(
+        "admin_password", "broker_admin_password", "broker_service_password", "emqx_webhook_secret"
+    )
     @classmethod
     def _password_is_real(cls, value: SecretStr | None) -> SecretStr | None:
         _refuse_placeholder(value, "password setting")
@@ -192,6 +274,18 @@ class Settings(BaseSettings):
     @property
     def advertised_mqtt_host(self) -> str:
         return self.mqtt_public_host or self.mqtt_host
+
+    @property
+    def tls_cert_file(self) -> Path:
+        return self.mqtt_tls_cert_file or self.data_dir / "certs" / "server.crt"
+
+    @property
+    def tls_key_file(self) -> Path:
+        return self.mqtt_tls_key_file or self.data_dir / "certs" / "server.key"
+
+    @property
+    def tls_ca_file(self) -> Path:
+        return self.mqtt_tls_ca_file or self.data_dir / "certs" / "ca.crt"
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -1,7 +1,10 @@
-"""Running fieldline: the database, migrations, broker, ingest and HTTP API as one group.
+"""Running fieldline's components: the HTTP API, ingest and the worker.
 
-`run_platform` is what `fieldline up` runs; each part is a named task in one
-TaskGroup, so a failure of any part stops the whole group cleanly.
+`run_platform` is what `fieldline up` runs: the database and broker it
+manages, then every component as a named task in one TaskGroup, so a failure
+of any part stops the whole group cleanly. `run_api`, `run_ingest` and
+`run_worker` run one component each as its own process, against an external
+PostgreSQL and broker (the production topology).
 """
 
 from __future__ import annotations
@@ -9,35 +12,49 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import signal
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
+import psycopg
 import uvicorn
 
 from fieldline.api.app import create_app
 from fieldline.api.context import ApiContext
-from fieldline.broker.base import Broker
-from fieldline.broker.factory import create_broker
-from fieldline.config import Settings
+from fieldline.broker.base import Broker, BrokerEndpoint, ServiceAccount
+from fieldline.broker.factory import create_broker, external_client
+from fieldline.config import BrokerKind, Settings
 from fieldline.domain.topics import TopicScheme
 from fieldline.domain.users import Role
 from fieldline.ingest.batcher import Batcher
+from fieldline.ingest.ratelimit import rate_limiter_from
 from fieldline.ingest.service import IngestConsumer, consume, decode_limits
 from fieldline.ingest.writer import BatchWriter
 from fieldline.ops.metrics import Metrics
 from fieldline.ops.secrets import stored_secret
+from fieldline.ops.server import ReadyChecks, ops_app
 from fieldline.security.passwords import USER_ITERATIONS, generate_secret, hash_secret
 from fieldline.storage import devices as device_store
 from fieldline.storage import users as user_store
 from fieldline.storage.db import Pool, open_pool
 from fieldline.storage.migrate import migrate
 from fieldline.storage.pgserver import LocalPostgres
+from fieldline.worker.service import Worker
 
 log = logging.getLogger(__name__)
 
 ADMIN_USERNAME = "admin"
+INGEST_CLIENT_PREFIX = "fieldline-ingest-"
+# A retiring ingest instance ends its session once its queue has been quiet this long.
+RETIRE_IDLE_SECONDS = 3.0
+DATABASE_BACKOFF_CAP_SECONDS = 15.0
+
+
+class ConfigurationError(ValueError):
+    """The settings cannot run the component asked for; the message says what to set."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +62,7 @@ class StartupInfo:
     api_url: str
     mqtt_host: str
     mqtt_port: int
+    mqtt_tls_port: int | None
     broker: str
     database: str
     admin_password: str | None  # set only when generated now, to be shown once
@@ -93,29 +111,136 @@ def _url(host: str, port: int) -> str:
     return f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
 
 
+def _install_signal_handlers(stopping: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stopping.set)
+
+
+class HttpServer:
+    """uvicorn on a socket bound beforehand (so port 0 is known before serving)."""
+
+    def __init__(self, app: Any, host: str, port: int) -> None:
+        self.socket = bind_socket(host, port)
+        self.port: int = self.socket.getsockname()[1]
+        self.host = host
+        self._server = uvicorn.Server(
+            uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")
+        )
+
+    @property
+    def started(self) -> bool:
+        return bool(self._server.started)
+
+    async def serve(self, stopping: asyncio.Event) -> None:
+        async def stop_on_signal() -> None:
+            await stopping.wait()
+            self._server.should_exit = True
+
+        watcher = asyncio.create_task(stop_on_signal(), name="http-stop")
+        try:
+            await self._server.serve(sockets=[self.socket])
+        finally:
+            stopping.set()  # uvicorn may have taken the signal itself
+            watcher.cancel()
+
+    async def wait_started(self) -> None:
+        # uvicorn offers no event for "started".
+        while not self._server.started:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+
+
+class IngestRunner:
+    """One ingest process's parts: the broker session, the batcher and its writer."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        url: str,
+        endpoint: BrokerEndpoint,
+        service: ServiceAccount,
+        metrics: Metrics,
+    ) -> None:
+        self._settings = settings
+        self._endpoint = endpoint
+        self._service = service
+        self._metrics = metrics
+        self._topics = TopicScheme(settings.topic_prefix)
+        self._writer = BatchWriter(url)
+        self.batcher = Batcher(
+            write=self._writer,
+            metrics=metrics,
+            max_messages=settings.batch_max_messages,
+            max_delay=settings.batch_max_delay_ms / 1000,
+            max_pending=settings.ingest_max_pending,
+        )
+        self._consumer = IngestConsumer(
+            batcher=self.batcher,
+            topics=self._topics,
+            metrics=metrics,
+            limits=decode_limits(settings.max_payload_bytes, settings.max_future_skew_seconds),
+            rate_limiter=rate_limiter_from(settings),
+        )
+        self.connected = asyncio.Event()
+
+    @property
+    def client_id(self) -> str:
+        return INGEST_CLIENT_PREFIX + self._settings.ingest_instance
+
+    async def run(self, stopping: asyncio.Event, *, retire: bool = False) -> None:
+        """Consume until `stopping`; what was received is written before returning.
+
+        `retire`: leave the shared subscription, store this instance's queue and end
+        its broker session, then return.
+        """
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self.batcher.run(), name="ingest-writer")
+                group.create_task(self._consume(stopping, retire), name="ingest-consumer")
+        finally:
+            await self._writer.close()
+
+    async def _consume(self, stopping: asyncio.Event, retire: bool) -> None:
+        share_group = self._settings.ingest_share_group or None
+        try:
+            await consume(
+                consumer=self._consumer,
+                endpoint=self._endpoint,
+                service=self._service,
+                topics=self._topics,
+                client_id=self.client_id,
+                share_group=share_group if self._endpoint.mqtt5 else None,
+                receive_maximum=self._settings.ingest_max_pending,
+                stopping=stopping,
+                drain=self.batcher.drain,
+                connected=self.connected,
+                on_connection=self._metrics.broker_connected.set,
+                retire_when_idle=RETIRE_IDLE_SECONDS if retire else None,
+            )
+        finally:
+            await self.batcher.drain()  # also when consume failed: run() must end
+
+
 async def run_platform(
     settings: Settings,
     *,
     on_ready: Callable[[StartupInfo], None],
     stopping: asyncio.Event | None = None,
 ) -> None:
+    """`fieldline up`: database and broker (embedded or external) and every component."""
     stopping = stopping or asyncio.Event()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stopping.set)
+    _install_signal_handlers(stopping)
     async with database(settings) as (url, database_label):
         await migrate(url)
         pool = await open_pool(url, min_size=2, max_size=10)
         try:
             admin_password = await ensure_admin(pool, settings)
-            broker = create_broker(settings)
-            async with pool.connection() as conn:
-                registry = await device_store.all_device_access(conn)
-            await broker.start(registry)  # reconciles; the adapter logs any drift
+            broker = await _start_broker(settings, pool)
             try:
-                await _serve(
+                await _serve_all(
                     settings, pool, broker, url, database_label, admin_password, on_ready, stopping
                 )
             finally:
@@ -124,7 +249,26 @@ async def run_platform(
             await pool.close()
 
 
-async def _serve(
+async def _start_broker(settings: Settings, pool: Pool) -> Broker:
+    broker = create_broker(settings)
+    async with pool.connection() as conn:
+        registry = await device_store.all_device_access(conn)
+    await broker.start(registry)  # reconciles; the adapter logs any drift
+    return broker
+
+
+def _api_context(settings: Settings, pool: Pool, broker: Broker, metrics: Metrics) -> ApiContext:
+    secret_key = (
+        settings.secret_key.get_secret_value()
+        if settings.secret_key
+        else stored_secret(settings.data_dir, "secret_key")
+    )
+    return ApiContext(
+        settings=settings, pool=pool, broker=broker, metrics=metrics, secret_key=secret_key
+    )
+
+
+async def _serve_all(
     settings: Settings,
     pool: Pool,
     broker: Broker,
@@ -135,78 +279,235 @@ async def _serve(
     stopping: asyncio.Event,
 ) -> None:
     metrics = Metrics()
-    secret_key = (
-        settings.secret_key.get_secret_value()
-        if settings.secret_key
-        else stored_secret(settings.data_dir, "secret_key")
-    )
-    context = ApiContext(
-        settings=settings, pool=pool, broker=broker, metrics=metrics, secret_key=secret_key
-    )
-    topics = TopicScheme(settings.topic_prefix)
-    writer = BatchWriter(url)
-    batcher = Batcher(
-        write=writer,
+    context = _api_context(settings, pool, broker, metrics)
+    ingest = IngestRunner(
+        settings=settings,
+        url=url,
+        endpoint=broker.endpoint,
+        service=broker.service,
         metrics=metrics,
-        max_messages=settings.batch_max_messages,
-        max_delay=settings.batch_max_delay_ms / 1000,
     )
-    consumer = IngestConsumer(
-        batcher=batcher,
-        topics=topics,
-        metrics=metrics,
-        limits=decode_limits(settings.max_payload_bytes, settings.max_future_skew_seconds),
-    )
-    sock = bind_socket(settings.http_host, settings.http_port)
-    http_port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(context), log_config=None, access_log=False, lifespan="off")
-    )
+    worker = Worker(settings=settings, pool=pool, metrics=metrics)
+    http = HttpServer(create_app(context), settings.http_host, settings.http_port)
     ingest_stopping = asyncio.Event()
 
-    async def serve_http() -> None:
-        await server.serve(sockets=[sock])
-        stopping.set()  # uvicorn took the signal itself
-
-    async def stop_on_signal() -> None:
+    async def stop_ingest() -> None:
         await stopping.wait()
-        server.should_exit = True
         ingest_stopping.set()
 
-    async def ingest() -> None:
-        await consume(
-            consumer=consumer,
-            endpoint=broker.endpoint,
-            service=broker.service,
-            topics=topics,
-            client_id="fieldline-ingest",
-            stopping=ingest_stopping,
-            drain=batcher.drain,
-        )
-
     async def announce() -> None:
-        # uvicorn offers no event for "started".
-        while not server.started:  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
+        await http.wait_started()
         context.broker_started = True
-        endpoint = broker.endpoint
         on_ready(
             StartupInfo(
-                api_url=settings.public_url or _url(settings.http_host, http_port),
+                api_url=settings.public_url or _url(settings.http_host, http.port),
                 mqtt_host=settings.advertised_mqtt_host,
-                mqtt_port=endpoint.port,
+                mqtt_port=broker.endpoint.port,
+                mqtt_tls_port=broker.endpoint.tls_port,
                 broker=type(broker).__name__,
                 database=database_label,
                 admin_password=admin_password,
             )
         )
 
+    async with asyncio.TaskGroup() as group:
+        group.create_task(ingest.run(ingest_stopping), name="ingest")
+        group.create_task(worker.run(stopping), name="worker")
+        group.create_task(http.serve(stopping), name="http-api")
+        group.create_task(stop_ingest(), name="signals")
+        group.create_task(announce(), name="announce")
+
+
+async def _migrate_when_reachable(url: str, stopping: asyncio.Event) -> bool:
+    """Apply migrations, waiting with capped, jittered backoff while the database is down.
+
+    A process started before its database (a reboot, an orchestrator) waits instead of
+    failing; False when stopped meanwhile.
+    """
+    delay = 0.5
+    while not stopping.is_set():
+        try:
+            await migrate(url)
+        except psycopg.OperationalError as exc:
+            wait = delay * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not crypto
+            log.warning(
+                "database unreachable; retrying", extra={"error": str(exc), "retry_in": wait}
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), timeout=wait)
+            delay = min(delay * 2, DATABASE_BACKOFF_CAP_SECONDS)
+        else:
+            return True
+    return False
+
+
+def _external_database(settings: Settings, component: str) -> str:
+    if not settings.database_url:
+        raise ConfigurationError(
+            f"`fieldline {component}` runs against an external PostgreSQL: set DATABASE_URL "
+            "(`fieldline up` runs an embedded one)"
+        )
+    return settings.database_url
+
+
+def _require_external_broker(settings: Settings, component: str) -> None:
+    if settings.broker != BrokerKind.EXTERNAL:
+        raise ConfigurationError(
+            f"`fieldline {component}` runs against a broker it does not start: set "
+            "FIELDLINE_BROKER=external and the broker settings (`fieldline up` manages one)"
+        )
+
+
+async def run_api(
+    settings: Settings,
+    *,
+    on_ready: Callable[[str], None],
+    stopping: asyncio.Event | None = None,
+) -> None:
+    """`fieldline api`: the HTTP API; it also keeps the broker's device list in step."""
+    url = _external_database(settings, "api")
+    _require_external_broker(settings, "api")
+    stopping = stopping or asyncio.Event()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _install_signal_handlers(stopping)
+    if not await _migrate_when_reachable(url, stopping):
+        return
+    pool = await open_pool(url, min_size=2, max_size=10, name="fieldline-api")
     try:
-        async with asyncio.TaskGroup() as group:
-            group.create_task(batcher.run(), name="ingest-writer")
-            group.create_task(ingest(), name="ingest-consumer")
-            group.create_task(serve_http(), name="http-api")
-            group.create_task(stop_on_signal(), name="signals")
-            group.create_task(announce(), name="announce")
+        admin_password = await ensure_admin(pool, settings)
+        broker = await _start_broker(settings, pool)
+        try:
+            context = _api_context(settings, pool, broker, Metrics())
+            context.broker_started = True
+            http = HttpServer(create_app(context), settings.http_host, settings.http_port)
+
+            async def announce() -> None:
+                await http.wait_started()
+                lines = [f"fieldline api listening on {_url(settings.http_host, http.port)}"]
+                if admin_password:
+                    lines.append(f"admin password (shown only now): {admin_password}")
+                on_ready("\n".join(lines))
+
+            async with asyncio.TaskGroup() as group:
+                group.create_task(http.serve(stopping), name="http-api")
+                group.create_task(announce(), name="announce")
+        finally:
+            await broker.stop()
     finally:
-        await writer.close()
+        await pool.close()
+
+
+async def _database_reachable(url: str) -> bool:
+    try:
+        async with await psycopg.AsyncConnection.connect(url, connect_timeout=2) as conn:
+            await conn.execute("SELECT 1")
+    except psycopg.Error:
+        return False
+    return True
+
+
+async def _with_ops_server(
+    settings: Settings,
+    metrics: Metrics,
+    checks: ReadyChecks,
+    stopping: asyncio.Event,
+    main: Callable[[], Any],
+) -> None:
+    """Run `main()`; with `ops_port` set, serve /health, /ready and /metrics beside it."""
+    if settings.ops_port is None:
+        await main()
+        return
+    http = HttpServer(
+        ops_app(metrics=metrics, checks=checks), settings.http_host, settings.ops_port
+    )
+    http_stopping = asyncio.Event()
+
+    async def run_main() -> None:
+        try:
+            await main()
+        finally:
+            http_stopping.set()  # the ops endpoints answer until main() has drained
+
+    async with asyncio.TaskGroup() as group:
+        group.create_task(run_main(), name="main")
+        group.create_task(http.serve(http_stopping), name="ops-http")
+
+
+async def run_ingest(
+    settings: Settings,
+    *,
+    on_ready: Callable[[str], None],
+    stopping: asyncio.Event | None = None,
+    retire: bool = False,
+) -> None:
+    """`fieldline ingest`: one member of the shared subscription, writing to PostgreSQL.
+
+    `retire`: take this instance out of the group for good (see IngestRunner.run).
+    """
+    url = _external_database(settings, "ingest")
+    _require_external_broker(settings, "ingest")
+    endpoint, service = external_client(settings)
+    stopping = stopping or asyncio.Event()
+    _install_signal_handlers(stopping)
+    if not await _migrate_when_reachable(url, stopping):
+        return
+    metrics = Metrics()
+    ingest = IngestRunner(
+        settings=settings, url=url, endpoint=endpoint, service=service, metrics=metrics
+    )
+
+    async def checks() -> dict[str, bool]:
+        return {"database": await _database_reachable(url), "broker": ingest.connected.is_set()}
+
+    async def announce() -> None:
+        await ingest.connected.wait()
+        host, port, tls = endpoint.client_target()
+        on_ready(
+            f"fieldline ingest {settings.ingest_instance} connected to {host}:{port}"
+            f"{' (TLS)' if tls else ''} as {ingest.client_id}, "
+            + (
+                "retiring: storing its queue, then ending its session"
+                if retire
+                else f"share group {settings.ingest_share_group or '(none)'}"
+            )
+        )
+
+    async def main() -> None:
+        announcing = asyncio.create_task(announce(), name="announce")
+        try:
+            await ingest.run(stopping, retire=retire)
+        finally:
+            announcing.cancel()
+        if retire and not stopping.is_set():
+            on_ready(f"fieldline ingest {settings.ingest_instance} retired")
+
+    await _with_ops_server(settings, metrics, checks, stopping, main)
+
+
+async def run_worker(
+    settings: Settings,
+    *,
+    on_ready: Callable[[str], None],
+    stopping: asyncio.Event | None = None,
+) -> None:
+    """`fieldline worker`: housekeeping jobs on an interval."""
+    url = _external_database(settings, "worker")
+    stopping = stopping or asyncio.Event()
+    _install_signal_handlers(stopping)
+    if not await _migrate_when_reachable(url, stopping):
+        return
+    metrics = Metrics()
+    pool = await open_pool(url, min_size=1, max_size=2, name="fieldline-worker")
+    try:
+        worker = Worker(settings=settings, pool=pool, metrics=metrics)
+
+        async def checks() -> dict[str, bool]:
+            return {"database": await _database_reachable(url)}
+
+        async def main() -> None:
+            on_ready(f"fieldline worker running every {settings.worker_interval_seconds:g} s")
+            await worker.run(stopping)
+
+        await _with_ops_server(settings, metrics, checks, stopping, main)
+    finally:
+        await pool.close()

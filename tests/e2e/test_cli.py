@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+from fieldline.storage.migrate import available_migrations
 from tests.e2e.conftest import ADMIN_PASSWORD, DeviceClient, Platform
 
 
@@ -46,7 +47,8 @@ async def test_device_commands_go_through_the_api(platform: Platform) -> None:
 def test_user_create_and_migrate_on_an_external_database(pg15_database_url: str) -> None:
     env = {"DATABASE_URL": pg15_database_url, "FIELDLINE_LOG_LEVEL": "WARNING"}
     migrated = fieldline("migrate", env=env)
-    assert migrated.returncode == 0 and "1 migration(s) applied" in migrated.stdout
+    applied = len(available_migrations())
+    assert migrated.returncode == 0 and f"{applied} migration(s) applied" in migrated.stdout
     assert "schema is up to date" in fieldline("migrate", env=env).stdout
     created = fieldline(
         "user",

@@ -128,3 +128,17 @@ def test_status_forms() -> None:
         b'{"status": "online", "device_id": "x"}', device_id="dev-1", limits=LIMITS
     )
     assert isinstance(spoof, Rejection) and spoof.reason is RejectReason.DEVICE_MISMATCH
+
+
+def test_stamped_readings_without_ids_are_identified_by_content() -> None:
+    payload = b'{"readings": [{"timestamp": 1764072000, "t": 1}, {"t": 2}]}'
+    first, unstamped = readings(payload)
+    # A redelivery of the same bytes gets the same id, so the ledger drops it.
+    assert readings(payload)[0].message_id == first.message_id
+    assert first.message_id is not None and first.message_id.startswith("~")
+    assert first.message_id.endswith("#0")
+    # Stamped on arrival, an unstamped reading is new at every delivery: no id is made up.
+    assert unstamped.message_id is None
+    # Other bytes, other readings.
+    other = readings(b'{"readings": [{"timestamp": 1764072000, "t": 3}, {"t": 2}]}')
+    assert other[0].message_id != first.message_id

@@ -7,11 +7,14 @@ devices whose access changed.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from fieldline.domain.devices import DeviceAccess
+from fieldline.security.certs import WILDCARD_HOSTS, client_ssl_context
 
 
 class BrokerError(RuntimeError):
@@ -20,12 +23,47 @@ class BrokerError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class BrokerEndpoint:
-    """Where devices and fieldline's own clients reach the broker."""
+    """Where devices and fieldline's own clients reach the broker.
+
+    `port` is where the broker accepts MQTT without TLS, or its TLS port when it
+    has no plaintext listener. `ca_file` set: fieldline's own clients connect to
+    `tls_port` with TLS, verifying the broker with this CA certificate.
+    """
 
     host: str
     port: int
     tls_port: int | None = None
     mqtt5: bool = True  # False: the broker speaks MQTT 3.1.1 only (amqtt)
+    ca_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.ca_file is not None and self.tls_port is None:
+            raise ValueError("a broker endpoint with a CA file needs a TLS port")
+
+    @property
+    def client_port(self) -> int:
+        """The port fieldline's own clients connect to."""
+        if self.ca_file is not None and self.tls_port is not None:
+            return self.tls_port
+        return self.port
+
+    def client_target(self) -> tuple[str, int, ssl.SSLContext | None]:
+        """Host, port and TLS context (None: no TLS) for fieldline's own MQTT clients."""
+        # A broker listening on every address is reached on loopback, which is also
+        # a name its certificate carries; "0.0.0.0" never is.
+        host = self.host
+        if host in WILDCARD_HOSTS:
+            host = "::1" if host == "::" else "127.0.0.1"
+        if self.ca_file is None:
+            return host, self.port, None
+        try:
+            context = client_ssl_context(self.ca_file)
+        except OSError as exc:  # also ssl.SSLError: not a PEM certificate
+            raise BrokerError(
+                f"cannot use the broker's CA certificate {self.ca_file} "
+                f"(`fieldline certs` writes one): {exc}"
+            ) from exc
+        return host, self.client_port, context
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,8 +8,10 @@ command's `correlationData`, which is how answers find their waiting caller.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import ssl
 import uuid
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,8 +20,9 @@ from typing import Any
 from gmqtt import Client as MqttClient
 from gmqtt.mqtt.constants import MQTTv311
 
-from fieldline.broker.base import BrokerError
+from fieldline.broker.base import BrokerEndpoint, BrokerError
 from fieldline.broker.dynsec import CONTROL_TOPIC, RESPONSE_TOPIC, JsonObject
+from fieldline.ops.sockets import accepts_connections
 
 logger = logging.getLogger(__name__)
 
@@ -33,10 +36,18 @@ class CommandResult:
 
 class DynsecControl:
     def __init__(
-        self, *, host: str, port: int, username: str, password: str, timeout: float = 10.0
+        self,
+        *,
+        host: str,
+        port: int,
+        username: str,
+        password: str,
+        timeout: float = 10.0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._host = host
         self._port = port
+        self._tls = tls
         self._timeout = timeout
         self._pending: dict[str, asyncio.Future[CommandResult]] = {}
         self._subscribed = asyncio.Event()
@@ -47,6 +58,16 @@ class DynsecControl:
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
 
+    @classmethod
+    def at(
+        cls, endpoint: BrokerEndpoint, *, username: str, password: str, timeout: float = 10.0
+    ) -> DynsecControl:
+        """The admin channel as fieldline's own clients reach `endpoint` (with TLS or not)."""
+        host, port, tls = endpoint.client_target()
+        return cls(
+            host=host, port=port, username=username, password=password, timeout=timeout, tls=tls
+        )
+
     @property
     def connected(self) -> bool:
         return bool(self._client.is_connected)
@@ -54,12 +75,25 @@ class DynsecControl:
     async def connect(self) -> None:
         try:
             async with asyncio.timeout(self._timeout):
-                await self._client.connect(self._host, self._port, version=MQTTv311)
+                await self._client.connect(
+                    self._host, self._port, ssl=self._tls or False, version=MQTTv311
+                )
                 await self._subscribed.wait()
+        except ssl.SSLError as exc:
+            raise BrokerError(
+                f"TLS with the broker's admin API failed (does the CA certificate fieldline "
+                f"uses belong to the broker's certificate?): {exc!r}"
+            ) from exc
         except (OSError, TimeoutError) as exc:
             raise BrokerError(f"cannot reach the broker's admin API: {exc!r}") from exc
         except Exception as exc:  # gmqtt raises its own MQTTConnectError
             raise BrokerError(f"broker refused the admin account: {exc!r}") from exc
+
+    async def reachable(self, within: float = 1.0) -> bool:
+        """A new connection to the broker succeeds (with TLS: the whole handshake)."""
+        if self._tls is None:
+            return await accepts_connections(self._host, self._port, within=within)
+        return await accepts_tls(self._host, self._port, self._tls, within=within)
 
     async def close(self) -> None:
         for future in self._pending.values():
@@ -136,3 +170,22 @@ class DynsecControl:
                 )
             )
         return 0
+
+
+async def accepts_tls(host: str, port: int, tls: ssl.SSLContext, within: float = 1.0) -> bool:
+    """A TLS handshake with `host:port` completes.
+
+    The connection ends with a TLS close_notify: Mosquitto logs an error for
+    every TLS connection closed without one, so a bare TCP probe of a TLS
+    listener would fill its log.
+    """
+    try:
+        async with asyncio.timeout(within):
+            _, writer = await asyncio.open_connection(host, port, ssl=tls)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError, TimeoutError):
+        async with asyncio.timeout(within):
+            await writer.wait_closed()
+    return True

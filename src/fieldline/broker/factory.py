@@ -6,7 +6,12 @@ import shutil
 
 from fieldline.broker.base import Broker, BrokerEndpoint, ServiceAccount
 from fieldline.broker.embedded import AmqttBroker
-from fieldline.broker.mosquitto import ExternalMosquitto, ManagedMosquitto, find_dynsec_plugin
+from fieldline.broker.mosquitto import (
+    ExternalMosquitto,
+    ManagedMosquitto,
+    TlsListener,
+    find_dynsec_plugin,
+)
 from fieldline.broker.unmanaged import UnmanagedBroker
 from fieldline.config import BrokerKind, Settings
 from fieldline.domain.topics import TopicScheme
@@ -21,6 +26,8 @@ def create_broker(settings: Settings) -> Broker:
     mosquitto_usable = shutil.which(settings.mosquitto_bin) is not None and (
         plugin is not None and plugin.exists()
     )
+    if not settings.mqtt_plaintext and settings.mqtt_tls_port is None:
+        raise ValueError("FIELDLINE_MQTT_PLAINTEXT=false needs FIELDLINE_MQTT_TLS_PORT")
     if kind == BrokerKind.MOSQUITTO or (kind == BrokerKind.AUTO and mosquitto_usable):
         return ManagedMosquitto(
             data_dir=settings.data_dir,
@@ -29,24 +36,54 @@ def create_broker(settings: Settings) -> Broker:
             topics=topics,
             executable=settings.mosquitto_bin,
             plugin=plugin,
+            tls=_tls_listener(settings),
+            plaintext=settings.mqtt_plaintext,
+        )
+    if settings.mqtt_tls_port is not None:
+        # Devices would be told of a TLS port nothing listens on.
+        raise ValueError(
+            "FIELDLINE_MQTT_TLS_PORT needs Mosquitto (apt-get install mosquitto); "
+            "the in-process amqtt broker has no TLS listener"
         )
     return AmqttBroker(host=settings.mqtt_host, port=settings.mqtt_port, topics=topics)
 
 
-def _external(settings: Settings, topics: TopicScheme) -> Broker:
+def _tls_listener(settings: Settings) -> TlsListener | None:
+    if settings.mqtt_tls_port is None:
+        return None
+    return TlsListener(
+        port=settings.mqtt_tls_port,
+        cert_file=settings.tls_cert_file,
+        key_file=settings.tls_key_file,
+        ca_file=settings.tls_ca_file,
+    )
+
+
+def external_client(settings: Settings) -> tuple[BrokerEndpoint, ServiceAccount]:
+    """Where and as whom fieldline's own clients reach a broker it does not run."""
     if settings.broker_service_username is None or settings.broker_service_password is None:
         raise ValueError(
             "FIELDLINE_BROKER=external needs FIELDLINE_BROKER_SERVICE_USERNAME and "
             "FIELDLINE_BROKER_SERVICE_PASSWORD"
         )
+    if settings.broker_tls and settings.mqtt_tls_port is None:
+        raise ValueError("FIELDLINE_BROKER_TLS needs FIELDLINE_MQTT_TLS_PORT")
     service = ServiceAccount(
         username=settings.broker_service_username,
         password=settings.broker_service_password.get_secret_value(),
     )
+    endpoint = BrokerEndpoint(
+        host=settings.mqtt_host,
+        port=settings.mqtt_port,
+        tls_port=settings.mqtt_tls_port,
+        ca_file=settings.tls_ca_file if settings.broker_tls else None,
+    )
+    return endpoint, service
+
+
+def _external(settings: Settings, topics: TopicScheme) -> Broker:
+    endpoint, service = external_client(settings)
     if settings.broker_admin_username is None:
-        endpoint = BrokerEndpoint(
-            host=settings.mqtt_host, port=settings.mqtt_port, tls_port=settings.mqtt_tls_port
-        )
         return UnmanagedBroker(endpoint=endpoint, service=service)
     if settings.broker_admin_password is None:
         raise ValueError("FIELDLINE_BROKER_ADMIN_USERNAME is set without its password")
@@ -57,4 +94,6 @@ def _external(settings: Settings, topics: TopicScheme) -> Broker:
         admin_username=settings.broker_admin_username,
         admin_password=settings.broker_admin_password.get_secret_value(),
         service=service,
+        tls_port=endpoint.tls_port,
+        ca_file=endpoint.ca_file,
     )

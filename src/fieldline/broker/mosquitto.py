@@ -33,14 +33,16 @@ import glob
 import json
 import logging
 import os
+import ssl
 import subprocess
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from fieldline.broker import dynsec
 from fieldline.broker.base import BrokerEndpoint, BrokerError, Drift, ServiceAccount
-from fieldline.broker.control import DynsecControl
+from fieldline.broker.control import DynsecControl, accepts_tls
 from fieldline.broker.dynsec import ClientRecord, JsonObject
 from fieldline.broker.process import SupervisedProcess
 from fieldline.domain.devices import DeviceAccess
@@ -72,6 +74,16 @@ CREATE_TOLERATES = frozenset({"Role already exists"})
 DELETE_TOLERATES = frozenset({"Client not found", "Role not found"})
 
 
+@dataclass(frozen=True, slots=True)
+class TlsListener:
+    """Mosquitto's MQTT-over-TLS listener and the PEM files it serves."""
+
+    port: int  # 0 picks a free one
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+
+
 def find_dynsec_plugin() -> Path | None:
     """The dynamic-security plugin shipped with the installed Mosquitto, if any."""
     for directory in PLUGIN_CANDIDATES:
@@ -94,9 +106,20 @@ def find_dynsec_plugin() -> Path | None:
 class _DynsecBroker(abc.ABC):
     """Runtime device changes through the dynamic-security API (shared by both adapters)."""
 
-    def __init__(self, *, host: str, port: int, topics: TopicScheme, timeout: float) -> None:
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        topics: TopicScheme,
+        timeout: float,
+        tls_port: int | None = None,
+        ca_file: Path | None = None,
+    ) -> None:
         self._host = host
         self._port = port
+        self._tls_port = tls_port
+        self._ca_file = ca_file  # set: fieldline's own clients use TLS, verifying this CA
         self._topics = topics
         self._timeout = timeout
         self._control: DynsecControl | None = None
@@ -105,15 +128,13 @@ class _DynsecBroker(abc.ABC):
 
     @property
     def endpoint(self) -> BrokerEndpoint:
-        return BrokerEndpoint(host=self._host, port=self._port)
+        return BrokerEndpoint(
+            host=self._host, port=self._port, tls_port=self._tls_port, ca_file=self._ca_file
+        )
 
     async def healthy(self) -> bool:
         control = self._control
-        return (
-            control is not None
-            and control.connected
-            and await accepts_connections(self._host, self._port)
-        )
+        return control is not None and control.connected and await control.reachable()
 
     async def apply(self, device: DeviceAccess, *, password: str | None = None) -> None:
         if password is not None and not await asyncio.to_thread(
@@ -199,7 +220,13 @@ class _DynsecBroker(abc.ABC):
 
 
 class ManagedMosquitto(_DynsecBroker):
-    """A private Mosquitto fieldline configures, starts and keeps alive."""
+    """A private Mosquitto fieldline configures, starts and keeps alive.
+
+    With `tls`, Mosquitto also listens with TLS; with `plaintext=False` it listens
+    with TLS only, the endpoint's `port` is the TLS port and fieldline's own
+    clients use TLS too. One dynamic-security plugin (per_listener_settings
+    false) authenticates and authorises on every listener alike.
+    """
 
     def __init__(
         self,
@@ -211,8 +238,23 @@ class ManagedMosquitto(_DynsecBroker):
         executable: str = "mosquitto",
         plugin: Path | None = None,
         timeout: float = 10.0,
+        tls: TlsListener | None = None,
+        plaintext: bool = True,
     ) -> None:
-        super().__init__(host=host, port=port, topics=topics, timeout=timeout)
+        if tls is None and not plaintext:
+            raise ValueError("a broker without a plaintext listener needs a TLS listener")
+        if tls is not None and plaintext and tls.port == port != 0:
+            raise ValueError(f"the TLS and plaintext listeners cannot share port {port}")
+        super().__init__(
+            host=host,
+            port=port if plaintext or tls is None else tls.port,
+            topics=topics,
+            timeout=timeout,
+            tls_port=tls.port if tls is not None else None,
+            ca_file=tls.ca_file if tls is not None and not plaintext else None,
+        )
+        self._tls = tls
+        self._plaintext = plaintext
         self._dir = data_dir / "mosquitto"
         self._executable = executable
         self._plugin = plugin
@@ -247,13 +289,14 @@ class ManagedMosquitto(_DynsecBroker):
         self._accounts = _load_or_create_accounts(self._dir / "accounts.json")
         drift = self._drift_from_previous_run(devices)
         self._devices = {device.device_id: device for device in devices}
-        if self._port == 0:
-            self._port = free_port(self._host)
+        self._choose_ports()
         await self._boot()
         logger.info(
             "managed mosquitto started",
             extra={
                 "port": self._port,
+                "tls_port": self._tls_port,
+                "plaintext": self._plaintext,
                 "devices": len(self._devices),
                 "pid": self.pid,
                 "missing": len(drift.missing),
@@ -292,13 +335,64 @@ class ManagedMosquitto(_DynsecBroker):
             self._process = None
         await self._boot()
 
+    def _choose_ports(self) -> None:
+        """Settle port-0 settings on free ports (kept across restarts, as devices use them)."""
+        if self._plaintext and self._port == 0:
+            self._port = free_port(self._host)
+        if self._tls_port == 0:
+            tls_port = free_port(self._host)
+            while self._plaintext and tls_port == self._port:
+                tls_port = free_port(self._host)
+            self._tls_port = tls_port
+        if not self._plaintext:
+            assert self._tls_port is not None
+            self._port = self._tls_port
+
+    def _listener_ports(self) -> list[tuple[int, str]]:
+        ports = [(self._port, "--mqtt-port / FIELDLINE_MQTT_PORT")] if self._plaintext else []
+        if self._tls_port is not None:
+            ports.append((self._tls_port, "FIELDLINE_MQTT_TLS_PORT"))
+        return ports
+
+    async def _listening(self, port: int) -> bool:
+        if port != self._tls_port:
+            return await accepts_connections(self._host, port, within=0.5)
+        # Only "does it speak TLS": the admin connection verifies the certificate next.
+        probe = ssl.create_default_context()
+        probe.check_hostname = False
+        probe.verify_mode = ssl.CERT_NONE
+        return await accepts_tls(self._host, port, probe, within=0.5)
+
+    def _check_tls_files(self) -> None:
+        """Refuse clearly here rather than watch Mosquitto exit on a missing or bad file."""
+        tls = self._tls
+        if tls is None:
+            return
+        for path in (tls.cert_file, tls.key_file, tls.ca_file):
+            if not path.is_file():
+                raise BrokerError(
+                    f"the MQTT TLS listener needs {path}, which does not exist; "
+                    "run `fieldline certs` to create a CA and a server certificate"
+                )
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                tls.cert_file, tls.key_file
+            )
+            ssl.create_default_context(cafile=str(tls.ca_file))
+        except (OSError, ValueError) as exc:
+            raise BrokerError(
+                f"unusable TLS files {tls.cert_file}, {tls.key_file}, {tls.ca_file}: {exc}; "
+                "run `fieldline certs` to issue a matching certificate and key"
+            ) from exc
+
     async def _boot(self) -> None:
         # Otherwise mosquitto exits at once and whatever holds the port answers for it.
-        if port_in_use(self._host, self._port):
-            raise BrokerError(
-                f"port {self._port} on {self._host} is already in use; "
-                "choose another with --mqtt-port / FIELDLINE_MQTT_PORT"
-            )
+        for port, setting in self._listener_ports():
+            if port_in_use(self._host, port):
+                raise BrokerError(
+                    f"port {port} on {self._host} is already in use; choose another with {setting}"
+                )
+        self._check_tls_files()
         self._write_files()
         process = SupervisedProcess(
             [self._executable, "-c", str(self.config_path)], name="mosquitto"
@@ -309,15 +403,15 @@ class ManagedMosquitto(_DynsecBroker):
             raise BrokerError(f"cannot run {self._executable}: {exc}") from exc
         self._process = process
         deadline = time.monotonic() + STARTUP_TIMEOUT
-        while not await accepts_connections(self._host, self._port, within=0.5):
-            if time.monotonic() > deadline:
-                await process.stop()
-                self._process = None
-                raise BrokerError(f"mosquitto did not start listening on port {self._port}")
-            await asyncio.sleep(0.05)
-        control = DynsecControl(
-            host=self._host,
-            port=self._port,
+        for port, _ in self._listener_ports():
+            while not await self._listening(port):
+                if time.monotonic() > deadline:
+                    await process.stop()
+                    self._process = None
+                    raise BrokerError(f"mosquitto did not start listening on port {port}")
+                await asyncio.sleep(0.05)
+        control = DynsecControl.at(
+            self.endpoint,
             username=ADMIN_USERNAME,
             password=self._accounts["admin"],
             timeout=self._timeout,
@@ -385,9 +479,9 @@ class ManagedMosquitto(_DynsecBroker):
     def _config_text(self) -> str:
         lines = [
             "# Written by fieldline at every start; edits are overwritten.",
+            # One set of security settings (the dynsec plugin) for every listener.
             "per_listener_settings false",
             "allow_anonymous false",
-            f"listener {self._port} {self._host}",
             f"plugin {self._plugin}",
             f"plugin_opt_config_file {self.dynsec_path}",
             "persistence true",
@@ -414,6 +508,17 @@ class ManagedMosquitto(_DynsecBroker):
             # directory under a root-only path (e.g. /root); deployments run fieldline
             # itself as an unprivileged user, where this line has no effect.
             lines.append("user root")
+        # Listeners last: the lines after a `listener` line configure that listener.
+        if self._plaintext:
+            lines.append(f"listener {self._port} {self._host}")
+        if self._tls is not None:
+            lines += [
+                f"listener {self._tls_port} {self._host}",
+                f"cafile {self._tls.ca_file.absolute()}",
+                f"certfile {self._tls.cert_file.absolute()}",
+                f"keyfile {self._tls.key_file.absolute()}",
+                "tls_version tlsv1.2",  # the minimum; TLS 1.3 is offered too
+            ]
         return "\n".join(lines) + "\n"
 
 
@@ -430,8 +535,13 @@ class ExternalMosquitto(_DynsecBroker):
         admin_password: str,
         service: ServiceAccount,
         timeout: float = 10.0,
+        tls_port: int | None = None,
+        ca_file: Path | None = None,
     ) -> None:
-        super().__init__(host=host, port=port, topics=topics, timeout=timeout)
+        """`ca_file` set: the admin connection uses TLS to `tls_port`, verifying this CA."""
+        super().__init__(
+            host=host, port=port, topics=topics, timeout=timeout, tls_port=tls_port, ca_file=ca_file
+        )
         self._admin_username = admin_username
         self._admin_password = admin_password
         self._service = service
@@ -441,9 +551,8 @@ class ExternalMosquitto(_DynsecBroker):
         return self._service
 
     async def start(self, devices: Sequence[DeviceAccess]) -> Drift:
-        control = DynsecControl(
-            host=self._host,
-            port=self._port,
+        control = DynsecControl.at(
+            self.endpoint,
             username=self._admin_username,
             password=self._admin_password,
             timeout=self._timeout,

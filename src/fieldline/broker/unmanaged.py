@@ -51,4 +51,4 @@ class UnmanagedBroker:
         )
 
     async def healthy(self) -> bool:
-        return await accepts_connections(self._endpoint.host, self._endpoint.port)
+        return await accepts_connections(self._endpoint.host, self._endpoint.client_port)

@@ -19,6 +19,7 @@ class RejectReason(StrEnum):
     INVALID_PAYLOAD = "invalid_payload"
     NO_READINGS = "no_readings"
     UNKNOWN_TOPIC = "unknown_topic"
+    RATE_LIMITED = "rate_limited"
 
 
 @dataclass(frozen=True, slots=True)

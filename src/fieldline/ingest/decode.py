@@ -8,6 +8,7 @@ exactly as it arrived.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ import orjson
 
 from fieldline.domain.readings import Reading, Rejection, RejectReason, StatusReport
 
+# Ids derived from a message's content when it has none of its own (see decode_telemetry).
+CONTENT_ID_PREFIX = "~"
 RESERVED_KEYS = frozenset({"message_id", "device_id", "timestamp", "sensors", "readings"})
 MAX_KEY_LENGTH = 128
 MAX_BATCH_READINGS = 10_000
@@ -49,8 +52,14 @@ def decode_telemetry(
         entries = _entries(document)
         base_id = document.get("message_id") if isinstance(document, dict) else None
         readings = []
+        digest = ""
         for index, entry in enumerate(entries):
             fallback_id = f"{base_id}#{index}" if isinstance(base_id, str) and base_id else None
+            if fallback_id is None and entry.get("timestamp") is not None:
+                # No id, but stamped by the device: the same bytes are the same readings,
+                # so a redelivery is recognised by its content.
+                digest = digest or hashlib.blake2b(payload, digest_size=16).hexdigest()
+                fallback_id = f"{CONTENT_ID_PREFIX}{digest}#{index}"
             readings.append(_reading(entry, device_id, received_at, limits, fallback_id))
     except _Rejected as rejected:
         return rejected.rejection

@@ -9,12 +9,18 @@ is away.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import random
+import ssl
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import gmqtt
 from gmqtt.mqtt.constants import MQTTv50, MQTTv311
+from gmqtt.mqtt.handler import MQTTConnectError
+from prometheus_client import Counter
 
 from fieldline.broker.base import BrokerEndpoint, ServiceAccount
 from fieldline.domain.devices import ConnectionStatus
@@ -22,6 +28,7 @@ from fieldline.domain.readings import Rejection, RejectReason
 from fieldline.domain.topics import TopicScheme, Uplink
 from fieldline.ingest.batcher import Batcher
 from fieldline.ingest.decode import DecodeLimits, decode_status, decode_telemetry
+from fieldline.ingest.ratelimit import DeviceRateLimiter
 from fieldline.ops.metrics import Metrics
 from fieldline.storage.writer import DeviceReadings, Presence, RejectedMessage
 
@@ -29,15 +36,22 @@ log = logging.getLogger(__name__)
 
 PUBACK_SUCCESS = 0
 CONNECT_TIMEOUT_SECONDS = 30.0
-# The broker may have this many unacknowledged messages in flight to ingest.
-RECEIVE_MAXIMUM = 20_000
+CONNECT_BACKOFF_CAP_SECONDS = 15.0
+MAX_RECEIVE_MAXIMUM = 65_535  # the largest value MQTT 5 allows
+SESSION_NEVER_EXPIRES = 0xFFFFFFFF
 
 
 class IngestConsumer:
     """Decodes uplink messages and hands their outcomes to the batcher."""
 
     def __init__(
-        self, *, batcher: Batcher, topics: TopicScheme, limits: DecodeLimits, metrics: Metrics
+        self,
+        *,
+        batcher: Batcher,
+        topics: TopicScheme,
+        limits: DecodeLimits,
+        metrics: Metrics,
+        rate_limiter: DeviceRateLimiter | None = None,
     ) -> None:
         self._batcher = batcher
         self._topics = topics
@@ -47,6 +61,17 @@ class IngestConsumer:
         self._received = {
             kind: metrics.messages_received.labels(kind=kind.value) for kind in Uplink
         }
+        # Bound on first use, so /metrics shows only reasons that happened.
+        self._rejected: dict[RejectReason, Counter] = {}
+        # Telemetry is limited on the device's own clock (its readings' times), so
+        # a backlog the broker delivers at once after an outage is not punished;
+        # other uplinks carry no time and are limited on arrival, in their own buckets.
+        self._rate_limiter = rate_limiter
+        self._presence_limiter = (
+            DeviceRateLimiter(rate_limiter.rate, rate_limiter.burst)
+            if rate_limiter is not None
+            else None
+        )
 
     async def handle(self, topic: str, payload: bytes) -> None:
         received_at = datetime.now(UTC)
@@ -70,6 +95,12 @@ class IngestConsumer:
             if isinstance(outcome, Rejection):
                 await self._reject(topic, device_id, payload, received_at, outcome)
                 return
+            limiter = self._rate_limiter
+            if limiter is not None:
+                sent_at = min(received_at, max(reading.time for reading in outcome))
+                if not limiter.allow(device_id, sent_at.timestamp()):
+                    await self._rate_limited(topic, device_id, payload, received_at, limiter)
+                    return
             firmware = next(
                 (
                     r.attributes["firmware_version"]
@@ -82,7 +113,14 @@ class IngestConsumer:
                 telemetry=DeviceReadings(device_id, received_at, outcome),
                 presence=Presence(device_id, received_at, firmware_version=firmware),
             )
-        elif kind is Uplink.STATUS:
+            return
+        presence_limiter = self._presence_limiter
+        if presence_limiter is not None and not presence_limiter.allow(
+            device_id, received_at.timestamp()
+        ):
+            await self._rate_limited(topic, device_id, payload, received_at, presence_limiter)
+            return
+        if kind is Uplink.STATUS:
             status = decode_status(payload, device_id=device_id, limits=self._limits)
             if isinstance(status, Rejection):
                 await self._reject(topic, device_id, payload, received_at, status)
@@ -112,6 +150,19 @@ class IngestConsumer:
             # Command results are handled by the lifecycle service; keep them visible meanwhile.
             await self._batcher.add(presence=Presence(device_id, received_at))
 
+    async def _rate_limited(
+        self,
+        topic: str,
+        device_id: str,
+        payload: bytes,
+        received_at: datetime,
+        limiter: DeviceRateLimiter,
+    ) -> None:
+        detail = f"over {limiter.rate:g} messages/s per device (burst {limiter.burst})"
+        await self._reject(
+            topic, device_id, payload, received_at, Rejection(RejectReason.RATE_LIMITED, detail)
+        )
+
     async def _reject(
         self,
         topic: str,
@@ -120,10 +171,19 @@ class IngestConsumer:
         received_at: datetime,
         rejection: Rejection,
     ) -> None:
-        self._metrics.messages_rejected.labels(reason=rejection.reason.value).inc()
-        log.info(
+        reason = rejection.reason
+        counter = self._rejected.get(reason)
+        if counter is None:
+            counter = self._rejected[reason] = self._metrics.messages_rejected.labels(
+                reason=reason.value
+            )
+        counter.inc()
+        # A device over its rate limit would otherwise log a line per message it floods
+        # with; the metric and the rejected store already show every one.
+        log.log(
+            logging.DEBUG if reason is RejectReason.RATE_LIMITED else logging.INFO,
             "message rejected",
-            extra={"device_id": device_id, "topic": topic, "reason": rejection.reason.value},
+            extra={"device_id": device_id, "topic": topic, "reason": reason.value},
         )
         await self._batcher.add(
             rejected=RejectedMessage(
@@ -140,6 +200,12 @@ def decode_limits(max_payload_bytes: int, max_future_skew_seconds: float) -> Dec
     )
 
 
+def subscription_filters(topics: TopicScheme, share_group: str | None) -> list[str]:
+    """Every uplink filter, inside `$share/<group>/` when ingest processes share the load."""
+    plain = topics.ingest_filters()
+    return [f"$share/{share_group}/{f}" for f in plain] if share_group else plain
+
+
 async def consume(
     *,
     consumer: IngestConsumer,
@@ -147,55 +213,192 @@ async def consume(
     service: ServiceAccount,
     topics: TopicScheme,
     client_id: str,
+    share_group: str | None,
+    receive_maximum: int,
     stopping: asyncio.Event,
     drain: Callable[[], Awaitable[None]],
+    connected: asyncio.Event | None = None,
+    on_connection: Callable[[bool], None] | None = None,
+    retire_when_idle: float | None = None,
 ) -> None:
     """Subscribe to every uplink and feed `consumer` until `stopping` is set.
 
-    On stop, `drain` writes what was received, so its acknowledgements go out
-    before the connection closes.
+    The session is persistent under `client_id`: while this process is away the
+    broker keeps its queue, and what was delivered but not acknowledged comes
+    again (the ledger drops what was already stored). `receive_maximum` caps
+    the unacknowledged messages the broker sends at once, which bounds memory
+    while the database is slow. On stop, `drain` writes what was received, so
+    its acknowledgements go out before the connection closes.
+
+    `retire_when_idle` retires this instance for good instead: it leaves the
+    shared subscription (so nothing more is routed to it), stores what its
+    session had queued, and once nothing has arrived for that many seconds,
+    ends the session at the broker.
     """
-
-    async def on_message(
-        _client: gmqtt.Client, topic: str, payload: bytes, _qos: int, _properties: object
-    ) -> int:
-        try:
-            await consumer.handle(topic, payload)
-        except Exception:
-            # Not acknowledged: the broker redelivers after a reconnect.
-            log.exception("ingest failed to handle a message", extra={"topic": topic})
-            raise
-        return PUBACK_SUCCESS
-
+    if share_group and not endpoint.mqtt5:
+        log.warning(
+            "the broker has no shared subscriptions (MQTT 3.1.1); run one ingest process",
+            extra={"share_group": share_group},
+        )
+        share_group = None
+    session = _Session(
+        consumer=consumer,
+        client_id=client_id,
+        filters=subscription_filters(topics, share_group),
+        # A session once subscribed the other way would get every message twice.
+        stale=subscription_filters(topics, None if share_group else "fieldline"),
+        connected=connected or asyncio.Event(),
+        on_connection=on_connection,
+        leaving=retire_when_idle is not None,
+        stopping=stopping,
+    )
     client = gmqtt.Client(
         client_id,
         clean_session=False,
         optimistic_acknowledgement=False,
         **(
-            {"session_expiry_interval": 0xFFFFFFFF, "receive_maximum": RECEIVE_MAXIMUM}
+            {
+                "session_expiry_interval": SESSION_NEVER_EXPIRES,
+                "receive_maximum": min(receive_maximum, MAX_RECEIVE_MAXIMUM),
+            }
             if endpoint.mqtt5
             else {}
         ),
     )
     client.set_auth_credentials(service.username, service.password)
     client.set_config({"reconnect_retries": -1, "reconnect_delay": 1})
-    client.on_message = on_message
-
-    def on_connect(_client: gmqtt.Client, _flags: int, _rc: int, _props: object) -> None:
-        for topic in topics.ingest_filters():
-            client.subscribe(topic, qos=1)
-        log.info("ingest connected to broker", extra={"host": endpoint.host, "port": endpoint.port})
-
-    client.on_connect = on_connect
-    await asyncio.wait_for(
-        client.connect(
-            endpoint.host, endpoint.port, version=MQTTv50 if endpoint.mqtt5 else MQTTv311
-        ),
-        timeout=CONNECT_TIMEOUT_SECONDS,
-    )
+    client.on_message = session.on_message
+    client.on_connect = session.on_connect
+    client.on_disconnect = session.on_disconnect
+    host, port, tls = endpoint.client_target()
+    if not await _connect_until_stopped(client, host, port, tls, endpoint.mqtt5, stopping):
+        return
+    if retire_when_idle is None:
+        try:
+            await stopping.wait()
+            await drain()
+            await asyncio.sleep(0.1)  # let the last PUBACKs leave
+        finally:
+            await client.disconnect()
+        return
     try:
-        await stopping.wait()
+        await session.quiet_for(retire_when_idle)
         await drain()
-        await asyncio.sleep(0.1)  # let the last PUBACKs leave
-    finally:
-        await client.disconnect()
+        await asyncio.sleep(0.1)
+    except BaseException:
+        await client.disconnect()  # the session stays: a later retire finishes the job
+        raise
+    # Session expiry 0 on DISCONNECT: the broker forgets the session and its queue.
+    await client.disconnect(session_expiry_interval=0)
+    log.info("ingest instance retired", extra={"client_id": client_id})
+
+
+class _Session:
+    """gmqtt's callbacks for the ingest session."""
+
+    def __init__(
+        self,
+        *,
+        consumer: IngestConsumer,
+        client_id: str,
+        filters: list[str],
+        stale: list[str],
+        connected: asyncio.Event,
+        on_connection: Callable[[bool], None] | None,
+        leaving: bool,
+        stopping: asyncio.Event,
+    ) -> None:
+        self._consumer = consumer
+        self._client_id = client_id
+        self._filters = filters
+        self._stale = stale
+        self._connected = connected
+        self._on_connection = on_connection
+        self._leaving = leaving
+        self._stopping = stopping
+        self._last_message = time.monotonic()
+        self._arrived = asyncio.Event()
+
+    async def on_message(
+        self, _client: gmqtt.Client, topic: str, payload: bytes, _qos: int, _props: object
+    ) -> int:
+        self._last_message = time.monotonic()
+        self._arrived.set()
+        try:
+            await self._consumer.handle(topic, payload)
+        except Exception:
+            # Not acknowledged: the broker redelivers after a reconnect.
+            log.exception("ingest failed to handle a message", extra={"topic": topic})
+            raise
+        return PUBACK_SUCCESS
+
+    def on_connect(self, client: gmqtt.Client, _flags: int, _rc: int, _props: object) -> None:
+        if self._leaving:
+            client.unsubscribe([*self._filters, *self._stale])
+        else:
+            client.unsubscribe(self._stale)
+            for topic in self._filters:
+                client.subscribe(topic, qos=1)
+        self._connected.set()
+        if self._on_connection is not None:
+            self._on_connection(True)
+        log.info(
+            "ingest connected to broker",
+            extra={
+                "client_id": self._client_id,
+                "filters": self._filters,
+                "leaving": self._leaving,
+            },
+        )
+
+    def on_disconnect(self, _client: gmqtt.Client, _packet: object, _exc: object = None) -> None:
+        self._connected.clear()
+        if self._on_connection is not None:
+            self._on_connection(False)
+        if not self._stopping.is_set():
+            log.warning(
+                "ingest lost the broker; reconnecting", extra={"client_id": self._client_id}
+            )
+
+    async def quiet_for(self, seconds: float) -> None:
+        """Return once no message has arrived for `seconds` (or on stop)."""
+        while not self._stopping.is_set():
+            remaining = self._last_message + seconds - time.monotonic()
+            if remaining <= 0:
+                return
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), timeout=remaining)
+
+
+async def _connect_until_stopped(
+    client: gmqtt.Client,
+    host: str,
+    port: int,
+    tls: ssl.SSLContext | None,
+    mqtt5: bool,
+    stopping: asyncio.Event,
+) -> bool:
+    """Connect, retrying with capped, jittered backoff while the broker is unreachable."""
+    delay = 0.5
+    while not stopping.is_set():
+        try:
+            await asyncio.wait_for(
+                client.connect(
+                    host, port, ssl=tls or False, version=MQTTv50 if mqtt5 else MQTTv311
+                ),
+                timeout=CONNECT_TIMEOUT_SECONDS,
+            )
+            return True
+        except (OSError, TimeoutError, MQTTConnectError) as exc:
+            wait = delay * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not crypto
+            log.warning(
+                "ingest cannot reach the broker; retrying",
+                extra={"host": host, "port": port, "error": str(exc), "retry_in": round(wait, 2)},
+            )
+            with contextlib.suppress(Exception):
+                await client.disconnect()  # gmqtt may hold a half-open socket
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), timeout=wait)
+            delay = min(delay * 2, CONNECT_BACKOFF_CAP_SECONDS)
+    return False

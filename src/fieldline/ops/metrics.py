@@ -77,6 +77,28 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.broker_connected = Gauge(
+            "fieldline_ingest_broker_connected",
+            "1 while ingest holds its broker session",
+            registry=r,
+        )
+        self.worker_jobs = Counter(
+            "fieldline_worker_jobs",
+            "Housekeeping job runs, by job and outcome (done, skipped: another worker had it, "
+            "failed)",
+            ["job", "outcome"],
+            registry=r,
+        )
+        self.devices_timed_out = Counter(
+            "fieldline_devices_timed_out",
+            "Devices marked offline by the worker after falling silent",
+            registry=r,
+        )
+        self.message_ids_forgotten = Counter(
+            "fieldline_message_ids_forgotten",
+            "Message ids dropped from the de-duplication ledger after the window",
+            registry=r,
+        )
         self.db_pool_size = Gauge(
             "fieldline_db_pool_connections", "Database pool connections", ["state"], registry=r
         )

@@ -74,11 +74,11 @@ class PartitionCache:
 
     async def ensure(self, conn: AsyncConnection[object], days: Iterable[date]) -> None:
         for day in sorted(set(days) - self._known):
-            await _create_partition(conn, day)
+            await create_partition(conn, day)
             self._known.add(day)
 
 
-async def _create_partition(conn: AsyncConnection[object], day: date) -> None:
+async def create_partition(conn: AsyncConnection[object], day: date) -> None:
     name = f"telemetry_p{day:%Y%m%d}"
     start, end = day.isoformat(), (day + timedelta(days=1)).isoformat()
     try:

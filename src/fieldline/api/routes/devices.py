@@ -87,8 +87,15 @@ class MqttCredentials(BaseModel):
     username: str
     password: str = Field(description="Shown only in this answer; stored as a salted hash.")
     host: str
-    port: int
-    tls_port: int | None
+    port: int = Field(
+        description="MQTT port; the TLS port when the broker accepts only TLS connections."
+    )
+    tls_port: int | None = Field(description="MQTT over TLS port; null when there is none.")
+    ca_certificate: str | None = Field(
+        description="PEM of the CA the broker's TLS certificate is signed by, for the device "
+        "to verify the broker with; null without TLS or when the broker's certificate comes "
+        "from a public CA."
+    )
 
 
 class DeviceCreated(DeviceOut):
@@ -139,8 +146,30 @@ def _credentials(context: ApiContext, device_id: str, password: str) -> MqttCred
         password=password,
         host=context.settings.advertised_mqtt_host,
         port=endpoint.port,
-        tls_port=context.settings.mqtt_tls_port or endpoint.tls_port,
+        # The adapter's, not the setting's: a managed broker settles port 0 on a free port.
+        tls_port=endpoint.tls_port,
+        ca_certificate=_ca_certificate(context) if endpoint.tls_port is not None else None,
     )
+
+
+def _ca_certificate(context: ApiContext) -> str | None:
+    """The CA PEM devices verify the broker with, if fieldline has one.
+
+    Never raises: the device is already registered when this runs, and its
+    password must still reach the caller.
+    """
+    path = context.settings.tls_ca_file
+    try:
+        pem = path.read_text()
+    except FileNotFoundError:
+        return None  # an external broker with a publicly trusted certificate
+    except (OSError, UnicodeDecodeError) as exc:
+        log.error("cannot read the CA certificate", extra={"path": str(path), "error": str(exc)})
+        return None
+    if "-----BEGIN CERTIFICATE-----" not in pem:
+        log.error("the CA certificate file holds no PEM certificate", extra={"path": str(path)})
+        return None
+    return pem
 
 
 async def _apply_to_broker(

@@ -1,0 +1,18 @@
+"""The SQL EMQX 5 runs against fieldline's registry, over the views of migration 0002.
+
+These strings go verbatim into EMQX's `authentication` and `authorization` configuration
+(docs/brokers.md). EMQX turns each `${username}` into a parameter of a prepared
+statement, so a username never becomes SQL text.
+"""
+
+from __future__ import annotations
+
+EMQX_AUTHN_QUERY = (
+    "SELECT password_hash, salt, is_superuser FROM emqx_mqtt_user"
+    " WHERE username = ${username} LIMIT 1"
+)
+EMQX_AUTHZ_QUERY = "SELECT permission, action, topic FROM emqx_acl WHERE username = ${username}"
+
+# The database cannot see FIELDLINE_TOPIC_PREFIX; emqx_acl reads it from this setting
+# of EMQX's database role and uses `devices` when it is unset.
+TOPIC_PREFIX_SETTING = "fieldline.topic_prefix"

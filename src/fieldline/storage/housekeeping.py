@@ -1,0 +1,87 @@
+"""The worker's periodic jobs, each safe to run from several workers at once.
+
+Each job takes a transaction-scoped advisory lock first: a second worker
+running the same job at the same moment skips it instead of doing it twice.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from enum import IntEnum
+
+from psycopg import AsyncConnection
+
+from fieldline.storage.db import Row
+from fieldline.storage.writer import create_partition
+
+DELETE_CHUNK = 50_000  # ledger rows forgotten per statement, so no job holds locks for long
+
+
+class Job(IntEnum):
+    """Advisory lock keys, one per job (within fieldline's own key space)."""
+
+    PARTITIONS = 0x666C_0001
+    FORGET_MESSAGE_IDS = 0x666C_0002
+    SILENT_OFFLINE = 0x666C_0003
+
+
+async def _locked(conn: AsyncConnection[Row], job: Job) -> bool:
+    cursor = await conn.execute("SELECT pg_try_advisory_xact_lock(%s) AS got", (int(job),))
+    row = await cursor.fetchone()
+    return bool(row and row["got"])
+
+
+async def create_partitions_ahead(conn: AsyncConnection[Row], today: date, days: int) -> int | None:
+    """Telemetry partitions for today and the next `days`, so midnight costs ingest no DDL."""
+    async with conn.transaction():
+        if not await _locked(conn, Job.PARTITIONS):
+            return None
+    for offset in range(days + 1):
+        await create_partition(conn, today + timedelta(days=offset))
+    return days + 1
+
+
+async def forget_message_ids(conn: AsyncConnection[Row], received_before: datetime) -> int | None:
+    """Drop ledger entries older than the de-duplication window; answer how many."""
+    forgotten = 0
+    while True:
+        async with conn.transaction():
+            if not await _locked(conn, Job.FORGET_MESSAGE_IDS):
+                return None if forgotten == 0 else forgotten
+            cursor = await conn.execute(
+                "DELETE FROM message_ledger WHERE ctid = ANY(ARRAY("
+                " SELECT ctid FROM message_ledger WHERE received_at < %s LIMIT %s))",
+                (received_before, DELETE_CHUNK),
+            )
+            deleted = cursor.rowcount
+        forgotten += deleted
+        if deleted < DELETE_CHUNK:
+            return forgotten
+
+
+async def mark_silent_offline(
+    conn: AsyncConnection[Row], silent_since: datetime, now: datetime
+) -> list[str] | None:
+    """Devices shown online but not heard from since `silent_since` become offline.
+
+    Each gets a status event (`offline`, detail `{"reason": "timeout"}`) so the
+    status history shows when and why, like a last will would.
+    """
+    async with conn.transaction():
+        if not await _locked(conn, Job.SILENT_OFFLINE):
+            return None
+        cursor = await conn.execute(
+            "UPDATE devices SET status = 'offline' "
+            "WHERE status = 'online' AND (last_seen IS NULL OR last_seen < %s) "
+            "RETURNING device_id",
+            (silent_since,),
+        )
+        devices = sorted(str(row["device_id"]) for row in await cursor.fetchall())
+        if devices:
+            await conn.execute(
+                "INSERT INTO device_status_events (device_id, time, status, detail) "
+                "SELECT d, %s, 'offline', '{\"reason\": \"timeout\"}'::jsonb "
+                "FROM unnest(%s::text[]) AS d",
+                (now, devices),
+            )
+    return devices

@@ -1,0 +1,1 @@
+"""The worker: housekeeping that runs beside ingest and the API."""
