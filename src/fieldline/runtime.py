@@ -15,16 +15,16 @@ import logging
 import random
 import signal
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import uvicorn
 
 from fieldline.api.app import create_app
 from fieldline.api.context import ApiContext
-from fieldline.broker.base import Broker, BrokerEndpoint, ServiceAccount
+from fieldline.broker.base import Broker, BrokerEndpoint, BrokerError, ServiceAccount
 from fieldline.broker.factory import create_broker, external_client
 from fieldline.config import BrokerKind, Settings
 from fieldline.domain.topics import TopicScheme
@@ -46,11 +46,13 @@ from fieldline.worker.service import Worker
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 ADMIN_USERNAME = "admin"
 INGEST_CLIENT_PREFIX = "fieldline-ingest-"
 # A retiring ingest instance ends its session once its queue has been quiet this long.
 RETIRE_IDLE_SECONDS = 3.0
-DATABASE_BACKOFF_CAP_SECONDS = 15.0
+BACKOFF_CAP_SECONDS = 15.0  # waiting for the database or broker at start
 
 
 class ConfigurationError(ValueError):
@@ -257,6 +259,42 @@ async def _start_broker(settings: Settings, pool: Pool) -> Broker:
     return broker
 
 
+async def _start_broker_when_reachable(
+    settings: Settings, pool: Pool, stopping: asyncio.Event
+) -> Broker | None:
+    """Start the broker adapter, waiting while the broker is down; None when stopped."""
+    return await _retrying(
+        lambda: _start_broker(settings, pool),
+        "broker not ready; retrying",
+        (BrokerError, OSError, TimeoutError),
+        stopping,
+    )
+
+
+async def _retrying(
+    attempt: Callable[[], Awaitable[T]],
+    message: str,
+    errors: tuple[type[BaseException], ...],
+    stopping: asyncio.Event,
+) -> T | None:
+    """`attempt()` until it succeeds, with capped, jittered backoff; None when stopped.
+
+    A process started before its database or broker (a reboot, an orchestrator)
+    waits for it instead of failing.
+    """
+    delay = 0.5
+    while not stopping.is_set():
+        try:
+            return await attempt()
+        except errors as exc:
+            wait = delay * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not crypto
+            log.warning(message, extra={"error": str(exc), "retry_in": round(wait, 2)})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), timeout=wait)
+            delay = min(delay * 2, BACKOFF_CAP_SECONDS)
+    return None
+
+
 def _api_context(settings: Settings, pool: Pool, broker: Broker, metrics: Metrics) -> ApiContext:
     secret_key = (
         settings.secret_key.get_secret_value()
@@ -289,11 +327,6 @@ async def _serve_all(
     )
     worker = Worker(settings=settings, pool=pool, metrics=metrics)
     http = HttpServer(create_app(context), settings.http_host, settings.http_port)
-    ingest_stopping = asyncio.Event()
-
-    async def stop_ingest() -> None:
-        await stopping.wait()
-        ingest_stopping.set()
 
     async def announce() -> None:
         await http.wait_started()
@@ -311,34 +344,21 @@ async def _serve_all(
         )
 
     async with asyncio.TaskGroup() as group:
-        group.create_task(ingest.run(ingest_stopping), name="ingest")
+        group.create_task(ingest.run(stopping), name="ingest")
         group.create_task(worker.run(stopping), name="worker")
         group.create_task(http.serve(stopping), name="http-api")
-        group.create_task(stop_ingest(), name="signals")
         group.create_task(announce(), name="announce")
 
 
 async def _migrate_when_reachable(url: str, stopping: asyncio.Event) -> bool:
-    """Apply migrations, waiting with capped, jittered backoff while the database is down.
-
-    A process started before its database (a reboot, an orchestrator) waits instead of
-    failing; False when stopped meanwhile.
-    """
-    delay = 0.5
-    while not stopping.is_set():
-        try:
-            await migrate(url)
-        except psycopg.OperationalError as exc:
-            wait = delay * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not crypto
-            log.warning(
-                "database unreachable; retrying", extra={"error": str(exc), "retry_in": wait}
-            )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), timeout=wait)
-            delay = min(delay * 2, DATABASE_BACKOFF_CAP_SECONDS)
-        else:
-            return True
-    return False
+    """Apply migrations once the database answers; False when stopped first."""
+    applied = await _retrying(
+        lambda: migrate(url),
+        "database unreachable; retrying",
+        (psycopg.OperationalError,),
+        stopping,
+    )
+    return applied is not None
 
 
 def _external_database(settings: Settings, component: str) -> str:
@@ -375,7 +395,9 @@ async def run_api(
     pool = await open_pool(url, min_size=2, max_size=10, name="fieldline-api")
     try:
         admin_password = await ensure_admin(pool, settings)
-        broker = await _start_broker(settings, pool)
+        broker = await _start_broker_when_reachable(settings, pool, stopping)
+        if broker is None:
+            return
         try:
             context = _api_context(settings, pool, broker, Metrics())
             context.broker_started = True
