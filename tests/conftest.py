@@ -101,6 +101,17 @@ def pg15_database_url(pg15: PgServer) -> Iterator[str]:
         pg15.drop_database(name)
 
 
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    """A scratch directory for servers the test starts (brokers, databases, processes).
+
+    Outside pytest's 0700 temporary root, which their service users cannot reach.
+    """
+    path = Path(tempfile.mkdtemp(prefix="fieldline-test-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def mosquitto_installed() -> None:
     """The suite needs Mosquitto: a missing one fails loudly rather than skipping tests."""

@@ -46,6 +46,7 @@ class MosquittoServer:
     tls_files: tuple[Path, Path, Path] | None = None  # ca, cert, key
     admin_username: str = "fieldline-admin"
     admin_password: str = field(default_factory=generate_secret)
+    plaintext: bool = True  # False: the TLS listener only
     process: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
@@ -77,8 +78,11 @@ class MosquittoServer:
             "max_queued_messages 1000000",
             "max_queued_bytes 0",
             "max_inflight_messages 0",
-            f"listener {self.port} 127.0.0.1",
         ]
+        if self.plaintext:
+            lines.append(f"listener {self.port} 127.0.0.1")
+        else:
+            self.port = self.tls_port or 0
         if self.tls_port is not None and self.tls_files is not None:
             ca, cert, key = self.tls_files
             lines += [

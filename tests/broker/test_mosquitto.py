@@ -7,7 +7,6 @@ import dataclasses
 import os
 import signal
 import stat
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,9 +15,9 @@ import pytest
 from fieldline.broker import dynsec
 from fieldline.broker.base import BrokerError, ServiceAccount
 from fieldline.broker.control import DynsecControl
-from fieldline.broker.mosquitto import ExternalMosquitto, ManagedMosquitto, find_dynsec_plugin
-from fieldline.ops.sockets import accepts_connections, free_port
+from fieldline.broker.mosquitto import ExternalMosquitto, ManagedMosquitto
 from fieldline.security.passwords import generate_secret, hash_secret
+from tests.deployment import MosquittoServer
 
 from .conftest import TOPICS, credential, eventually, needs_mosquitto, refused
 
@@ -124,36 +123,13 @@ async def external(
     tmp_path: Path,
 ) -> AsyncIterator[tuple[ExternalMosquitto, ServiceAccount, int, str]]:
     """A Mosquitto fieldline does not manage, set up the way its docs say."""
-    admin_password = generate_secret()
-    dynsec_file = tmp_path / "dynsec.json"
-    subprocess.run(
-        ["mosquitto_ctrl", "dynsec", "init", str(dynsec_file), "operator", admin_password],
-        check=True,
-        capture_output=True,
-    )
-    port = free_port("127.0.0.1")
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous false\nuser root\n"
-        f"plugin {find_dynsec_plugin()}\nplugin_opt_config_file {dynsec_file}\n"
-    )
-    process = await asyncio.create_subprocess_exec(
-        "mosquitto",
-        "-c",
-        str(conf),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    server = MosquittoServer(tmp_path / "external", admin_username="operator")
+    await server.start()
     service = ServiceAccount(username="ingest", password=generate_secret())
-    broker = external_broker(port, admin_password, service)
-    for _ in range(100):
-        if await accepts_connections("127.0.0.1", port):
-            break
-        await asyncio.sleep(0.05)
-    yield broker, service, port, admin_password
+    broker = external_broker(server.port, server.admin_password, service)
+    yield broker, service, server.port, server.admin_password
     await broker.stop()
-    process.terminate()
-    await process.wait()
+    server.stop()
 
 
 def external_broker(port: int, admin_password: str, service: ServiceAccount) -> ExternalMosquitto:

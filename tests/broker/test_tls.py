@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import logging
 import ssl
-import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -21,12 +20,12 @@ from fieldline.broker.mosquitto import (
     ExternalMosquitto,
     ManagedMosquitto,
     TlsListener,
-    find_dynsec_plugin,
 )
 from fieldline.config import Settings
 from fieldline.ops.sockets import accepts_connections, free_port
 from fieldline.security.certs import CertificateFiles, client_ssl_context, issue_certificates
 from fieldline.security.passwords import generate_secret, hash_secret
+from tests.deployment import MosquittoServer
 
 from .conftest import TOPICS, Credential, Probe, credential, eventually, needs_mosquitto, refused
 
@@ -244,34 +243,16 @@ async def test_a_key_not_matching_the_certificate_is_a_clear_error(
 @pytest.fixture
 async def external_tls(tmp_path: Path, certs: CertificateFiles) -> AsyncIterator[tuple[int, str]]:
     """A Mosquitto fieldline does not manage, listening with TLS only."""
-    admin_password = generate_secret()
-    dynsec_file = tmp_path / "dynsec.json"
-    subprocess.run(
-        ["mosquitto_ctrl", "dynsec", "init", str(dynsec_file), "operator", admin_password],
-        check=True,
-        capture_output=True,
+    server = MosquittoServer(
+        tmp_path / "external",
+        admin_username="operator",
+        plaintext=False,
+        tls_port=free_port("127.0.0.1"),
+        tls_files=(certs.ca_cert, certs.server_cert, certs.server_key),
     )
-    port = free_port("127.0.0.1")
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\ncafile {certs.ca_cert}\ncertfile {certs.server_cert}\n"
-        f"keyfile {certs.server_key}\nallow_anonymous false\nuser root\n"
-        f"plugin {find_dynsec_plugin()}\nplugin_opt_config_file {dynsec_file}\n"
-    )
-    process = await asyncio.create_subprocess_exec(
-        "mosquitto",
-        "-c",
-        str(conf),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    for _ in range(100):
-        if await accepts_connections("127.0.0.1", port):
-            break
-        await asyncio.sleep(0.05)
-    yield port, admin_password
-    process.terminate()
-    await process.wait()
+    await server.start()
+    yield server.port, server.admin_password
+    server.stop()
 
 
 @needs_mosquitto

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import httpx
 import pytest
 
 from fieldline.ops.sockets import free_port
-from tests.conftest import PgServer
 from tests.deployment import Component, Deployment, MosquittoServer, running
 
 
@@ -68,22 +65,18 @@ async def test_a_worker_started_before_its_database_waits_for_it(tmp_path: Path)
 
 
 @pytest.mark.usefixtures("mosquitto_installed")
-async def test_an_api_started_before_its_broker_waits_for_it(pg15: PgServer) -> None:
-    workdir = Path(tempfile.mkdtemp(prefix="fieldline-components-"))
-    database = pg15.create_database()
+async def test_an_api_started_before_its_broker_waits_for_it(
+    workdir: Path, pg15_database_url: str
+) -> None:
     broker = MosquittoServer(workdir / "mosquitto")  # configured, not started yet
-    deployment = Deployment(workdir, pg15.url_for(database), broker)
-    try:
-        with running(deployment):
-            starting = asyncio.create_task(deployment.start_api())
-            api = deployment.components
-            while "api" not in api or "broker not ready; retrying" not in api["api"].tail():
-                assert not starting.done(), starting
-                await asyncio.sleep(0.2)
-            await broker.start()
-            await asyncio.wait_for(starting, timeout=60)
-            async with httpx.AsyncClient(timeout=10) as http:
-                assert (await http.get(deployment.api_url + "/ready")).status_code == 200
-    finally:
-        pg15.drop_database(database)
-        shutil.rmtree(workdir, ignore_errors=True)
+    deployment = Deployment(workdir, pg15_database_url, broker)
+    with running(deployment):
+        starting = asyncio.create_task(deployment.start_api())
+        api = deployment.components
+        while "api" not in api or "broker not ready; retrying" not in api["api"].tail():
+            assert not starting.done(), starting
+            await asyncio.sleep(0.2)
+        await broker.start()
+        await asyncio.wait_for(starting, timeout=60)
+        async with httpx.AsyncClient(timeout=10) as http:
+            assert (await http.get(deployment.api_url + "/ready")).status_code == 200

@@ -6,13 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import ssl
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -22,25 +19,10 @@ from gmqtt.mqtt.constants import MQTTv311
 from fieldline.broker import dynsec
 from fieldline.broker.control import DynsecControl
 from fieldline.ops.sockets import free_port
-from tests.conftest import PgServer
 from tests.deployment import Deployment, MosquittoServer, running
 from tests.mqtt_clients import NoReconnectClient
 
 pytestmark = [pytest.mark.usefixtures("mosquitto_installed"), pytest.mark.timeout(240)]
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="fieldline-deploy-"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def database_url(pg15: PgServer) -> Iterator[str]:
-    name = pg15.create_database()
-    yield pg15.url_for(name)
-    pg15.drop_database(name)
 
 
 def fieldline(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -54,7 +36,7 @@ def fieldline(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[st
     )
 
 
-async def test_three_process_deployment_with_tls(workdir: Path, database_url: str) -> None:
+async def test_three_process_deployment_with_tls(workdir: Path, pg15_database_url: str) -> None:
     # Step 3: certificates.
     certs = workdir / "certs"
     made = fieldline(
@@ -75,7 +57,7 @@ async def test_three_process_deployment_with_tls(workdir: Path, database_url: st
     # Step 5: one set of settings; fieldline's own clients use TLS too.
     deployment = Deployment(
         workdir,
-        database_url,
+        pg15_database_url,
         broker,
         extra_env={
             "FIELDLINE_MQTT_TLS_PORT": str(tls_port),

@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from fieldline.storage.pgserver import LocalPostgres
-from tests.conftest import PgServer
 from tests.deployment import (
     Deployment,
     DeviceLoad,
@@ -34,21 +31,6 @@ pytestmark = [pytest.mark.usefixtures("mosquitto_installed"), pytest.mark.timeou
 
 DEVICES = 10
 RATE_PER_DEVICE = 40.0  # 400 messages/s in all
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    # Outside pytest's 0700 temporary root, which the broker's and database's users can't reach.
-    path = Path(tempfile.mkdtemp(prefix="fieldline-faults-"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def database_on_pg15(pg15: PgServer) -> Iterator[str]:
-    name = pg15.create_database()
-    yield pg15.url_for(name)
-    pg15.drop_database(name)
 
 
 @contextlib.asynccontextmanager
@@ -67,9 +49,9 @@ async def _deploy(
 
 
 async def test_ingest_killed_mid_stream_then_restarted(
-    workdir: Path, database_on_pg15: str, fault_report: list[str]
+    workdir: Path, pg15_database_url: str, fault_report: list[str]
 ) -> None:
-    async with _deploy(workdir, database_on_pg15) as (deployment, load):
+    async with _deploy(workdir, pg15_database_url) as (deployment, load):
         ingest = await deployment.start_ingest("1")
         load.start()
         await asyncio.sleep(4)
@@ -78,7 +60,7 @@ async def test_ingest_killed_mid_stream_then_restarted(
         await deployment.start_ingest("1")
         await asyncio.sleep(4)
         report = await load.stop()
-        result = await wait_stored(database_on_pg15, report.acknowledged)
+        result = await wait_stored(pg15_database_url, report.acknowledged)
         redelivered = await deployment.metric("ingest-1", "fieldline_readings_duplicate_total")
 
         fault_report.append(
@@ -145,9 +127,9 @@ async def test_database_down_for_30_seconds(workdir: Path, fault_report: list[st
 
 
 async def test_broker_restarted_with_persistence(
-    workdir: Path, database_on_pg15: str, fault_report: list[str]
+    workdir: Path, pg15_database_url: str, fault_report: list[str]
 ) -> None:
-    async with _deploy(workdir, database_on_pg15) as (deployment, load):
+    async with _deploy(workdir, pg15_database_url) as (deployment, load):
         await deployment.start_ingest("1")
         load.start()
         await asyncio.sleep(4)
@@ -157,7 +139,7 @@ async def test_broker_restarted_with_persistence(
         await broker.start()
         await asyncio.sleep(6)
         report = await load.stop(settle=60)
-        result = await wait_stored(database_on_pg15, report.acknowledged)
+        result = await wait_stored(pg15_database_url, report.acknowledged)
 
         fault_report.append(report_line("broker restart", report, result))
         assert report.unacknowledged == 0
@@ -166,9 +148,9 @@ async def test_broker_restarted_with_persistence(
 
 
 async def test_two_ingest_processes_one_killed(
-    workdir: Path, database_on_pg15: str, fault_report: list[str]
+    workdir: Path, pg15_database_url: str, fault_report: list[str]
 ) -> None:
-    async with _deploy(workdir, database_on_pg15, FIELDLINE_INGEST_SHARE_GROUP="fieldline") as (
+    async with _deploy(workdir, pg15_database_url, FIELDLINE_INGEST_SHARE_GROUP="fieldline") as (
         deployment,
         load,
     ):
@@ -188,7 +170,7 @@ async def test_two_ingest_processes_one_killed(
         await deployment.start_ingest("2")
         await asyncio.sleep(3)
         report = await load.stop()
-        result = await wait_stored(database_on_pg15, report.acknowledged)
+        result = await wait_stored(pg15_database_url, report.acknowledged)
 
         fault_report.append(
             report_line(
@@ -204,12 +186,12 @@ async def test_two_ingest_processes_one_killed(
 
 
 async def test_an_ingest_instance_retired_for_good(
-    workdir: Path, database_on_pg15: str, fault_report: list[str]
+    workdir: Path, pg15_database_url: str, fault_report: list[str]
 ) -> None:
     """Scaling down: the broker routes a stopped instance's share into its session queue;
     `fieldline ingest --retire` stores that queue and ends the session, so nothing is
     stranded and the remaining instance takes every message from then on."""
-    async with _deploy(workdir, database_on_pg15, FIELDLINE_INGEST_SHARE_GROUP="fieldline") as (
+    async with _deploy(workdir, pg15_database_url, FIELDLINE_INGEST_SHARE_GROUP="fieldline") as (
         deployment,
         load,
     ):
@@ -231,7 +213,7 @@ async def test_an_ingest_instance_retired_for_good(
         assert await asyncio.to_thread(retiring.process.wait, 30) == 0
         await asyncio.sleep(3)  # only instance 1 is subscribed now
         report = await load.stop()
-        result = await wait_stored(database_on_pg15, report.acknowledged, timeout=60)
+        result = await wait_stored(pg15_database_url, report.acknowledged, timeout=60)
 
         fault_report.append(report_line("ingest instance retired", report, result))
         assert report.unacknowledged == 0
