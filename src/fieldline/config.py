@@ -149,6 +149,30 @@ class Settings(BaseSettings):
         description="EMQX: token EMQX sends as `Authorization: Bearer …` to fieldline's HTTP "
         "authentication and authorization endpoints; unset turns them off.",
     )
+    provisioning_secret: SecretStr | None = Field(
+        None,
+        description="Shared HMAC secret of single-key provisioning (devices sign with key id "
+        "`default`), as fleets flashed for an `HMAC_SECRET_KEY` expect; unset: only "
+        "provisioning keys created through the API.",
+    )
+    provisioning_rate_limit: float = Field(
+        0.5,
+        gt=0,
+        description="`POST /provision` requests per second each source address may make on "
+        "average; more get 429.",
+    )
+    provisioning_rate_burst: int = Field(
+        20, ge=1, description="`POST /provision` requests a source address may make at once."
+    )
+    device_token_minutes: int = Field(
+        60, ge=1, description="Lifetime of a device token for HTTP ingest (instead of Basic)."
+    )
+    command_timeout_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description="A command not answered within this is `expired` (a command may set a "
+        "shorter `timeout_seconds`).",
+    )
     topic_prefix: str = Field(
         "devices", pattern=r"^[A-Za-z0-9_-]+$", description="First level of every device topic."
     )
@@ -248,7 +272,11 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "admin_password", "broker_admin_password", "broker_service_password", "emqx_webhook_secret"
+        "admin_password",
+        "broker_admin_password",
+        "broker_service_password",
+        "emqx_webhook_secret",
+        "provisioning_secret",
     )
     @classmethod
     def _password_is_real(cls, value: SecretStr | None) -> SecretStr | None:

@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
+from psycopg import AsyncConnection
 from pydantic import BaseModel, Field
 
 from fieldline.api.deps import CurrentUser, DbConn, Issuer
 from fieldline.api.errors import ApiError
 from fieldline.api.tokens import InvalidTokenError, TokenKind, new_api_key
-from fieldline.domain.users import ApiKey, Role
+from fieldline.domain.users import ApiKey, Role, User
 from fieldline.security.passwords import (
     API_KEY_ITERATIONS,
     USER_ITERATIONS,
     hash_secret,
     verify_encoded,
 )
+from fieldline.storage import audit as audit_store
 from fieldline.storage import users as user_store
+from fieldline.storage.db import Row
 from fieldline.storage.errors import NotFoundError
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
@@ -112,10 +115,25 @@ async def create_api_key(body: ApiKeyCreate, user: CurrentUser, conn: DbConn) ->
     key_id, secret, full = new_api_key()
     hashed = await asyncio.to_thread(hash_secret, secret, iterations=API_KEY_ITERATIONS)
     secret_hash = hashed.encode()
-    key = await user_store.create_api_key(
-        conn, key_id=key_id, user_id=user.id, name=body.name, secret_hash=secret_hash
-    )
+    async with conn.transaction():
+        key = await user_store.create_api_key(
+            conn, key_id=key_id, user_id=user.id, name=body.name, secret_hash=secret_hash
+        )
+        await _audit_key(conn, user, "api_key.create", key_id, {"name": body.name})
     return ApiKeyCreated(**ApiKeyOut.of(key).model_dump(), api_key=full)
+
+
+async def _audit_key(
+    conn: AsyncConnection[Row], user: User, action: str, key_id: str, detail: dict[str, Any]
+) -> None:
+    await audit_store.record(
+        conn,
+        actor=audit_store.user_actor(user.username),
+        action=action,
+        target_type="api_key",
+        target_id=key_id,
+        detail=detail,
+    )
 
 
 @keys_router.get("", response_model=ApiKeyList)
@@ -131,6 +149,8 @@ async def list_api_keys(user: CurrentUser, conn: DbConn) -> ApiKeyList:
 async def revoke_api_key(
     key_id: Annotated[str, Path(max_length=64)], user: CurrentUser, conn: DbConn
 ) -> None:
-    await user_store.revoke_api_key(
-        conn, key_id, user_id=None if user.role is Role.ADMIN else user.id
-    )
+    async with conn.transaction():
+        await user_store.revoke_api_key(
+            conn, key_id, user_id=None if user.role is Role.ADMIN else user.id
+        )
+        await _audit_key(conn, user, "api_key.revoke", key_id, {})

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
+from psycopg import AsyncConnection
 from pydantic import BaseModel, Field
 
 from fieldline.api.context import ApiContext
@@ -19,8 +20,10 @@ from fieldline.api.paging import Cursor, Limit
 from fieldline.broker.base import BrokerError
 from fieldline.domain.devices import DEVICE_ID_PATTERN, Device, DeviceAccess
 from fieldline.security.passwords import generate_secret, hash_secret
+from fieldline.storage import audit as audit_store
 from fieldline.storage import devices as device_store
 from fieldline.storage import telemetry as telemetry_store
+from fieldline.storage.db import Row
 from fieldline.storage.errors import GroupNotFoundError
 
 log = logging.getLogger(__name__)
@@ -202,23 +205,61 @@ async def list_devices(
     )
 
 
-@router.post("", status_code=201, response_model=DeviceCreated)
-async def create_device(
-    body: DeviceCreate, _: Operator, conn: DbConn, context: Context
-) -> DeviceCreated:
-    """Register a device. The MQTT password is in this answer only."""
+async def register_device(
+    conn: AsyncConnection[Row],
+    context: ApiContext,
+    *,
+    actor: str,
+    device_id: str,
+    name: str = "",
+    device_type: str = "",
+    group: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    action: str = "device.create",
+) -> tuple[Device, str]:
+    """Create a device with a new secret, tell the broker, audit it; answer its password.
+
+    One transaction: if the broker refuses, nothing is registered. Used by
+    registration through the API and by self-provisioning.
+    """
     password, secret_hash = await _new_secret(context)
     async with _known_group(), conn.transaction():
         device = await device_store.create_device(
             conn,
-            device_id=body.device_id,
-            name=body.name,
-            device_type=body.device_type,
-            group=body.group,
-            metadata=body.metadata,
+            device_id=device_id,
+            name=name,
+            device_type=device_type,
+            group=group,
+            metadata=metadata or {},
             secret_hash=secret_hash,
         )
+        await audit_store.record(
+            conn,
+            actor=actor,
+            action=action,
+            target_type="device",
+            target_id=device_id,
+            detail={"group": group, "device_type": device_type},
+        )
         await _apply_to_broker(context, DeviceAccess(device.device_id, secret_hash, True), password)
+    return device, password
+
+
+@router.post("", status_code=201, response_model=DeviceCreated)
+async def create_device(
+    body: DeviceCreate, user: Operator, conn: DbConn, context: Context
+) -> DeviceCreated:
+    """Register a device. The MQTT password is in this answer only."""
+    device, password = await register_device(
+        conn,
+        context,
+        actor=audit_store.user_actor(user.username),
+        device_id=body.device_id,
+        name=body.name,
+        device_type=body.device_type,
+        group=body.group,
+        metadata=body.metadata,
+    )
     return DeviceCreated(
         **DeviceOut.of(device, context).model_dump(),
         mqtt=_credentials(context, device.device_id, password),
@@ -232,7 +273,7 @@ async def get_device(device_id: DeviceId, _: Viewer, conn: DbConn, context: Cont
 
 @router.patch("/{device_id}", response_model=DeviceOut)
 async def update_device(
-    device_id: DeviceId, body: DevicePatch, _: Operator, conn: DbConn, context: Context
+    device_id: DeviceId, body: DevicePatch, user: Operator, conn: DbConn, context: Context
 ) -> DeviceOut:
     changes = body.model_dump(exclude_unset=True)
     for field in ("name", "device_type", "metadata", "enabled"):
@@ -241,16 +282,37 @@ async def update_device(
     async with _known_group(), conn.transaction():
         before = await device_store.get_device(conn, device_id)
         device = await device_store.update_device(conn, device_id, changes)
-        if device.enabled != before.enabled:
+        toggled = device.enabled != before.enabled
+        action = "device.update"
+        if toggled:
+            action = "device.enable" if device.enabled else "device.disable"
+        await audit_store.record(
+            conn,
+            actor=audit_store.user_actor(user.username),
+            action=action,
+            target_type="device",
+            target_id=device_id,
+            detail={"changes": sorted(changes)},
+        )
+        if toggled:
             await _apply_to_broker(context, await device_store.device_access(conn, device_id))
     return DeviceOut.of(device, context)
 
 
 @router.delete("/{device_id}", status_code=204)
-async def delete_device(device_id: DeviceId, _: Operator, conn: DbConn, context: Context) -> None:
+async def delete_device(
+    device_id: DeviceId, user: Operator, conn: DbConn, context: Context
+) -> None:
     """Delete the device and drop its connection; its telemetry history is kept."""
     async with conn.transaction():
         await device_store.delete_device(conn, device_id)
+        await audit_store.record(
+            conn,
+            actor=audit_store.user_actor(user.username),
+            action="device.delete",
+            target_type="device",
+            target_id=device_id,
+        )
         try:
             await context.broker.remove(device_id)
         except BrokerError as exc:
@@ -263,12 +325,19 @@ async def delete_device(device_id: DeviceId, _: Operator, conn: DbConn, context:
 
 @router.post("/{device_id}/credentials", response_model=CredentialsRotated)
 async def rotate_credentials(
-    device_id: DeviceId, _: Operator, conn: DbConn, context: Context
+    device_id: DeviceId, user: Operator, conn: DbConn, context: Context
 ) -> CredentialsRotated:
     """A new MQTT password; the old one stops working at once."""
     password, secret_hash = await _new_secret(context)
     async with conn.transaction():
         await device_store.set_secret(conn, device_id, secret_hash)
+        await audit_store.record(
+            conn,
+            actor=audit_store.user_actor(user.username),
+            action="device.rotate_credentials",
+            target_type="device",
+            target_id=device_id,
+        )
         await _apply_to_broker(context, await device_store.device_access(conn, device_id), password)
     return CredentialsRotated(device_id=device_id, mqtt=_credentials(context, device_id, password))
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from fieldline.api.deps import DbConn, Operator, Viewer
 from fieldline.api.paging import Cursor, Limit
 from fieldline.domain.devices import Group
+from fieldline.storage import audit as audit_store
 from fieldline.storage import devices as device_store
 
 router = APIRouter(prefix="/api/v1/groups", tags=["groups"])
@@ -47,7 +48,14 @@ async def list_groups(
 
 
 @router.post("", status_code=201, response_model=GroupOut)
-async def create_group(body: GroupCreate, _: Operator, conn: DbConn) -> GroupOut:
-    return GroupOut.of(
-        await device_store.create_group(conn, name=body.name, description=body.description)
-    )
+async def create_group(body: GroupCreate, user: Operator, conn: DbConn) -> GroupOut:
+    async with conn.transaction():
+        group = await device_store.create_group(conn, name=body.name, description=body.description)
+        await audit_store.record(
+            conn,
+            actor=audit_store.user_actor(user.username),
+            action="group.create",
+            target_type="group",
+            target_id=group.name,
+        )
+    return GroupOut.of(group)

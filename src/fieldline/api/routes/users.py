@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
+from typing import Any
 
 from fastapi import APIRouter
+from psycopg import AsyncConnection
 from pydantic import BaseModel, Field
 
 from fieldline.api.deps import Admin, DbConn
@@ -13,7 +15,9 @@ from fieldline.api.errors import ApiError
 from fieldline.api.paging import Cursor, Limit
 from fieldline.domain.users import Role, User
 from fieldline.security.passwords import USER_ITERATIONS, hash_secret
+from fieldline.storage import audit as audit_store
 from fieldline.storage import users as user_store
+from fieldline.storage.db import Row
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
 
@@ -58,14 +62,27 @@ async def list_users(_: Admin, conn: DbConn, limit: Limit = 100, cursor: Cursor 
 
 
 @router.post("", status_code=201, response_model=UserOut)
-async def create_user(body: UserCreate, _: Admin, conn: DbConn) -> UserOut:
-    user = await user_store.create_user(
-        conn,
-        username=body.username,
-        password_hash=await hash_password(body.password),
-        role=body.role,
-    )
+async def create_user(body: UserCreate, admin: Admin, conn: DbConn) -> UserOut:
+    password_hash = await hash_password(body.password)
+    async with conn.transaction():
+        user = await user_store.create_user(
+            conn, username=body.username, password_hash=password_hash, role=body.role
+        )
+        await _audit(conn, admin, "user.create", user, {"role": user.role.value})
     return UserOut.of(user)
+
+
+async def _audit(
+    conn: AsyncConnection[Row], admin: User, action: str, user: User, detail: dict[str, Any]
+) -> None:
+    await audit_store.record(
+        conn,
+        actor=audit_store.user_actor(admin.username),
+        action=action,
+        target_type="user",
+        target_id=user.username,
+        detail=detail,
+    )
 
 
 @router.get("/{user_id}", response_model=UserOut)
@@ -82,11 +99,20 @@ async def update_user(user_id: int, body: UserPatch, admin: Admin, conn: DbConn)
         changes["role"] = body.role
     if body.password is not None:
         changes["password_hash"] = await hash_password(body.password)
-    return UserOut.of(await user_store.update_user(conn, user_id, changes))
+    async with conn.transaction():
+        user = await user_store.update_user(conn, user_id, changes)
+        detail: dict[str, Any] = {"password_changed": body.password is not None}
+        if body.role is not None:
+            detail["role"] = body.role.value
+        await _audit(conn, admin, "user.update", user, detail)
+    return UserOut.of(user)
 
 
 @router.delete("/{user_id}", status_code=204)
 async def delete_user(user_id: int, admin: Admin, conn: DbConn) -> None:
     if user_id == admin.id:
         raise ApiError(409, "you cannot delete yourself")
-    await user_store.delete_user(conn, user_id)
+    async with conn.transaction():
+        user = await user_store.get_user(conn, user_id)
+        await user_store.delete_user(conn, user_id)
+        await _audit(conn, admin, "user.delete", user, {})
