@@ -26,6 +26,7 @@ from fieldline.api.app import create_app
 from fieldline.api.context import ApiContext
 from fieldline.broker.base import Broker, BrokerEndpoint, BrokerError, ServiceAccount
 from fieldline.broker.factory import create_broker, external_client
+from fieldline.broker.publisher import Publisher
 from fieldline.config import BrokerKind, Settings
 from fieldline.domain.topics import TopicScheme
 from fieldline.domain.users import Role
@@ -317,7 +318,10 @@ async def _serve_all(
     stopping: asyncio.Event,
 ) -> None:
     metrics = Metrics()
+    publisher = Publisher(broker.endpoint, broker.service, role="up")
+    await publisher.start()
     context = _api_context(settings, pool, broker, metrics)
+    context.publisher = publisher
     ingest = IngestRunner(
         settings=settings,
         url=url,
@@ -325,7 +329,7 @@ async def _serve_all(
         service=broker.service,
         metrics=metrics,
     )
-    worker = Worker(settings=settings, pool=pool, metrics=metrics)
+    worker = Worker(settings=settings, pool=pool, metrics=metrics, publisher=publisher)
     http = HttpServer(create_app(context), settings.http_host, settings.http_port)
 
     async def announce() -> None:
@@ -343,11 +347,14 @@ async def _serve_all(
             )
         )
 
-    async with asyncio.TaskGroup() as group:
-        group.create_task(ingest.run(stopping), name="ingest")
-        group.create_task(worker.run(stopping), name="worker")
-        group.create_task(http.serve(stopping), name="http-api")
-        group.create_task(announce(), name="announce")
+    try:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(ingest.run(stopping), name="ingest")
+            group.create_task(worker.run(stopping), name="worker")
+            group.create_task(http.serve(stopping), name="http-api")
+            group.create_task(announce(), name="announce")
+    finally:
+        await publisher.stop()
 
 
 async def _migrate_when_reachable(url: str, stopping: asyncio.Event) -> bool:
@@ -398,9 +405,12 @@ async def run_api(
         broker = await _start_broker_when_reachable(settings, pool, stopping)
         if broker is None:
             return
+        publisher = Publisher(broker.endpoint, broker.service, role="api")
         try:
+            await publisher.start()
             context = _api_context(settings, pool, broker, Metrics())
             context.broker_started = True
+            context.publisher = publisher
             http = HttpServer(create_app(context), settings.http_host, settings.http_port)
 
             async def announce() -> None:
@@ -414,6 +424,7 @@ async def run_api(
                 group.create_task(http.serve(stopping), name="http-api")
                 group.create_task(announce(), name="announce")
         finally:
+            await publisher.stop()
             await broker.stop()
     finally:
         await pool.close()
@@ -519,9 +530,10 @@ async def run_worker(
     if not await _migrate_when_reachable(url, stopping):
         return
     metrics = Metrics()
+    publisher = await _worker_publisher(settings, stopping)
     pool = await open_pool(url, min_size=1, max_size=2, name="fieldline-worker")
     try:
-        worker = Worker(settings=settings, pool=pool, metrics=metrics)
+        worker = Worker(settings=settings, pool=pool, metrics=metrics, publisher=publisher)
 
         async def checks() -> dict[str, bool]:
             return {"database": await _database_reachable(url)}
@@ -533,3 +545,23 @@ async def run_worker(
         await _with_ops_server(settings, metrics, checks, stopping, main)
     finally:
         await pool.close()
+        if publisher is not None:
+            await publisher.stop()
+
+
+async def _worker_publisher(settings: Settings, stopping: asyncio.Event) -> Publisher | None:
+    """The worker delivers pending commands and configuration through the broker, if it has one."""
+    if settings.broker != BrokerKind.EXTERNAL:
+        log.warning(
+            "worker without a broker (FIELDLINE_BROKER is not external): pending commands and "
+            "configuration are not delivered by this worker"
+        )
+        return None
+    endpoint, service = external_client(settings)
+    publisher = Publisher(endpoint, service, role="worker")
+
+    async def start() -> Publisher:
+        await publisher.start()
+        return publisher
+
+    return await _retrying(start, "broker not ready; retrying", (BrokerError, OSError), stopping)

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from fieldline.broker.publisher import Publisher
 from fieldline.config import Settings
 from fieldline.ops.metrics import Metrics
 from fieldline.storage import housekeeping
@@ -24,10 +25,18 @@ PARTITION_DAYS_AHEAD = 2
 
 
 class Worker:
-    def __init__(self, *, settings: Settings, pool: Pool, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        pool: Pool,
+        metrics: Metrics,
+        publisher: Publisher | None = None,
+    ) -> None:
         self._settings = settings
         self._pool = pool
         self._metrics = metrics
+        self._publisher = publisher  # downlinks (commands, configuration), when there is a broker
         self.rounds = 0
 
     async def run(self, stopping: asyncio.Event) -> None:
