@@ -120,3 +120,19 @@ async def test_patch_disable_rotate_delete(api: Api, admin: dict[str, str]) -> N
     assert_error(
         await api.http.post("/api/v1/devices/d1/credentials", headers=admin), 404, "not_found"
     )
+
+
+async def test_values_the_database_cannot_store_are_a_422(api: Api, admin: dict[str, str]) -> None:
+    for body in (
+        b'{"device_id": "nul-1", "name": "a\\u0000b"}',
+        b'{"device_id": "nan-1", "metadata": {"v": NaN}}',
+    ):
+        answer = await api.http.post(
+            "/api/v1/devices",
+            headers={**admin, "Content-Type": "application/json"},
+            content=body,
+        )
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["error"]["code"] == "invalid_value"
+    listed = await api.http.get("/api/v1/devices", headers=admin)
+    assert listed.json()["items"] == []

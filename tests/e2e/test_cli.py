@@ -68,3 +68,22 @@ def test_invalid_settings_are_refused_with_a_clear_message() -> None:
     refused = fieldline("migrate", env={"FIELDLINE_SECRET_KEY": "changeme"})
     assert refused.returncode == 1
     assert "invalid settings" in refused.stderr and "placeholder" in refused.stderr
+
+
+async def test_provisioning_keys_from_the_cli(platform: Platform) -> None:
+    api = {
+        "FIELDLINE_API_URL": platform.api_url,
+        "FIELDLINE_API_USERNAME": "admin",
+        "FIELDLINE_API_PASSWORD": ADMIN_PASSWORD,
+    }
+    created = fieldline("provisioning-key", "create", "line-4", "--max-uses", "2", env=api)
+    assert created.returncode == 0, created.stderr
+    key_id = created.stdout.split()[2]
+    assert "--provision-key " + key_id + ":" in created.stdout
+    listed = fieldline("provisioning-key", "list", env=api)
+    assert listed.returncode == 0 and key_id in listed.stdout and "0/2" in listed.stdout
+    revoked = fieldline("provisioning-key", "revoke", key_id, env=api)
+    assert revoked.returncode == 0, revoked.stderr
+    again = fieldline("provisioning-key", "list", env=api)
+    line = next(line for line in again.stdout.splitlines() if key_id in line)
+    assert "revoked" in line

@@ -8,7 +8,21 @@ import fieldline
 from fieldline.api.context import ApiContext
 from fieldline.api.errors import install_error_handlers
 from fieldline.api.middleware import RequestContextMiddleware
-from fieldline.api.routes import audit, auth, devices, emqx, groups, ops, rejected, telemetry, users
+from fieldline.api.routes import (
+    audit,
+    auth,
+    commands,
+    config,
+    device_http,
+    devices,
+    emqx,
+    groups,
+    ops,
+    provisioning,
+    rejected,
+    telemetry,
+    users,
+)
 
 DESCRIPTION = """fieldline's HTTP API. Sign in with `POST /api/v1/auth/login` and send the
 access token as `Authorization: Bearer …`, or send an API key as `X-API-Key`.
@@ -19,7 +33,21 @@ def create_app(context: ApiContext) -> FastAPI:
     app = FastAPI(title="fieldline", version=fieldline.__version__, description=DESCRIPTION)
     app.state.context = context
     install_error_handlers(app)
-    for module in (auth, users, groups, devices, telemetry, rejected, ops, emqx, audit):
+    for module in (
+        auth,
+        users,
+        groups,
+        devices,
+        telemetry,
+        rejected,
+        ops,
+        emqx,
+        audit,
+        device_http,
+        provisioning,
+        commands,
+        config,
+    ):
         app.include_router(module.router)
     app.include_router(auth.keys_router)
     app.add_middleware(RequestContextMiddleware, metrics=context.metrics)

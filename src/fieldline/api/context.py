@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from fieldline.api.device_auth import VerifiedSecrets
 from fieldline.broker.base import Broker
 from fieldline.broker.publisher import Publisher
 from fieldline.config import Settings
+from fieldline.ingest.ratelimit import DeviceRateLimiter, rate_limiter_from
 from fieldline.ops.metrics import Metrics
 from fieldline.storage.db import Pool
+from fieldline.storage.writer import PartitionCache
 
 
 @dataclass
@@ -22,3 +25,10 @@ class ApiContext:
     broker_started: bool = False
     # Downlinks (configuration, commands) as the service account; None in tests without one.
     publisher: Publisher | None = None
+    # HTTP ingest's per-process state (api/device_auth.py, api/routes/device_http.py).
+    partitions: PartitionCache = field(default_factory=PartitionCache)
+    device_secrets: VerifiedSecrets = field(default_factory=VerifiedSecrets)
+    device_rate_limiter: DeviceRateLimiter | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.device_rate_limiter = rate_limiter_from(self.settings)

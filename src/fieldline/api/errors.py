@@ -6,6 +6,7 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -93,6 +94,14 @@ def install_error_handlers(app: FastAPI) -> None:
         where = ".".join(first["location"][1:]) or "request"
         return error_response(
             422, "validation_error", f"{where}: {first['message']}", details=details
+        )
+
+    @app.exception_handler(psycopg.DataError)
+    async def unstorable(_: Request, exc: psycopg.DataError) -> JSONResponse:
+        # A value JSON allows but PostgreSQL cannot store: a NUL character in text,
+        # NaN or Infinity inside a JSON document. The caller's input, so a 422.
+        return error_response(
+            422, "invalid_value", f"a value cannot be stored: {str(exc).splitlines()[0]}"
         )
 
     @app.exception_handler(StarletteHTTPException)

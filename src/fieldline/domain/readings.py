@@ -20,6 +20,8 @@ class RejectReason(StrEnum):
     NO_READINGS = "no_readings"
     UNKNOWN_TOPIC = "unknown_topic"
     RATE_LIMITED = "rate_limited"
+    UNKNOWN_COMMAND = "unknown_command"  # a result for no command of this device
+    COMMAND_CLOSED = "command_closed"  # a result for a command already answered or expired
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,3 +47,4 @@ class StatusReport:
     online: bool
     attributes: dict[str, str]
     firmware_version: str | None
+    config_version: int | None = None  # the desired-configuration version the device applied

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from fieldline.ops.metrics import Metrics
+from fieldline.storage.commands import ReportedResult
 from fieldline.storage.writer import Batch, DeviceReadings, Presence, RejectedMessage, WriteResult
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class Batcher:
         telemetry: DeviceReadings | None = None,
         presence: Presence | None = None,
         rejected: RejectedMessage | None = None,
+        command_result: ReportedResult | None = None,
     ) -> None:
         """Queue one message's outcome; return once it is committed."""
         async with self._room:
@@ -78,6 +80,8 @@ class Batcher:
             current.batch.presence.append(presence)
         if rejected is not None:
             current.batch.rejected.append(rejected)
+        if command_result is not None:
+            current.batch.command_results.append(command_result)
         current.messages += 1
         current.received_at.append(time.monotonic())
         self._pending += 1
@@ -144,6 +148,8 @@ class Batcher:
         metrics.readings_stored.inc(result.readings_stored)
         metrics.points_stored.inc(result.points)
         metrics.duplicates.inc(result.duplicates)
+        for reason in result.rejected_reasons:
+            metrics.messages_rejected.labels(reason=reason).inc()
         for received in current.received_at:
             metrics.ingest_latency.observe(now - received)
         for waiter in current.waiters:

@@ -14,9 +14,18 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 import orjson
 
+from fieldline.domain.commands import (
+    RESULT_STATUSES,
+    CommandResult,
+    CommandStatus,
+    NonFiniteJsonError,
+    UnstorableJsonError,
+    encode_json,
+)
 from fieldline.domain.readings import Reading, Rejection, RejectReason, StatusReport
 
 # Ids derived from a message's content when it has none of its own (see decode_telemetry).
@@ -66,6 +75,15 @@ def decode_telemetry(
     return readings
 
 
+def reported_firmware(readings: list[Reading]) -> str | None:
+    """The firmware version a telemetry message reports: its last reading's that has one."""
+    for reading in reversed(readings):
+        firmware = reading.attributes.get("firmware_version")
+        if firmware is not None:
+            return firmware
+    return None
+
+
 def decode_status(
     payload: bytes, *, device_id: str, limits: DecodeLimits
 ) -> StatusReport | Rejection:
@@ -85,16 +103,79 @@ def decode_status(
             )
         attributes: dict[str, str] = {}
         metrics: dict[str, float] = {}
-        _collect(document, metrics, attributes, prefix="", depth=0, skip=RESERVED_KEYS | {"status"})
+        _collect(document, metrics, attributes, prefix="", depth=0, skip=_STATUS_OWN_KEYS)
         attributes.update({name: _format_number(value) for name, value in metrics.items()})
         firmware = document.get("firmware_version")
         return StatusReport(
             online=status == "online",
             attributes=attributes,
             firmware_version=firmware if isinstance(firmware, str) else None,
+            config_version=_config_version(document.get("config_version")),
         )
     except _Rejected as rejected:
         return rejected.rejection
+
+
+def decode_command_result(
+    payload: bytes, *, device_id: str, limits: DecodeLimits
+) -> CommandResult | Rejection:
+    """Decode a device's answer: `{"command_id", "status": "succeeded"|"failed", "result"}`.
+
+    Whether the command exists and is open is for the writer to tell.
+    """
+    try:
+        document = _parse(payload, limits)
+        if not isinstance(document, dict):
+            raise _Rejected(RejectReason.INVALID_PAYLOAD, "a command result must be a JSON object")
+        _check_device(document, device_id)
+        raw_id = document.get("command_id")
+        try:
+            command_id = UUID(raw_id) if isinstance(raw_id, str) else None
+        except ValueError:
+            command_id = None
+        if command_id is None:
+            raise _Rejected(
+                RejectReason.INVALID_PAYLOAD, "command_id must be the UUID of the command answered"
+            )
+        status = document.get("status")
+        if status not in RESULT_STATUSES:
+            raise _Rejected(RejectReason.INVALID_PAYLOAD, 'status must be "succeeded" or "failed"')
+        result = document.get("result")
+        try:
+            encode_json(result)  # kept as jsonb, which refuses what this refuses
+        except NonFiniteJsonError as exc:
+            raise _Rejected(RejectReason.NON_FINITE_VALUE, f"result: {exc}") from exc
+        except UnstorableJsonError as exc:
+            raise _Rejected(RejectReason.INVALID_PAYLOAD, f"result: {exc}") from exc
+        return CommandResult(command_id, CommandStatus(status), result)
+    except _Rejected as rejected:
+        return rejected.rejection
+
+
+# `config_version` has a column of its own (the devices table), not an attribute.
+_STATUS_OWN_KEYS = RESERVED_KEYS | {"status", "config_version"}
+_MAX_CONFIG_VERSION = 2**63 - 1
+
+
+def _config_version(value: Any) -> int | None:
+    """The applied configuration version: a whole number (3 or 3.0); null means none.
+
+    Anything else rejects the status message, so a firmware bug shows in the
+    rejected store instead of the device looking out of sync for ever.
+    """
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (isinstance(value, float) and not value.is_integer())
+        or not 0 <= value <= _MAX_CONFIG_VERSION
+    ):
+        raise _Rejected(
+            RejectReason.INVALID_PAYLOAD,
+            f"config_version must be a whole number from 0, not {str(value)[:32]!r}",
+        )
+    return int(value)
 
 
 def _parse(payload: bytes, limits: DecodeLimits) -> Any:

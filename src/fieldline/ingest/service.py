@@ -27,9 +27,16 @@ from fieldline.domain.devices import ConnectionStatus
 from fieldline.domain.readings import Rejection, RejectReason
 from fieldline.domain.topics import TopicScheme, Uplink
 from fieldline.ingest.batcher import Batcher
-from fieldline.ingest.decode import DecodeLimits, decode_status, decode_telemetry
+from fieldline.ingest.decode import (
+    DecodeLimits,
+    decode_command_result,
+    decode_status,
+    decode_telemetry,
+    reported_firmware,
+)
 from fieldline.ingest.ratelimit import DeviceRateLimiter
 from fieldline.ops.metrics import Metrics
+from fieldline.storage.commands import ReportedResult
 from fieldline.storage.writer import DeviceReadings, Presence, RejectedMessage
 
 log = logging.getLogger(__name__)
@@ -101,14 +108,7 @@ class IngestConsumer:
                 if not limiter.allow(device_id, sent_at.timestamp()):
                     await self._rate_limited(topic, device_id, payload, received_at, limiter)
                     return
-            firmware = next(
-                (
-                    r.attributes["firmware_version"]
-                    for r in reversed(outcome)
-                    if "firmware_version" in r.attributes
-                ),
-                None,
-            )
+            firmware = reported_firmware(outcome)
             await self._batcher.add(
                 telemetry=DeviceReadings(device_id, received_at, outcome),
                 presence=Presence(device_id, received_at, firmware_version=firmware),
@@ -133,6 +133,7 @@ class IngestConsumer:
                     reported=reported,
                     firmware_version=status.firmware_version,
                     attributes=status.attributes,
+                    config_version=status.config_version,
                 )
             )
         elif kind is Uplink.HEARTBEAT:
@@ -147,8 +148,15 @@ class IngestConsumer:
                 return
             await self._batcher.add(presence=Presence(device_id, received_at))
         else:
-            # Command results are handled by the lifecycle service; keep them visible meanwhile.
-            await self._batcher.add(presence=Presence(device_id, received_at))
+            answer = decode_command_result(payload, device_id=device_id, limits=self._limits)
+            if isinstance(answer, Rejection):
+                await self._reject(topic, device_id, payload, received_at, answer)
+                return
+            # The writer closes the command, or keeps the result as rejected if none is open.
+            await self._batcher.add(
+                command_result=ReportedResult(device_id, received_at, topic, payload, answer),
+                presence=Presence(device_id, received_at),
+            )
 
     async def _rate_limited(
         self,

@@ -92,6 +92,14 @@ from fieldline.sim.report import FleetProgress, SimulationReport
     is_flag=True,
     help="Register the devices through the API (rotating the password of existing ones).",
 )
+@click.option(
+    "--provision-key",
+    envvar="FIELDLINE_PROVISION_KEY",
+    default=None,
+    show_envvar=True,
+    help="KEY_ID:SECRET of a provisioning key: each device registers itself through "
+    "POST /provision (zero-touch), as factory-flashed firmware would.",
+)
 @click.option("--prefix", default="sim", show_default=True, help="Device ids are PREFIX-0001, ...")
 @click.option("--group", default=None, help="Group the devices belong to (created with --create).")
 @click.option(
@@ -176,6 +184,7 @@ def simulate(
     password: str | None,
     api_key: str | None,
     create: bool,
+    provision_key: str | None,
     prefix: str,
     group: str | None,
     credentials_file: Path | None,
@@ -211,6 +220,7 @@ def simulate(
             kill=kill,
             api=ApiAccess(url=api_url, username=username, password=password, api_key=api_key),
             create=create,
+            provision_key=provision_key,
             credentials_file=credentials_file,
             processes=processes,
             connect_concurrency=connect_concurrency,

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import gmqtt
+import orjson
 from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 from gmqtt.storage import PersistentStorage
 
-from fieldline.domain.topics import TopicScheme, Uplink
+from fieldline.domain.topics import Downlink, TopicScheme, Uplink
 from fieldline.sim import payloads
 from fieldline.sim.options import FleetOptions, MqttVersion
 from fieldline.sim.payloads import BAD_KINDS, TimestampForm
@@ -78,9 +79,12 @@ class _InflightWindow(PersistentStorage):  # type: ignore[misc]
 
 class SimulatedDevice:
     __slots__ = (
+        "_answered",
         "_batch_form",
         "_boot_count",
         "_client",
+        "_config",
+        "_config_version",
         "_heap_free",
         "_identity",
         "_last_ts_ms",
@@ -111,6 +115,11 @@ class SimulatedDevice:
         self._recent: deque[bytes] = deque(maxlen=RECENT_FOR_DUPLICATES)
         self._client: Any = None
         self._window = _InflightWindow(options.max_inflight)
+        # Configuration applied (from devices/{id}/config) and commands answered, by id:
+        # QoS 1 may deliver a command twice, and the answer must be the same.
+        self._config: dict[str, Any] = {}
+        self._config_version: int | None = None
+        self._answered: dict[str, bytes] = {}
         # Set once the first connection attempt has ended, whatever its outcome.
         self.attempted = asyncio.Event()
         self.stats = DeviceStats(
@@ -180,22 +189,84 @@ class SimulatedDevice:
         client.set_config({"reconnect_delay": RECONNECT_DELAY_S})
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
         return client
 
     def _on_connect(self, client: Any, flags: int, rc: int, properties: Any) -> None:
         # Runs on every (re)connection, like firmware announcing itself after a reboot.
         self.stats.connected = True
         self.stats.ever_connected = True
+        for kind in (Downlink.CONFIG, Downlink.COMMANDS):
+            client.subscribe(self._topics.downlink(self.device_id, kind), qos=1)
+        self._publish_status(client)
+
+    def _publish_status(self, client: Any) -> None:
         client.publish(
             self._topics.uplink(self.device_id, Uplink.STATUS),
             payloads.status_online(
                 uptime_s=self._uptime_s(),
                 heap_free=self._heap_free - self._rng.randint(0, 4_000),
                 boot_count=self._boot_count,
+                config_version=self._config_version,
             ),
             qos=1,
         )
         self.stats.status_published += 1
+
+    def _on_message(self, client: Any, topic: str, payload: bytes, qos: int, props: Any) -> int:
+        try:
+            message = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            log.warning("undecodable downlink", extra={"device_id": self.device_id, "topic": topic})
+            return 0
+        if not isinstance(message, dict):
+            return 0
+        if topic == self._topics.downlink(self.device_id, Downlink.CONFIG):
+            self._apply_config(client, message)
+        elif topic == self._topics.downlink(self.device_id, Downlink.COMMANDS):
+            self._answer_command(client, message)
+        return 0
+
+    def _apply_config(self, client: Any, message: dict[str, Any]) -> None:
+        """Take the configuration and report its version, as firmware would after applying."""
+        version, config = message.get("version"), message.get("config")
+        if not isinstance(version, int) or not isinstance(config, dict):
+            return
+        if version == self._config_version:
+            return  # the retained copy again, after a reconnect
+        self._config, self._config_version = config, version
+        self.stats.configs_applied += 1
+        self._publish_status(client)
+
+    def _answer_command(self, client: Any, message: dict[str, Any]) -> None:
+        command_id, name = message.get("command_id"), message.get("name")
+        if not isinstance(command_id, str) or not isinstance(name, str):
+            return
+        answer = self._answered.get(command_id)
+        if answer is None:
+            params = message.get("params")
+            answer = self._run_command(command_id, name, params if isinstance(params, dict) else {})
+            self._answered[command_id] = answer
+            self.stats.commands_answered += 1
+        client.publish(self._topics.uplink(self.device_id, Uplink.COMMAND_RESULT), answer, qos=1)
+
+    def _run_command(self, command_id: str, name: str, params: dict[str, Any]) -> bytes:
+        if name == "ping":
+            return payloads.command_result(command_id, succeeded=True, result={"pong": True})
+        if name == "reboot":
+            self._boot_count += 1
+            self._started = time.monotonic()
+            result = {"boot_count": self._boot_count}
+            return payloads.command_result(command_id, succeeded=True, result=result)
+        if name == "identify":
+            seconds = params.get("seconds", 5)
+            blinked: float = seconds if isinstance(seconds, int | float) else 5
+            return payloads.command_result(
+                command_id, succeeded=True, result={"blinked_s": blinked}
+            )
+        return payloads.command_result(
+            command_id, succeeded=False, result={"error": f"unknown command {name!r}"}
+        )
 
     def _on_disconnect(self, client: Any, packet: Any, exc: Any = None) -> None:
         self.stats.connected = False

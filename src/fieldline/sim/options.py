@@ -38,6 +38,8 @@ class FleetOptions:
     kill: bool = False
     api: ApiAccess | None = None
     create: bool = False  # register the devices (and group) through the API first
+    # "KEY_ID:SECRET": each device provisions itself through POST /provision (zero-touch).
+    provision_key: str | None = None
     # JSON {device_id: password}: written after `create`, read otherwise.
     credentials_file: Path | None = None
     processes: int = 1
@@ -68,6 +70,14 @@ class FleetOptions:
             problems.append(f"prefix {self.prefix!r} does not make valid device ids")
         if self.create and self.api is None:
             problems.append("create needs API access")
+        if self.provision_key is not None:
+            key_id, sep, secret = self.provision_key.partition(":")
+            if not (sep and key_id and secret):
+                problems.append("provision_key must be KEY_ID:SECRET")
+            if self.create:
+                problems.append("create and provision_key exclude each other")
+            if self.api is None:
+                problems.append("provision_key needs the API's address")
         if problems:
             raise ValueError("; ".join(problems))
 

@@ -107,14 +107,27 @@ def bad_telemetry(
     return orjson.dumps({**obj, "debug_dump": padding})
 
 
-def status_online(*, uptime_s: int, heap_free: int, boot_count: int) -> bytes:
+def status_online(
+    *, uptime_s: int, heap_free: int, boot_count: int, config_version: int | None = None
+) -> bytes:
+    status: dict[str, object] = {
+        "status": "online",
+        "firmware_version": FIRMWARE_VERSION,
+        "uptime_s": uptime_s,
+        "heap_free": heap_free,
+        "boot_count": boot_count,
+    }
+    if config_version is not None:
+        status["config_version"] = config_version  # the configuration version applied
+    return orjson.dumps(status)
+
+
+def command_result(command_id: str, *, succeeded: bool, result: object) -> bytes:
     return orjson.dumps(
         {
-            "status": "online",
-            "firmware_version": FIRMWARE_VERSION,
-            "uptime_s": uptime_s,
-            "heap_free": heap_free,
-            "boot_count": boot_count,
+            "command_id": command_id,
+            "status": "succeeded" if succeeded else "failed",
+            "result": result,
         }
     )
 

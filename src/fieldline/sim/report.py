@@ -15,6 +15,8 @@ class DeviceStats:
     __slots__ = (
         "bad",
         "batches",
+        "commands_answered",
+        "configs_applied",
         "connect_failures",
         "connected",
         "device_id",
@@ -41,6 +43,8 @@ class DeviceStats:
         self.heartbeats = 0
         self.status_published = 0
         self.dropped_offline = 0
+        self.configs_applied = 0
+        self.commands_answered = 0
         self.message_ids: list[str] | None = [] if record_message_ids else None
 
     @property
@@ -60,6 +64,8 @@ class DeviceStats:
             heartbeats=self.heartbeats,
             status_published=self.status_published,
             dropped_offline=self.dropped_offline,
+            configs_applied=self.configs_applied,
+            commands_answered=self.commands_answered,
             message_ids=tuple(self.message_ids or ()),
         )
 
@@ -79,6 +85,8 @@ class DeviceReport:
     heartbeats: int
     status_published: int  # online/offline status messages, not the will
     dropped_offline: int  # telemetry slots skipped while disconnected
+    configs_applied: int  # configuration versions received and reported back
+    commands_answered: int  # distinct commands answered
     # message_id of every good reading, in sending order (empty when not recorded).
     message_ids: tuple[str, ...] = field(repr=False)
 
@@ -201,6 +209,8 @@ class SimulationReport:
             f"({self.readings} readings, {self.points} points), "
             f"bad {sum(bad.values())}{f' ({bad_detail})' if bad_detail else ''}, "
             f"duplicates {self.duplicates}",
+            f"configurations applied: {sum(d.configs_applied for d in self.devices)}, "
+            f"commands answered: {sum(d.commands_answered for d in self.devices)}",
         ]
         return "\n".join(lines)
 

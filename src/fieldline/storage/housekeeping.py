@@ -23,6 +23,7 @@ class Job(IntEnum):
     PARTITIONS = 0x666C_0001
     FORGET_MESSAGE_IDS = 0x666C_0002
     SILENT_OFFLINE = 0x666C_0003
+    FORGET_PROVISIONING_SIGNATURES = 0x666C_0005
 
 
 async def _locked(conn: AsyncConnection[Row], job: Job) -> bool:
@@ -85,3 +86,16 @@ async def mark_silent_offline(
                 (now, devices),
             )
     return devices
+
+
+async def forget_provisioning_signatures(
+    conn: AsyncConnection[Row], signed_before: datetime
+) -> int | None:
+    """Forget used provisioning signatures whose requests are too old to be accepted anyway."""
+    async with conn.transaction():
+        if not await _locked(conn, Job.FORGET_PROVISIONING_SIGNATURES):
+            return None
+        cursor = await conn.execute(
+            "DELETE FROM provisioning_signatures WHERE signed_at < %s", (signed_before,)
+        )
+        return cursor.rowcount

@@ -13,9 +13,11 @@ from datetime import date, datetime, timedelta
 
 from psycopg import AsyncConnection
 from psycopg.errors import DuplicateTable, UniqueViolation
+from psycopg.rows import tuple_row
 
 from fieldline.domain.devices import ConnectionStatus
 from fieldline.domain.readings import Reading
+from fieldline.storage.commands import ReportedResult, apply_results
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,7 @@ class Presence:
     reported: ConnectionStatus | None = None
     firmware_version: str | None = None
     attributes: dict[str, str] = field(default_factory=dict)
+    config_version: int | None = None  # the desired-configuration version it applied
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,7 @@ class Batch:
     telemetry: list[DeviceReadings] = field(default_factory=list)
     presence: list[Presence] = field(default_factory=list)  # in arrival order
     rejected: list[RejectedMessage] = field(default_factory=list)
+    command_results: list[ReportedResult] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +68,8 @@ class WriteResult:
     readings_stored: int
     duplicates: int
     points: int
+    # Reasons of messages refused here rather than by ingest (results for no open command).
+    rejected_reasons: tuple[str, ...] = ()
 
 
 class PartitionCache:
@@ -107,8 +113,14 @@ async def write_batch(
         await _upsert_attributes(conn, stored, batch.presence)
         await _update_presence(conn, batch.presence)
         await _copy_rejected(conn, batch.rejected)
+        refused = await _apply_command_results(conn, batch.command_results)
     total = sum(len(item.readings) for item in batch.telemetry)
-    return WriteResult(readings_stored=len(stored), duplicates=total - len(stored), points=points)
+    return WriteResult(
+        readings_stored=len(stored),
+        duplicates=total - len(stored),
+        points=points,
+        rejected_reasons=tuple(r.reason for r in refused),
+    )
 
 
 def _unique_in_batch(telemetry: list[DeviceReadings]) -> list[tuple[str, Reading]]:
@@ -132,13 +144,15 @@ async def _record_ledger(
     keyed = [(device, r) for device, r in fresh if r.message_id is not None]
     if not keyed:
         return fresh
-    cursor = await conn.execute(
+    # Rows by position whatever the connection's row factory (ingest's or a pooled one).
+    cursor = conn.cursor(row_factory=tuple_row)
+    await cursor.execute(
         "INSERT INTO message_ledger (device_id, message_id) "
         "SELECT * FROM unnest(%s::text[], %s::text[]) "
         "ON CONFLICT DO NOTHING RETURNING device_id, message_id",
         ([device for device, _ in keyed], [r.message_id for _, r in keyed]),
     )
-    inserted = {(row[0], row[1]) for row in await cursor.fetchall()}  # type: ignore[index]
+    inserted = {(row[0], row[1]) for row in await cursor.fetchall()}
     return [
         (device, r)
         for device, r in fresh
@@ -243,6 +257,22 @@ async def _update_presence(conn: AsyncConnection[object], presence: list[Presenc
             [state[d][2] for d in devices],
         ),
     )
+    # Configuration versions are reported by status messages only: rare, so a statement apart.
+    applied = {p.device_id: p for p in presence if p.config_version is not None}
+    if applied:
+        await conn.execute(
+            "UPDATE devices AS d SET reported_config_version = v.version,"
+            " config_reported_at = v.time "
+            "FROM unnest(%s::text[], %s::bigint[], %s::timestamptz[])"
+            " AS v(device_id, version, time) "
+            "WHERE d.device_id = v.device_id"
+            " AND (d.config_reported_at IS NULL OR d.config_reported_at <= v.time)",
+            (
+                list(applied),
+                [p.config_version for p in applied.values()],
+                [p.seen_at for p in applied.values()],
+            ),
+        )
     if events:
         await conn.execute(
             "INSERT INTO device_status_events (device_id, time, status) "
@@ -274,3 +304,26 @@ async def _copy_rejected(conn: AsyncConnection[object], rejected: list[RejectedM
                     item.payload,
                 )
             )
+
+
+async def _apply_command_results(
+    conn: AsyncConnection[object], results: list[ReportedResult]
+) -> list[RejectedMessage]:
+    """Close the commands the results answer; keep the others as rejected messages."""
+    if not results:
+        return []
+    outcomes = await apply_results(conn, results)
+    refused = [
+        RejectedMessage(
+            item.received_at,
+            item.device_id,
+            item.topic,
+            rejection.reason.value,
+            rejection.detail,
+            item.payload,
+        )
+        for item, rejection in zip(results, outcomes, strict=True)
+        if rejection is not None
+    ]
+    await _copy_rejected(conn, refused)
+    return refused

@@ -13,12 +13,14 @@ from fastapi import APIRouter, Path, Query
 from psycopg import AsyncConnection
 from pydantic import BaseModel, Field
 
+from fieldline import config_delivery
 from fieldline.api.context import ApiContext
 from fieldline.api.deps import Context, DbConn, Operator, Viewer
 from fieldline.api.errors import ApiError
 from fieldline.api.paging import Cursor, Limit
 from fieldline.broker.base import BrokerError
 from fieldline.domain.devices import DEVICE_ID_PATTERN, Device, DeviceAccess
+from fieldline.domain.topics import TopicScheme
 from fieldline.security.passwords import generate_secret, hash_secret
 from fieldline.storage import audit as audit_store
 from fieldline.storage import devices as device_store
@@ -242,6 +244,14 @@ async def register_device(
             detail={"group": group, "device_type": device_type},
         )
         await _apply_to_broker(context, DeviceAccess(device.device_id, secret_hash, True), password)
+    if group is not None:  # its group's configuration becomes its own
+        await config_delivery.follow_group(
+            conn,
+            context.publisher,
+            TopicScheme(context.settings.topic_prefix),
+            device_id,
+            actor=actor,
+        )
     return device, password
 
 
@@ -296,6 +306,14 @@ async def update_device(
         )
         if toggled:
             await _apply_to_broker(context, await device_store.device_access(conn, device_id))
+    if "group" in changes:  # another group's configuration applies now
+        await config_delivery.follow_group(
+            conn,
+            context.publisher,
+            TopicScheme(context.settings.topic_prefix),
+            device_id,
+            actor=audit_store.user_actor(user.username),
+        )
     return DeviceOut.of(device, context)
 
 
@@ -321,6 +339,9 @@ async def delete_device(
                 f"the broker could not be updated, nothing was changed: {exc}",
                 code="broker_unavailable",
             ) from exc
+    await config_delivery.forget(
+        context.publisher, TopicScheme(context.settings.topic_prefix), device_id
+    )
 
 
 @router.post("/{device_id}/credentials", response_model=CredentialsRotated)

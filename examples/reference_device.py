@@ -1,0 +1,168 @@
+"""A reference device for fieldline, in one file: what firmware has to do, in Python.
+
+It provisions itself with a provisioning key (zero-touch) the first time and keeps
+its credentials in a file, connects over MQTT (TLS when fieldline gave it a CA),
+publishes readings with message ids and timestamps, applies the configuration
+fieldline publishes and reports its version, and answers commands. Port it to
+your platform; docs/devices.md explains each step.
+
+    python examples/reference_device.py --api http://127.0.0.1:8000 \\
+        --key-id pk_... --key-secret ... --device-id greenhouse-7
+
+Needs `gmqtt` and `httpx` (both come with fieldline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import random
+import signal
+import ssl
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import gmqtt
+import httpx
+from gmqtt.mqtt.constants import MQTTv311
+
+
+def provision(api: str, key_id: str, key_secret: str, device_id: str) -> dict[str, Any]:
+    """POST /provision, signed: hex HMAC-SHA256 of "{timestamp}.{body}" with the key's secret."""
+    body = json.dumps({"device_id": device_id, "device_type": "reference"}).encode()
+    timestamp = str(int(time.time()))
+    signature = hmac.new(key_secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    answer = httpx.post(
+        f"{api}/provision",
+        content=body,
+        headers={
+            "Content-Type": "application/json",
+            "X-Key-Id": key_id,
+            "X-Timestamp": timestamp,
+            "X-Signature": signature.hexdigest(),
+        },
+        timeout=30,
+    )
+    if answer.status_code != 201:
+        raise SystemExit(f"provisioning refused: {answer.status_code} {answer.text}")
+    credentials: dict[str, Any] = answer.json()
+    return credentials
+
+
+class Device:
+    def __init__(self, credentials: dict[str, Any], *, interval: float) -> None:
+        self.id = credentials["username"]
+        self.credentials = credentials
+        self.interval = interval
+        self.config_version: int | None = None
+        self.answers: dict[str, bytes] = {}  # QoS 1 may deliver a command twice
+        self.client = gmqtt.Client(
+            f"{self.id}-{uuid.uuid4().hex[:6]}",
+            will_message=gmqtt.Message(
+                f"devices/{self.id}/status", b'{"status": "offline"}', qos=1
+            ),
+        )
+        self.client.set_auth_credentials(self.id, credentials["password"])
+        self.client.on_connect = self.on_connect
+        self.client.on_message = self.on_message
+
+    async def connect(self) -> None:
+        tls: ssl.SSLContext | bool = False
+        port = self.credentials["port"]
+        if self.credentials.get("ca_certificate") and self.credentials.get("tls_port"):
+            with tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False) as ca:
+                ca.write(self.credentials["ca_certificate"])
+            tls = ssl.create_default_context(cafile=ca.name)
+            port = self.credentials["tls_port"]
+        # MQTT 3.1.1 works with every broker fieldline runs (amqtt speaks nothing newer).
+        await self.client.connect(
+            self.credentials["host"], port, ssl=tls, keepalive=30, version=MQTTv311
+        )
+
+    def on_connect(self, client: gmqtt.Client, flags: int, rc: int, props: Any) -> None:
+        client.subscribe(f"devices/{self.id}/config", qos=1)
+        client.subscribe(f"devices/{self.id}/commands", qos=1)
+        self.report_status()
+
+    def report_status(self) -> None:
+        status: dict[str, Any] = {"status": "online", "firmware_version": "ref-1.0"}
+        if self.config_version is not None:
+            status["config_version"] = self.config_version
+        self.client.publish(f"devices/{self.id}/status", json.dumps(status), qos=1)
+
+    def on_message(self, client: gmqtt.Client, topic: str, payload: bytes, qos: int, p: Any) -> int:
+        message = json.loads(payload)
+        if topic.endswith("/config"):
+            # Apply what you understand, then report the version you applied.
+            interval = message["config"].get("interval_s")
+            if isinstance(interval, int | float) and interval > 0:
+                self.interval = float(interval)
+            self.config_version = message["version"]
+            self.report_status()
+        elif topic.endswith("/commands"):
+            command_id = message["command_id"]
+            if command_id not in self.answers:
+                ok = message["name"] in ("ping", "reboot")
+                result = {"pong": True} if ok else {"error": "unknown command"}
+                self.answers[command_id] = json.dumps(
+                    {
+                        "command_id": command_id,
+                        "status": "succeeded" if ok else "failed",
+                        "result": result,
+                    }
+                ).encode()
+            client.publish(f"devices/{self.id}/commands/result", self.answers[command_id], qos=1)
+        return 0
+
+    def publish_reading(self) -> None:
+        reading = {
+            "message_id": str(uuid.uuid4()),  # makes redelivery harmless
+            "timestamp": int(time.time() * 1000),
+            "sensors": {"temperature": round(random.uniform(18, 24), 2)},  # noqa: S311
+        }
+        self.client.publish(f"devices/{self.id}/telemetry", json.dumps(reading), qos=1)
+
+
+def credentials_for(args: argparse.Namespace) -> dict[str, Any]:
+    """Provision once; afterwards the stored credentials are the device's identity."""
+    store = Path(args.credentials or f"{args.device_id}.credentials.json")
+    if store.exists():
+        stored: dict[str, Any] = json.loads(store.read_text())
+        return stored
+    credentials = provision(args.api, args.key_id, args.key_secret, args.device_id)
+    store.write_text(json.dumps(credentials))
+    store.chmod(0o600)
+    return credentials
+
+
+async def main(args: argparse.Namespace) -> None:
+    device = Device(credentials_for(args), interval=args.interval)
+    await device.connect()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    while not stop.is_set():
+        device.publish_reading()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=device.interval)
+    device.client.publish(f"devices/{device.id}/status", b'{"status": "offline"}', qos=1)
+    await device.client.disconnect()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--api", default="http://127.0.0.1:8000")
+    parser.add_argument("--key-id", required=True)
+    parser.add_argument("--key-secret", required=True)
+    parser.add_argument("--device-id", required=True)
+    parser.add_argument("--credentials", help="where to keep the credentials once provisioned")
+    parser.add_argument("--interval", type=float, default=10.0, help="seconds between readings")
+    asyncio.run(main(parser.parse_args()))

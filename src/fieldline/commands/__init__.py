@@ -1,0 +1,1 @@
+"""Delivering commands to devices: at once when the device is online, else when it is back."""
