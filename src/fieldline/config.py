@@ -156,13 +156,13 @@ class Settings(BaseSettings):
         "provisioning keys created through the API.",
     )
     provisioning_rate_limit: float = Field(
-        0.5,
+        10.0,
         gt=0,
         description="`POST /provision` requests per second each source address may make on "
-        "average; more get 429.",
+        "average (a factory line behind one address provisions many); more get 429.",
     )
     provisioning_rate_burst: int = Field(
-        20, ge=1, description="`POST /provision` requests a source address may make at once."
+        100, ge=1, description="`POST /provision` requests a source address may make at once."
     )
     device_token_minutes: int = Field(
         60, ge=1, description="Lifetime of a device token for HTTP ingest (instead of Basic)."

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import logging
 import os
+import random
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 DEVICE_TYPE = "sim-sensor"
 REQUEST_CONCURRENCY = 16
 REQUEST_TIMEOUT_S = 30.0
+PROVISION_ATTEMPTS = 20  # a 429 is waited out this many times before giving up
 
 
 class ProvisioningError(Exception):
@@ -126,9 +128,7 @@ async def provision_devices(
                     }
                 )
                 async with limit:
-                    answer = await http.post(
-                        "/provision", content=body, headers=signed_headers(key_id, secret, body)
-                    )
+                    answer = await _provision_one(http, key_id, secret, body)
                 if answer.status_code == 409:
                     raise ProvisioningError(
                         f"{device_id} exists already and its password is not in the credentials "
@@ -141,6 +141,21 @@ async def provision_devices(
     except httpx.HTTPError as exc:
         raise ProvisioningError(f"cannot reach the API at {api_url}: {exc!r}") from exc
     return dict(pairs)
+
+
+async def _provision_one(
+    http: httpx.AsyncClient, key_id: str, secret: str, body: bytes
+) -> httpx.Response:
+    """POST /provision, signed anew for each attempt; waits out 429s as firmware should."""
+    for _ in range(PROVISION_ATTEMPTS):
+        answer = await http.post(
+            "/provision", content=body, headers=signed_headers(key_id, secret, body)
+        )
+        if answer.status_code != 429:
+            return answer
+        wait = float(answer.headers.get("Retry-After", "1"))
+        await asyncio.sleep(wait * random.uniform(1.0, 1.5))  # noqa: S311 - jitter, not crypto
+    return answer
 
 
 async def _auth_headers(http: httpx.AsyncClient, api: ApiAccess) -> dict[str, str]:
