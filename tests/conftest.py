@@ -15,6 +15,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -110,6 +111,22 @@ def workdir() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="fieldline-test-"))
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+async def create_devices(conn: Any, *device_ids: str, secret_hash: str = "x") -> None:
+    """Registry rows for tests that need devices but not their credentials."""
+    from fieldline.storage import devices as device_store
+
+    for device_id in device_ids:
+        await device_store.create_device(
+            conn,
+            device_id=device_id,
+            name="",
+            device_type="",
+            group=None,
+            metadata={},
+            secret_hash=secret_hash,
+        )
 
 
 @pytest.fixture(scope="session")

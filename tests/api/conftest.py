@@ -12,6 +12,7 @@ import pytest
 from fieldline.api.app import create_app
 from fieldline.api.context import ApiContext
 from fieldline.broker.embedded import AmqttBroker
+from fieldline.broker.publisher import Publisher
 from fieldline.config import Settings
 from fieldline.domain.topics import TopicScheme
 from fieldline.ops.metrics import Metrics
@@ -77,3 +78,14 @@ async def api(pg15_database_url: str, tmp_path: Path) -> AsyncIterator[Api]:
 @pytest.fixture
 async def admin(api: Api) -> dict[str, str]:
     return await api.login("admin", ADMIN_PASSWORD)
+
+
+@pytest.fixture
+async def publisher(api: Api) -> AsyncIterator[Publisher]:
+    """The API's downlink publisher, as `fieldline up` and `fieldline api` give it one."""
+    publisher = Publisher(api.broker.endpoint, api.broker.service, role="test")
+    await publisher.start()
+    api.context.publisher = publisher
+    yield publisher
+    api.context.publisher = None
+    await publisher.stop()

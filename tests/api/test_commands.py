@@ -28,17 +28,6 @@ from tests.api.test_auth_and_roles import assert_error
 from tests.broker.conftest import Probe, eventually
 
 
-@pytest.fixture
-async def publisher(api: Api) -> AsyncIterator[Publisher]:
-    """The API's downlink publisher, as `fieldline up` gives it one."""
-    publisher = Publisher(api.broker.endpoint, api.broker.service, role="test")
-    await publisher.start()
-    api.context.publisher = publisher
-    yield publisher
-    api.context.publisher = None
-    await publisher.stop()
-
-
 @dataclass
 class Ingest:
     consumer: IngestConsumer

@@ -19,17 +19,6 @@ Subscribe = Callable[[str, str], Awaitable[Probe]]
 
 
 @pytest.fixture
-async def publisher(api: Api) -> AsyncIterator[Publisher]:
-    """The API's downlink publisher, as `fieldline up` and `fieldline api` give it one."""
-    publisher = Publisher(api.broker.endpoint, api.broker.service, role="test")
-    await publisher.start()
-    api.context.publisher = publisher
-    yield publisher
-    api.context.publisher = None
-    await publisher.stop()
-
-
-@pytest.fixture
 async def subscribed(api: Api) -> AsyncIterator[Subscribe]:
     """Connect as a device (its own credentials) subscribed to its config topic."""
     opened: list[Probe] = []

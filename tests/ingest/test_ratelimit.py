@@ -18,9 +18,9 @@ from fieldline.ingest.ratelimit import MIN_SWEEP_AT, DeviceRateLimiter, rate_lim
 from fieldline.ingest.service import IngestConsumer
 from fieldline.ingest.writer import BatchWriter
 from fieldline.ops.metrics import Metrics
-from fieldline.storage import devices as device_store
 from fieldline.storage.db import Pool, open_pool
 from fieldline.storage.migrate import migrate
+from tests.conftest import create_devices
 
 T0 = 5_000.0  # a monotonic clock is rarely near zero
 
@@ -115,16 +115,7 @@ async def pool(pg15_database_url: str) -> AsyncIterator[Pool]:
     await migrate(pg15_database_url)
     pool = await open_pool(pg15_database_url, min_size=1, max_size=2)
     async with pool.connection() as conn:
-        for device_id in ("flood", "buffered"):
-            await device_store.create_device(
-                conn,
-                device_id=device_id,
-                name="",
-                device_type="",
-                group=None,
-                metadata={},
-                secret_hash="x",
-            )
+        await create_devices(conn, *("flood", "buffered"))
     yield pool
     await pool.close()
 

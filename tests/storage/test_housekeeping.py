@@ -11,12 +11,12 @@ import pytest
 
 from fieldline.config import Settings
 from fieldline.ops.metrics import Metrics
-from fieldline.storage import devices as device_store
 from fieldline.storage import housekeeping
 from fieldline.storage.db import Pool, open_pool
 from fieldline.storage.migrate import migrate
 from fieldline.storage.writer import Batch, PartitionCache, Presence, write_batch
 from fieldline.worker.service import Worker
+from tests.conftest import create_devices
 
 NOW = datetime.now(UTC)
 
@@ -26,16 +26,7 @@ async def pool(pg15_database_url: str) -> AsyncIterator[Pool]:
     await migrate(pg15_database_url)
     pool = await open_pool(pg15_database_url, min_size=1, max_size=4)
     async with pool.connection() as conn:
-        for device_id in ("quiet", "chatty", "never"):
-            await device_store.create_device(
-                conn,
-                device_id=device_id,
-                name="",
-                device_type="",
-                group=None,
-                metadata={},
-                secret_hash="x",
-            )
+        await create_devices(conn, *("quiet", "chatty", "never"))
     yield pool
     await pool.close()
 

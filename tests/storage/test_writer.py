@@ -21,6 +21,7 @@ from fieldline.storage.writer import (
     RejectedMessage,
     write_batch,
 )
+from tests.conftest import create_devices
 
 T0 = datetime(2026, 11, 24, 23, 59, 58, tzinfo=UTC)
 
@@ -30,16 +31,7 @@ async def pool(database_url: str) -> AsyncIterator[Pool]:
     await migrate(database_url)
     pool = await open_pool(database_url, min_size=1, max_size=2)
     async with pool.connection() as conn:
-        for device_id in ("dev-1", "dev-2"):
-            await device_store.create_device(
-                conn,
-                device_id=device_id,
-                name="",
-                device_type="",
-                group=None,
-                metadata={},
-                secret_hash="x",
-            )
+        await create_devices(conn, *("dev-1", "dev-2"))
     yield pool
     await pool.close()
 
