@@ -92,6 +92,11 @@ def _banner(info: StartupInfo) -> None:
         "Next: simulate a fleet of 10 devices in another terminal:",
         f"  fieldline simulate --create --devices 10 --api-url {info.api_url} "
         f"--mqtt-port {info.mqtt_port} --username admin --password <admin password>",
+        "Or let devices register themselves with a provisioning key (zero-touch):",
+        f"  fieldline provisioning-key create factory --api-url {info.api_url} "
+        "--username admin --password <admin password>",
+        f"  fieldline simulate --provision-key KEY_ID:SECRET --api-url {info.api_url} "
+        f"--mqtt-port {info.mqtt_port}",
         "Stop with Ctrl-C.",
         "",
     ]
