@@ -246,6 +246,12 @@ class Settings(BaseSettings):
         description="How long message ids are remembered for de-duplication; the worker "
         "forgets older ones.",
     )
+    rejected_retention_days: int = Field(
+        30,
+        ge=1,
+        description="Rejected messages are kept this long (raw bytes and reason); the worker "
+        "deletes older ones.",
+    )
     worker_interval_seconds: float = Field(
         60.0, gt=0, description="How often the worker runs its housekeeping jobs."
     )

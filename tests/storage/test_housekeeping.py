@@ -125,7 +125,20 @@ async def test_the_worker_runs_every_job_and_counts_them(pool: Pool, tmp_path: P
     await asyncio.wait_for(running, timeout=5)  # returns at once, not after the interval
 
     sample = metrics.registry.get_sample_value
-    for job in ("partitions", "forget_message_ids", "silent_offline"):
+    for job in ("partitions", "forget_message_ids", "forget_rejected_messages", "silent_offline"):
         assert sample("fieldline_worker_jobs_total", {"job": job, "outcome": "done"}) == 1
     assert sample("fieldline_devices_timed_out_total") == 1
     assert await scalar(pool, "SELECT status FROM devices WHERE device_id = 'quiet'") == "offline"
+
+
+async def test_rejected_messages_are_kept_for_their_retention_only(pool: Pool) -> None:
+    async with pool.connection() as conn:
+        for age_days, topic in ((45, "old"), (2, "recent")):
+            await conn.execute(
+                "INSERT INTO rejected_messages (received_at, device_id, topic, reason, payload)"
+                " VALUES (%s, 'chatty', %s, 'invalid_json', 'x')",
+                (NOW - timedelta(days=age_days), topic),
+            )
+        deleted = await housekeeping.forget_rejected_messages(conn, NOW - timedelta(days=30))
+    assert deleted == 1
+    assert await scalar(pool, "SELECT array_agg(topic) FROM rejected_messages") == ["recent"]

@@ -24,6 +24,7 @@ class Job(IntEnum):
     FORGET_MESSAGE_IDS = 0x666C_0002
     SILENT_OFFLINE = 0x666C_0003
     FORGET_PROVISIONING_SIGNATURES = 0x666C_0005
+    FORGET_REJECTED_MESSAGES = 0x666C_0006
 
 
 async def _locked(conn: AsyncConnection[Row], job: Job) -> bool:
@@ -44,20 +45,42 @@ async def create_partitions_ahead(conn: AsyncConnection[Row], today: date, days:
 
 async def forget_message_ids(conn: AsyncConnection[Row], received_before: datetime) -> int | None:
     """Drop ledger entries older than the de-duplication window; answer how many."""
-    forgotten = 0
+    return await _delete_older(
+        conn, Job.FORGET_MESSAGE_IDS, "message_ledger", "received_at", received_before
+    )
+
+
+async def forget_rejected_messages(
+    conn: AsyncConnection[Row], received_before: datetime
+) -> int | None:
+    """Drop rejected messages older than their retention; answer how many."""
+    return await _delete_older(
+        conn, Job.FORGET_REJECTED_MESSAGES, "rejected_messages", "received_at", received_before
+    )
+
+
+async def _delete_older(
+    conn: AsyncConnection[Row], job: Job, table: str, column: str, before: datetime
+) -> int | None:
+    """Delete rows with `column` before `before`, in chunks so no statement holds locks long.
+
+    None when another worker holds the job. `table` and `column` are this module's own
+    constants, never input.
+    """
+    deleted_in_all = 0
+    statement = (
+        f"DELETE FROM {table} WHERE ctid = ANY(ARRAY("
+        f" SELECT ctid FROM {table} WHERE {column} < %s LIMIT %s))"
+    )
     while True:
         async with conn.transaction():
-            if not await _locked(conn, Job.FORGET_MESSAGE_IDS):
-                return None if forgotten == 0 else forgotten
-            cursor = await conn.execute(
-                "DELETE FROM message_ledger WHERE ctid = ANY(ARRAY("
-                " SELECT ctid FROM message_ledger WHERE received_at < %s LIMIT %s))",
-                (received_before, DELETE_CHUNK),
-            )
+            if not await _locked(conn, job):
+                return None if deleted_in_all == 0 else deleted_in_all
+            cursor = await conn.execute(statement.encode(), (before, DELETE_CHUNK))
             deleted = cursor.rowcount
-        forgotten += deleted
+        deleted_in_all += deleted
         if deleted < DELETE_CHUNK:
-            return forgotten
+            return deleted_in_all
 
 
 async def mark_silent_offline(

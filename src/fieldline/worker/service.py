@@ -115,6 +115,14 @@ class Worker:
                 "silent devices marked offline",
                 extra={"count": len(silent), "device_ids": silent[:20]},
             )
+        rejected = await self._job(
+            "forget_rejected_messages",
+            lambda conn: housekeeping.forget_rejected_messages(
+                conn, now - timedelta(days=settings.rejected_retention_days)
+            ),
+        )
+        if rejected:
+            log.info("old rejected messages deleted", extra={"count": rejected})
         await self._job(
             "forget_provisioning_signatures",
             lambda conn: housekeeping.forget_provisioning_signatures(conn, now - SIGNATURE_MEMORY),
