@@ -23,7 +23,6 @@ from fieldline.config import Settings, load_settings
 from fieldline.domain.users import Role
 from fieldline.ops.logging import configure_logging
 from fieldline.runtime import (
-    ConfigurationError,
     StartupInfo,
     database,
     run_api,
@@ -127,7 +126,7 @@ def _run_component(component: Callable[..., Awaitable[None]], settings: Settings
 
     try:
         _run(component(settings, on_ready=ready))
-    except (ConfigurationError, ValueError) as exc:
+    except ValueError as exc:  # ConfigurationError and invalid broker settings
         raise click.ClickException(str(exc)) from exc
 
 

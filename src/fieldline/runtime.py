@@ -127,14 +127,9 @@ class HttpServer:
     def __init__(self, app: Any, host: str, port: int) -> None:
         self.socket = bind_socket(host, port)
         self.port: int = self.socket.getsockname()[1]
-        self.host = host
         self._server = uvicorn.Server(
             uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")
         )
-
-    @property
-    def started(self) -> bool:
-        return bool(self._server.started)
 
     async def serve(self, stopping: asyncio.Event) -> None:
         async def stop_on_signal() -> None:
@@ -206,7 +201,6 @@ class IngestRunner:
             await self._writer.close()
 
     async def _consume(self, stopping: asyncio.Event, retire: bool) -> None:
-        share_group = self._settings.ingest_share_group or None
         try:
             await consume(
                 consumer=self._consumer,
@@ -214,7 +208,7 @@ class IngestRunner:
                 service=self._service,
                 topics=self._topics,
                 client_id=self.client_id,
-                share_group=share_group if self._endpoint.mqtt5 else None,
+                share_group=self._settings.ingest_share_group or None,
                 receive_maximum=self._settings.ingest_max_pending,
                 stopping=stopping,
                 drain=self.batcher.drain,
