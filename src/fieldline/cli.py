@@ -14,6 +14,7 @@ import click
 import httpx
 from pydantic import ValidationError
 
+from fieldline.bench.cli import bench
 from fieldline.broker.base import BrokerError, Drift
 from fieldline.broker.drift import inspect as broker_inspect
 from fieldline.broker.drift import require_administered_broker
@@ -64,6 +65,9 @@ def _run(coro: Awaitable[T]) -> T:
 @click.version_option(package_name="fieldline")
 def main() -> None:
     """fieldline: a self-hosted IoT telemetry platform."""
+
+
+main.add_command(bench)
 
 
 def _banner(info: StartupInfo) -> None:

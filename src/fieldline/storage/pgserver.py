@@ -46,6 +46,9 @@ class LocalPostgres:
     host: str = "127.0.0.1"
     port: int = 0
     database: str = "fieldline"
+    # Extra server settings passed as `-c name=value` (the benchmarks turn on
+    # track_commit_timestamp to learn when each row became visible).
+    settings: dict[str, str] = field(default_factory=dict)
     _run_as: str | None = field(default=None, init=False)
 
     @property
@@ -79,7 +82,12 @@ class LocalPostgres:
             "-l",
             str(logfile),
             "-o",
-            f"-h {self.host} -p {self.port} -k {self.data_dir}",
+            " ".join(
+                [
+                    f"-h {self.host} -p {self.port} -k {self.data_dir}",
+                    *(f"-c {name}={value}" for name, value in self.settings.items()),
+                ]
+            ),
             "start",
         )
         self._ensure_database()

@@ -1,0 +1,58 @@
+"""`fieldline bench <scenario>`: each scenario is a module of this package.
+
+Scenarios load lazily, so that `fieldline up` never imports the benchmark's own
+dependencies (psutil, matplotlib: the `bench` extra).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+# name -> (module, one-line help)
+SCENARIOS: dict[str, tuple[str, str]] = {
+    "ingest": (
+        "ingest",
+        "Sustained ingest, with the bare-subscriber ceiling and the Node-RED peer in one run.",
+    ),
+    "latency": ("latency", "Publish-to-queryable latency percentiles at fixed rates."),
+    "connections": ("connections", "Ramp to many concurrently connected devices."),
+    "queries": ("queries", "Latest values, bucketed charts and raw pages over seeded history."),
+    "embedded": ("embedded", "Sustained ingest through `fieldline up`'s in-process amqtt broker."),
+}
+
+
+class _Scenarios(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(SCENARIOS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in SCENARIOS:
+            return None
+        module_name, _ = SCENARIOS[cmd_name]
+        try:
+            module = importlib.import_module(f"fieldline.bench.{module_name}")
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.split(".")[0] in {"psutil", "matplotlib"}:
+                raise click.ClickException(
+                    f"the benchmarks need the `bench` extra ({exc.name} is missing): "
+                    "install fieldline[bench], or run from a clone with `uv run`"
+                ) from exc
+            raise
+        command: click.Command = module.command
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, SCENARIOS[name][1]) for name in sorted(SCENARIOS)]
+        with formatter.section("Scenarios"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=_Scenarios)
+def bench() -> None:
+    """Measure fieldline on this machine against real Mosquitto and PostgreSQL.
+
+    Each scenario prints Markdown tables and writes JSON to benchmarks/results/.
+    See docs/benchmarks.md.
+    """

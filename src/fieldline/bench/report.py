@@ -1,0 +1,112 @@
+"""What every benchmark scenario hands back: tables to print, and JSON to keep.
+
+A `Result` is printed as Markdown tables (ready to paste into docs/benchmarks.md)
+and written as JSON, with the machine it ran on and the exact command, to
+`benchmarks/results/<scenario>-<UTC time>.json`.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+RESULTS_DIR = Path("benchmarks/results")
+
+
+@dataclass
+class Table:
+    title: str
+    columns: list[str]
+    rows: list[list[Any]] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        lines = [
+            f"**{self.title}**",
+            "",
+            "| " + " | ".join(self.columns) + " |",
+            "|" + "---|" * len(self.columns),
+        ]
+        lines += ["| " + " | ".join(_cell(value) for value in row) + " |" for row in self.rows]
+        return "\n".join(lines)
+
+
+@dataclass
+class Result:
+    scenario: str
+    params: dict[str, Any]
+    tables: list[Table] = field(default_factory=list)
+    # Raw numbers for plots and later comparison (time series, latency samples...).
+    data: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    command: str = field(default_factory=lambda: shlex.join(["fieldline", *sys.argv[1:]]))
+    started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    machine: dict[str, Any] = field(default_factory=lambda: machine())  # noqa: PLW0108 -- defined below
+
+    def markdown(self) -> str:
+        parts = [f"### {self.scenario}", "", f"`{self.command}`", ""]
+        for table in self.tables:
+            parts += [table.markdown(), ""]
+        parts += [f"- {note}" for note in self.notes]
+        return "\n".join(parts).rstrip() + "\n"
+
+    def save(self, directory: Path = RESULTS_DIR) -> Path:
+        directory.mkdir(parents=True, exist_ok=True)
+        stamp = self.started_at.replace(":", "").replace("+0000", "Z")
+        path = directory / f"{self.scenario}-{stamp}.json"
+        path.write_bytes(orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2))
+        return path
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        if value >= 100:
+            return f"{value:,.0f}"
+        return f"{value:.3g}" if value < 10 else f"{value:.1f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def machine() -> dict[str, Any]:
+    """The machine and the versions of what was measured."""
+    cpu = "unknown"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory_gib = 0.0
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        first = meminfo.read_text().splitlines()[0].split()
+        memory_gib = round(int(first[1]) / 1024 / 1024, 1)
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gib": memory_gib,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "mosquitto": _version(["mosquitto", "-h"], "mosquitto version"),
+        "node": _version(["node", "--version"], "v"),
+    }
+
+
+def _version(argv: list[str], marker: str) -> str | None:
+    if shutil.which(argv[0]) is None:
+        return None
+    output = subprocess.run(argv, capture_output=True, text=True, check=False)
+    for line in (output.stdout + output.stderr).splitlines():
+        if marker in line:
+            return line.strip()
+    return None
