@@ -44,6 +44,8 @@ class MosquittoServer:
     admin_username: str = "fieldline-admin"
     admin_password: str = field(default_factory=generate_secret)
     plaintext: bool = True  # False: the TLS listener only
+    # More plaintext listeners: 127.0.0.1 has ~28k ephemeral ports per destination port.
+    extra_ports: list[int] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
@@ -78,6 +80,7 @@ class MosquittoServer:
         ]
         if self.plaintext:
             lines.append(f"listener {self.port} 127.0.0.1")
+            lines += [f"listener {port} 127.0.0.1" for port in self.extra_ports]
         else:
             self.port = self.tls_port or 0
         if self.tls_port is not None and self.tls_files is not None:
@@ -112,7 +115,11 @@ class MosquittoServer:
         """SIGTERM: Mosquitto saves its persistence file (queued messages) and exits."""
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
-            self.process.wait(timeout=20)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
         self.process = None
 
 

@@ -110,3 +110,14 @@ def _version(argv: list[str], marker: str) -> str | None:
         if marker in line:
             return line.strip()
     return None
+
+
+def parse_settings(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """`--set NAME=VALUE` options: FIELDLINE_* settings for the measured processes."""
+    settings: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.startswith("FIELDLINE_"):
+            raise ValueError(f"expected FIELDLINE_NAME=VALUE, got {pair!r}")
+        settings[name] = value
+    return settings

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from fieldline.bench.deployment import Deployment, MosquittoServer
 from fieldline.bench.usage import Usage, pids, tree
 from fieldline.broker.base import BrokerEndpoint
 from fieldline.broker.control import DynsecControl
+from fieldline.ops.sockets import free_port
 from fieldline.security.passwords import generate_secret
 from fieldline.storage.pgserver import LocalPostgres
 
@@ -76,14 +77,23 @@ async def running_stack(
     postgres_bin: Path | None = None,
     extra_env: dict[str, str] | None = None,
     api: bool = True,
+    mqtt_listeners: int = 1,
+    before_broker: Callable[[Stack], Awaitable[None]] | None = None,
 ) -> AsyncIterator[Stack]:
-    """Start PostgreSQL, Mosquitto and (unless `api=False`) `fieldline api`; stop all after."""
+    """Start PostgreSQL, Mosquitto and (unless `api=False`) `fieldline api`; stop all after.
+
+    `before_broker` runs once PostgreSQL is up and Mosquitto's dynamic-security file
+    exists, before Mosquitto starts: a scenario can seed devices there in bulk.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     postgres = LocalPostgres(directory / "postgres", settings=dict(POSTGRES_SETTINGS))
     if postgres_bin is not None:
         postgres.bin_dir = postgres_bin
     database_url = await asyncio.to_thread(postgres.start)
-    broker = MosquittoServer(directory / "mosquitto")
+    broker = MosquittoServer(
+        directory / "mosquitto",
+        extra_ports=[free_port("127.0.0.1") for _ in range(mqtt_listeners - 1)],
+    )
     deployment = Deployment(
         directory=directory,
         database_url=database_url,
@@ -93,6 +103,8 @@ async def running_stack(
     )
     stack = Stack(directory, postgres, broker, deployment, reader_password=generate_secret())
     try:
+        if before_broker is not None:
+            await before_broker(stack)
         await broker.start()
         assert broker.process is not None
         await _create_reader(broker, stack.reader_password)
@@ -104,9 +116,14 @@ async def running_stack(
             stack.usage.watch("fieldline api", pids(component.process.pid))
         yield stack
     finally:
-        await asyncio.to_thread(deployment.stop_all)
-        broker.stop()
-        await asyncio.to_thread(postgres.stop)
+        # Each part is stopped even when stopping another failed.
+        try:
+            await asyncio.to_thread(deployment.stop_all)
+        finally:
+            try:
+                await asyncio.to_thread(broker.stop)
+            finally:
+                await asyncio.to_thread(postgres.stop)
 
 
 def _postmaster_pid(postgres: LocalPostgres) -> int:

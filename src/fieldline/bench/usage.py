@@ -33,6 +33,26 @@ def tree(pid: int) -> Finder:
     return find
 
 
+def named(parent: int, name: str) -> Finder:
+    """The children of `parent` with this program name (`fieldline up`'s Mosquitto)."""
+
+    def find() -> list[psutil.Process]:
+        try:
+            children = psutil.Process(parent).children()
+        except psutil.NoSuchProcess:
+            return []
+        found = []
+        for child in children:
+            try:
+                if child.name() == name:
+                    found.append(child)
+            except psutil.NoSuchProcess:
+                continue
+        return found
+
+    return find
+
+
 def pids(*numbers: int) -> Finder:
     def find() -> list[psutil.Process]:
         found = []
@@ -73,7 +93,13 @@ class Usage:
         with self._lock:
             self._parts[name] = _Part(name, find)
 
+    def unwatch(self, name: str) -> None:
+        with self._lock:
+            self._parts.pop(name, None)
+
     def start(self) -> None:
+        """Begin a measured window (again, after an earlier `stop()`)."""
+        self._stop = threading.Event()
         self._sample()
         for part in self._parts.values():
             part.start_cpu = sum(part.cpu.values())

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from fieldline.broker import dynsec
 from fieldline.broker.base import Drift
-from fieldline.broker.control import DynsecControl
+from fieldline.broker.control import LIST_TIMEOUT_SECONDS, DynsecControl
 from fieldline.broker.factory import external_client
 from fieldline.config import BrokerKind, Settings
 from fieldline.domain.devices import DeviceAccess
@@ -38,7 +38,9 @@ async def inspect(settings: Settings, devices: Sequence[DeviceAccess]) -> Drift:
     control = DynsecControl.at(endpoint, username=username, password=password)
     await control.connect()
     try:
-        listed = await control.execute([dynsec.list_clients(), dynsec.list_roles()])
+        listed = await control.execute(
+            [dynsec.list_clients(), dynsec.list_roles()], answer_within=LIST_TIMEOUT_SECONDS
+        )
     finally:
         await control.close()
     return dynsec.compute_drift(

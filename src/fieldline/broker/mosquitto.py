@@ -42,7 +42,7 @@ from pathlib import Path
 
 from fieldline.broker import dynsec
 from fieldline.broker.base import BrokerEndpoint, BrokerError, Drift, ServiceAccount
-from fieldline.broker.control import DynsecControl, accepts_tls
+from fieldline.broker.control import LIST_TIMEOUT_SECONDS, DynsecControl, accepts_tls
 from fieldline.broker.dynsec import ClientRecord, JsonObject
 from fieldline.broker.process import SupervisedProcess
 from fieldline.domain.devices import DeviceAccess
@@ -568,7 +568,9 @@ class ExternalMosquitto(_DynsecBroker):
 
     async def _reconcile(self, devices: Sequence[DeviceAccess]) -> Drift:
         assert self._control is not None
-        listed = await self._control.execute([dynsec.list_clients(), dynsec.list_roles()])
+        listed = await self._control.execute(
+            [dynsec.list_clients(), dynsec.list_roles()], answer_within=LIST_TIMEOUT_SECONDS
+        )
         clients = dynsec.parse_clients(listed[0].data.get("clients"))
         roles = dynsec.parse_roles(listed[1].data.get("roles"))
         drift = dynsec.compute_drift(

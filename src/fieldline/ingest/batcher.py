@@ -1,8 +1,10 @@
 """Collects decoded messages into batches and writes them with one writer.
 
-A message's future resolves only after its batch is committed, so the MQTT
-acknowledgement (sent when the future resolves) means "durably stored".
-Memory is bounded: producers wait while `max_pending` messages are unwritten.
+Every message of a batch shares the batch's one future, which resolves only
+after the batch is committed, so the MQTT acknowledgements (sent when it
+resolves) mean "durably stored". Memory is bounded: `add()` waits while
+`max_pending` messages are unwritten; a producer using `submit()` checks
+`has_room` and stops reading until `on_room` is called.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ BACKOFF_CAP_SECONDS = 10.0
 
 @dataclass(slots=True)
 class _Open:
+    done: asyncio.Future[None]
     batch: Batch = field(default_factory=Batch)
-    waiters: list[asyncio.Future[None]] = field(default_factory=list)
     messages: int = 0
     first_at: float = 0.0
     received_at: list[float] = field(default_factory=list)
@@ -49,8 +51,11 @@ class Batcher:
         self._max_messages = max_messages
         self._max_delay = max_delay
         self._max_pending = max_pending or max_messages * 10
-        self._open = _Open()
+        self._open = self._new_batch()
         self._pending = 0
+        self._on_room: Callable[[], None] | None = None
+        # Read when /metrics is scraped, not written per message.
+        metrics.ingest_queue_depth.set_function(lambda: self._pending)
         self._wake = asyncio.Event()
         self._room = asyncio.Condition()
         self._closing = False
@@ -60,6 +65,18 @@ class Batcher:
     def pending(self) -> int:
         return self._pending
 
+    @property
+    def has_room(self) -> bool:
+        return self._pending < self._max_pending
+
+    def on_room(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once, when a commit brings the pending messages under the limit."""
+        self._on_room = callback
+
+    async def wait_for_room(self) -> None:
+        async with self._room:
+            await self._room.wait_for(lambda: self._pending < self._max_pending)
+
     async def add(
         self,
         *,
@@ -68,9 +85,24 @@ class Batcher:
         rejected: RejectedMessage | None = None,
         command_result: ReportedResult | None = None,
     ) -> None:
-        """Queue one message's outcome; return once it is committed."""
-        async with self._room:
-            await self._room.wait_for(lambda: self._pending < self._max_pending)
+        """Queue one message's outcome once there is room; return once it is committed."""
+        await self.wait_for_room()
+        await self.submit(
+            telemetry=telemetry,
+            presence=presence,
+            rejected=rejected,
+            command_result=command_result,
+        )
+
+    def submit(
+        self,
+        *,
+        telemetry: DeviceReadings | None = None,
+        presence: Presence | None = None,
+        rejected: RejectedMessage | None = None,
+        command_result: ReportedResult | None = None,
+    ) -> asyncio.Future[None]:
+        """Queue one message's outcome now; answer the future of its batch's commit."""
         current = self._open
         if current.messages == 0:
             current.first_at = time.monotonic()
@@ -85,12 +117,13 @@ class Batcher:
         current.messages += 1
         current.received_at.append(time.monotonic())
         self._pending += 1
-        self._metrics.ingest_queue_depth.set(self._pending)
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        current.waiters.append(done)
         if current.messages >= self._max_messages or current.messages == 1:
             self._wake.set()
-        await done
+        return current.done
+
+    @staticmethod
+    def _new_batch() -> _Open:
+        return _Open(done=asyncio.get_running_loop().create_future())
 
     async def run(self) -> None:
         """Write batches until `drain()`; the last open batch is written before returning."""
@@ -118,7 +151,7 @@ class Batcher:
                     await asyncio.wait_for(self._wake.wait(), timeout=remaining)
                 except TimeoutError:
                     break
-            self._open = _Open()
+            self._open = self._new_batch()
             await self._commit(current)
             self._wake.set()  # look again at what arrived during the write
 
@@ -152,10 +185,11 @@ class Batcher:
             metrics.messages_rejected.labels(reason=reason).inc()
         for received in current.received_at:
             metrics.ingest_latency.observe(now - received)
-        for waiter in current.waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        if not current.done.done():
+            current.done.set_result(None)
         self._pending -= current.messages
-        metrics.ingest_queue_depth.set(self._pending)
+        if self._on_room is not None and self._pending < self._max_pending:
+            callback, self._on_room = self._on_room, None
+            callback()
         async with self._room:
             self._room.notify_all()

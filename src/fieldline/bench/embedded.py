@@ -1,0 +1,239 @@
+"""Scenario 7: sustained ingest through `fieldline up` on its embedded defaults.
+
+One `fieldline up` process (API, ingest, worker and, with `--broker amqtt`, the
+in-process amqtt broker; with `--broker mosquitto`, a managed Mosquitto child)
+on the embedded PostgreSQL, exactly as the README's quick start runs it. The
+fleet is registered through the API; the load and the counting are those of
+the ingest scenario.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+import httpx
+
+from fieldline.bench.ingest import IDLE_LIMIT_S, POLL_S
+from fieldline.bench.load import METRICS_PER_MESSAGE, LoadPlan, generate
+from fieldline.bench.report import Result, Table, parse_settings
+from fieldline.bench.usage import Usage, named, pids, tree
+from fieldline.client import ApiAccess, open_client
+from fieldline.ops.sockets import free_port
+
+ADMIN_PASSWORD = "bench-admin-password"
+START_TIMEOUT_S = 120.0
+
+
+@dataclass
+class EmbeddedOptions:
+    broker: str = "amqtt"
+    devices: int = 100
+    rate: float = 3_000.0
+    duration: float = 30.0
+    processes: int = 2
+    directory: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _Up:
+    process: subprocess.Popen[bytes]
+    api: str
+    mqtt_port: int
+    data_dir: Path
+
+    def postgres_pid(self) -> int:
+        return int((self.data_dir / "postgres" / "postmaster.pid").read_text().splitlines()[0])
+
+
+def _start(directory: Path, options: EmbeddedOptions) -> _Up:
+    http_port, mqtt_port = free_port("127.0.0.1"), free_port("127.0.0.1")
+    log = (directory / "fieldline.log").open("wb")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fieldline",
+            "up",
+            "--data-dir",
+            str(directory / "data"),
+            "--http-port",
+            str(http_port),
+            "--mqtt-port",
+            str(mqtt_port),
+            "--broker",
+            options.broker,
+        ],
+        env={
+            **os.environ,
+            "FIELDLINE_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            "FIELDLINE_LOG_LEVEL": os.environ.get("FIELDLINE_LOG_LEVEL", "WARNING"),
+            # The devices deliberately publish faster than a device's default limit.
+            "FIELDLINE_DEVICE_RATE_LIMIT": "0",
+            **options.env,
+        },
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    log.close()
+    up = _Up(process, f"http://127.0.0.1:{http_port}", mqtt_port, directory / "data")
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{up.api}/ready", timeout=1).status_code == 200:
+                return up
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise click.ClickException(f"fieldline up did not start; see {directory}/fieldline.log")
+        time.sleep(0.2)
+
+
+async def run(options: EmbeddedOptions) -> Result:
+    directory = options.directory or Path(tempfile.mkdtemp(prefix="fieldline-bench-"))
+    directory.mkdir(parents=True, exist_ok=True)
+    result = Result(
+        scenario="embedded",
+        params={
+            "broker": options.broker,
+            "devices": options.devices,
+            "offered_msg_per_s": options.rate,
+            "duration_s": options.duration,
+            "load_processes": options.processes,
+        },
+    )
+    up = await asyncio.to_thread(_start, directory, options)
+    try:
+        devices = await _register(up, options.devices)
+        usage = Usage()
+        usage.watch("fieldline up", pids(up.process.pid))
+        if options.broker == "mosquitto":
+            usage.watch("mosquitto", named(up.process.pid, "mosquitto"))
+        usage.watch("postgresql", tree(up.postgres_pid()))
+        plan = LoadPlan(
+            devices=devices,
+            rate=options.rate,
+            duration=options.duration,
+            mqtt_port=up.mqtt_port,
+            processes=options.processes,
+            run="e",
+        )
+        usage.start()
+        load = await generate(plan)
+        stored, done_at = await _wait_stored(up, load.acknowledged)
+        usage.stop()
+    finally:
+        up.process.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(up.process.wait, 60)
+        if options.directory is None:
+            shutil.rmtree(directory, ignore_errors=True)
+    rate = stored / max(done_at - load.started, 1e-9)
+    result.tables.append(
+        Table(
+            f"fieldline up, {options.broker} broker, embedded PostgreSQL",
+            [
+                "published",
+                "acknowledged",
+                "stored",
+                "lost",
+                "publish msg/s",
+                "stored msg/s",
+                "points/s",
+                "connect failures",
+            ],
+            [
+                [
+                    load.published,
+                    load.acknowledged,
+                    stored,
+                    load.acknowledged - stored,
+                    load.publish_rate,
+                    rate,
+                    rate * METRICS_PER_MESSAGE,
+                    load.connect_failures,
+                ]
+            ],
+        )
+    )
+    result.tables.append(usage.table())
+    result.data.update(
+        published=load.published, acknowledged=load.acknowledged, stored=stored, rate=rate
+    )
+    return result
+
+
+async def _register(up: _Up, count: int) -> list[tuple[str, str]]:
+    access = ApiAccess(url=up.api, username="admin", password=ADMIN_PASSWORD)
+    devices = []
+    http = await open_client(access)
+    async with http:
+        for n in range(count):
+            answer = await http.post("/api/v1/devices", json={"device_id": f"emb-{n:05d}"})
+            answer.raise_for_status()
+            body = answer.json()
+            devices.append((body["device_id"], body["mqtt"]["password"]))
+    return devices
+
+
+async def _wait_stored(up: _Up, expected: int) -> tuple[int, float]:
+    """Readings stored (from /metrics) once all are or none arrive for a while, and when."""
+    last, last_change = -1.0, time.monotonic()
+    done_at = time.time()
+    async with httpx.AsyncClient(base_url=up.api, timeout=10) as http:
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                text = (await http.get("/metrics")).text
+                value = next(
+                    (
+                        float(line.rsplit(" ", 1)[1])
+                        for line in text.splitlines()
+                        if line.startswith("fieldline_readings_stored_total ")
+                    ),
+                    0.0,
+                )
+                if value != last:
+                    last, last_change, done_at = value, time.monotonic(), time.time()
+            if last >= expected or time.monotonic() - last_change > IDLE_LIMIT_S:
+                return int(last), done_at
+            await asyncio.sleep(POLL_S)
+
+
+@click.command("embedded")
+@click.option("--broker", type=click.Choice(["amqtt", "mosquitto"]), default="amqtt")
+@click.option("--devices", default=100, show_default=True)
+@click.option("--rate", default=3000.0, show_default=True, help="Messages/s offered, in all.")
+@click.option("--duration", default=30.0, show_default=True, help="Seconds of publishing.")
+@click.option("--processes", default=2, show_default=True, help="Load generator processes.")
+@click.option("--keep", type=click.Path(path_type=Path), help="Run in (and keep) this directory.")
+@click.option("--set", "settings", multiple=True, metavar="NAME=VALUE", help="FIELDLINE_* setting.")
+def command(
+    broker: str,
+    devices: int,
+    rate: float,
+    duration: float,
+    processes: int,
+    keep: Path | None,
+    settings: tuple[str, ...],
+) -> None:
+    """Sustained ingest through `fieldline up`'s in-process amqtt broker."""
+    options = EmbeddedOptions(
+        broker=broker,
+        devices=devices,
+        rate=rate,
+        duration=duration,
+        processes=processes,
+        directory=keep,
+        env=parse_settings(settings),
+    )
+    result = asyncio.run(run(options))
+    click.echo(result.markdown())
+    click.echo(f"results: {result.save()}")
