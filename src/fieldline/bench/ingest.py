@@ -209,14 +209,9 @@ async def _fieldline_phase(
     async with await psycopg.AsyncConnection.connect(stack.database_url) as conn:
         stored = await _scalar(conn, "SELECT count(*) FROM message_ledger")
         points = await _scalar(conn, "SELECT count(*) FROM telemetry")
-        # When the last message became visible: its transaction's commit time.
-        row = await (
-            await conn.execute(
-                "SELECT extract(epoch FROM max(pg_xact_commit_timestamp(xmin))) FROM message_ledger"
-            )
-        ).fetchone()
-    if row and row[0] is not None:
-        phase.rate = stored / max(float(row[0]) - phase.load.started, 1e-9)
+    last_commit = await _last_commit(stack.database_url, "message_ledger")
+    if last_commit is not None:
+        phase.rate = stored / max(last_commit - phase.load.started, 1e-9)
     phase.consumed = stored
     phase.points = points
     phase.lost = phase.load.acknowledged - stored
@@ -261,15 +256,32 @@ async def _peer_phase(
     await asyncio.to_thread(peer.install)
     await peer.start()
     stack.usage.watch("node-red", pids(peer.pid))
+
+    async def consumed() -> int:
+        # Counting points is cheap; distinct message ids (exact) are counted at the end.
+        return await peer.stored_points() // METRICS_PER_MESSAGE
+
     try:
-        phase = await _measure(
-            "node-red", stack, _plan(stack, devices, options, "n"), peer.stored_messages
-        )
+        phase = await _measure("node-red", stack, _plan(stack, devices, options, "n"), consumed)
+        phase.consumed = await peer.stored_messages()
+        phase.points = await peer.stored_points()
     finally:
-        await peer.stop()
+        await peer.stop(end_session=True)
         stack.usage.unwatch("node-red")
     phase.lost = phase.load.acknowledged - phase.consumed
+    phase.duplicated = phase.points - phase.consumed * METRICS_PER_MESSAGE
+    last_commit = await _last_commit(stack.database_url, "nodered_readings")
+    if last_commit is not None:
+        phase.rate = phase.consumed / max(last_commit - phase.load.started, 1e-9)
     return phase
+
+
+async def _last_commit(database_url: str, table: str) -> float | None:
+    """When the table's last row became visible: its transaction's commit time."""
+    query = f"SELECT extract(epoch FROM max(pg_xact_commit_timestamp(xmin))) FROM {table}"
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        row = await (await conn.execute(query.encode())).fetchone()
+    return float(row[0]) if row and row[0] is not None else None
 
 
 async def _scalar(conn: psycopg.AsyncConnection[Any], sql: str) -> int:

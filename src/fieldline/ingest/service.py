@@ -16,6 +16,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import gmqtt
 from gmqtt.mqtt.constants import MQTTv50, MQTTv311
@@ -316,13 +317,19 @@ class _IngestClient(gmqtt.Client):  # type: ignore[misc]
     in a write of its own; at tens of thousands of messages a second that
     machinery costs more than decoding. Here a delivery is decoded and queued
     at once, and the PUBACKs of a committed batch leave together in one write.
-    These are gmqtt internals (`_handle_qos_1_publish_packet`, `_connection`):
+    These are gmqtt internals (`_package_handler._handle_qos_1_publish_packet`,
+    `_connection`):
     a gmqtt upgrade must keep tests/ingest and tests/faults green.
     """
 
     on_delivery: Callable[[int, str, bytes], None]
 
-    def _handle_qos_1_publish_packet(
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The packet handler is gmqtt's own object: its QoS 1 step becomes ours.
+        self._package_handler._handle_qos_1_publish_packet = self._deliver
+
+    def _deliver(
         self, mid: int, packet: bytes, print_topic: str | bytes, properties: object
     ) -> None:
         topic = (

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from psycopg import AsyncConnection
+from psycopg.rows import tuple_row
 
 from fieldline.storage.db import Row
 from fieldline.storage.paging import Page, decode_cursor, encode_cursor
@@ -49,8 +50,13 @@ async def latest_values(conn: Conn, device_ids: list[str]) -> list[LatestValue]:
 
 async def latest_values_in_group(
     conn: Conn, *, group: str | None, limit: int, cursor: str | None
-) -> Page[tuple[str, list[LatestValue]]]:
-    """Latest metrics of many devices (optionally of one group), a page of devices at a time."""
+) -> Page[tuple[str, dict[str, tuple[float, datetime]]]]:
+    """Latest metrics of many devices (optionally of one group), a page of devices at a time.
+
+    Each device comes with `{metric: (value, time)}`. Plain tuples, not `LatestValue`s:
+    a page holds up to tens of thousands of values, and every object built per value
+    costs the API's single core time that shows in the fleet view's latency.
+    """
     after = decode_cursor(cursor, 1)
     devices = await (
         await conn.execute(
@@ -62,9 +68,15 @@ async def latest_values_in_group(
         )
     ).fetchall()
     ids = [row["device_id"] for row in devices[:limit]]
-    by_device: dict[str, list[LatestValue]] = {device_id: [] for device_id in ids}
-    for value in await latest_values(conn, ids):
-        by_device[value.device_id].append(value)
+    by_device: dict[str, dict[str, tuple[float, datetime]]] = {device_id: {} for device_id in ids}
+    values = conn.cursor(row_factory=tuple_row, binary=True)
+    await values.execute(
+        "SELECT device_id, metric, value, time FROM telemetry_latest"
+        " WHERE device_id = ANY(%s) ORDER BY device_id, metric",
+        (ids,),
+    )
+    for device_id, metric, value, time in await values.fetchall():
+        by_device[device_id][metric] = (value, time)
     return Page(list(by_device.items()), encode_cursor(ids[-1]) if len(devices) > limit else None)
 
 

@@ -148,7 +148,7 @@ async def _record_ledger(
     cursor = conn.cursor(row_factory=tuple_row)
     await cursor.execute(
         "INSERT INTO message_ledger (device_id, message_id) "
-        "SELECT * FROM unnest(%s::text[], %s::text[]) "
+        "SELECT * FROM unnest(%b::text[], %b::text[]) "
         "ON CONFLICT DO NOTHING RETURNING device_id, message_id",
         ([device for device, _ in keyed], [r.message_id for _, r in keyed]),
     )
@@ -186,7 +186,7 @@ async def _upsert_latest(conn: AsyncConnection[object], stored: list[tuple[str, 
     keys = sorted(latest)
     await conn.execute(
         "INSERT INTO telemetry_latest (device_id, metric, time, value) "
-        "SELECT * FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::float8[]) "
+        "SELECT * FROM unnest(%b::text[], %b::text[], %b::timestamptz[], %b::float8[]) "
         "ON CONFLICT (device_id, metric) DO UPDATE"
         " SET time = EXCLUDED.time, value = EXCLUDED.value "
         "WHERE telemetry_latest.time <= EXCLUDED.time",
@@ -219,7 +219,7 @@ async def _upsert_attributes(
     keys = sorted(latest)
     await conn.execute(
         "INSERT INTO device_attributes (device_id, key, time, value) "
-        "SELECT * FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::text[]) "
+        "SELECT * FROM unnest(%b::text[], %b::text[], %b::timestamptz[], %b::text[]) "
         "ON CONFLICT (device_id, key) DO UPDATE SET time = EXCLUDED.time, value = EXCLUDED.value "
         "WHERE device_attributes.time <= EXCLUDED.time",
         (
@@ -247,7 +247,7 @@ async def _update_presence(conn: AsyncConnection[object], presence: list[Presenc
         "UPDATE devices AS d SET last_seen = greatest(d.last_seen, v.seen),"
         " status = CASE WHEN v.online THEN 'online' ELSE 'offline' END,"
         " firmware_version = coalesce(v.firmware, d.firmware_version) "
-        "FROM unnest(%s::text[], %s::timestamptz[], %s::bool[], %s::text[])"
+        "FROM unnest(%b::text[], %b::timestamptz[], %b::bool[], %b::text[])"
         " AS v(device_id, seen, online, firmware) "
         "WHERE d.device_id = v.device_id",
         (
@@ -263,7 +263,7 @@ async def _update_presence(conn: AsyncConnection[object], presence: list[Presenc
         await conn.execute(
             "UPDATE devices AS d SET reported_config_version = v.version,"
             " config_reported_at = v.time "
-            "FROM unnest(%s::text[], %s::bigint[], %s::timestamptz[])"
+            "FROM unnest(%b::text[], %b::bigint[], %b::timestamptz[])"
             " AS v(device_id, version, time) "
             "WHERE d.device_id = v.device_id"
             " AND (d.config_reported_at IS NULL OR d.config_reported_at <= v.time)",
@@ -276,7 +276,7 @@ async def _update_presence(conn: AsyncConnection[object], presence: list[Presenc
     if events:
         await conn.execute(
             "INSERT INTO device_status_events (device_id, time, status) "
-            "SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::text[])",
+            "SELECT * FROM unnest(%b::text[], %b::timestamptz[], %b::text[])",
             (
                 [e.device_id for e in events],
                 [e.seen_at for e in events],

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+import orjson
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel
 
 from fieldline.api.deps import DbConn, Viewer
@@ -93,18 +94,30 @@ async def fleet_latest(
     group: Annotated[str | None, Query(max_length=128)] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     cursor: Cursor = None,
-) -> LatestList:
-    """Latest metrics of many devices (of one group when `group` is given)."""
+) -> Response:
+    """Latest metrics of many devices (of one group when `group` is given).
+
+    Serialized here with orjson rather than through `LatestList`: validating and dumping
+    a model per value made a page of 10,000 devices take a second of the API's CPU.
+    The answer has the same shape and the same time format (ISO 8601, `Z`).
+    """
     page = await telemetry_store.latest_values_in_group(
         conn, group=group, limit=limit, cursor=cursor
     )
-    return LatestList(
-        items=[
-            DeviceLatest(device_id=device_id, metrics=_metrics(values))
-            for device_id, values in page.items
+    body = {
+        "items": [
+            {
+                "device_id": device_id,
+                "metrics": {
+                    metric: {"value": value, "time": time}
+                    for metric, (value, time) in metrics.items()
+                },
+            }
+            for device_id, metrics in page.items
         ],
-        next_cursor=page.next_cursor,
-    )
+        "next_cursor": page.next_cursor,
+    }
+    return Response(orjson.dumps(body, option=orjson.OPT_UTC_Z), media_type="application/json")
 
 
 @router.get("/devices/{device_id}/telemetry", response_model=Series)
