@@ -174,13 +174,15 @@ async def run(options: EmbeddedOptions) -> Result:
 async def _register(up: _Up, count: int) -> list[tuple[str, str]]:
     access = ApiAccess(url=up.api, username="admin", password=ADMIN_PASSWORD)
     devices = []
-    http = await open_client(access)
-    async with http:
+    http = await open_client(access)  # already open: it has logged in
+    try:
         for n in range(count):
             answer = await http.post("/api/v1/devices", json={"device_id": f"emb-{n:05d}"})
             answer.raise_for_status()
             body = answer.json()
             devices.append((body["device_id"], body["mqtt"]["password"]))
+    finally:
+        await http.aclose()
     return devices
 
 
