@@ -36,6 +36,10 @@ MAX_BATCH_READINGS = 10_000
 MAX_NESTING = 4
 # Epoch values above this are milliseconds: 1e11 seconds is the year 5138.
 MILLISECONDS_THRESHOLD = 1e11
+# Tuples, not `int | float`: a union in isinstance() is built anew at every call,
+# and these checks run for every value of every message.
+_NUMBER = (int, float)
+_ID = (str, int)
 # Device clocks that never synced report 1970; such times are refused, not stored.
 EARLIEST_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 
