@@ -58,14 +58,25 @@ def expected_buckets(
 
 @pytest.mark.parametrize("agg", ["avg", "min", "max", "count", "sum"])
 @pytest.mark.parametrize("bucket", ["5m", "1h", "1d"])
+@pytest.mark.parametrize(
+    "span",
+    [
+        (timedelta(hours=7, minutes=13), timedelta(days=2, hours=5)),
+        # Both ends inside an hour: hourly rollups inside, raw points at the edges.
+        (timedelta(hours=1, minutes=59), timedelta(days=2, hours=5, minutes=47)),
+        # Within one hour: raw points only.
+        (timedelta(hours=3, minutes=10), timedelta(hours=3, minutes=50)),
+    ],
+)
 async def test_buckets_equal_aggregates_of_raw_points(
     api: Api,
     admin: dict[str, str],
     history: list[tuple[datetime, float]],
     agg: str,
     bucket: str,
+    span: tuple[timedelta, timedelta],
 ) -> None:
-    start, end = START + timedelta(hours=7, minutes=13), START + timedelta(days=2, hours=5)
+    start, end = START + span[0], START + span[1]
     answer = await api.http.get(
         "/api/v1/devices/probe/telemetry",
         headers=admin,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -18,6 +19,7 @@ from fieldline.storage.writer import (
     DeviceReadings,
     PartitionCache,
     Presence,
+    RecentPresence,
     RejectedMessage,
     write_batch,
 )
@@ -42,9 +44,14 @@ def reading(message_id: str | None, seconds: float, **metrics: float) -> Reading
     )
 
 
-async def write(database_url: str, batch: Batch, partitions: PartitionCache | None = None):
+async def write(
+    database_url: str,
+    batch: Batch,
+    partitions: PartitionCache | None = None,
+    recent: RecentPresence | None = None,
+):
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-        return await write_batch(conn, batch, partitions or PartitionCache())
+        return await write_batch(conn, batch, partitions or PartitionCache(), recent)
 
 
 async def rows(pool: Pool, sql: str) -> list[tuple[object, ...]]:
@@ -173,3 +180,58 @@ async def test_concurrent_writers_store_each_message_once(database_url: str, poo
     results = await asyncio.gather(*(write(database_url, batch) for _ in range(4)))
     assert sum(r.readings_stored for r in results) == 200
     assert await rows(pool, "SELECT count(*) FROM telemetry") == [(200,)]
+
+
+async def test_hourly_rollups_count_each_stored_point_once(database_url: str, pool: Pool) -> None:
+    """Rollups agree with the raw points whatever arrives: redeliveries, late readings of
+    an hour already rolled up, readings without an id, and two batches at once."""
+    hour = 3600.0
+    first = [reading(f"a{i}", i * 600, temp=float(i), rh=50.0 - i) for i in range(12)]
+    late = [reading(f"b{i}", -3 * hour + i * 7, temp=-float(i)) for i in range(5)]
+    unnamed = [reading(None, 2 * hour + i, temp=100.0 + i) for i in range(3)]
+    await write(database_url, Batch(telemetry=[DeviceReadings("dev-1", T0, first)]))
+    # A redelivery of half of the first batch, mixed with new and late readings.
+    again = Batch(telemetry=[DeviceReadings("dev-1", T0, first[:6] + late + unnamed)])
+    other = Batch(telemetry=[DeviceReadings("dev-2", T0, first)])
+    await asyncio.gather(write(database_url, again), write(database_url, other))
+
+    raw = await rows(
+        pool,
+        "SELECT device_id, metric,"
+        " date_bin('1 hour', time, TIMESTAMPTZ '1970-01-01 00:00:00+00') AS hour,"
+        " count(*), sum(value), min(value), max(value)"
+        " FROM telemetry GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+    )
+    rollups = await rows(
+        pool,
+        "SELECT device_id, metric, hour, count, sum, min, max"
+        " FROM telemetry_hourly ORDER BY 1, 2, 3",
+    )
+    assert rollups == raw
+    points = sum(int(row[3]) for row in rollups)  # type: ignore[call-overload]
+    assert points == (12 * 2 + 5 + 3) + 12 * 2
+
+
+async def test_a_busy_device_is_marked_seen_about_once_a_second(
+    database_url: str, pool: Pool
+) -> None:
+    recent = RecentPresence()
+
+    async def heard(ms: int, reported: ConnectionStatus | None = None) -> tuple[object, ...]:
+        seen = T0 + timedelta(milliseconds=ms)
+        await write(
+            database_url, Batch(presence=[Presence("dev-1", seen, reported)]), recent=recent
+        )
+        (row,) = await rows(pool, "SELECT last_seen, status FROM devices WHERE device_id = 'dev-1'")
+        return row
+
+    assert await heard(0) == (T0, "online")
+    for ms in range(50, 1000, 50):  # batches within the second: no new row version
+        assert await heard(ms) == (T0, "online")
+    assert await heard(1000) == (T0 + timedelta(seconds=1), "online")
+    # A status the device reports is written at once, and so is the next word after it.
+    assert await heard(1100, ConnectionStatus.OFFLINE) == (
+        T0 + timedelta(milliseconds=1100),
+        "offline",
+    )
+    assert await heard(1200) == (T0 + timedelta(milliseconds=1200), "online")

@@ -113,6 +113,13 @@ CROSS JOIN unnest(%(names)s::text[], %(bases)s::float8[], %(amplitudes)s::float8
     AS m(name, base, amplitude)
 """
 
+_SEED_ROLLUPS = """
+INSERT INTO telemetry_hourly (device_id, metric, hour, count, sum, min, max)
+SELECT device_id, metric, date_bin('1 hour', time, TIMESTAMPTZ '1970-01-01 00:00:00+00'),
+       count(*), sum(value), min(value), max(value)
+FROM telemetry GROUP BY 1, 2, 3
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class Seeded:
@@ -152,11 +159,16 @@ async def seed(database_url: str, scale: Scale, *, now: datetime, workers: int =
         return inserted
 
     points = sum(await asyncio.gather(*(work() for _ in range(workers))))
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        # The hourly rollups ingest keeps in step with every batch it stores.
+        await conn.execute(_SEED_ROLLUPS)
     inserted_at = time.monotonic()
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
         # A running system's autovacuum has long visited yesterday's partitions; without
         # it the first queries would pay for hint bits and find no visibility map.
-        await conn.execute("VACUUM (ANALYZE) telemetry, telemetry_latest, devices")
+        await conn.execute(
+            "VACUUM (ANALYZE) telemetry, telemetry_latest, telemetry_hourly, devices"
+        )
     return Seeded(end, points, inserted_at - started, time.monotonic() - inserted_at)
 
 

@@ -6,7 +6,13 @@ import logging
 
 from psycopg import AsyncConnection
 
-from fieldline.storage.writer import Batch, PartitionCache, WriteResult, write_batch
+from fieldline.storage.writer import (
+    Batch,
+    PartitionCache,
+    RecentPresence,
+    WriteResult,
+    write_batch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -16,6 +22,7 @@ class BatchWriter:
         self._url = url
         self._conn: AsyncConnection[object] | None = None
         self._partitions = PartitionCache()
+        self._recent = RecentPresence()
 
     async def __call__(self, batch: Batch) -> WriteResult:
         if self._conn is None or self._conn.closed:
@@ -23,7 +30,7 @@ class BatchWriter:
                 self._url, autocommit=True, application_name="fieldline-ingest"
             )
         try:
-            return await write_batch(self._conn, batch, self._partitions)
+            return await write_batch(self._conn, batch, self._partitions, self._recent)
         except Exception:
             # A broken connection must not be reused; the batcher retries the batch.
             await self.close()

@@ -98,22 +98,58 @@ async def create_partition(conn: AsyncConnection[object], day: date) -> None:
         log.debug("partition created concurrently", extra={"partition": name})
 
 
+class RecentPresence:
+    """What this process last wrote of each device's presence, so that a device heard
+    in every batch has its `last_seen` written about once a second, not once per batch.
+
+    Each write of `devices` is a new row version and an index entry (`last_seen` is
+    indexed for the offline timeout): at small batches these writes cost PostgreSQL
+    more than the points themselves. An explicit status, a firmware change or a
+    device last written as offline is always written.
+    """
+
+    def __init__(self, granularity: timedelta = timedelta(seconds=1)) -> None:
+        self._granularity = granularity
+        self._written: dict[str, tuple[datetime, bool, str | None]] = {}
+
+    def needed(self, device_id: str, seen: datetime, online: bool, firmware: str | None) -> bool:
+        last = self._written.get(device_id)
+        return (
+            last is None
+            or not (online and last[1])
+            or (firmware is not None and firmware != last[2])
+            or seen - last[0] >= self._granularity
+        )
+
+    def remember(self, written: dict[str, tuple[datetime, bool, str | None]]) -> None:
+        for device_id, (seen, online, firmware) in written.items():
+            last = self._written.get(device_id)
+            self._written[device_id] = (seen, online, firmware or (last[2] if last else None))
+
+
 async def write_batch(
-    conn: AsyncConnection[object], batch: Batch, partitions: PartitionCache
+    conn: AsyncConnection[object],
+    batch: Batch,
+    partitions: PartitionCache,
+    recent: RecentPresence | None = None,
 ) -> WriteResult:
     """Store a batch atomically; answer how many readings were new."""
     fresh = _unique_in_batch(batch.telemetry)
     days = {reading.time.date() for _, reading in fresh}
     await partitions.ensure(conn, days)
+    written: dict[str, tuple[datetime, bool, str | None]] = {}
     async with conn.transaction():
         # The ledger is written in the same transaction as the points it guards.
         stored = await _record_ledger(conn, fresh)
         points = await _copy_points(conn, stored)
         await _upsert_latest(conn, stored)
+        await _add_to_hourly(conn, stored)
         await _upsert_attributes(conn, stored, batch.presence)
-        await _update_presence(conn, batch.presence)
+        written = await _update_presence(conn, batch.presence, recent)
         await _copy_rejected(conn, batch.rejected)
         refused = await _apply_command_results(conn, batch.command_results)
+    if recent is not None:  # only what was committed
+        recent.remember(written)
     total = sum(len(item.readings) for item in batch.telemetry)
     return WriteResult(
         readings_stored=len(stored),
@@ -199,6 +235,43 @@ async def _upsert_latest(conn: AsyncConnection[object], stored: list[tuple[str, 
     )
 
 
+async def _add_to_hourly(conn: AsyncConnection[object], stored: list[tuple[str, Reading]]) -> None:
+    """Add the batch's points to their hourly rollups (count, sum, min, max)."""
+    hours: dict[tuple[str, str, datetime], list[float]] = {}
+    for device, reading in stored:
+        hour = reading.time.replace(minute=0, second=0, microsecond=0)
+        for metric, value in reading.metrics.items():
+            key = (device, metric, hour)
+            rollup = hours.get(key)
+            if rollup is None:
+                hours[key] = [1, value, value, value]
+            else:
+                rollup[0] += 1
+                rollup[1] += value
+                rollup[2] = min(rollup[2], value)
+                rollup[3] = max(rollup[3], value)
+    if not hours:
+        return
+    keys = sorted(hours)  # the same lock order in every ingest process
+    await conn.execute(
+        "INSERT INTO telemetry_hourly AS h (device_id, metric, hour, count, sum, min, max) "
+        "SELECT * FROM unnest(%b::text[], %b::text[], %b::timestamptz[], %b::int8[],"
+        " %b::float8[], %b::float8[], %b::float8[]) "
+        "ON CONFLICT (device_id, metric, hour) DO UPDATE SET count = h.count + EXCLUDED.count,"
+        " sum = h.sum + EXCLUDED.sum, min = least(h.min, EXCLUDED.min),"
+        " max = greatest(h.max, EXCLUDED.max)",
+        (
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [k[2] for k in keys],
+            [int(hours[k][0]) for k in keys],
+            [hours[k][1] for k in keys],
+            [hours[k][2] for k in keys],
+            [hours[k][3] for k in keys],
+        ),
+    )
+
+
 async def _upsert_attributes(
     conn: AsyncConnection[object], stored: list[tuple[str, Reading]], presence: list[Presence]
 ) -> None:
@@ -231,8 +304,13 @@ async def _upsert_attributes(
     )
 
 
-async def _update_presence(conn: AsyncConnection[object], presence: list[Presence]) -> None:
-    """last_seen, online/offline and reported firmware; the last word per device wins."""
+async def _update_presence(
+    conn: AsyncConnection[object], presence: list[Presence], recent: RecentPresence | None
+) -> dict[str, tuple[datetime, bool, str | None]]:
+    """last_seen, online/offline and reported firmware; the last word per device wins.
+
+    Answers what it wrote, per device, for `recent` to remember once committed.
+    """
     state: dict[str, tuple[datetime, bool, str | None]] = {}
     events: list[Presence] = []
     for p in presence:
@@ -240,9 +318,16 @@ async def _update_presence(conn: AsyncConnection[object], presence: list[Presenc
         state[p.device_id] = (p.seen_at, p.reported != ConnectionStatus.OFFLINE, firmware)
         if p.reported is not None:
             events.append(p)
-    if not state:
-        return
+    if recent is not None:
+        reported = {p.device_id for p in events}
+        state = {
+            device: values
+            for device, values in state.items()
+            if device in reported or recent.needed(device, *values)
+        }
     devices = sorted(state)
+    if not devices:
+        return state
     await conn.execute(
         "UPDATE devices AS d SET last_seen = greatest(d.last_seen, v.seen),"
         " status = CASE WHEN v.online THEN 'online' ELSE 'offline' END,"
@@ -283,6 +368,7 @@ async def _update_presence(conn: AsyncConnection[object], presence: list[Presenc
                 [str(e.reported) for e in events],
             ),
         )
+    return state
 
 
 async def _copy_rejected(conn: AsyncConnection[object], rejected: list[RejectedMessage]) -> None:
