@@ -22,6 +22,7 @@ from fieldline.broker.factory import create_broker
 from fieldline.client import ApiAccess, ApiCallError, call, open_client
 from fieldline.config import Settings, load_settings
 from fieldline.domain.users import Role
+from fieldline.ops.gctune import tune_for_throughput
 from fieldline.ops.logging import configure_logging
 from fieldline.runtime import (
     StartupInfo,
@@ -120,6 +121,7 @@ def _banner(info: StartupInfo) -> None:
 def up(**overrides: Any) -> None:
     """Run everything: database, broker, ingest and the HTTP API."""
     settings = _settings(**overrides)
+    tune_for_throughput()
     _run(run_platform(settings, on_ready=_banner))
 
 
@@ -154,6 +156,7 @@ def api(**overrides: Any) -> None:
 def ingest(retire: bool, **overrides: Any) -> None:
     """Run one ingest process; several share the uplinks through a shared subscription."""
     settings = _settings(**overrides)
+    tune_for_throughput()
     _run_component(functools.partial(run_ingest, retire=retire), settings)
 
 

@@ -34,7 +34,6 @@ from fieldline.ingest.batcher import Batcher
 from fieldline.ingest.ratelimit import rate_limiter_from
 from fieldline.ingest.service import IngestConsumer, consume, decode_limits
 from fieldline.ingest.writer import BatchWriter
-from fieldline.ops.gctune import tune_for_throughput
 from fieldline.ops.metrics import Metrics
 from fieldline.ops.secrets import stored_secret
 from fieldline.ops.server import ReadyChecks, ops_app
@@ -197,7 +196,6 @@ class IngestRunner:
         `retire`: leave the shared subscription, store this instance's queue and end
         its broker session, then return.
         """
-        tune_for_throughput()
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self.batcher.run(), name="ingest-writer")
