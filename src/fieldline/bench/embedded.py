@@ -26,7 +26,7 @@ import httpx
 
 from fieldline.bench.ingest import IDLE_LIMIT_S, POLL_S
 from fieldline.bench.load import METRICS_PER_MESSAGE, LoadPlan, generate
-from fieldline.bench.report import Result, Table, parse_settings
+from fieldline.bench.report import Result, Table, parse_settings, publish
 from fieldline.bench.usage import Usage, named, pids, tree
 from fieldline.client import ApiAccess, open_client
 from fieldline.ops.sockets import free_port
@@ -236,6 +236,4 @@ def command(
         directory=keep,
         env=parse_settings(settings),
     )
-    result = asyncio.run(run(options))
-    click.echo(result.markdown())
-    click.echo(f"results: {result.save()}")
+    publish(asyncio.run(run(options)))

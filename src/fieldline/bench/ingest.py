@@ -34,7 +34,7 @@ import psycopg
 
 from fieldline.bench.counter import BareSubscriber
 from fieldline.bench.load import METRICS_PER_MESSAGE, LoadPlan, LoadReport, generate
-from fieldline.bench.report import Result, Table, parse_settings
+from fieldline.bench.report import Result, Table, parse_settings, publish
 from fieldline.bench.stack import READER, Stack, running_stack
 from fieldline.bench.usage import pids
 
@@ -423,11 +423,4 @@ def command(
         directory=keep,
         env=parse_settings(settings),
     )
-    result = asyncio.run(run(options))
-    click.echo(result.markdown())
-    click.echo(f"results: {result.save()}")
-    if plot is not None:
-        from fieldline.bench.plots import throughput
-
-        throughput(result, plot)
-        click.echo(f"plot: {plot}")
+    publish(asyncio.run(run(options)), plot=plot, chart="throughput")

@@ -22,7 +22,7 @@ import psycopg
 
 from fieldline.bench.ingest import IDLE_LIMIT_S, POLL_S
 from fieldline.bench.load import LoadPlan, generate
-from fieldline.bench.report import Result, Table, parse_settings
+from fieldline.bench.report import Result, Table, parse_settings, publish
 from fieldline.bench.stack import running_stack
 
 QUANTILES_KEPT = 1_000  # points of each distribution kept in the JSON, for plots
@@ -204,11 +204,4 @@ def command(
         directory=keep,
         env=parse_settings(settings),
     )
-    result = asyncio.run(run(options))
-    click.echo(result.markdown())
-    click.echo(f"results: {result.save()}")
-    if plot is not None:
-        from fieldline.bench.plots import latency
-
-        latency(result, plot)
-        click.echo(f"plot: {plot}")
+    publish(asyncio.run(run(options)), plot=plot, chart="latency")

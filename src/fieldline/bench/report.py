@@ -121,3 +121,16 @@ def parse_settings(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:
             raise ValueError(f"expected FIELDLINE_NAME=VALUE, got {pair!r}")
         settings[name] = value
     return settings
+
+
+def publish(result: Result, *, plot: Path | None = None, chart: str = "") -> None:
+    """Print the tables, save the JSON and, when asked, draw `plots.<chart>` to `plot`."""
+    import click
+
+    click.echo(result.markdown())
+    click.echo(f"results: {result.save()}")
+    if plot is not None and chart:
+        from fieldline.bench import plots
+
+        getattr(plots, chart)(result, plot)
+        click.echo(f"plot: {plot}")
