@@ -1,6 +1,7 @@
 """Fault injection (SPEC §9): whatever fails, every acknowledged reading is stored once.
 
-Each test runs the production topology as real processes (tests/deployment.py),
+Each test runs the production topology as real processes (fieldline.bench.deployment;
+the device load is in tests/deployment.py),
 publishes with unique message ids from real device connections, injects one
 fault mid-stream, and then counts: every message the broker acknowledged to a
 device must be in the database, none twice. The counts are printed in the
