@@ -29,20 +29,35 @@ class Counted:
     last: float  # wall clock of the last message
 
 
+@dataclass(frozen=True)
+class _Channel:
+    """What the counting process shares with the benchmark (multiprocessing objects)."""
+
+    count: Any
+    first: Any
+    last: Any
+    subscribed: Any
+    halt: Any
+
+    def publish(self, seen: int, first: float, last: float) -> None:
+        self.count.value, self.first.value, self.last.value = seen, first, last
+
+
 class BareSubscriber:
     """Start it, let the load run, read `count`, stop it."""
 
     def __init__(self, *, port: int, username: str, password: str, host: str = "127.0.0.1") -> None:
         ctx = multiprocessing.get_context("spawn")
-        self._count: Any = ctx.Value("q", 0)
-        self._first: Any = ctx.Value("d", 0.0)
-        self._last: Any = ctx.Value("d", 0.0)
-        self._subscribed: Any = ctx.Event()
-        self._halt: Any = ctx.Event()
+        self._channel = _Channel(
+            count=ctx.Value("q", 0),
+            first=ctx.Value("d", 0.0),
+            last=ctx.Value("d", 0.0),
+            subscribed=ctx.Event(),
+            halt=ctx.Event(),
+        )
         self._process = ctx.Process(
             target=_main,
-            args=(host, port, username, password, self._count, self._first, self._last),
-            kwargs={"subscribed": self._subscribed, "halt": self._halt},
+            args=(host, port, username, password, self._channel),
             name="fieldline-bench-counter",
             daemon=True,
         )
@@ -55,45 +70,25 @@ class BareSubscriber:
 
     async def start(self) -> None:
         self._process.start()
-        if not await asyncio.to_thread(self._subscribed.wait, 30):
+        if not await asyncio.to_thread(self._channel.subscribed.wait, 30):
             raise RuntimeError("the bare subscriber did not subscribe within 30 s")
 
     def counted(self) -> Counted:
-        return Counted(self._count.value, self._first.value, self._last.value)
+        channel = self._channel
+        return Counted(channel.count.value, channel.first.value, channel.last.value)
 
     async def stop(self) -> None:
-        self._halt.set()
+        self._channel.halt.set()
         await asyncio.to_thread(self._process.join, 10)
 
 
-def _main(
-    host: str,
-    port: int,
-    username: str,
-    password: str,
-    count: Any,
-    first: Any,
-    last: Any,
-    *,
-    subscribed: Any,
-    halt: Any,
-) -> None:
+def _main(host: str, port: int, username: str, password: str, channel: _Channel) -> None:
     import uvloop
 
-    uvloop.run(_count(host, port, username, password, count, first, last, subscribed, halt))
+    uvloop.run(_count(host, port, username, password, channel))
 
 
-async def _count(
-    host: str,
-    port: int,
-    username: str,
-    password: str,
-    count: Any,
-    first: Any,
-    last: Any,
-    subscribed: Any,
-    halt: Any,
-) -> None:
+async def _count(host: str, port: int, username: str, password: str, channel: _Channel) -> None:
     seen = 0
     first_at = 0.0
     last_at = 0.0
@@ -107,7 +102,7 @@ async def _count(
         return 0  # PUBACK
 
     def on_subscribe(client: Any, mid: int, qos: Any, properties: Any) -> None:
-        subscribed.set()
+        channel.subscribed.set()
 
     client = gmqtt.Client(f"bench-counter-{time.time_ns()}", clean_session=True)
     client.set_auth_credentials(username, password)
@@ -115,8 +110,8 @@ async def _count(
     client.on_subscribe = on_subscribe
     await client.connect(host, port, version=MQTTv50, keepalive=60)
     client.subscribe(TOPIC, qos=1)
-    while not halt.is_set():
+    while not channel.halt.is_set():
         await asyncio.sleep(PUBLISH_EVERY_S)
-        count.value, first.value, last.value = seen, first_at, last_at
-    count.value, first.value, last.value = seen, first_at, last_at
+        channel.publish(seen, first_at, last_at)
+    channel.publish(seen, first_at, last_at)
     await client.disconnect()

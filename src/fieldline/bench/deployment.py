@@ -29,6 +29,17 @@ SECRET_KEY = "k" * 16 + generate_secret(16)
 START_TIMEOUT = 60.0
 
 
+def metric_total(text: str, metric: str) -> float:
+    """The sum of a metric's samples in a Prometheus text exposition (0 when absent)."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(metric) and not line.startswith("#"):
+            head = line.split(" ", 1)[0]
+            if head == metric or head.startswith(metric + "{"):
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 class DeploymentError(RuntimeError):
     """A process of the deployment did not start, or answered unexpectedly."""
 
@@ -262,13 +273,7 @@ class Deployment:
         """The sum of a metric's samples on a component's /metrics (0 when absent)."""
         async with httpx.AsyncClient(timeout=5) as http:
             text = (await http.get(self.ops_url(name) + "/metrics")).text
-        total = 0.0
-        for line in text.splitlines():
-            if line.startswith(metric) and not line.startswith("#"):
-                head = line.split(" ", 1)[0]
-                if head == metric or head.startswith(metric + "{"):
-                    total += float(line.rsplit(" ", 1)[1])
-        return total
+        return metric_total(text, metric)
 
     async def admin_headers(self) -> dict[str, str]:
         async with httpx.AsyncClient(base_url=self.api_url, timeout=30) as http:

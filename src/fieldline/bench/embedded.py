@@ -24,9 +24,10 @@ from pathlib import Path
 import click
 import httpx
 
+from fieldline.bench.deployment import metric_total
 from fieldline.bench.ingest import IDLE_LIMIT_S, POLL_S
 from fieldline.bench.load import METRICS_PER_MESSAGE, LoadPlan, generate
-from fieldline.bench.report import Result, Table, parse_settings, publish
+from fieldline.bench.report import Result, Table, common_options, parse_settings, publish
 from fieldline.bench.usage import Usage, named, pids, tree
 from fieldline.client import ApiAccess, open_client
 from fieldline.ops.sockets import free_port
@@ -194,14 +195,7 @@ async def _wait_stored(up: _Up, expected: int) -> tuple[int, float]:
         while True:
             with contextlib.suppress(httpx.HTTPError):
                 text = (await http.get("/metrics")).text
-                value = next(
-                    (
-                        float(line.rsplit(" ", 1)[1])
-                        for line in text.splitlines()
-                        if line.startswith("fieldline_readings_stored_total ")
-                    ),
-                    0.0,
-                )
+                value = metric_total(text, "fieldline_readings_stored_total")
                 if value != last:
                     last, last_change, done_at = value, time.monotonic(), time.time()
             if last >= expected or time.monotonic() - last_change > IDLE_LIMIT_S:
@@ -214,9 +208,7 @@ async def _wait_stored(up: _Up, expected: int) -> tuple[int, float]:
 @click.option("--devices", default=100, show_default=True)
 @click.option("--rate", default=3000.0, show_default=True, help="Messages/s offered, in all.")
 @click.option("--duration", default=30.0, show_default=True, help="Seconds of publishing.")
-@click.option("--processes", default=2, show_default=True, help="Load generator processes.")
-@click.option("--keep", type=click.Path(path_type=Path), help="Run in (and keep) this directory.")
-@click.option("--set", "settings", multiple=True, metavar="NAME=VALUE", help="FIELDLINE_* setting.")
+@common_options(postgres=False)
 def command(
     broker: str,
     devices: int,

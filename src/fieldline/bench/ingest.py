@@ -34,7 +34,7 @@ import psycopg
 
 from fieldline.bench.counter import BareSubscriber
 from fieldline.bench.load import METRICS_PER_MESSAGE, LoadPlan, LoadReport, generate
-from fieldline.bench.report import Result, Table, parse_settings, publish
+from fieldline.bench.report import Result, Table, common_options, parse_settings, publish
 from fieldline.bench.stack import READER, Stack, running_stack
 from fieldline.bench.usage import pids
 
@@ -377,26 +377,13 @@ def _tabulate(result: Result, phases: list[Phase], options: IngestOptions) -> No
 @click.option("--devices", default=200, show_default=True, help="Devices, each its own connection.")
 @click.option("--rate", default=5000.0, show_default=True, help="Messages/s offered, in all.")
 @click.option("--duration", default=30.0, show_default=True, help="Seconds of publishing.")
-@click.option("--processes", default=2, show_default=True, help="Load generator processes.")
 @click.option(
     "--ingest-instances", default=1, show_default=True, help="`fieldline ingest` processes."
 )
 @click.option("--ceiling/--no-ceiling", default=True, help="Measure the bare subscriber first.")
 @click.option("--peer/--no-peer", default=True, help="Measure Node-RED last (needs node, npm).")
-@click.option(
-    "--postgres-bin",
-    type=click.Path(path_type=Path, file_okay=False),
-    help="initdb/pg_ctl directory (default: the embedded server).",
-)
-@click.option("--keep", type=click.Path(path_type=Path), help="Run in (and keep) this directory.")
 @click.option("--plot", type=click.Path(path_type=Path), help="Write a throughput plot (PNG).")
-@click.option(
-    "--set",
-    "settings",
-    multiple=True,
-    metavar="NAME=VALUE",
-    help="A FIELDLINE_* setting for the fieldline processes, e.g. FIELDLINE_BATCH_MAX_DELAY_MS=10.",
-)
+@common_options()
 def command(
     devices: int,
     rate: float,

@@ -22,7 +22,7 @@ import psycopg
 
 from fieldline.bench.ingest import IDLE_LIMIT_S, POLL_S
 from fieldline.bench.load import LoadPlan, generate
-from fieldline.bench.report import Result, Table, parse_settings, publish
+from fieldline.bench.report import Result, Table, common_options, parse_settings, publish
 from fieldline.bench.stack import running_stack
 
 QUANTILES_KEPT = 1_000  # points of each distribution kept in the JSON, for plots
@@ -166,22 +166,9 @@ def _thin(values: list[float]) -> list[float]:
 )
 @click.option("--devices", default=200, show_default=True)
 @click.option("--duration", default=20.0, show_default=True, help="Seconds of each run.")
-@click.option("--processes", default=2, show_default=True, help="Load generator processes.")
 @click.option("--warmup", default=2.0, show_default=True, help="Seconds left out of each run.")
-@click.option(
-    "--postgres-bin",
-    type=click.Path(path_type=Path, file_okay=False),
-    help="initdb/pg_ctl directory (default: the embedded server).",
-)
-@click.option("--keep", type=click.Path(path_type=Path), help="Run in (and keep) this directory.")
 @click.option("--plot", type=click.Path(path_type=Path), help="Write the distribution (PNG).")
-@click.option(
-    "--set",
-    "settings",
-    multiple=True,
-    metavar="NAME=VALUE",
-    help="A FIELDLINE_* setting for ingest, e.g. FIELDLINE_BATCH_MAX_DELAY_MS=10.",
-)
+@common_options()
 def command(
     rates: str,
     devices: int,

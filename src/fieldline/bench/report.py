@@ -13,6 +13,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -110,6 +111,42 @@ def _version(argv: list[str], marker: str) -> str | None:
         if marker in line:
             return line.strip()
     return None
+
+
+def common_options(*, postgres: bool = True) -> Callable[[Callable[..., Any]], Any]:
+    """Options every load scenario shares: load processes, a kept directory, settings
+    for the measured fieldline processes and (for a stack it starts) PostgreSQL's binaries."""
+    import click
+
+    options = [
+        click.option("--processes", default=2, show_default=True, help="Load generator processes."),
+        click.option(
+            "--keep", type=click.Path(path_type=Path), help="Run in (and keep) this directory."
+        ),
+        click.option(
+            "--set",
+            "settings",
+            multiple=True,
+            metavar="NAME=VALUE",
+            help="A FIELDLINE_* setting for the measured processes, e.g. "
+            "FIELDLINE_BATCH_MAX_DELAY_MS=10.",
+        ),
+    ]
+    if postgres:
+        options.append(
+            click.option(
+                "--postgres-bin",
+                type=click.Path(path_type=Path, file_okay=False),
+                help="initdb/pg_ctl directory (default: the embedded server).",
+            )
+        )
+
+    def decorate(command: Callable[..., Any]) -> Any:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
 
 
 def parse_settings(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:
