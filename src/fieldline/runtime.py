@@ -131,7 +131,7 @@ class HttpServer:
         self.socket = bind_socket(host, port)
         self.port: int = self.socket.getsockname()[1]
         self._server = uvicorn.Server(
-            uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")
+            uvicorn.Config(app, log_config=None, access_log=False, lifespan="on")
         )
 
     async def serve(self, stopping: asyncio.Event) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fieldline.api.device_auth import VerifiedSecrets
+from fieldline.api.latest import LatestMirror
 from fieldline.broker.base import Broker
 from fieldline.broker.publisher import Publisher
 from fieldline.config import Settings
@@ -29,6 +30,13 @@ class ApiContext:
     partitions: PartitionCache = field(default_factory=PartitionCache)
     device_secrets: VerifiedSecrets = field(default_factory=VerifiedSecrets)
     device_rate_limiter: DeviceRateLimiter | None = field(init=False)
+    # The fleet view's latest values (api/latest.py), started by its first request.
+    latest: LatestMirror = field(init=False)
 
     def __post_init__(self) -> None:
         self.device_rate_limiter = rate_limiter_from(self.settings)
+        self.latest = LatestMirror(str(self.pool.conninfo))  # open_pool is given a URL
+
+    async def close(self) -> None:
+        """Release what requests started (the server's shutdown, or a test's end)."""
+        await self.latest.close()

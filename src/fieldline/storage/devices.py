@@ -13,6 +13,7 @@ from fieldline.domain.devices import ConnectionStatus, Device, DeviceAccess, Gro
 from fieldline.storage.db import Row
 from fieldline.storage.errors import AlreadyExistsError, GroupNotFoundError, NotFoundError
 from fieldline.storage.paging import Page, decode_cursor, encode_cursor
+from fieldline.storage.telemetry import announce_latest_changes
 
 Conn = AsyncConnection[Row]
 
@@ -164,6 +165,7 @@ async def delete_device(conn: Conn, device_id: str) -> None:
             raise NotFoundError(f"device {device_id!r} does not exist")
         for table in ("telemetry_latest", "device_attributes"):
             await conn.execute(f"DELETE FROM {table} WHERE device_id = %s", (device_id,))
+        await announce_latest_changes(conn, [device_id])
 
 
 async def set_secret(conn: Conn, device_id: str, secret_hash: str) -> None:

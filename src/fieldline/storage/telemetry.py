@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg.rows import tuple_row
@@ -13,6 +15,12 @@ from fieldline.storage.db import Row
 from fieldline.storage.paging import Page, decode_cursor, encode_cursor
 
 Conn = AsyncConnection[Row]
+
+# Writers announce on this channel, at commit, which devices' latest values changed:
+# device ids joined by commas (ids cannot contain one), in payloads under PostgreSQL's
+# 8,000-byte limit. The API's fleet view (api/latest.py) keeps itself current from it.
+LATEST_CHANNEL = "fieldline_latest"
+_NOTIFY_PAYLOAD_BYTES = 7_900
 
 
 _EPOCH_TIME = datetime(1970, 1, 1, tzinfo=UTC)
@@ -51,36 +59,75 @@ async def latest_values(conn: Conn, device_ids: list[str]) -> list[LatestValue]:
     return [LatestValue(**row) for row in rows]
 
 
-async def latest_values_in_group(
-    conn: Conn, *, group: str | None, limit: int, cursor: str | None
-) -> Page[tuple[str, dict[str, tuple[float, datetime]]]]:
-    """Latest metrics of many devices (optionally of one group), a page of devices at a time.
+def latest_change_payloads(device_ids: Iterable[str]) -> list[str]:
+    """Comma-joined device ids, cut into payloads a NOTIFY accepts."""
+    payloads: list[str] = []
+    current: list[str] = []
+    size = 0
+    for device_id in sorted(set(device_ids)):
+        if current and size + len(device_id) + 1 > _NOTIFY_PAYLOAD_BYTES:
+            payloads.append(",".join(current))
+            current, size = [], 0
+        current.append(device_id)
+        size += len(device_id) + 1
+    if current:
+        payloads.append(",".join(current))
+    return payloads
 
-    Each device comes with `{metric: (value, time)}`. Plain tuples, not `LatestValue`s:
-    a page holds up to tens of thousands of values, and every object built per value
-    costs the API's single core time that shows in the fleet view's latency.
-    """
-    after = decode_cursor(cursor, 1)
-    devices = await (
+
+async def announce_latest_changes(conn: AsyncConnection[Any], device_ids: Iterable[str]) -> None:
+    """Tell listeners, when this transaction commits, whose latest values changed."""
+    payloads = latest_change_payloads(device_ids)
+    if payloads:
         await conn.execute(
-            "SELECT d.device_id FROM devices d LEFT JOIN groups g ON g.id = d.group_id"
-            " WHERE (%(group)s::text IS NULL OR g.name = %(group)s::text)"
+            "SELECT pg_notify(%s, payload) FROM unnest(%b::text[]) AS payload",
+            (LATEST_CHANNEL, payloads),
+        )
+
+
+async def latest_rows(
+    conn: AsyncConnection[Any], device_ids: list[str] | None
+) -> list[tuple[str, str, float, datetime]]:
+    """`(device, metric, value, time)` of these devices (None: every device), in order."""
+    cursor = conn.cursor(row_factory=tuple_row, binary=True)
+    if device_ids is None:
+        await cursor.execute(
+            "SELECT device_id, metric, value, time FROM telemetry_latest ORDER BY device_id, metric"
+        )
+    else:
+        await cursor.execute(
+            "SELECT device_id, metric, value, time FROM telemetry_latest"
+            " WHERE device_id = ANY(%s) ORDER BY device_id, metric",
+            (device_ids,),
+        )
+    return await cursor.fetchall()
+
+
+async def fleet_page(
+    conn: AsyncConnection[Any], *, group: str | None, limit: int, cursor: str | None
+) -> Page[str]:
+    """Device ids of the fleet (optionally of one group), a page at a time, in id order."""
+    after = decode_cursor(cursor, 1)
+    params = {"group": group, "after": after[0] if after else None, "limit": limit + 1}
+    rows = conn.cursor(row_factory=tuple_row)
+    if group is None:  # the devices' primary key gives the order, no join or sort
+        await rows.execute(
+            "SELECT device_id FROM devices WHERE %(after)s::text IS NULL"
+            " OR device_id > %(after)s::text ORDER BY device_id LIMIT %(limit)s",
+            params,
+        )
+    else:
+        await rows.execute(
+            "SELECT d.device_id FROM devices d JOIN groups g ON g.id = d.group_id"
+            " WHERE g.name = %(group)s"
             " AND (%(after)s::text IS NULL OR d.device_id > %(after)s::text)"
             " ORDER BY d.device_id LIMIT %(limit)s",
-            {"group": group, "after": after[0] if after else None, "limit": limit + 1},
+            params,
         )
-    ).fetchall()
-    ids = [row["device_id"] for row in devices[:limit]]
-    by_device: dict[str, dict[str, tuple[float, datetime]]] = {device_id: {} for device_id in ids}
-    values = conn.cursor(row_factory=tuple_row, binary=True)
-    await values.execute(
-        "SELECT device_id, metric, value, time FROM telemetry_latest"
-        " WHERE device_id = ANY(%s) ORDER BY device_id, metric",
-        (ids,),
-    )
-    for device_id, metric, value, time in await values.fetchall():
-        by_device[device_id][metric] = (value, time)
-    return Page(list(by_device.items()), encode_cursor(ids[-1]) if len(devices) > limit else None)
+    ids = [row[0] for row in await rows.fetchall()]
+    more = len(ids) > limit
+    del ids[limit:]
+    return Page(ids, encode_cursor(ids[-1]) if more else None)
 
 
 async def raw_points(

@@ -18,6 +18,7 @@ from psycopg.rows import tuple_row
 from fieldline.domain.devices import ConnectionStatus
 from fieldline.domain.readings import Reading
 from fieldline.storage.commands import ReportedResult, apply_results
+from fieldline.storage.telemetry import announce_latest_changes
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ async def write_batch(
         # The ledger is written in the same transaction as the points it guards.
         stored = await _record_ledger(conn, fresh)
         points = await _copy_points(conn, stored)
-        await _upsert_latest(conn, stored)
+        await announce_latest_changes(conn, await _upsert_latest(conn, stored))
         await _add_to_hourly(conn, stored)
         await _upsert_attributes(conn, stored, batch.presence)
         written = await _update_presence(conn, batch.presence, recent)
@@ -209,7 +210,10 @@ async def _copy_points(conn: AsyncConnection[object], stored: list[tuple[str, Re
     return count
 
 
-async def _upsert_latest(conn: AsyncConnection[object], stored: list[tuple[str, Reading]]) -> None:
+async def _upsert_latest(
+    conn: AsyncConnection[object], stored: list[tuple[str, Reading]]
+) -> set[str]:
+    """Keep each series' newest value; answer the devices that had values in the batch."""
     latest: dict[tuple[str, str], tuple[datetime, float]] = {}
     for device, reading in stored:
         for metric, value in reading.metrics.items():
@@ -218,7 +222,7 @@ async def _upsert_latest(conn: AsyncConnection[object], stored: list[tuple[str, 
             if current is None or current[0] <= reading.time:
                 latest[key] = (reading.time, value)
     if not latest:
-        return
+        return set()
     keys = sorted(latest)
     await conn.execute(
         "INSERT INTO telemetry_latest (device_id, metric, time, value) "
@@ -233,6 +237,7 @@ async def _upsert_latest(conn: AsyncConnection[object], stored: list[tuple[str, 
             [latest[k][1] for k in keys],
         ),
     )
+    return {device for device, _ in keys}
 
 
 async def _add_to_hourly(conn: AsyncConnection[object], stored: list[tuple[str, Reading]]) -> None:
