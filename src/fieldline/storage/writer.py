@@ -7,9 +7,10 @@ it holds across redeliveries, restarts and several ingest processes.
 from __future__ import annotations
 
 import logging
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from psycopg import AsyncConnection
 from psycopg.errors import DuplicateTable, UniqueViolation
@@ -142,9 +143,10 @@ async def write_batch(
     async with conn.transaction():
         # The ledger is written in the same transaction as the points it guards.
         stored = await _record_ledger(conn, fresh)
-        points = await _copy_points(conn, stored)
-        await announce_latest_changes(conn, await _upsert_latest(conn, stored))
-        await _add_to_hourly(conn, stored)
+        points = _prepare(stored)
+        await _copy_points(conn, points)
+        await announce_latest_changes(conn, await _upsert_latest(conn, points))
+        await _add_to_hourly(conn, points)
         await _upsert_attributes(conn, stored, batch.presence)
         written = await _update_presence(conn, batch.presence, recent)
         await _copy_rejected(conn, batch.rejected)
@@ -155,7 +157,7 @@ async def write_batch(
     return WriteResult(
         readings_stored=len(stored),
         duplicates=total - len(stored),
-        points=points,
+        points=points.count,
         rejected_reasons=tuple(r.reason for r in refused),
     )
 
@@ -197,30 +199,82 @@ async def _record_ledger(
     ]
 
 
-async def _copy_points(conn: AsyncConnection[object], stored: list[tuple[str, Reading]]) -> int:
+# Binary COPY rows of `telemetry (time, device_id, metric, value)`, encoded here: one
+# pass over the batch builds them and the latest values and hourly rollups together,
+# at a third of the cost of psycopg's per-row `write_row` (profiled under load).
+_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, header extension
+_COPY_TRAILER = b"\xff\xff"
+_ROW_START = struct.Struct(">hiq")  # field count, then the time field: length, microseconds
+_VALUE = struct.Struct(">id")  # length, float8
+_LENGTH = struct.Struct(">i")
+_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
+Series = tuple[str, str]  # device, metric
+
+
+@dataclass(slots=True)
+class _Points:
+    """A batch's stored readings, prepared for the statements that write them."""
+
+    copy: bytes
+    count: int
+    latest: dict[Series, tuple[datetime, float]]  # the newest value of each series
+    hourly: dict[tuple[str, str, datetime], list[float]]  # count, sum, min, max per hour
+
+
+def _prepare(stored: list[tuple[str, Reading]]) -> _Points:
+    rows: list[bytes] = [_COPY_SIGNATURE]
+    names: dict[Series, bytes] = {}
+    latest: dict[Series, tuple[datetime, float]] = {}
+    hourly: dict[tuple[str, str, datetime], list[float]] = {}
     count = 0
-    async with conn.cursor().copy(
-        "COPY telemetry (time, device_id, metric, value) FROM STDIN (FORMAT BINARY)"
-    ) as copy:
-        copy.set_types(["timestamptz", "text", "text", "float8"])
-        for device, reading in stored:
-            for metric, value in reading.metrics.items():
-                await copy.write_row((reading.time, device, metric, value))
-                count += 1
-    return count
-
-
-async def _upsert_latest(
-    conn: AsyncConnection[object], stored: list[tuple[str, Reading]]
-) -> set[str]:
-    """Keep each series' newest value; answer the devices that had values in the batch."""
-    latest: dict[tuple[str, str], tuple[datetime, float]] = {}
     for device, reading in stored:
+        time = reading.time
+        since = time - _PG_EPOCH
+        start = _ROW_START.pack(
+            4, 8, (since.days * 86_400 + since.seconds) * 1_000_000 + since.microseconds
+        )
+        hour = time.replace(minute=0, second=0, microsecond=0)
         for metric, value in reading.metrics.items():
-            key = (device, metric)
-            current = latest.get(key)
-            if current is None or current[0] <= reading.time:
-                latest[key] = (reading.time, value)
+            series = (device, metric)
+            name = names.get(series)
+            if name is None:
+                name = names[series] = _text(device) + _text(metric)
+            rows += (start, name, _VALUE.pack(8, value))
+            count += 1
+            current = latest.get(series)
+            if current is None or current[0] <= time:
+                latest[series] = (time, value)
+            rollup = hourly.get((device, metric, hour))
+            if rollup is None:
+                hourly[device, metric, hour] = [1, value, value, value]
+            else:
+                rollup[0] += 1
+                rollup[1] += value
+                if value < rollup[2]:
+                    rollup[2] = value
+                elif value > rollup[3]:
+                    rollup[3] = value
+    rows.append(_COPY_TRAILER)
+    return _Points(b"".join(rows), count, latest, hourly)
+
+
+def _text(value: str) -> bytes:
+    encoded = value.encode()
+    return _LENGTH.pack(len(encoded)) + encoded
+
+
+async def _copy_points(conn: AsyncConnection[object], points: _Points) -> None:
+    if points.count:
+        async with conn.cursor().copy(
+            "COPY telemetry (time, device_id, metric, value) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            await copy.write(points.copy)
+
+
+async def _upsert_latest(conn: AsyncConnection[object], points: _Points) -> set[str]:
+    """Keep each series' newest value; answer the devices that had values in the batch."""
+    latest = points.latest
     if not latest:
         return set()
     keys = sorted(latest)
@@ -240,21 +294,9 @@ async def _upsert_latest(
     return {device for device, _ in keys}
 
 
-async def _add_to_hourly(conn: AsyncConnection[object], stored: list[tuple[str, Reading]]) -> None:
+async def _add_to_hourly(conn: AsyncConnection[object], points: _Points) -> None:
     """Add the batch's points to their hourly rollups (count, sum, min, max)."""
-    hours: dict[tuple[str, str, datetime], list[float]] = {}
-    for device, reading in stored:
-        hour = reading.time.replace(minute=0, second=0, microsecond=0)
-        for metric, value in reading.metrics.items():
-            key = (device, metric, hour)
-            rollup = hours.get(key)
-            if rollup is None:
-                hours[key] = [1, value, value, value]
-            else:
-                rollup[0] += 1
-                rollup[1] += value
-                rollup[2] = min(rollup[2], value)
-                rollup[3] = max(rollup[3], value)
+    hours = points.hourly
     if not hours:
         return
     keys = sorted(hours)  # the same lock order in every ingest process
