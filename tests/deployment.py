@@ -18,7 +18,7 @@ from typing import Any
 
 import gmqtt
 import psycopg
-from gmqtt.mqtt.constants import MQTTv50
+from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 from gmqtt.storage import PersistentStorage
 
 from fieldline.bench.deployment import (
@@ -72,11 +72,17 @@ class DeviceLoad:
     METRICS_PER_MESSAGE = 2
 
     def __init__(
-        self, credentials: dict[str, dict[str, Any]], port: int, *, rate_per_device: float
+        self,
+        credentials: dict[str, dict[str, Any]],
+        port: int,
+        *,
+        rate_per_device: float,
+        mqtt5: bool = True,
     ) -> None:
         self._credentials = credentials
         self._port = port
         self._interval = 1.0 / rate_per_device
+        self._mqtt5 = mqtt5  # False: MQTT 3.1.1 (amqtt), where a session has no expiry
         self.acked: set[str] = set()
         self.published = 0
         self._clients: dict[str, tuple[gmqtt.Client, _AckRecorder]] = {}
@@ -91,12 +97,13 @@ class DeviceLoad:
             client = gmqtt.Client(
                 f"{device_id}-load",
                 clean_session=False,
-                session_expiry_interval=3600,
                 persistent_storage=recorder,
+                **({"session_expiry_interval": 3600} if self._mqtt5 else {}),
             )
             client.set_auth_credentials(device_id, mqtt["password"])
             client.set_config({"reconnect_retries": -1, "reconnect_delay": 1})
-            await client.connect("127.0.0.1", self._port, version=MQTTv50, keepalive=10)
+            version = MQTTv50 if self._mqtt5 else MQTTv311
+            await client.connect("127.0.0.1", self._port, version=version, keepalive=10)
             self._clients[device_id] = (client, recorder)
 
     def start(self) -> None:

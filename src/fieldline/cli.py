@@ -153,11 +153,17 @@ def api(**overrides: Any) -> None:
     help="Take this instance out for good: store what its broker session queued, then end "
     "the session (scaling down).",
 )
-def ingest(retire: bool, **overrides: Any) -> None:
+@click.option(
+    "--supervised",
+    is_flag=True,
+    hidden=True,
+    help="Run by `fieldline up`: stop when standard input closes.",
+)
+def ingest(retire: bool, supervised: bool, **overrides: Any) -> None:
     """Run one ingest process; several share the uplinks through a shared subscription."""
     settings = _settings(**overrides)
     tune_for_throughput()
-    _run_component(functools.partial(run_ingest, retire=retire), settings)
+    _run_component(functools.partial(run_ingest, retire=retire, supervised=supervised), settings)
 
 
 @main.command()

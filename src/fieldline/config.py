@@ -126,6 +126,12 @@ class Settings(BaseSettings):
         description="fieldline's own MQTT clients reach the external broker on `mqtt_tls_port` "
         "with TLS, verifying it with `mqtt_tls_ca_file`.",
     )
+    broker_mqtt5: bool = Field(
+        True,
+        description="The external broker speaks MQTT 5. False: fieldline's own clients speak "
+        "MQTT 3.1.1 (no shared subscriptions: one ingest process), as `fieldline up` sets for "
+        "the ingest process it runs beside its in-process amqtt.",
+    )
     mosquitto_bin: str = Field("mosquitto", description="The mosquitto executable to manage.")
     mosquitto_dynsec_plugin: Path | None = Field(
         None, description="Path of `mosquitto_dynamic_security.so`; found automatically if unset."
@@ -218,7 +224,8 @@ class Settings(BaseSettings):
         20_000,
         ge=1,
         description="Messages ingest holds unacknowledged while the database is slow or down; "
-        "beyond this it stops reading and the broker queues (back-pressure).",
+        "beyond this it stops reading and the broker queues (back-pressure). The in-process "
+        "amqtt sends ingest no more than this unacknowledged.",
     )
     ingest_instance: str = Field(
         "1",
@@ -330,3 +337,24 @@ class Settings(BaseSettings):
 def load_settings(**overrides: Any) -> Settings:
     """Build Settings from the environment, the TOML file and CLI overrides."""
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def environment(settings: Settings) -> dict[str, str]:
+    """The environment variables that load exactly `settings` (for a child process).
+
+    Every field that is set, secrets included; unset ones are left out.
+    """
+    variables: dict[str, str] = {}
+    for name, field in Settings.model_fields.items():
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        alias = field.validation_alias
+        key = alias if isinstance(alias, str) else f"FIELDLINE_{name.upper()}"
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, bool):
+            variables[key] = "true" if value else "false"
+        else:
+            variables[key] = str(value)  # StrEnum members are their value
+    return variables

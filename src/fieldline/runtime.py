@@ -2,9 +2,10 @@
 
 `run_platform` is what `fieldline up` runs: the database and broker it
 manages, then every component as a named task in one TaskGroup, so a failure
-of any part stops the whole group cleanly. `run_api`, `run_ingest` and
-`run_worker` run one component each as its own process, against an external
-PostgreSQL and broker (the production topology).
+of any part stops the whole group cleanly (beside the in-process amqtt broker,
+ingest is a child process that a task of the group supervises). `run_api`,
+`run_ingest` and `run_worker` run one component each as its own process,
+against an external PostgreSQL and broker (the production topology).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import logging
 import random
 import signal
 import socket
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -25,12 +27,14 @@ import uvicorn
 from fieldline.api.app import create_app
 from fieldline.api.context import ApiContext
 from fieldline.broker.base import Broker, BrokerEndpoint, BrokerError, ServiceAccount
+from fieldline.broker.embedded import AmqttBroker
 from fieldline.broker.factory import create_broker, external_client
 from fieldline.broker.publisher import Publisher
 from fieldline.config import BrokerKind, Settings
 from fieldline.domain.topics import TopicScheme
 from fieldline.domain.users import Role
 from fieldline.ingest.batcher import Batcher
+from fieldline.ingest.child import IngestChild
 from fieldline.ingest.ratelimit import rate_limiter_from
 from fieldline.ingest.service import IngestConsumer, consume, decode_limits
 from fieldline.ingest.writer import BatchWriter
@@ -319,13 +323,7 @@ async def _serve_all(
     await publisher.start()
     context = _api_context(settings, pool, broker, metrics)
     context.publisher = publisher
-    ingest = IngestRunner(
-        settings=settings,
-        url=url,
-        endpoint=broker.endpoint,
-        service=broker.service,
-        metrics=metrics,
-    )
+    ingest = await _up_ingest(settings, url, broker, metrics)
     worker = Worker(settings=settings, pool=pool, metrics=metrics, publisher=publisher)
     http = HttpServer(create_app(context), settings.http_host, settings.http_port)
 
@@ -352,6 +350,33 @@ async def _serve_all(
             group.create_task(announce(), name="announce")
     finally:
         await publisher.stop()
+
+
+async def _up_ingest(
+    settings: Settings, url: str, broker: Broker, metrics: Metrics
+) -> IngestRunner | IngestChild:
+    """`up`'s ingest: beside the in-process amqtt a child process, else in this process.
+
+    amqtt and ingest each need most of a core (docs/benchmarks.md, section 7). The
+    child's session exists from the broker's start, so what devices publish before
+    it first connects waits for it, as it does while the child restarts.
+    """
+    if isinstance(broker, AmqttBroker):
+        await broker.keep_ingest_session(INGEST_CLIENT_PREFIX + settings.ingest_instance)
+        return IngestChild(
+            settings=settings,
+            url=url,
+            endpoint=broker.endpoint,
+            service=broker.service,
+            metrics=metrics,
+        )
+    return IngestRunner(
+        settings=settings,
+        url=url,
+        endpoint=broker.endpoint,
+        service=broker.service,
+        metrics=metrics,
+    )
 
 
 async def _migrate_when_reachable(url: str, stopping: asyncio.Event) -> bool:
@@ -469,10 +494,13 @@ async def run_ingest(
     on_ready: Callable[[str], None],
     stopping: asyncio.Event | None = None,
     retire: bool = False,
+    supervised: bool = False,
 ) -> None:
     """`fieldline ingest`: one member of the shared subscription, writing to PostgreSQL.
 
     `retire`: take this instance out of the group for good (see IngestRunner.run).
+    `supervised`: `fieldline up` runs this process and holds its standard input;
+    stop (draining as on SIGTERM) once that closes, when `up` is gone.
     """
     url = _external_database(settings, "ingest")
     _require_external_broker(settings, "ingest")
@@ -504,14 +532,36 @@ async def run_ingest(
 
     async def main() -> None:
         announcing = asyncio.create_task(announce(), name="announce")
+        watching = (
+            asyncio.create_task(_set_when_stdin_closes(stopping), name="stdin-watch")
+            if supervised
+            else None
+        )
         try:
             await ingest.run(stopping, retire=retire)
         finally:
             announcing.cancel()
+            if watching is not None:
+                watching.cancel()
         if retire and not stopping.is_set():
             on_ready(f"fieldline ingest {settings.ingest_instance} retired")
 
     await _with_ops_server(settings, metrics, checks, stopping, main)
+
+
+async def _set_when_stdin_closes(stopping: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), sys.stdin
+    )
+    try:
+        while await reader.read(4096):
+            pass  # nothing is ever written; only the end matters
+    finally:
+        transport.close()
+    log.info("standard input closed: the supervising process is gone; stopping")
+    stopping.set()
 
 
 async def run_worker(

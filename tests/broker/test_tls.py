@@ -163,7 +163,7 @@ async def test_tls_only_broker_refuses_plaintext_and_is_administered_over_tls(
         host, port, tls = endpoint.client_target()
         assert (host, port) == ("127.0.0.1", endpoint.tls_port) and tls is not None
         assert not await accepts_connections("127.0.0.1", plain_port)
-        with caplog.at_level(logging.INFO, logger="fieldline.broker.process"):
+        with caplog.at_level(logging.INFO, logger="fieldline.ops.process"):
             for _ in range(10):
                 assert await broker.healthy()
             await asyncio.sleep(0.5)  # Mosquitto's output arrives through a pipe

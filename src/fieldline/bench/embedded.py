@@ -1,8 +1,9 @@
 """Scenario 7: sustained ingest through `fieldline up` on its embedded defaults.
 
-One `fieldline up` process (API, ingest, worker and, with `--broker amqtt`, the
-in-process amqtt broker; with `--broker mosquitto`, a managed Mosquitto child)
-on the embedded PostgreSQL, exactly as the README's quick start runs it. The
+One `fieldline up` (API, worker and, with `--broker amqtt`, the in-process amqtt
+broker with ingest as its child process; with `--broker mosquitto`, ingest in
+process and a managed Mosquitto child) on the embedded PostgreSQL, exactly as
+the README's quick start runs it. The
 fleet is registered through the API; the load and the counting are those of
 the ingest scenario.
 """
@@ -28,7 +29,7 @@ from fieldline.bench.deployment import metric_total
 from fieldline.bench.ingest import IDLE_LIMIT_S, POLL_S
 from fieldline.bench.load import METRICS_PER_MESSAGE, LoadPlan, generate
 from fieldline.bench.report import Result, Table, common_options, parse_settings, publish
-from fieldline.bench.usage import Usage, named, pids, tree
+from fieldline.bench.usage import Usage, commanded, named, pids, tree
 from fieldline.client import ApiAccess, open_client
 from fieldline.ops.sockets import free_port
 
@@ -119,6 +120,8 @@ async def run(options: EmbeddedOptions) -> Result:
         usage.watch("fieldline up", pids(up.process.pid))
         if options.broker == "mosquitto":
             usage.watch("mosquitto", named(up.process.pid, "mosquitto"))
+        else:
+            usage.watch("ingest (child of up)", commanded(up.process.pid, "ingest"))
         usage.watch("postgresql", tree(up.postgres_pid()))
         plan = LoadPlan(
             devices=devices,

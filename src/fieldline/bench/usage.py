@@ -53,6 +53,26 @@ def named(parent: int, name: str) -> Finder:
     return find
 
 
+def commanded(parent: int, argument: str) -> Finder:
+    """The children of `parent` with `argument` on their command line (`up`'s ingest)."""
+
+    def find() -> list[psutil.Process]:
+        try:
+            children = psutil.Process(parent).children()
+        except psutil.NoSuchProcess:
+            return []
+        found = []
+        for child in children:
+            try:
+                if argument in child.cmdline():
+                    found.append(child)
+            except psutil.NoSuchProcess:
+                continue
+        return found
+
+    return find
+
+
 def pids(*numbers: int) -> Finder:
     def find() -> list[psutil.Process]:
         found = []

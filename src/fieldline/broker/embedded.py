@@ -1,9 +1,9 @@
 """The in-process amqtt broker: the zero-install default for small fleets.
 
 Authentication and topic rules come from an in-memory mirror of the registry
-that two amqtt plugins consult, so a change applied here takes effect on the
-very next CONNECT, PUBLISH or SUBSCRIBE, and live sessions of a revoked
-device are closed by the adapter.
+that an amqtt plugin (CONNECT) and the broker itself (`amqtt_server.py`: PUBLISH,
+SUBSCRIBE, delivery) consult, so a change applied here takes effect on the very
+next one, and live sessions of a revoked device are closed by the adapter.
 
 amqtt 0.12.1 speaks MQTT 3.1.1 only and has no shared subscriptions; the
 service account may subscribe to the plain ingest filters only.
@@ -20,10 +20,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from amqtt.broker import Broker as AmqttServer
 from amqtt.contexts import Action, BrokerConfig, ListenerConfig
-from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
+from amqtt.plugins.base import BaseAuthPlugin
 
+from fieldline.broker.amqtt_server import AmqttServer
 from fieldline.broker.base import BrokerEndpoint, BrokerError, Drift, ServiceAccount
 from fieldline.domain.devices import DeviceAccess
 from fieldline.domain.topics import Downlink, TopicScheme
@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 SERVICE_USERNAME = "_fieldline-service"
 DROP_TIMEOUT = 2.0
+# Unacknowledged QoS 1 messages sent to a persistent session at once (ingest's).
+DEFAULT_MAX_INFLIGHT = 20_000
 
 
 class AccessRules:
@@ -128,20 +130,6 @@ class RegistryAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]
         return ok
 
 
-class RegistryTopicPlugin(BaseTopicPlugin):  # type: ignore[misc]
-    @dataclass
-    class Config:
-        rules: Any = None
-
-    async def topic_filtering(
-        self, *, session: Any = None, topic: str | None = None, action: Action | None = None
-    ) -> bool:
-        rules: AccessRules = self.config.rules
-        if session is None or topic is None or action is None:
-            return False
-        return rules.allowed(session.username, topic, action)
-
-
 class AmqttBroker:
     def __init__(
         self,
@@ -150,6 +138,7 @@ class AmqttBroker:
         port: int,
         topics: TopicScheme,
         service: ServiceAccount | None = None,
+        max_inflight: int = DEFAULT_MAX_INFLIGHT,
     ) -> None:
         self._host = host
         self._port = port
@@ -158,7 +147,8 @@ class AmqttBroker:
             username=SERVICE_USERNAME, password=generate_secret()
         )
         self._rules = AccessRules(topics, self._service)
-        self._server: Any = None
+        self._max_inflight = max_inflight
+        self._server: AmqttServer | None = None
         self._lock = asyncio.Lock()
 
     @property
@@ -173,15 +163,11 @@ class AmqttBroker:
         self._rules.replace(devices)
         if self._port == 0:
             self._port = free_port(self._host)
-        plugin_config = {"rules": self._rules}
         config = BrokerConfig(
             listeners={"default": ListenerConfig(bind=f"{self._host}:{self._port}")},
-            plugins={
-                f"{__name__}.RegistryAuthPlugin": plugin_config,
-                f"{__name__}.RegistryTopicPlugin": plugin_config,
-            },
+            plugins={f"{__name__}.RegistryAuthPlugin": {"rules": self._rules}},
         )
-        server = AmqttServer(config)
+        server = AmqttServer(config, rules=self._rules, max_inflight=self._max_inflight)
         try:
             await server.start()
         except Exception as exc:
@@ -192,6 +178,15 @@ class AmqttBroker:
         )
         # Nothing persists between runs: the mirror is rebuilt from the registry each start.
         return Drift()
+
+    async def keep_ingest_session(self, client_id: str) -> None:
+        """Queue every uplink for ingest's session `client_id` from now on, before ingest
+        (a process of its own) first connects."""
+        if self._server is None:
+            raise BrokerError("the amqtt broker is not running")
+        await self._server.keep_session(
+            client_id, username=self._service.username, filters=self._topics.ingest_filters()
+        )
 
     async def stop(self) -> None:
         if self._server is not None:

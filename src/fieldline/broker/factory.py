@@ -45,7 +45,13 @@ def create_broker(settings: Settings) -> Broker:
             "FIELDLINE_MQTT_TLS_PORT needs Mosquitto (apt-get install mosquitto); "
             "the in-process amqtt broker has no TLS listener"
         )
-    return AmqttBroker(host=settings.mqtt_host, port=settings.mqtt_port, topics=topics)
+    return AmqttBroker(
+        host=settings.mqtt_host,
+        port=settings.mqtt_port,
+        topics=topics,
+        # No more unacknowledged than ingest holds: MQTT 3.1.1 has no receive maximum.
+        max_inflight=settings.ingest_max_pending,
+    )
 
 
 def _tls_listener(settings: Settings) -> TlsListener | None:
@@ -76,6 +82,7 @@ def external_client(settings: Settings) -> tuple[BrokerEndpoint, ServiceAccount]
         host=settings.mqtt_host,
         port=settings.mqtt_port,
         tls_port=settings.mqtt_tls_port,
+        mqtt5=settings.broker_mqtt5,
         ca_file=settings.tls_ca_file if settings.broker_tls else None,
     )
     return endpoint, service

@@ -44,9 +44,9 @@ from fieldline.broker import dynsec
 from fieldline.broker.base import BrokerEndpoint, BrokerError, Drift, ServiceAccount
 from fieldline.broker.control import LIST_TIMEOUT_SECONDS, DynsecControl, accepts_tls
 from fieldline.broker.dynsec import ClientRecord, JsonObject
-from fieldline.broker.process import SupervisedProcess
 from fieldline.domain.devices import DeviceAccess
 from fieldline.domain.topics import TopicScheme
+from fieldline.ops.process import SupervisedProcess
 from fieldline.ops.sockets import accepts_connections, free_port, port_in_use
 from fieldline.security.passwords import SecretHash, generate_secret, hash_secret
 

@@ -64,6 +64,7 @@ def configure_logging(*, level: str, fmt: LogFormat) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # Their INFO lines repeat what fieldline logs itself.
-    for noisy in ("uvicorn.access", "amqtt", "gmqtt", "transitions", "psycopg.pool"):
+    # Their INFO lines repeat what fieldline logs itself (httpx: a line per request,
+    # e.g. `up` reading its ingest child's metrics).
+    for noisy in ("uvicorn.access", "amqtt", "gmqtt", "transitions", "psycopg.pool", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
 
 
+# Another process's /metrics text (None while it cannot answer).
+MetricsSource = Callable[[], Awaitable[str | None]]
+
+
 @dataclass
 class Metrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    # Processes whose metrics this one's /metrics adds in: `fieldline up`'s ingest child.
+    sources: list[MetricsSource] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         r = self.registry
@@ -105,3 +115,49 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    async def render_all(self) -> bytes:
+        """This process's metrics with its sources' added in, as one process's would be."""
+        texts = [text for text in await asyncio.gather(*(s() for s in self.sources)) if text]
+        own = self.render()
+        if not texts:
+            return own
+        return merge_expositions([own.decode(), *texts])
+
+
+def merge_expositions(texts: Iterable[str]) -> bytes:
+    """Prometheus expositions of processes with the same metrics, summed sample by sample.
+
+    Counters, histograms and gauges alike add up (a process that does not run a part
+    reports zeros for it); the `_created` timestamps keep the earliest.
+    """
+    families: dict[str, Metric] = {}
+    values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+    for text in texts:
+        for family in text_string_to_metric_families(text):
+            merged = families.setdefault(
+                family.name, Metric(family.name, family.documentation, family.type)
+            )
+            samples = values.setdefault(merged.name, {})
+            for sample in family.samples:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                if key not in samples:
+                    samples[key] = sample.value
+                elif sample.name.endswith("_created"):
+                    samples[key] = min(samples[key], sample.value)
+                else:
+                    samples[key] += sample.value
+    for name, family in families.items():
+        for (sample_name, labels), value in values[name].items():
+            family.add_sample(sample_name, dict(labels), value)
+    return generate_latest(_Families(list(families.values())))
+
+
+@dataclass(frozen=True, slots=True)
+class _Families:
+    """Metric families in the shape `generate_latest` renders."""
+
+    families: list[Metric]
+
+    def collect(self) -> list[Metric]:
+        return self.families

@@ -56,4 +56,4 @@ async def metrics(context: Context) -> Response:
     m.db_pool_size.labels(state="size").set(stats.get("pool_size", 0))
     m.db_pool_size.labels(state="available").set(stats.get("pool_available", 0))
     m.db_pool_size.labels(state="waiting").set(stats.get("requests_waiting", 0))
-    return Response(m.render(), media_type=CONTENT_TYPE_LATEST)
+    return Response(await m.render_all(), media_type=CONTENT_TYPE_LATEST)

@@ -1,7 +1,12 @@
 """A child process kept alive: restarted with capped, jittered backoff when it dies.
 
-Its output lines go through logging so a supervised broker's messages land in
-fieldline's structured logs instead of a terminal nobody watches.
+A child that logs as fieldline does (`fieldline ingest`) writes to fieldline's own
+output; any other (Mosquitto) has its lines relayed through logging, so they land
+in fieldline's structured logs instead of a terminal nobody watches.
+
+With `lifeline`, the child's standard input is a pipe this process holds open and
+never writes to: a child watching it sees end-of-file once fieldline is gone, even
+killed, and stops instead of living on as an orphan.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import logging
 import random
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 logger = logging.getLogger(__name__)
 
@@ -23,10 +28,22 @@ STABLE_SECONDS = 30.0
 
 
 class SupervisedProcess:
-    def __init__(self, argv: Sequence[str], *, name: str, stop_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        name: str,
+        stop_timeout: float = 10.0,
+        env: Mapping[str, str] | None = None,
+        relay_output: bool = True,
+        lifeline: bool = False,
+    ) -> None:
         self._argv = list(argv)
         self._name = name
         self._stop_timeout = stop_timeout
+        self._env = dict(env) if env is not None else None
+        self._relay_output = relay_output
+        self._lifeline = lifeline
         self._process: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -71,9 +88,10 @@ class SupervisedProcess:
             try:
                 process = await asyncio.create_subprocess_exec(
                     *self._argv,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.STDOUT,
+                    env=self._env,
+                    stdin=asyncio.subprocess.PIPE if self._lifeline else asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.PIPE if self._relay_output else None,
+                    stderr=asyncio.subprocess.STDOUT if self._relay_output else None,
                     # Ctrl-C in a terminal signals the whole process group; fieldline
                     # stops its children itself, in order, after draining ingest.
                     start_new_session=True,
@@ -83,7 +101,8 @@ class SupervisedProcess:
             self._process = process
             started = time.monotonic()
             logger.info("child started", extra={"child": self._name, "pid": process.pid})
-            await self._relay_output(process)
+            if self._relay_output:
+                await self._relay(process)
             returncode = await process.wait()
             if self._stopping:
                 logger.info("child stopped", extra={"child": self._name, "returncode": returncode})
@@ -99,7 +118,7 @@ class SupervisedProcess:
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
             self.restarts += 1
 
-    async def _relay_output(self, process: asyncio.subprocess.Process) -> None:
+    async def _relay(self, process: asyncio.subprocess.Process) -> None:
         assert process.stdout is not None
         child_logger = logging.getLogger(f"{__name__}.{self._name}")
         while line := await process.stdout.readline():

@@ -1,0 +1,89 @@
+"""Fault injection on `fieldline up`'s embedded defaults: the in-process amqtt broker,
+with ingest as `up`'s child process.
+
+The child is killed (`kill -9`) mid-stream; `up` starts it again, amqtt keeps its
+session's messages meanwhile and sends again what was not acknowledged, and every
+message amqtt acknowledged to a device is stored once. Counted as in test_faults.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.deployment import DeviceLoad, report_line, wait_stored
+from tests.e2e.conftest import Platform, eventually, start_platform, stop_platform
+from tests.faults.test_faults import assert_every_acknowledged_reading_stored_once
+
+pytestmark = pytest.mark.timeout(240)
+
+DEVICES = 10
+RATE_PER_DEVICE = 40.0  # 400 messages/s in all
+
+
+@pytest.fixture
+def platform(workdir: Path, pg15_database_url: str) -> Iterator[Platform]:
+    env = {
+        "FIELDLINE_BROKER": "amqtt",
+        "DATABASE_URL": pg15_database_url,
+        # Batches wait long enough that the kill always finds messages the child had
+        # received and not yet acknowledged.
+        "FIELDLINE_BATCH_MAX_DELAY_MS": "250",
+    }
+    running = start_platform("amqtt-ingest-child", env, workdir / "data")
+    try:
+        yield running
+    finally:
+        code = stop_platform(running)
+        shutil.rmtree(workdir / "data", ignore_errors=True)
+        assert code == 0, f"fieldline up exited {code} on SIGTERM"
+
+
+def ingest_child(platform: Platform, *, other_than: int | None = None) -> psutil.Process:
+    children = [
+        child
+        for child in psutil.Process(platform.process.pid).children()
+        if "ingest" in child.cmdline()
+    ]
+    assert len(children) == 1, children
+    assert children[0].pid != other_than, "not restarted yet"
+    return children[0]
+
+
+async def test_ingest_child_killed_mid_stream_is_restarted(
+    platform: Platform, pg15_database_url: str, fault_report: list[str]
+) -> None:
+    first = await eventually(lambda: asyncio.to_thread(ingest_child, platform))
+    credentials = {
+        device_id: {"password": await platform.register(device_id)}
+        for device_id in (f"child-{i:02d}" for i in range(DEVICES))
+    }
+    load = DeviceLoad(credentials, platform.mqtt_port, rate_per_device=RATE_PER_DEVICE, mqtt5=False)
+    await load.connect()
+    load.start()
+    await asyncio.sleep(3)
+    first.kill()
+    published_at_kill = load.published
+    second = await eventually(
+        lambda: asyncio.to_thread(ingest_child, platform, other_than=first.pid)
+    )
+    await asyncio.sleep(4)
+    report = await load.stop()
+    result = await wait_stored(pg15_database_url, report.acknowledged)
+
+    fault_report.append(
+        report_line(
+            "up (amqtt): ingest child kill -9, restarted by up",
+            report,
+            result,
+            **{"published before the kill": published_at_kill},
+        )
+    )
+    assert ingest_child(platform).pid == second.pid, "the restarted child died again"
+    assert report.published - published_at_kill > 1_000, "the load stopped at the kill"
+    assert_every_acknowledged_reading_stored_once(report, result)
