@@ -361,16 +361,11 @@ async def _up_ingest(
     child's session exists from the broker's start, so what devices publish before
     it first connects waits for it, as it does while the child restarts.
     """
+    kind: type[IngestRunner] | type[IngestChild] = IngestRunner
     if isinstance(broker, AmqttBroker):
         await broker.keep_ingest_session(INGEST_CLIENT_PREFIX + settings.ingest_instance)
-        return IngestChild(
-            settings=settings,
-            url=url,
-            endpoint=broker.endpoint,
-            service=broker.service,
-            metrics=metrics,
-        )
-    return IngestRunner(
+        kind = IngestChild
+    return kind(
         settings=settings,
         url=url,
         endpoint=broker.endpoint,

@@ -33,9 +33,7 @@ def tree(pid: int) -> Finder:
     return find
 
 
-def named(parent: int, name: str) -> Finder:
-    """The children of `parent` with this program name (`fieldline up`'s Mosquitto)."""
-
+def _children(parent: int, matches: Callable[[psutil.Process], bool]) -> Finder:
     def find() -> list[psutil.Process]:
         try:
             children = psutil.Process(parent).children()
@@ -44,33 +42,23 @@ def named(parent: int, name: str) -> Finder:
         found = []
         for child in children:
             try:
-                if child.name() == name:
+                if matches(child):
                     found.append(child)
             except psutil.NoSuchProcess:
                 continue
         return found
 
     return find
+
+
+def named(parent: int, name: str) -> Finder:
+    """The children of `parent` with this program name (`fieldline up`'s Mosquitto)."""
+    return _children(parent, lambda child: child.name() == name)
 
 
 def commanded(parent: int, argument: str) -> Finder:
     """The children of `parent` with `argument` on their command line (`up`'s ingest)."""
-
-    def find() -> list[psutil.Process]:
-        try:
-            children = psutil.Process(parent).children()
-        except psutil.NoSuchProcess:
-            return []
-        found = []
-        for child in children:
-            try:
-                if argument in child.cmdline():
-                    found.append(child)
-            except psutil.NoSuchProcess:
-                continue
-        return found
-
-    return find
+    return _children(parent, lambda child: argument in child.cmdline())
 
 
 def pids(*numbers: int) -> Finder:
