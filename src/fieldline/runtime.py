@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import signal
@@ -58,6 +59,7 @@ INGEST_CLIENT_PREFIX = "fieldline-ingest-"
 # A retiring ingest instance ends its session once its queue has been quiet this long.
 RETIRE_IDLE_SECONDS = 3.0
 BACKOFF_CAP_SECONDS = 15.0  # waiting for the database or broker at start
+UP_DRAIN_SECONDS = 20.0  # at most, for ingest to store what amqtt holds when `up` stops
 
 
 class ConfigurationError(ValueError):
@@ -359,18 +361,25 @@ async def _up_ingest(
 
     amqtt and ingest each need most of a core (docs/benchmarks.md, section 7). The
     child's session exists from the broker's start, so what devices publish before
-    it first connects waits for it, as it does while the child restarts.
+    it first connects waits for it, as it does while the child restarts. When `up`
+    stops, devices are disconnected first and the child stops once it has stored all
+    amqtt accepted (amqtt holds it in memory only).
     """
-    kind: type[IngestRunner] | type[IngestChild] = IngestRunner
+    endpoint, service = broker.endpoint, broker.service
     if isinstance(broker, AmqttBroker):
-        await broker.keep_ingest_session(INGEST_CLIENT_PREFIX + settings.ingest_instance)
-        kind = IngestChild
-    return kind(
-        settings=settings,
-        url=url,
-        endpoint=broker.endpoint,
-        service=broker.service,
-        metrics=metrics,
+        client_id = INGEST_CLIENT_PREFIX + settings.ingest_instance
+        await broker.keep_ingest_session(client_id)
+        drain = functools.partial(broker.drain_ingest, client_id, UP_DRAIN_SECONDS)
+        return IngestChild(
+            settings=settings,
+            url=url,
+            endpoint=endpoint,
+            service=service,
+            metrics=metrics,
+            before_stop=drain,
+        )
+    return IngestRunner(
+        settings=settings, url=url, endpoint=endpoint, service=service, metrics=metrics
     )
 
 

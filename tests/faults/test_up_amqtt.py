@@ -26,16 +26,19 @@ DEVICES = 10
 RATE_PER_DEVICE = 40.0  # 400 messages/s in all
 
 
-@pytest.fixture
-def platform(workdir: Path, pg15_database_url: str) -> Iterator[Platform]:
-    env = {
+def amqtt_env(database_url: str) -> dict[str, str]:
+    return {
         "FIELDLINE_BROKER": "amqtt",
-        "DATABASE_URL": pg15_database_url,
-        # Batches wait long enough that the kill always finds messages the child had
-        # received and not yet acknowledged.
+        "DATABASE_URL": database_url,
+        # Batches wait long enough that a kill or a stop always finds messages the
+        # child had received and not yet acknowledged.
         "FIELDLINE_BATCH_MAX_DELAY_MS": "250",
     }
-    running = start_platform("amqtt-ingest-child", env, workdir / "data")
+
+
+@pytest.fixture
+def platform(workdir: Path, pg15_database_url: str) -> Iterator[Platform]:
+    running = start_platform("amqtt-ingest-child", amqtt_env(pg15_database_url), workdir / "data")
     try:
         yield running
     finally:
@@ -86,4 +89,40 @@ async def test_ingest_child_killed_mid_stream_is_restarted(
     )
     assert ingest_child(platform).pid == second.pid, "the restarted child died again"
     assert report.published - published_at_kill > 1_000, "the load stopped at the kill"
+    assert_every_acknowledged_reading_stored_once(report, result)
+
+
+async def test_stopping_up_stores_what_amqtt_accepted(
+    workdir: Path, pg15_database_url: str, fault_report: list[str]
+) -> None:
+    """SIGTERM to `up` while devices publish: amqtt holds its queue in memory only, so
+    `up` disconnects the devices and lets ingest store the rest before it stops."""
+    platform = start_platform("amqtt-stop", amqtt_env(pg15_database_url), workdir / "data")
+    try:
+        credentials = {
+            device_id: {"password": await platform.register(device_id)}
+            for device_id in (f"stop-{i:02d}" for i in range(DEVICES))
+        }
+        load = DeviceLoad(
+            credentials, platform.mqtt_port, rate_per_device=RATE_PER_DEVICE, mqtt5=False
+        )
+        await load.connect()
+        load.start()
+        await asyncio.sleep(3)
+    finally:
+        code = await asyncio.to_thread(stop_platform, platform)  # devices still publishing
+    published_at_stop = load.published
+    report = await load.stop(settle=2)
+    result = await wait_stored(pg15_database_url, report.acknowledged, timeout=10)
+
+    fault_report.append(
+        report_line(
+            "up (amqtt): SIGTERM while devices publish",
+            report,
+            result,
+            **{"published when up had stopped": published_at_stop},
+        )
+    )
+    assert code == 0, f"fieldline up exited {code} on SIGTERM"
+    assert len(report.acknowledged) > 1_000
     assert_every_acknowledged_reading_stored_once(report, result)

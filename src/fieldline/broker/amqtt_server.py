@@ -188,6 +188,11 @@ class AmqttServer(Broker):  # type: ignore[misc]
         for topic_filter in filters:
             await self.add_subscription((topic_filter, QOS_1), session)
 
+    def undelivered(self, client_id: str) -> int:
+        """Messages for `client_id`'s persistent session it has not acknowledged yet."""
+        outbox = self._outboxes.get(client_id)
+        return len(outbox) if outbox is not None else 0
+
     async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
         return self._rules.allowed(session.username, topic, action)
 

@@ -48,6 +48,7 @@ class AccessRules:
         # device -> (secret hash, sha256 of the password that matched it)
         self._verified: dict[str, tuple[str, bytes]] = {}
         self._downlink_kinds = frozenset(kind.value for kind in Downlink)
+        self.refusing_devices = False  # set while `fieldline up` stops
         self._service_filters = frozenset(topics.ingest_filters())
 
     def replace(self, devices: Sequence[DeviceAccess]) -> None:
@@ -70,6 +71,8 @@ class AccessRules:
             return False
         if username == self._service.username:
             return hmac.compare_digest(password.encode(), self._service.password.encode())
+        if self.refusing_devices:
+            return False
         device = self._devices.get(username)
         if device is None or not device.enabled:
             return False
@@ -187,6 +190,43 @@ class AmqttBroker:
         await self._server.keep_session(
             client_id, username=self._service.username, filters=self._topics.ingest_filters()
         )
+
+    async def drain_ingest(self, client_id: str, within: float) -> int:
+        """Before ingest stops: refuse devices and end their sessions, then wait until
+        ingest's session `client_id` has acknowledged (stored) all the broker accepted.
+
+        amqtt keeps what it holds in memory only; without this, what devices published
+        while `fieldline up` stopped was acknowledged to them and then lost. Answers how
+        many messages were still undelivered after `within` seconds.
+        """
+        server = self._server
+        if server is None:
+            return 0
+        self._rules.refusing_devices = True
+        devices = [
+            (session, handler)
+            for session, handler in list(server.sessions.values())
+            if session.username != self._service.username and session.transitions.is_connected()
+        ]
+        for _, handler in devices:
+            await handler.handle_connection_closed()
+        deadline = time.monotonic() + within
+        # A session is marked disconnected once what it was acknowledged for is routed.
+        while any(s.transitions.is_connected() for s, _ in devices) or server.undelivered(
+            client_id
+        ):
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.02)
+        left = server.undelivered(client_id)
+        if left:
+            logger.warning(
+                "ingest stopped before it had everything the broker accepted",
+                extra={"messages": left, "waited_s": within},
+            )
+        else:
+            logger.info("devices disconnected; ingest has everything the broker accepted")
+        return left
 
     async def stop(self) -> None:
         if self._server is not None:

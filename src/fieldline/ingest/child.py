@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Awaitable, Callable
 
 import httpx
 from pydantic import SecretStr
@@ -73,7 +74,9 @@ class IngestChild:
         endpoint: BrokerEndpoint,
         service: ServiceAccount,
         metrics: Metrics,
+        before_stop: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
+        self._before_stop = before_stop
         child = child_settings(settings, url=url, endpoint=endpoint, service=service)
         self._metrics_url = f"http://{LOOPBACK}:{child.ops_port}/metrics"
         # The child's settings are exactly these: none inherited, no TOML file read again.
@@ -97,10 +100,16 @@ class IngestChild:
         return self._process.pid
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Keep the child running until `stopping`; return once it has drained and exited."""
+        """Keep the child running until `stopping`; return once it has drained and exited.
+
+        `before_stop` runs first, while the child still runs: the broker hands it the
+        rest of what devices published.
+        """
         await self._process.start()
         try:
             await stopping.wait()
+            if self._before_stop is not None:
+                await self._before_stop()
         finally:
             await self._process.stop()
 
