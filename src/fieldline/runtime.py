@@ -133,12 +133,22 @@ def _install_signal_handlers(stopping: asyncio.Event) -> None:
 class HttpServer:
     """uvicorn on a socket bound beforehand (so port 0 is known before serving)."""
 
-    def __init__(self, app: Any, host: str, port: int) -> None:
+    def __init__(
+        self,
+        app: Any,
+        host: str,
+        port: int,
+        *,
+        after_stop: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.socket = bind_socket(host, port)
         self.port: int = self.socket.getsockname()[1]
+        # No ASGI lifespan: what requests started is released by `after_stop`, once
+        # uvicorn has stopped serving (a lifespan task cancelled at Ctrl-C logs an error).
         self._server = uvicorn.Server(
-            uvicorn.Config(app, log_config=None, access_log=False, lifespan="on")
+            uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")
         )
+        self._after_stop = after_stop
 
     async def serve(self, stopping: asyncio.Event) -> None:
         async def stop_on_signal() -> None:
@@ -151,6 +161,8 @@ class HttpServer:
         finally:
             stopping.set()  # uvicorn may have taken the signal itself
             watcher.cancel()
+            if self._after_stop is not None:
+                await self._after_stop()
 
     async def wait_started(self) -> None:
         # uvicorn offers no event for "started".
@@ -327,7 +339,9 @@ async def _serve_all(
     context.publisher = publisher
     ingest = await _up_ingest(settings, url, broker, metrics)
     worker = Worker(settings=settings, pool=pool, metrics=metrics, publisher=publisher)
-    http = HttpServer(create_app(context), settings.http_host, settings.http_port)
+    http = HttpServer(
+        create_app(context), settings.http_host, settings.http_port, after_stop=context.close
+    )
 
     async def announce() -> None:
         await http.wait_started()
@@ -437,7 +451,12 @@ async def run_api(
             context = _api_context(settings, pool, broker, Metrics())
             context.broker_started = True
             context.publisher = publisher
-            http = HttpServer(create_app(context), settings.http_host, settings.http_port)
+            http = HttpServer(
+                create_app(context),
+                settings.http_host,
+                settings.http_port,
+                after_stop=context.close,
+            )
 
             async def announce() -> None:
                 await http.wait_started()

@@ -71,7 +71,7 @@ async def api(pg15_database_url: str, tmp_path: Path) -> AsyncIterator[Api]:
     transport = httpx.ASGITransport(app=create_app(context))
     async with httpx.AsyncClient(transport=transport, base_url="http://fieldline") as http:
         yield Api(http=http, pool=pool, url=pg15_database_url, broker=broker, context=context)
-    await context.close()  # ASGITransport runs no lifespan
+    await context.close()  # as the server does once it stops
     await broker.stop()
     await pool.close()
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 from fastapi import FastAPI
 
 import fieldline
@@ -33,19 +30,7 @@ Errors are `{"error": {"code", "message"}}`; list calls answer `{"items", "next_
 
 
 def create_app(context: ApiContext) -> FastAPI:
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            await context.close()
-
-    app = FastAPI(
-        title="fieldline",
-        version=fieldline.__version__,
-        description=DESCRIPTION,
-        lifespan=lifespan,
-    )
+    app = FastAPI(title="fieldline", version=fieldline.__version__, description=DESCRIPTION)
     app.state.context = context
     install_error_handlers(app)
     for module in (
