@@ -49,14 +49,10 @@ class LatestValue:
 
 
 async def latest_values(conn: Conn, device_ids: list[str]) -> list[LatestValue]:
-    rows = await (
-        await conn.execute(
-            "SELECT device_id, metric, time, value FROM telemetry_latest"
-            " WHERE device_id = ANY(%s) ORDER BY device_id, metric",
-            (device_ids,),
-        )
-    ).fetchall()
-    return [LatestValue(**row) for row in rows]
+    return [
+        LatestValue(device_id, metric, time, value)
+        for device_id, metric, value, time in await latest_rows(conn, device_ids)
+    ]
 
 
 def latest_change_payloads(device_ids: Iterable[str]) -> list[str]:
