@@ -58,7 +58,8 @@ async def publisher(
     broker: AmqttBroker, device: Credential
 ) -> tuple[gmqtt.Client, PersistentStorage]:
     unacknowledged = PersistentStorage()  # what the broker has not acknowledged yet
-    client = gmqtt.Client(
+    # No reconnect: gmqtt's retry after the broker stops leaves a socket nobody closes.
+    client = NoReconnectClient(
         f"{device.device_id}-{uuid.uuid4().hex[:6]}", persistent_storage=unacknowledged
     )
     client.set_auth_credentials(device.device_id, device.password)
