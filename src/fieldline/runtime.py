@@ -139,6 +139,7 @@ class HttpServer:
         host: str,
         port: int,
         *,
+        on_stopping: Callable[[], None] | None = None,
         after_stop: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.socket = bind_socket(host, port)
@@ -148,12 +149,19 @@ class HttpServer:
         self._server = uvicorn.Server(
             uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")
         )
+        self._on_stopping = on_stopping
         self._after_stop = after_stop
 
     async def serve(self, stopping: asyncio.Event) -> None:
         async def stop_on_signal() -> None:
-            await stopping.wait()
+            # uvicorn may take the signal itself: watch for its flag too.
+            while not (stopping.is_set() or self._server.should_exit):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), 0.2)
             self._server.should_exit = True
+            if self._on_stopping is not None:
+                # uvicorn waits for open requests; long-lived ones (event streams) end now.
+                self._on_stopping()
 
         watcher = asyncio.create_task(stop_on_signal(), name="http-stop")
         try:
@@ -340,7 +348,11 @@ async def _serve_all(
     ingest = await _up_ingest(settings, url, broker, metrics)
     worker = Worker(settings=settings, pool=pool, metrics=metrics, publisher=publisher)
     http = HttpServer(
-        create_app(context), settings.http_host, settings.http_port, after_stop=context.close
+        create_app(context),
+        settings.http_host,
+        settings.http_port,
+        on_stopping=context.closing.set,
+        after_stop=context.close,
     )
 
     async def announce() -> None:
@@ -455,6 +467,7 @@ async def run_api(
                 create_app(context),
                 settings.http_host,
                 settings.http_port,
+                on_stopping=context.closing.set,
                 after_stop=context.close,
             )
 

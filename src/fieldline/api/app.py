@@ -16,13 +16,16 @@ from fieldline.api.routes import (
     device_http,
     devices,
     emqx,
+    fleet,
     groups,
     ops,
     provisioning,
     rejected,
+    streams,
     telemetry,
     users,
 )
+from fieldline.web import mount_dashboard
 
 DESCRIPTION = """fieldline's HTTP API. Sign in with `POST /api/v1/auth/login` and send the
 access token as `Authorization: Bearer …`, or send an API key as `X-API-Key`.
@@ -43,6 +46,8 @@ def create_app(context: ApiContext) -> FastAPI:
         ops,
         emqx,
         audit,
+        fleet,
+        streams,
         device_http,
         provisioning,
         commands,
@@ -50,5 +55,6 @@ def create_app(context: ApiContext) -> FastAPI:
     ):
         app.include_router(module.router)
     app.include_router(auth.keys_router)
+    mount_dashboard(app)
     app.add_middleware(RequestContextMiddleware, metrics=context.metrics)
     return app

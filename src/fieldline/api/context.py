@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from fieldline.api.device_auth import VerifiedSecrets
@@ -32,6 +33,8 @@ class ApiContext:
     device_rate_limiter: DeviceRateLimiter | None = field(init=False)
     # The fleet view's latest values (api/latest.py), started by its first request.
     latest: LatestMirror = field(init=False)
+    # Set when the server starts stopping: open event streams end, so it need not wait.
+    closing: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self.device_rate_limiter = rate_limiter_from(self.settings)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Coroutine
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -56,14 +57,15 @@ def _unauthorized(message: str) -> ApiError:
     return ApiError(401, message, headers={"WWW-Authenticate": "Bearer"})
 
 
-async def get_current_user(
-    conn: DbConn,
-    issuer: Issuer,
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    api_key: Annotated[str | None, Depends(_api_key)],
-) -> User:
+async def _authenticate(
+    conn: AsyncConnection[Row],
+    issuer: TokenIssuer,
+    bearer: HTTPAuthorizationCredentials | None,
+    api_key: str | None,
+) -> tuple[User, datetime | None]:
+    """The caller, and when its access token expires (None for an API key)."""
     if api_key is not None:
-        return await _user_from_api_key(conn, api_key)
+        return await _user_from_api_key(conn, api_key), None
     if bearer is None:
         raise _unauthorized("authentication required: a bearer token or an X-API-Key header")
     try:
@@ -71,9 +73,45 @@ async def get_current_user(
     except InvalidTokenError as exc:
         raise _unauthorized(f"invalid access token: {exc}") from exc
     try:
-        return await user_store.get_user(conn, claims.user_id)
+        return await user_store.get_user(conn, claims.user_id), claims.expires_at
     except NotFoundError as exc:
         raise _unauthorized("the token's user no longer exists") from exc
+
+
+async def get_current_user(
+    conn: DbConn,
+    issuer: Issuer,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    api_key: Annotated[str | None, Depends(_api_key)],
+) -> User:
+    user, _ = await _authenticate(conn, issuer, bearer, api_key)
+    return user
+
+
+@dataclass(frozen=True, slots=True)
+class StreamCaller:
+    user: User
+    expires_at: datetime | None  # a stream ends when the token it was opened with does
+
+
+async def get_stream_viewer(
+    context: Context,
+    issuer: Issuer,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    api_key: Annotated[str | None, Depends(_api_key)],
+) -> StreamCaller:
+    """A viewer, authenticated on a connection given back at once.
+
+    A stream lasts as long as the page that opened it; holding a pooled
+    connection for all that time would let a few open pages starve the API.
+    """
+    async with context.pool.connection() as conn:
+        user, expires_at = await _authenticate(conn, issuer, bearer, api_key)
+    _check_role(user, Role.VIEWER)
+    return StreamCaller(user, expires_at)
+
+
+StreamViewer = Annotated[StreamCaller, Depends(get_stream_viewer)]
 
 
 async def _user_from_api_key(conn: AsyncConnection[Row], key: str) -> User:
@@ -91,10 +129,14 @@ async def _user_from_api_key(conn: AsyncConnection[Row], key: str) -> User:
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
+def _check_role(user: User, role: Role) -> None:
+    if not user.role.includes(role):
+        raise ApiError(403, f"this needs the {role.value} role; you are {user.role.value}")
+
+
 def require(role: Role) -> Callable[[User], Coroutine[Any, Any, User]]:
     async def check(user: CurrentUser) -> User:
-        if not user.role.includes(role):
-            raise ApiError(403, f"this needs the {role.value} role; you are {user.role.value}")
+        _check_role(user, role)
         return user
 
     return check

@@ -25,7 +25,7 @@ import itertools
 import logging
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -77,6 +77,7 @@ class LatestMirror:
         self._connection: AsyncConnection[Any] | None = None
         self._starting = asyncio.Lock()
         self._refreshing = asyncio.Lock()
+        self._watchers: dict[str, set[asyncio.Event]] = {}
 
     async def encoded(self, conn: AsyncConnection[Any], device_ids: list[str]) -> list[bytes]:
         """Each device's item, as of now; `conn` is the request's (autocommit) connection."""
@@ -93,6 +94,33 @@ class LatestMirror:
 
     async def close(self) -> None:
         await self._stop()
+
+    @contextlib.contextmanager
+    def changes(self, device_id: str) -> Iterator[asyncio.Event]:
+        """An event set whenever a change of the device's latest values is announced.
+
+        Only a wake-up call: whoever waits reads the values themselves. It stays
+        unset while the mirror is not running (see `start`).
+        """
+        event = asyncio.Event()
+        self._watchers.setdefault(device_id, set()).add(event)
+        try:
+            yield event
+        finally:
+            watching = self._watchers.get(device_id)
+            if watching is not None:
+                watching.discard(event)
+                if not watching:
+                    del self._watchers[device_id]
+
+    async def start(self) -> bool:
+        """Start listening if not yet; False if the database cannot be reached now."""
+        try:
+            await self._start()
+        except (Error, OSError) as exc:
+            logger.warning("latest-values mirror unavailable", extra={"error": str(exc)})
+            return False
+        return True
 
     async def _start(self) -> None:
         async with self._starting:
@@ -123,7 +151,9 @@ class LatestMirror:
                     if waiter is not None and not waiter.done():
                         waiter.set_result(None)
                 else:
-                    self._changed.update(payload.split(","))
+                    devices = payload.split(",")
+                    self._changed.update(devices)
+                    self._wake(devices)
         except Error as exc:
             logger.warning("latest-values mirror lost its connection", extra={"error": str(exc)})
         finally:
@@ -131,6 +161,13 @@ class LatestMirror:
                 if not waiter.done():
                     waiter.set_exception(OSError("the mirror's connection ended"))
             self._waiting.clear()
+
+    def _wake(self, devices: list[str]) -> None:
+        if not self._watchers:
+            return
+        for device_id in devices:
+            for event in self._watchers.get(device_id, ()):
+                event.set()
 
     async def _sync(self, conn: AsyncConnection[Any]) -> None:
         """Return once every change committed before now has been announced to us."""

@@ -57,6 +57,15 @@ class Device:
 
 
 @dataclass(frozen=True, slots=True)
+class StatusEvent:
+    """A change of a device's connection status, and why (last will, timeout, ...)."""
+
+    time: datetime
+    status: str
+    detail: dict[str, object]
+
+
+@dataclass(frozen=True, slots=True)
 class Group:
     id: int
     name: str

@@ -9,7 +9,7 @@ from psycopg import AsyncConnection
 from psycopg.errors import UniqueViolation
 from psycopg.types.json import Jsonb
 
-from fieldline.domain.devices import ConnectionStatus, Device, DeviceAccess, Group
+from fieldline.domain.devices import ConnectionStatus, Device, DeviceAccess, Group, StatusEvent
 from fieldline.storage.db import Row
 from fieldline.storage.errors import AlreadyExistsError, GroupNotFoundError, NotFoundError
 from fieldline.storage.paging import Page, decode_cursor, encode_cursor
@@ -208,3 +208,31 @@ async def count_online(conn: Conn, *, since: datetime) -> int:
         )
     ).fetchone()
     return int(row["n"]) if row else 0
+
+
+async def status_history(
+    conn: Conn, device_id: str, *, limit: int, cursor: str | None
+) -> Page[StatusEvent]:
+    """The device's status changes, newest first."""
+    await get_device(conn, device_id)
+    before = decode_cursor(cursor, 2)
+    rows = await (
+        await conn.execute(
+            "SELECT id, time, status, detail FROM device_status_events"
+            " WHERE device_id = %(device)s AND (%(time)s::timestamptz IS NULL"
+            " OR (time, id) < (%(time)s::timestamptz, %(id)s::bigint))"
+            " ORDER BY time DESC, id DESC LIMIT %(limit)s",
+            {
+                "device": device_id,
+                "time": before[0] if before else None,
+                "id": before[1] if before else None,
+                "limit": limit + 1,
+            },
+        )
+    ).fetchall()
+    items = [
+        StatusEvent(time=row["time"], status=row["status"], detail=row["detail"])
+        for row in rows[:limit]
+    ]
+    last = rows[limit - 1] if len(rows) > limit else None
+    return Page(items, encode_cursor(last["time"].isoformat(), last["id"]) if last else None)

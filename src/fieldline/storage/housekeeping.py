@@ -25,6 +25,7 @@ class Job(IntEnum):
     SILENT_OFFLINE = 0x666C_0003
     FORGET_PROVISIONING_SIGNATURES = 0x666C_0005
     FORGET_REJECTED_MESSAGES = 0x666C_0006
+    FORGET_INGEST_ACTIVITY = 0x666C_0007
 
 
 async def _locked(conn: AsyncConnection[Row], job: Job) -> bool:
@@ -56,6 +57,13 @@ async def forget_rejected_messages(
     """Drop rejected messages older than their retention; answer how many."""
     return await _delete_older(
         conn, Job.FORGET_REJECTED_MESSAGES, "rejected_messages", "received_at", received_before
+    )
+
+
+async def forget_ingest_activity(conn: AsyncConnection[Row], before: datetime) -> int | None:
+    """Drop the dashboard's ingest counts older than `before`; answer how many rows."""
+    return await _delete_older(
+        conn, Job.FORGET_INGEST_ACTIVITY, "ingest_activity", "bucket", before
     )
 
 

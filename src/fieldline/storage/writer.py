@@ -147,6 +147,7 @@ async def write_batch(
         await _copy_points(conn, points)
         await announce_latest_changes(conn, await _upsert_latest(conn, points))
         await _add_to_hourly(conn, points)
+        await _count_activity(conn, len(stored), points.count)
         await _upsert_attributes(conn, stored, batch.presence)
         written = await _update_presence(conn, batch.presence, recent)
         await _copy_rejected(conn, batch.rejected)
@@ -316,6 +317,23 @@ async def _add_to_hourly(conn: AsyncConnection[object], points: _Points) -> None
             [hours[k][2] for k in keys],
             [hours[k][3] for k in keys],
         ),
+    )
+
+
+ACTIVITY_BUCKET_SECONDS = 10
+
+
+async def _count_activity(conn: AsyncConnection[object], readings: int, points: int) -> None:
+    """Add this batch to the 10-second bucket the dashboard's ingest rate is read from."""
+    if readings == 0:
+        return
+    await conn.execute(
+        "INSERT INTO ingest_activity (bucket, writer, readings, points) VALUES"
+        " (date_bin(make_interval(secs => %s), now(), 'epoch'), pg_backend_pid(), %s, %s)"
+        " ON CONFLICT (bucket, writer) DO UPDATE SET"
+        " readings = ingest_activity.readings + excluded.readings,"
+        " points = ingest_activity.points + excluded.points",
+        (ACTIVITY_BUCKET_SECONDS, readings, points),
     )
 
 

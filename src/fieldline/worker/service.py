@@ -26,6 +26,7 @@ from fieldline.storage.db import Pool
 log = logging.getLogger(__name__)
 
 PARTITION_DAYS_AHEAD = 2
+INGEST_ACTIVITY_KEPT = timedelta(days=1)  # the dashboard shows at most the last hour
 # How soon a device that comes back online gets its pending commands.
 COMMAND_DISPATCH_INTERVAL_SECONDS = 1.0
 
@@ -123,6 +124,10 @@ class Worker:
         )
         if rejected:
             log.info("old rejected messages deleted", extra={"count": rejected})
+        await self._job(
+            "forget_ingest_activity",
+            lambda conn: housekeeping.forget_ingest_activity(conn, now - INGEST_ACTIVITY_KEPT),
+        )
         await self._job(
             "forget_provisioning_signatures",
             lambda conn: housekeeping.forget_provisioning_signatures(conn, now - SIGNATURE_MEMORY),

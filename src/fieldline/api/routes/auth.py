@@ -106,6 +106,18 @@ async def refresh(body: RefreshRequest, conn: DbConn, issuer: Issuer) -> AccessT
     return AccessToken(access_token=issuer.issue(user.id, TokenKind.ACCESS))
 
 
+class Me(BaseModel):
+    id: int
+    username: str
+    role: Role
+
+
+@router.get("/me", response_model=Me)
+async def who_am_i(user: CurrentUser) -> Me:
+    """The signed-in user and role (what the dashboard offers depends on it)."""
+    return Me(id=user.id, username=user.username, role=user.role)
+
+
 keys_router = APIRouter(prefix="/api/v1/api-keys", tags=["auth"])
 
 

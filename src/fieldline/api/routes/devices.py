@@ -363,6 +363,29 @@ async def rotate_credentials(
     return CredentialsRotated(device_id=device_id, mqtt=_credentials(context, device_id, password))
 
 
+class StatusEventOut(BaseModel):
+    time: datetime
+    status: str
+    detail: dict[str, Any] = Field(description='e.g. {"reason": "timeout"} or the last will')
+
+
+class StatusHistory(BaseModel):
+    items: list[StatusEventOut]
+    next_cursor: str | None
+
+
+@router.get("/{device_id}/status-history", response_model=StatusHistory)
+async def status_history(
+    device_id: DeviceId, _: Viewer, conn: DbConn, limit: Limit = 50, cursor: Cursor = None
+) -> StatusHistory:
+    """When the device came online and went offline, newest first."""
+    page = await device_store.status_history(conn, device_id, limit=limit, cursor=cursor)
+    return StatusHistory(
+        items=[StatusEventOut(time=e.time, status=e.status, detail=e.detail) for e in page.items],
+        next_cursor=page.next_cursor,
+    )
+
+
 @router.get("/{device_id}/status", response_model=DeviceStatus)
 async def device_status(
     device_id: DeviceId, _: Viewer, conn: DbConn, context: Context

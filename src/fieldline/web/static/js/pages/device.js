@@ -1,0 +1,388 @@
+// One device: live tiles of its latest values, a chart per metric, its status
+// history, attributes, configuration (desired vs reported), commands, and the
+// operator's actions (rotate credentials, disable, delete).
+//
+// The device's stream (GET /devices/{id}/stream) pushes `device`, `latest`,
+// `config` and `commands` whenever they change; everything else is fetched.
+
+import { api, stream } from "../api.js";
+import { createChart } from "../chart.js";
+import { renderCommands, renderConfig } from "./device-control.js";
+import {
+  ago, clear, fill, confirmAction, empty, errorBox, fmtNumber, fmtTime, h, showSecret, statusBadge, toast,
+} from "../dom.js";
+
+const RANGES = [
+  { key: "15m", label: "15 min", ms: 900e3 },
+  { key: "1h", label: "1 h", ms: 3600e3 },
+  { key: "6h", label: "6 h", ms: 6 * 3600e3 },
+  { key: "24h", label: "24 h", ms: 24 * 3600e3 },
+  { key: "7d", label: "7 d", ms: 7 * 86400e3 },
+  { key: "30d", label: "30 d", ms: 30 * 86400e3 },
+  { key: "90d", label: "90 d", ms: 90 * 86400e3 },
+];
+// Bucket widths the API understands, smallest first; a chart asks for ~300 points.
+const BUCKETS = [
+  ["1s", 1e3], ["2s", 2e3], ["5s", 5e3], ["10s", 10e3], ["30s", 30e3], ["1m", 60e3], ["2m", 120e3],
+  ["5m", 300e3], ["10m", 600e3], ["15m", 900e3], ["30m", 1800e3], ["1h", 3600e3], ["2h", 7200e3],
+  ["3h", 10800e3], ["6h", 21600e3], ["12h", 43200e3], ["1d", 86400e3],
+];
+const TARGET_POINTS = 300;
+
+export function bucketFor(spanMs) {
+  return BUCKETS.find(([, ms]) => spanMs / ms <= TARGET_POINTS) || BUCKETS[BUCKETS.length - 1];
+}
+
+export async function render(main, ctx) {
+  const deviceId = ctx.params[0];
+  const base = `/api/v1/devices/${encodeURIComponent(deviceId)}`;
+  ctx.setTitle(deviceId);
+  let device;
+  try {
+    device = await api("GET", base);
+  } catch (error) {
+    main.append(
+      error.status === 404
+        ? empty("No such device", `There is no device “${deviceId}”. `, h("a", { href: "#/" }, "Back to the fleet"))
+        : h("div.alert", { role: "alert" }, error.message),
+    );
+    return undefined;
+  }
+
+  const head = h("div.page-head");
+  const tiles = h("div.tiles", { "aria-live": "polite", "aria-label": "Latest values" });
+  const charts = h("div.grid.two");
+  const rangeButtons = h("div.segmented", { role: "group", "aria-label": "Time range" });
+  const zoomNote = h("div.actions");
+  const details = h("div");
+  const attributes = h("div");
+  const history = h("div");
+  const configArea = h("div");
+  const commandsArea = h("div");
+  const chartError = errorBox();
+
+  const view = { range: ctx.query.get("range") || "1h", zoom: null };
+  const chartsByMetric = new Map();
+  let latest = {};
+  let lastStatus = null;
+  let refreshTimer = null;
+  let lastChartLoad = 0;
+
+  function renderHead() {
+    const actions = h("div.actions");
+    if (ctx.can("operator")) {
+      actions.append(
+        h("button.btn", { type: "button", onclick: rotate }, "Rotate credentials"),
+        h("button.btn", { type: "button", onclick: toggleEnabled }, device.enabled ? "Disable" : "Enable"),
+        h("button.btn.danger", { type: "button", onclick: remove }, "Delete"),
+      );
+    }
+    fill(head, 
+      h(
+        "div",
+        {},
+        h("div.muted", {}, h("a", { href: "#/" }, "Fleet"), " / ", device.group || "no group"),
+        h("h1", {}, device.device_id, " ", statusBadge(device.enabled ? device.status : "disabled")),
+        h("div.sub", {}, device.name || "", device.name ? " · " : "", "last seen ", ago(device.last_seen)),
+      ),
+      actions,
+    );
+  }
+
+  function renderDetails() {
+    const row = (label, value) => [h("dt", {}, label), h("dd", {}, value ?? h("span.muted", {}, "—"))];
+    fill(details, 
+      h(
+        "dl.props",
+        {},
+        row("Device id", h("span.mono", {}, device.device_id)),
+        row("Name", device.name || null),
+        row("Type", device.device_type || null),
+        row("Group", device.group),
+        row("Firmware", device.firmware_version),
+        row("Enabled", device.enabled ? "yes" : "no"),
+        row("Last seen", device.last_seen ? fmtTime(device.last_seen) : "never"),
+        row("Registered", fmtTime(device.created_at)),
+        row("Metadata", Object.keys(device.metadata).length ? h("pre", {}, JSON.stringify(device.metadata, null, 2)) : null),
+      ),
+      ctx.can("operator") ? h("p", {}, h("a", { href: `#/rejected?device_id=${encodeURIComponent(deviceId)}` }, "Rejected messages of this device")) : null,
+    );
+  }
+
+  function renderTiles(metrics) {
+    const names = Object.keys(metrics).sort();
+    if (!names.length) {
+      fill(tiles, empty("No readings yet", "Values appear here as soon as the device publishes telemetry."));
+      return;
+    }
+    const previous = latest;
+    latest = metrics;
+    fill(tiles, 
+      names.map((name) => {
+        const { value, time } = metrics[name];
+        const changed = previous[name] && previous[name].time !== time;
+        return h(
+          `div.tile${changed ? ".flash" : ""}`,
+          { dataset: { metric: name } },
+          h("div.label", { title: name }, name),
+          h("div.value", {}, fmtNumber(value)),
+          h("div.when", {}, ago(time)),
+        );
+      }),
+    );
+  }
+
+  function domain() {
+    if (view.zoom) return view.zoom;
+    const range = RANGES.find((r) => r.key === view.range) || RANGES[0];
+    const end = Date.now();
+    return { start: end - range.ms, end };
+  }
+
+  function renderRangePicker() {
+    fill(rangeButtons, 
+      RANGES.map((r) =>
+        h("button", {
+          type: "button",
+          "aria-pressed": String(!view.zoom && view.range === r.key),
+          onclick: () => {
+            view.range = r.key;
+            view.zoom = null;
+            history.replaceState(null, "", `#/devices/${encodeURIComponent(deviceId)}?range=${r.key}`);
+            renderRangePicker();
+            loadCharts();
+          },
+        }, r.label),
+      ),
+    );
+    fill(zoomNote, 
+      view.zoom
+        ? [
+          h("span.muted", {}, `${fmtTime(new Date(view.zoom.start).toISOString())} – ${fmtTime(new Date(view.zoom.end).toISOString())}`),
+          h("button.btn.small", { type: "button", onclick: () => { view.zoom = null; renderRangePicker(); loadCharts(); } }, "Reset zoom"),
+        ]
+        : h("span.muted", {}, "Drag across a chart to zoom"),
+    );
+  }
+
+  function chartFor(metric) {
+    let entry = chartsByMetric.get(metric);
+    if (!entry) {
+      const box = h("div");
+      const card = h("section.card", { dataset: { chart: metric } }, h("div.card-head", {}, h("h2", {}, metric)), box);
+      const chart = createChart(box, {
+        label: metric,
+        onZoom: (start, end) => {
+          view.zoom = { start, end };
+          renderRangePicker();
+          loadCharts();
+        },
+      });
+      entry = { card, chart };
+      chartsByMetric.set(metric, entry);
+    }
+    return entry;
+  }
+
+  async function loadCharts() {
+    lastChartLoad = Date.now();
+    const metrics = Object.keys(latest).sort();
+    if (!metrics.length) {
+      fill(charts, h("div.card", {}, empty("No charts yet", "Each metric the device reports gets a chart.")));
+      return;
+    }
+    const { start, end } = domain();
+    const [bucket, bucketMs] = bucketFor(end - start);
+    const query = { start: new Date(start).toISOString(), end: new Date(end).toISOString(), bucket, agg: "avg" };
+    fill(charts, metrics.map((metric) => chartFor(metric).card));
+    try {
+      await Promise.all(
+        metrics.map(async (metric) => {
+          const series = await api("GET", `${base}/telemetry`, { query: { ...query, metric } });
+          const points = series.points.map((p) => ({ t: new Date(p.time).getTime(), v: p.value }));
+          chartFor(metric).chart.setData(points, { start, end, bucketMs });
+        }),
+      );
+      chartError.textContent = "";
+    } catch (error) {
+      chartError.textContent = `The charts could not be loaded: ${error.message}`;
+    }
+  }
+
+  // New values redraw the charts, at most every few seconds, unless the user zoomed.
+  function chartsFollowLatest() {
+    if (view.zoom || refreshTimer) return;
+    const span = domain().end - domain().start;
+    const every = span <= 6 * 3600e3 ? 2000 : 15000;
+    const wait = Math.max(0, lastChartLoad + every - Date.now());
+    refreshTimer = setTimeout(() => {
+      refreshTimer = null;
+      loadCharts();
+    }, wait);
+  }
+
+  async function loadHistory() {
+    try {
+      const answer = await api("GET", `${base}/status-history`, { query: { limit: 20 } });
+      fill(history, 
+        answer.items.length
+          ? h(
+            "ul.list",
+            {},
+            answer.items.map((e) =>
+              h(
+                "li",
+                {},
+                h("span", {}, statusBadge(e.status), " ", e.detail && e.detail.reason ? h("span.muted", {}, e.detail.reason) : null),
+                h("span.muted", { title: fmtTime(e.time) }, ago(e.time)),
+              )),
+          )
+          : empty("No status changes yet"),
+      );
+    } catch (error) {
+      fill(history, h("div.alert", { role: "alert" }, error.message));
+    }
+  }
+
+  async function loadAttributes() {
+    try {
+      const answer = await api("GET", `${base}/attributes`);
+      const names = Object.keys(answer.attributes).sort();
+      fill(attributes, 
+        names.length
+          ? h("dl.props", {}, names.map((n) => [h("dt", {}, n), h("dd.mono", { title: fmtTime(answer.attributes[n].time) }, answer.attributes[n].value)]))
+          : empty("No attributes reported"),
+      );
+    } catch (error) {
+      fill(attributes, h("div.alert", { role: "alert" }, error.message));
+    }
+  }
+
+  async function rotate() {
+    const ok = await confirmAction(
+      "Rotate credentials?",
+      `${deviceId}'s current MQTT password stops working at once; the device must be given the new one.`,
+      "Rotate",
+    );
+    if (!ok) return;
+    try {
+      const answer = await api("POST", `${base}/credentials`);
+      await showSecret("New MQTT password", `Shown only now. The device connects as ${answer.mqtt.username}.`, answer.mqtt.password);
+    } catch (error) {
+      toast(error.message, "error");
+    }
+  }
+
+  async function toggleEnabled() {
+    const enable = !device.enabled;
+    if (!enable) {
+      const ok = await confirmAction("Disable device?", `${deviceId} is disconnected now and refused until enabled again.`, "Disable");
+      if (!ok) return;
+    }
+    try {
+      device = await api("PATCH", base, { body: { enabled: enable } });
+      renderHead();
+      renderDetails();
+      toast(enable ? "Device enabled" : "Device disabled");
+    } catch (error) {
+      toast(error.message, "error");
+    }
+  }
+
+  async function remove() {
+    const ok = await confirmAction(
+      "Delete device?",
+      `${deviceId} is removed from the registry and disconnected; its stored telemetry is kept.`,
+      "Delete",
+    );
+    if (!ok) return;
+    try {
+      await api("DELETE", base);
+      toast(`${deviceId} deleted`);
+      ctx.navigate("#/");
+    } catch (error) {
+      toast(error.message, "error");
+    }
+  }
+
+  main.append(
+    head,
+    h("section", { "aria-label": "Latest values" }, tiles),
+    h(
+      "section.card.charts",
+      { "aria-label": "Charts" },
+      h("div.card-head", {}, h("h2", {}, "History"), h("div.actions", {}, zoomNote, rangeButtons)),
+      chartError,
+      charts,
+    ),
+    h(
+      "div.grid.two",
+      {},
+      h("section.card", {}, h("h2", {}, "Configuration"), configArea),
+      h("section.card", {}, h("h2", {}, "Commands"), commandsArea),
+      h("section.card", {}, h("h2", {}, "Details"), details),
+      h("section.card", {}, h("h2", {}, "Status history"), history),
+      h("section.card", {}, h("h2", {}, "Attributes"), attributes),
+    ),
+  );
+  renderHead();
+  renderDetails();
+  renderRangePicker();
+  const config = renderConfig(configArea, ctx, base);
+  const commands = renderCommands(commandsArea, ctx, base);
+  const first = await api("GET", `${base}/telemetry/latest`).catch(() => ({ metrics: {} }));
+  renderTiles(first.metrics);
+  await Promise.all([loadCharts(), loadHistory(), loadAttributes()]);
+
+  const stop = stream(
+    `${base}/stream`,
+    {
+      device: (next) => {
+        const statusChanged = lastStatus !== null && lastStatus !== next.status;
+        lastStatus = next.status;
+        device = next;
+        renderHead();
+        renderDetails();
+        if (statusChanged) loadHistory();
+      },
+      latest: (next) => {
+        const known = Object.keys(latest).sort().join();
+        renderTiles(next.metrics);
+        if (Object.keys(next.metrics).sort().join() !== known) loadCharts();
+        else chartsFollowLatest();
+        loadAttributesSoon();
+      },
+      config: (state) => config.update(state),
+      commands: (list) => commands.update(list.items),
+      gone: () => {
+        toast(`${deviceId} was deleted`);
+        ctx.navigate("#/");
+      },
+    },
+    ctx.setLive,
+  );
+
+  let attributesTimer = null;
+  function loadAttributesSoon() {
+    if (attributesTimer) return;
+    attributesTimer = setTimeout(() => {
+      attributesTimer = null;
+      loadAttributes();
+    }, 30000);
+  }
+
+  // "3 s ago" must keep counting between events.
+  const clock = setInterval(() => {
+    for (const el of main.querySelectorAll("time[datetime]")) {
+      el.textContent = ago(el.getAttribute("datetime")).textContent;
+    }
+  }, 5000);
+
+  return () => {
+    stop();
+    clearInterval(clock);
+    clearTimeout(refreshTimer);
+    clearTimeout(attributesTimer);
+    for (const { chart } of chartsByMetric.values()) chart.destroy();
+  };
+}

@@ -1,0 +1,109 @@
+"""Headless Chromium for the dashboard's browser tests.
+
+Debian's `chromium` (installed by scripts/test), driven by Playwright's Python
+package; Playwright's own browser download is never used. The flags keep
+Chromium off the network: it reaches only the servers the tests start.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+
+from tests.conftest import PgServer
+from tests.e2e.conftest import ADMIN_PASSWORD, Platform, start_platform, stop_platform
+
+__all__ = ["ADMIN_PASSWORD", "Platform", "create_user", "sign_in"]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="session")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="session")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    assert CHROMIUM.exists(), "Debian's chromium is missing: scripts/test installs it"
+    # Playwright starts it headless with a new empty profile of its own.
+    launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+    try:
+        yield launched
+    finally:
+        launched.close()
+
+
+@pytest.fixture
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    """A fresh profile per test: no tokens or storage carried over."""
+    fresh = browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        yield fresh
+    finally:
+        fresh.close()
+
+
+@pytest.fixture
+def page(context: BrowserContext) -> Page:
+    opened = context.new_page()
+    opened.set_default_timeout(15_000)
+    return opened
+
+
+@pytest.fixture(scope="session")
+def platform(pg15: PgServer) -> Iterator[Platform]:
+    """One `fieldline up` for the dashboard's tests, on its own PostgreSQL 15 database.
+
+    Shared by the tests of the session, so each test names what it creates uniquely.
+    """
+    tmp = Path(tempfile.mkdtemp(prefix="fieldline-web-"))
+    database = pg15.create_database()
+    running = start_platform("web", {"DATABASE_URL": pg15.url_for(database)}, tmp / "data")
+    try:
+        yield running
+    finally:
+        code = stop_platform(running)
+        pg15.drop_database(database)
+        shutil.rmtree(tmp, ignore_errors=True)
+        assert code == 0, f"fieldline up exited {code} on SIGTERM"
+
+
+def create_user(platform: Platform, role: str) -> tuple[str, str]:
+    """A new user of `role` through the API; answer (username, password)."""
+    username = f"{role}-{uuid.uuid4().hex[:8]}"
+    password = f"pw-{uuid.uuid4().hex}"
+    answer = httpx.post(
+        f"{platform.api_url}/api/v1/users",
+        json={"username": username, "password": password, "role": role},
+        headers=platform.headers,
+    )
+    assert answer.status_code == 201, answer.text
+    return username, password
+
+
+def sign_in(page: Page, platform: Platform, username: str, password: str) -> None:
+    """Sign in through the form, as a user would, and wait for the overview."""
+    page.goto(platform.api_url + "/")
+    form = page.locator("#login-form")
+    form.get_by_label("Username").fill(username)
+    form.get_by_label("Password").fill(password)
+    form.get_by_role("button", name="Sign in").click()
+    page.locator("nav.nav").wait_for()

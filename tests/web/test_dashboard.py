@@ -1,0 +1,246 @@
+"""The dashboard driven in headless Chromium against a real `fieldline up` and a
+simulated fleet, as an operator and as a viewer would use it.
+
+Set FIELDLINE_SCREENSHOTS to a directory (e.g. docs/images) to keep the README's
+screenshots that these tests take; otherwise they go to a temporary directory.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.web.conftest import ADMIN_PASSWORD, Platform, create_user, sign_in
+
+LIVE_TIMEOUT = 30_000  # ms: the simulator reports every few seconds; a miss fails, not hangs
+DEVICES = 4
+
+
+@dataclass
+class Simulator:
+    platform: Platform
+    log: Path
+    prefix: str = field(default_factory=lambda: f"web{uuid.uuid4().hex[:6]}")
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def first_device(self) -> str:
+        return f"{self.prefix}-0001"
+
+    def start(self) -> None:
+        """Run `fieldline simulate` as a user would: it registers its devices through the API."""
+        if self.process is not None:
+            return
+        with self.log.open("wb") as output:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "fieldline",
+                    "simulate",
+                    "--devices",
+                    str(DEVICES),
+                    "--rate",
+                    "2",
+                    "--heartbeat-interval",
+                    "5",
+                    "--create",
+                    "--username",
+                    "admin",
+                    "--password",
+                    ADMIN_PASSWORD,
+                    "--api-url",
+                    self.platform.api_url,
+                    "--mqtt-port",
+                    str(self.platform.mqtt_port),
+                    "--prefix",
+                    self.prefix,
+                    "--credentials",
+                    str(self.log.with_suffix(".json")),
+                ],
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture(scope="module")
+def simulator(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
+    running = Simulator(platform, tmp_path_factory.mktemp("simulator") / "simulate.log")
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    chosen = os.environ.get("FIELDLINE_SCREENSHOTS")
+    directory = Path(chosen) if chosen else tmp_path_factory.mktemp("screenshots")
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def admin_page(page: Page, platform: Platform) -> Page:
+    sign_in(page, platform, "admin", ADMIN_PASSWORD)
+    return page
+
+
+def open_device(page: Page, platform: Platform, device_id: str, query: str = "") -> None:
+    page.goto(f"{platform.api_url}/#/devices/{device_id}{query}")
+    expect(page.get_by_role("heading", level=1)).to_contain_text(device_id)
+
+
+def test_a_bad_login_is_refused(page: Page, platform: Platform) -> None:
+    page.goto(platform.api_url + "/")
+    form = page.locator("#login-form")
+    form.get_by_label("Username").fill("admin")
+    form.get_by_label("Password").fill("not-the-password")
+    form.get_by_role("button", name="Sign in").click()
+    expect(form.get_by_role("alert")).to_have_text("wrong username or password")
+    expect(page.locator("nav.nav")).to_have_count(0)
+    assert page.evaluate("localStorage.getItem('fieldline.session')") is None
+
+
+def test_devices_appear_and_go_online_when_the_simulator_starts(
+    page: Page, platform: Platform, simulator: Simulator
+) -> None:
+    admin_page(page, platform)
+    page.get_by_label("Search").fill(simulator.prefix)
+    expect(page.get_by_text("No devices match these filters")).to_be_visible()
+
+    simulator.start()
+
+    rows = page.locator('table[aria-label="Devices"] tbody tr')
+    expect(rows).to_have_count(DEVICES, timeout=LIVE_TIMEOUT)
+    online = rows.locator(".badge.online")
+    expect(online).to_have_count(DEVICES, timeout=LIVE_TIMEOUT)
+    expect(page.locator(".pager")).to_contain_text(f"1–{DEVICES} of {DEVICES}")
+    # The latest battery and signal arrive with the first readings.
+    expect(rows.first.locator("td.num").first).to_contain_text(" V", timeout=LIVE_TIMEOUT)
+    expect(page.locator(".stat").filter(has_text="Online")).not_to_contain_text("Online0")
+
+    rows.first.get_by_role("link").click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text(simulator.first_device)
+
+
+def test_a_device_chart_gains_points_live(
+    page: Page, platform: Platform, simulator: Simulator, screenshots: Path
+) -> None:
+    simulator.start()
+    admin_page(page, platform)
+    open_device(page, platform, simulator.first_device, "?range=15m")
+    expect(page.locator('.tile[data-metric="temperature"]')).to_be_visible(timeout=LIVE_TIMEOUT)
+    chart = '[data-chart="temperature"] svg.chart'
+    more_than = "([selector, n]) => Number(document.querySelector(selector)?.dataset.points) > n"
+    page.wait_for_function(more_than, arg=[chart, 1], timeout=LIVE_TIMEOUT)
+    before = int(page.locator(chart).get_attribute("data-points") or 0)
+
+    # No reload: the device's stream brings the values, the chart asks for the new buckets.
+    page.wait_for_function(more_than, arg=[chart, before], timeout=LIVE_TIMEOUT)
+    page.screenshot(path=screenshots / "device.png", full_page=True)
+
+
+def test_a_configuration_change_is_reported_by_the_device(
+    page: Page, platform: Platform, simulator: Simulator
+) -> None:
+    simulator.start()
+    admin_page(page, platform)
+    device = f"{simulator.prefix}-0002"
+    open_device(page, platform, device)
+    editor = page.get_by_label("This device's own settings (JSON)")
+    expect(editor).to_have_value("{}", timeout=LIVE_TIMEOUT)
+
+    editor.fill('{"interval": ')
+    page.get_by_role("button", name="Save configuration").click()
+    expect(page.locator("form[aria-label='Device configuration'] [role=alert]")).to_contain_text(
+        "not valid JSON"
+    )
+
+    editor.fill('{"interval": 5, "unit": "celsius"}')
+    page.get_by_role("button", name="Save configuration").click()
+    status = page.locator(".config-status")
+    expect(status.locator("[data-sync='in-sync']")).to_have_text(
+        "in sync · v1", timeout=LIVE_TIMEOUT
+    )
+    expect(status).to_contain_text("device reported v1")
+    expect(page.locator("pre.config-effective")).to_contain_text('"unit": "celsius"')
+
+
+def test_a_command_is_sent_and_its_result_shown(
+    page: Page, platform: Platform, simulator: Simulator
+) -> None:
+    simulator.start()
+    admin_page(page, platform)
+    open_device(page, platform, f"{simulator.prefix}-0003")
+    page.get_by_label("Command", exact=True).fill("identify")
+    page.get_by_label("Parameters (JSON)").fill('{"seconds": 3}')
+    page.get_by_role("button", name="Send command").click()
+
+    row = page.locator('table[aria-label="Commands"] tbody tr').filter(has_text="identify")
+    expect(row.locator(".badge")).to_have_text("succeeded", timeout=LIVE_TIMEOUT)
+    expect(row).to_contain_text('{"blinked_s":3}')
+
+
+def test_a_viewer_sees_no_write_controls(
+    page: Page, platform: Platform, simulator: Simulator, screenshots: Path
+) -> None:
+    simulator.start()
+    username, password = create_user(platform, "viewer")
+    sign_in(page, platform, username, password)
+    expect(page.locator('table[aria-label="Devices"] tbody tr').first).to_be_visible(
+        timeout=LIVE_TIMEOUT
+    )
+    expect(page.get_by_role("button", name="Add device")).to_have_count(0)
+    for link in ("Rejected", "Provisioning", "Users", "Audit log"):
+        expect(page.locator("nav.nav").get_by_role("link", name=link)).to_have_count(0)
+
+    open_device(page, platform, simulator.first_device)
+    expect(page.locator(".config-status")).to_contain_text("v", timeout=LIVE_TIMEOUT)
+    for action in (
+        "Rotate credentials",
+        "Disable",
+        "Delete",
+        "Save configuration",
+        "Send command",
+    ):
+        expect(page.get_by_role("button", name=action)).to_have_count(0)
+    expect(page.locator("main textarea, main form")).to_have_count(0)
+
+    # The API refuses what the page does not offer.
+    token = page.evaluate("JSON.parse(localStorage.getItem('fieldline.session')).access")
+    answer = page.request.delete(
+        f"{platform.api_url}/api/v1/devices/{simulator.first_device}",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert answer.status == 403
+
+
+def test_the_overview_screenshot_shows_a_live_fleet(
+    page: Page, platform: Platform, simulator: Simulator, screenshots: Path
+) -> None:
+    simulator.start()
+    admin_page(page, platform)
+    rows = page.locator('table[aria-label="Devices"] tbody tr')
+    expect(rows.locator(".badge.online").first).to_be_visible(timeout=LIVE_TIMEOUT)
+    expect(page.locator(".stat").filter(has_text="Ingest")).not_to_contain_text(
+        "Ingest0.0", timeout=LIVE_TIMEOUT
+    )
+    page.screenshot(path=screenshots / "overview.png", full_page=True)
