@@ -75,6 +75,7 @@ def _banner(info: StartupInfo) -> None:
     lines = [
         "",
         "fieldline is running",
+        f"  Dashboard      {info.api_url}/",
         f"  API and docs   {info.api_url}/docs",
         f"  MQTT broker    {info.mqtt_host}:{info.mqtt_port}  ({info.broker})",
         *(

@@ -34,13 +34,15 @@ CHROMIUM_FLAGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: while Playwright's sync API is open, its event loop counts
+# as running in this thread, and the suite's asyncio tests after it could not start theirs.
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     with sync_playwright() as driver:
         yield driver
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     assert CHROMIUM.exists(), "Debian's chromium is missing: scripts/test installs it"
     # Playwright starts it headless with a new empty profile of its own.

@@ -24,6 +24,7 @@ const PAGES = [
 
 const root = document.getElementById("app");
 let leavePage = null;
+let visits = 0;
 let liveDot = null;
 
 function can(user, role) {
@@ -126,6 +127,7 @@ function setLive(state) {
 }
 
 function stopPage() {
+  visits += 1; // a page still loading is now out of date
   if (leavePage) {
     try {
       leavePage();
@@ -142,6 +144,11 @@ async function route() {
   const main = document.getElementById("main");
   if (!current || !current.user || !main) return;
   stopPage();
+  // Each visit renders into its own element. A page still loading when the user moves on
+  // fills a detached element, and is stopped as soon as it has started.
+  const visit = visits;
+  const view = h("div.page");
+  fill(main, view);
   const path = decodeURIComponent(location.hash.replace(/^#/, "").split("?")[0]) || "/";
   const page = PAGES.find((p) => p.path.test(path));
   for (const link of document.querySelectorAll(".nav a")) {
@@ -149,13 +156,12 @@ async function route() {
     if (active) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
-  clear(main);
   if (!page) {
-    main.append(h("div.empty", {}, h("strong", {}, "Page not found"), h("a", { href: "#/" }, "Back to the overview")));
+    view.append(h("div.empty", {}, h("strong", {}, "Page not found"), h("a", { href: "#/" }, "Back to the overview")));
     return;
   }
   if (!can(current.user, page.role)) {
-    main.append(h("div.empty", {}, h("strong", {}, "Not available"), `This page needs the ${page.role} role.`));
+    view.append(h("div.empty", {}, h("strong", {}, "Not available"), `This page needs the ${page.role} role.`));
     return;
   }
   const params = page.path.exec(path).slice(1);
@@ -164,9 +170,11 @@ async function route() {
     can: (role) => can(current.user, role),
     params,
     query: new URLSearchParams(location.hash.split("?")[1] || ""),
-    setLive,
+    setLive: (state) => {
+      if (visit === visits) setLive(state);
+    },
     setTitle: (title) => {
-      document.title = `${title} · fieldline`;
+      if (visit === visits) document.title = `${title} · fieldline`;
     },
     navigate: (hash) => {
       location.hash = hash;
@@ -174,10 +182,11 @@ async function route() {
   };
   try {
     const module = await import(page.module);
-    if (document.getElementById("main") !== main) return; // signed out meanwhile
-    leavePage = (await module.render(main, ctx)) || null;
+    const cleanup = visit === visits ? (await module.render(view, ctx)) || null : null;
+    if (visit === visits) leavePage = cleanup;
+    else if (cleanup) cleanup();
   } catch (error) {
-    fill(main, h("div.alert", { role: "alert" }, `This page could not be shown: ${error.message}`));
+    fill(view, h("div.alert", { role: "alert" }, `This page could not be shown: ${error.message}`));
   }
 }
 

@@ -262,7 +262,8 @@ export async function render(main, ctx) {
   }
 
   async function loadTable({ quiet = false } = {}) {
-    if (loading && quiet) return;
+    // A refresh would take keyboard focus away from a row or header the user is on.
+    if (quiet && (loading || tableArea.contains(document.activeElement) || pager.contains(document.activeElement))) return undefined;
     loading = true;
     try {
       const answer = await api("GET", "/api/v1/fleet/devices", {

@@ -1,0 +1,204 @@
+// Groups: the sites, farms or depots devices belong to, and the configuration they share.
+//
+// Viewers read; operators also create groups and replace a group's configuration.
+// Controls a role cannot use are not rendered at all rather than shown disabled.
+
+import { api } from "../api.js";
+import { ago, attempt, empty, errorBox, field, fill, h, toast } from "../dom.js";
+
+const PAGE_SIZE = 100;
+let editors = 0; // unique ids for aria-describedby: group names may hold spaces
+
+const overviewOf = (name) => `#/?${new URLSearchParams({ group: name })}`;
+
+/** The textarea's text as a configuration object, or an Error saying what is wrong. */
+function parseConfig(text) {
+  let value;
+  try {
+    value = JSON.parse(text);
+  } catch (failure) {
+    throw new Error(`Not valid JSON: ${failure.message}`);
+  }
+  if (value === null || typeof value !== "object" || Array.isArray(value)) {
+    throw new Error('The configuration must be a JSON object, like {"interval_s": 30}.');
+  }
+  return value;
+}
+
+/** The group's configuration: read-only, plus an editor for operators. */
+function configPanel(name, canEdit) {
+  const panel = h("div.config-panel", {}, h("p.muted", {}, "Loading configuration…"));
+
+  function show(state) {
+    const unset = state.version === 0;
+    const edit = canEdit
+      ? h("button.btn.small", { type: "button", onclick: () => editor(state) }, "Edit configuration")
+      : null;
+    fill(
+      panel,
+      h(
+        "div.card-head",
+        {},
+        h("div.muted", {}, unset
+          ? "No shared configuration yet: each device gets only its own."
+          : ["Version ", String(state.version), " · updated ", ago(state.updated_at)]),
+        edit,
+      ),
+      unset ? null : h("pre.config-json", {}, JSON.stringify(state.config, null, 2)),
+      unset ? null : h("p.muted", {}, "Each device in the group receives this object, with its own configuration merged over it."),
+    );
+  }
+
+  function editor(state) {
+    const helpId = `config-help-${(editors += 1)}`;
+    const text = h("textarea", { name: "config", rows: 12, spellcheck: "false", "aria-describedby": helpId });
+    text.value = JSON.stringify(state.config, null, 2);
+    const error = errorBox();
+    const save = h("button.btn.primary", { type: "submit" }, "Save configuration");
+    const cancel = h("button.btn", { type: "button", onclick: () => show(state) }, "Cancel");
+    const form = h(
+      "form.stack-form",
+      { "aria-label": `Configuration of ${name}` },
+      field("Configuration (JSON object)", text),
+      h("span.muted", { id: helpId },
+        "Replaces the group's whole object. Ctrl+Enter saves."),
+      error,
+      h("div.actions", {}, save, cancel),
+    );
+    text.addEventListener("input", () => text.removeAttribute("aria-invalid"));
+    text.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) form.requestSubmit();
+    });
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      // Checked here first, so a typo is pointed out without a round trip.
+      const answer = await attempt(error, save, async () => {
+        const config = parseConfig(text.value);
+        return api("PUT", `/api/v1/groups/${encodeURIComponent(name)}/config`, { body: { config } });
+      });
+      if (!answer) {
+        text.setAttribute("aria-invalid", "true");
+        text.focus();
+        return;
+      }
+      const devices = answer.devices_versioned;
+      const reach = devices ? `sent to ${devices} device${devices === 1 ? "" : "s"}` : "no device needed a change";
+      const pending = answer.delivery_pending ? ` (${answer.delivery_pending} waiting for the broker)` : "";
+      toast(`Configuration of ${name} saved as version ${answer.version}: ${reach}${pending}`, "ok");
+      show(answer);
+    });
+    fill(panel, form);
+    text.focus();
+  }
+
+  api("GET", `/api/v1/groups/${encodeURIComponent(name)}/config`)
+    .then(show)
+    .catch((failure) => fill(panel, h("div.alert", { role: "alert" }, failure.message)));
+  return panel;
+}
+
+function row(group, canEdit) {
+  const toggle = h(
+    "button.btn.small.disclose",
+    { type: "button", "aria-expanded": "false" },
+    h("span.chevron", { "aria-hidden": "true" }),
+    "Configuration",
+  );
+  const tr = h(
+    "tr",
+    {},
+    h("td", {}, h("a", { href: overviewOf(group.name), title: "Devices of this group" }, h("strong", {}, group.name))),
+    h("td.wrap.hide-narrow", {}, group.description || h("span.muted", {}, "—")),
+    h("td.hide-narrow", {}, ago(group.created_at)),
+    h("td.num", {}, toggle),
+  );
+  let detail = null;
+  toggle.addEventListener("click", () => {
+    if (detail) {
+      detail.remove();
+      detail = null;
+    } else {
+      detail = h("tr.detail-row", {}, h("td", { colspan: 4 }, configPanel(group.name, canEdit)));
+      tr.after(detail);
+    }
+    toggle.setAttribute("aria-expanded", String(Boolean(detail)));
+  });
+  return tr;
+}
+
+function createForm(onCreated) {
+  const name = h("input", { name: "name", required: true, maxlength: 128, autocomplete: "off", placeholder: "north-farm" });
+  const description = h("input", { name: "description", maxlength: 2000, autocomplete: "off", placeholder: "Optional" });
+  const error = errorBox();
+  const submit = h("button.btn.primary", { type: "submit" }, "Create group");
+  const described = field("Description", description);
+  described.classList.add("grow");
+  const form = h(
+    "form.row-form",
+    { "aria-label": "New group" },
+    field("Name", name),
+    described,
+    submit,
+  );
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const created = await attempt(error, submit, () =>
+      api("POST", "/api/v1/groups", { body: { name: name.value.trim(), description: description.value.trim() } }));
+    if (!created) return;
+    toast(`Group ${created.name} created`, "ok");
+    form.reset();
+    name.focus();
+    onCreated(created);
+  });
+  return h("section.card", { "aria-labelledby": "new-group-title" }, h("h2", { id: "new-group-title" }, "New group"), form, error);
+}
+
+export async function render(main, ctx) {
+  ctx.setTitle("Groups");
+  const canEdit = ctx.can("operator");
+  const error = errorBox();
+  const list = h("div", {}, h("p.muted", {}, "Loading…"));
+  const pager = h("div.pager");
+  let tbody = null;
+  let cursor = null;
+
+  async function load(more = false) {
+    error.textContent = "";
+    let page;
+    try {
+      page = await api("GET", "/api/v1/groups", { query: { limit: PAGE_SIZE, cursor: more ? cursor : undefined } });
+    } catch (failure) {
+      error.textContent = failure.message;
+      return;
+    }
+    if (!more) {
+      tbody = h("tbody");
+      fill(list, page.items.length
+        ? h("div.table-wrap", {}, h("table.data", {},
+          h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th.hide-narrow", {}, "Description"),
+            h("th.hide-narrow", {}, "Created"), h("th", {}, h("span.visually-hidden", {}, "Configuration")))),
+          tbody))
+        : empty("No groups yet", canEdit
+          ? "Create one above, then put devices in it to share a configuration."
+          : "An operator creates them; devices in a group share its configuration."));
+    }
+    tbody?.append(...page.items.map((group) => row(group, canEdit)));
+    cursor = page.next_cursor;
+    fill(
+      pager,
+      h("span"),
+      cursor ? h("button.btn.small", { type: "button", onclick: () => load(true) }, "Load more") : null,
+    );
+  }
+
+  main.append(
+    h(
+      "div.page-head",
+      {},
+      h("div", {}, h("h1", {}, "Groups"),
+        h("div.sub", {}, "Sites, farms or depots: each group's devices share its configuration.")),
+    ),
+    h("div.stack", {}, canEdit ? createForm(() => load()) : null, h("div", {}, error, list, pager)),
+  );
+  await load();
+}

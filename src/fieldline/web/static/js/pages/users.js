@@ -1,0 +1,160 @@
+// Users and their roles (admin only).
+//
+// The server is the judge of what is allowed (password length, unique usernames,
+// not demoting or deleting yourself): its messages are shown where the action was.
+// The signed-in admin's own row offers neither a role change nor deletion.
+
+import { api } from "../api.js";
+import { ago, attempt, confirmAction, empty, errorBox, field, fill, h, toast } from "../dom.js";
+
+const PAGE_SIZE = 100;
+const ROLES = {
+  viewer: "Viewer — sees everything, changes nothing",
+  operator: "Operator — manages devices, groups and keys",
+  admin: "Admin — also manages users",
+};
+
+const roleBadge = (role) => h(`span.badge.plain.${role}`, {}, role);
+
+function createForm(onCreated) {
+  const username = h("input", {
+    name: "username", required: true, maxlength: 128, autocomplete: "off", spellcheck: "false",
+    autocapitalize: "none", placeholder: "alice",
+  });
+  const password = h("input", { name: "password", type: "password", required: true, autocomplete: "new-password" });
+  const role = h("select", { name: "role" }, Object.entries(ROLES).map(([value, label]) => h("option", { value }, label)));
+  const error = errorBox();
+  const submit = h("button.btn.primary", { type: "submit" }, "Create user");
+  const form = h(
+    "form.row-form",
+    { "aria-label": "New user" },
+    field("Username", username),
+    field("Password", password),
+    field("Role", role),
+    submit,
+  );
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const created = await attempt(error, submit, () =>
+      api("POST", "/api/v1/users", { body: { username: username.value.trim(), password: password.value, role: role.value } }));
+    if (!created) return;
+    toast(`User ${created.username} created`, "ok");
+    form.reset();
+    username.focus();
+    onCreated();
+  });
+  return h(
+    "section.card",
+    { "aria-labelledby": "new-user-title" },
+    h("h2", { id: "new-user-title" }, "New user"),
+    form,
+    h("p.muted.form-note", {}, "Letters, digits and . _ @ - in usernames; passwords of at least 10 characters. "
+      + "Tell the user their password yourself: fieldline sends no email."),
+    error,
+  );
+}
+
+export async function render(main, ctx) {
+  ctx.setTitle("Users");
+  const error = errorBox();
+  const list = h("div", {}, h("p.muted", {}, "Loading…"));
+  const pager = h("div.pager");
+  let tbody = null;
+  let cursor = null;
+
+  function row(user) {
+    const self = user.id === ctx.user.id;
+    const badge = h("td.hide-narrow", {}, roleBadge(user.role));
+    let change = h("span.muted", {}, "Your own role");
+    if (!self) {
+      const select = h(
+        "select",
+        { name: "role", "aria-label": `New role of ${user.username}` },
+        Object.keys(ROLES).map((value) => h("option", { value }, value)),
+      );
+      select.value = user.role;
+      const save = h("button.btn.small", { type: "submit", disabled: true }, "Save");
+      select.addEventListener("change", () => {
+        save.disabled = select.value === user.role;
+      });
+      change = h("form.inline-form", { "aria-label": `Role of ${user.username}` }, select, save);
+      change.addEventListener("submit", async (event) => {
+        event.preventDefault();
+        const updated = await attempt(error, save, () =>
+          api("PATCH", `/api/v1/users/${user.id}`, { body: { role: select.value } }));
+        if (!updated) return;
+        user.role = updated.role;
+        fill(badge, roleBadge(updated.role));
+        save.disabled = true;
+        toast(`${updated.username} is now ${updated.role === "admin" ? "an" : "a"} ${updated.role}`, "ok");
+      });
+    }
+    const remove = self
+      ? null
+      : h("button.btn.small.danger", { type: "button", onclick: () => removeUser(user) }, "Delete");
+    return h(
+      "tr",
+      { dataset: { username: user.username } },
+      h("td.break", {}, h("strong", {}, user.username), self ? h("span.muted", {}, " (you)") : null),
+      badge,
+      h("td.hide-narrow", {}, ago(user.created_at)),
+      h("td", {}, change),
+      h("td.num", {}, remove),
+    );
+  }
+
+  async function removeUser(user) {
+    const ok = await confirmAction(
+      `Delete ${user.username}?`,
+      `${user.username} can no longer sign in. The audit log keeps what they did.`,
+      "Delete user",
+    );
+    if (!ok) return;
+    const done = await attempt(error, null, async () => {
+      await api("DELETE", `/api/v1/users/${user.id}`);
+      return true;
+    });
+    if (!done) return;
+    toast(`User ${user.username} deleted`);
+    await load();
+  }
+
+  async function load(more = false) {
+    error.textContent = "";
+    let page;
+    try {
+      page = await api("GET", "/api/v1/users", { query: { limit: PAGE_SIZE, cursor: more ? cursor : undefined } });
+    } catch (failure) {
+      error.textContent = failure.message;
+      return;
+    }
+    if (!more) {
+      tbody = h("tbody");
+      fill(list, page.items.length
+        ? h("div.table-wrap", {}, h("table.data", {},
+          h("thead", {}, h("tr", {},
+            h("th", {}, "Username"), h("th.hide-narrow", {}, "Role"), h("th.hide-narrow", {}, "Created"),
+            h("th", {}, "Change role"), h("th", {}, h("span.visually-hidden", {}, "Actions")))),
+          tbody))
+        : empty("No users", "Create one above."));
+    }
+    tbody?.append(...page.items.map(row));
+    cursor = page.next_cursor;
+    fill(
+      pager,
+      h("span"),
+      cursor ? h("button.btn.small", { type: "button", onclick: () => load(true) }, "Load more") : null,
+    );
+  }
+
+  main.append(
+    h(
+      "div.page-head",
+      {},
+      h("div", {}, h("h1", {}, "Users"),
+        h("div.sub", {}, "Who can sign in to fieldline, and what their role lets them do.")),
+    ),
+    h("div.stack", {}, createForm(() => load()), h("div", {}, error, list, pager)),
+  );
+  await load();
+}
