@@ -7,22 +7,26 @@ screenshots that these tests take; otherwise they go to a temporary directory.
 
 from __future__ import annotations
 
+import json
 import os
+import random
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
 from tests.web.conftest import ADMIN_PASSWORD, Platform, create_user, sign_in
 
 LIVE_TIMEOUT = 30_000  # ms: the simulator reports every few seconds; a miss fails, not hangs
-DEVICES = 4
+DEVICES = 12
 
 
 @dataclass
@@ -104,6 +108,12 @@ def admin_page(page: Page, platform: Platform) -> Page:
 
 
 def open_device(page: Page, platform: Platform, device_id: str, query: str = "") -> None:
+    """Open the device's page once the simulator has registered it."""
+    deadline = time.monotonic() + LIVE_TIMEOUT / 1000
+    url = f"{platform.api_url}/api/v1/devices/{device_id}"
+    while httpx.get(url, headers=platform.headers).status_code == 404:
+        assert time.monotonic() < deadline, f"{device_id} was never registered"
+        time.sleep(0.2)
     page.goto(f"{platform.api_url}/#/devices/{device_id}{query}")
     expect(page.get_by_role("heading", level=1)).to_contain_text(device_id)
 
@@ -141,11 +151,53 @@ def test_devices_appear_and_go_online_when_the_simulator_starts(
     expect(page.get_by_role("heading", level=1)).to_contain_text(simulator.first_device)
 
 
+def backfill(platform: Platform, simulator: Simulator, device_id: str, hours: float) -> None:
+    """Readings the device took over the past `hours`, sent late as a device that was
+    offline would: batches over HTTP ingest with its own credentials."""
+    path = simulator.log.with_suffix(".json")
+    deadline = time.monotonic() + LIVE_TIMEOUT / 1000
+    while not path.exists() or device_id not in path.read_text():
+        assert time.monotonic() < deadline, "the simulator wrote no credentials"
+        time.sleep(0.2)
+    password = json.loads(path.read_text())[device_id]
+    rng = random.Random(7)
+    now = time.time()
+    temperature, humidity, battery, moisture = 21.0, 50.0, 4.05, 48.0
+    readings = []
+    for step in range(int(hours * 360), 0, -1):  # every 10 s
+        temperature += rng.gauss(0, 0.08)
+        humidity += rng.gauss(0, 0.3)
+        battery -= abs(rng.gauss(0, 0.0004))
+        moisture += rng.gauss(-0.01, 0.05)
+        readings.append(
+            {
+                "message_id": f"backfill-{step}",
+                "timestamp": now - step * 10,
+                "sensors": {
+                    "temperature": round(temperature, 2),
+                    "humidity": round(humidity, 1),
+                    "battery_voltage": round(battery, 3),
+                    "soil_moisture": round(moisture, 1),
+                    "pressure": round(1015 + rng.gauss(0, 0.4), 1),
+                },
+                "signal_strength": round(-70 + rng.gauss(0, 3)),
+            }
+        )
+    for first in range(0, len(readings), 150):
+        answer = httpx.post(
+            f"{platform.api_url}/api/v1/devices/{device_id}/telemetry",
+            json={"readings": readings[first : first + 150]},
+            auth=(device_id, password),
+        )
+        assert answer.status_code == 202, answer.text
+
+
 def test_a_device_chart_gains_points_live(
     page: Page, platform: Platform, simulator: Simulator, screenshots: Path
 ) -> None:
     simulator.start()
     admin_page(page, platform)
+    backfill(platform, simulator, simulator.first_device, hours=1)
     open_device(page, platform, simulator.first_device, "?range=15m")
     expect(page.locator('.tile[data-metric="temperature"]')).to_be_visible(timeout=LIVE_TIMEOUT)
     chart = '[data-chart="temperature"] svg.chart'
@@ -155,6 +207,33 @@ def test_a_device_chart_gains_points_live(
 
     # No reload: the device's stream brings the values, the chart asks for the new buckets.
     page.wait_for_function(more_than, arg=[chart, before], timeout=LIVE_TIMEOUT)
+
+    # Drag across the last minutes of the chart: every chart zooms in to that span.
+    svg = page.locator(chart)
+    svg.scroll_into_view_if_needed()
+    box = svg.bounding_box()
+    assert box is not None
+    start_before = int(svg.get_attribute("data-start") or 0)
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * 0.8, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.99, y, steps=8)
+    page.mouse.up()
+    expect(page.get_by_role("button", name="Reset zoom")).to_be_visible()
+    page.wait_for_function(
+        "([selector, start]) => Number(document.querySelector(selector).dataset.start) > start",
+        arg=[chart, start_before + 10 * 60 * 1000],  # the last few of the 15 minutes
+    )
+    page.wait_for_function(more_than, arg=['[data-chart="humidity"] svg.chart', 1])
+
+    # The last hour, with the device's earlier readings, for the README.
+    page.get_by_role("button", name="1 h", exact=True).click()
+    expect(page.get_by_role("button", name="1 h", exact=True)).to_have_attribute(
+        "aria-pressed", "true"
+    )
+    expect(page.get_by_role("button", name="Reset zoom")).to_have_count(0)
+    page.wait_for_function(more_than, arg=[chart, 100])
+    page.evaluate("() => window.scrollTo(0, 0)")
     page.screenshot(path=screenshots / "device.png", full_page=True)
 
 

@@ -56,7 +56,7 @@ export async function render(main, ctx) {
   const zoomNote = h("div.actions");
   const details = h("div");
   const attributes = h("div");
-  const history = h("div");
+  const statusHistory = h("div");
   const configArea = h("div");
   const commandsArea = h("div");
   const chartError = errorBox();
@@ -194,7 +194,10 @@ export async function render(main, ctx) {
     const { start, end } = domain();
     const [bucket, bucketMs] = bucketFor(end - start);
     const query = { start: new Date(start).toISOString(), end: new Date(end).toISOString(), bucket, agg: "avg" };
-    fill(charts, metrics.map((metric) => chartFor(metric).card));
+    const cards = metrics.map((metric) => chartFor(metric).card);
+    // Moving a chart in the page would cancel a drag the user is making on it.
+    const same = cards.length === charts.children.length && cards.every((card, i) => charts.children[i] === card);
+    if (!same) fill(charts, cards);
     try {
       await Promise.all(
         metrics.map(async (metric) => {
@@ -224,7 +227,7 @@ export async function render(main, ctx) {
   async function loadHistory() {
     try {
       const answer = await api("GET", `${base}/status-history`, { query: { limit: 20 } });
-      fill(history, 
+      fill(statusHistory, 
         answer.items.length
           ? h(
             "ul.list",
@@ -240,7 +243,7 @@ export async function render(main, ctx) {
           : empty("No status changes yet"),
       );
     } catch (error) {
-      fill(history, h("div.alert", { role: "alert" }, error.message));
+      fill(statusHistory, h("div.alert", { role: "alert" }, error.message));
     }
   }
 
@@ -321,7 +324,7 @@ export async function render(main, ctx) {
       h("section.card", {}, h("h2", {}, "Configuration"), configArea),
       h("section.card", {}, h("h2", {}, "Commands"), commandsArea),
       h("section.card", {}, h("h2", {}, "Details"), details),
-      h("section.card", {}, h("h2", {}, "Status history"), history),
+      h("section.card", {}, h("h2", {}, "Status history"), statusHistory),
       h("section.card", {}, h("h2", {}, "Attributes"), attributes),
     ),
   );
