@@ -3,10 +3,9 @@
 // Filters match exactly (that is what the API does), so the known actions and
 // target types are offered as suggestions; any other value can still be typed.
 
-import { api } from "../api.js";
-import { ago, empty, errorBox, field, fill, h } from "../dom.js";
+import { ago, empty, field, h } from "../dom.js";
+import { pagedTable } from "../paged.js";
 
-const PAGE_SIZE = 100;
 const FILTERS = ["actor", "action", "target_type", "target_id"];
 // What fieldline records today (grep audit_store.record); suggestions, not a limit.
 const ACTIONS = [
@@ -54,28 +53,6 @@ export async function render(main, ctx) {
     datalist("audit-actions", ACTIONS),
     datalist("audit-targets", TARGET_TYPES),
   );
-  const error = errorBox();
-  const list = h("div", {}, h("p.muted", {}, "Loading…"));
-  const pager = h("div.pager");
-  main.append(
-    h(
-      "div.page-head",
-      {},
-      h("div", {}, h("h1", {}, "Audit log"),
-        h("div.sub", {}, "Every change made through fieldline: who did what, to which resource, and when.")),
-    ),
-    form,
-    error,
-    list,
-    pager,
-  );
-
-  let controller = null;
-  let tbody = null;
-  let cursor = null;
-  let shown = 0;
-  let applied = {};
-
   const values = () => Object.fromEntries(FILTERS.map((name) => [name, inputs[name].value.trim()]));
 
   // Clicking a value in the table filters by it: the quickest way to follow a trail.
@@ -104,57 +81,41 @@ export async function render(main, ctx) {
     );
   }
 
-  async function load(more = false) {
-    controller?.abort();
-    controller = new AbortController();
-    error.textContent = "";
-    if (!more) applied = values(); // "Load more" continues the list as filtered
-    const filters = applied;
-    let page;
-    try {
-      page = await api("GET", "/api/v1/audit", {
-        query: { ...filters, actor: actorQuery(filters.actor), limit: PAGE_SIZE, cursor: more ? cursor : undefined },
-        signal: controller.signal,
-      });
-    } catch (failure) {
-      if (failure.name !== "AbortError") error.textContent = failure.message;
-      return;
-    }
-    if (!more) {
-      shown = 0;
-      tbody = h("tbody");
-      const filtered = Object.values(filters).some(Boolean);
-      fill(list, page.items.length
-        ? h("div.table-wrap", {}, h("table.data", {},
-          h("thead", {}, h("tr", {},
-            h("th", {}, "Time"), h("th", {}, "Actor"), h("th", {}, "Action"), h("th", {}, "Target"),
-            h("th.hide-narrow", {}, "Detail"))),
-          tbody))
-        : filtered
-          ? empty("Nothing matches these filters.", "Filters match whole values: try fewer of them.")
-          : empty("The audit log is empty.", "Changes made through the API or this dashboard show up here."));
-    }
-    tbody?.append(...page.items.map(row));
-    shown += page.items.length;
-    cursor = page.next_cursor;
-    fill(
-      pager,
-      h("span", {}, shown ? `${shown} entr${shown === 1 ? "y" : "ies"}, newest first` : ""),
-      cursor ? h("button.btn.small", { type: "button", onclick: () => load(true) }, "Load more") : null,
-    );
-  }
+  const table = pagedTable({
+    path: "/api/v1/audit",
+    query: () => {
+      const filters = values();
+      return { ...filters, actor: actorQuery(filters.actor) };
+    },
+    columns: ["Time", "Actor", "Action", "Target", { label: "Detail", className: "hide-narrow" }],
+    row,
+    empty: (filters) => (Object.values(filters).some(Boolean)
+      ? empty("Nothing matches these filters.", "Filters match whole values: try fewer of them.")
+      : empty("The audit log is empty.", "Changes made through the API or this dashboard show up here.")),
+    summary: (shown) => `${shown} entr${shown === 1 ? "y" : "ies"}, newest first`,
+  });
+  main.append(
+    h(
+      "div.page-head",
+      {},
+      h("div", {}, h("h1", {}, "Audit log"),
+        h("div.sub", {}, "Every change made through fieldline: who did what, to which resource, and when.")),
+    ),
+    form,
+    table.element,
+  );
 
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     const query = new URLSearchParams(Object.entries(values()).filter(([, value]) => value));
     const qs = query.toString();
     history.replaceState(history.state, "", `#/audit${qs ? `?${qs}` : ""}`);
-    load();
+    table.reload();
   });
   clearButton.addEventListener("click", () => {
     for (const name of FILTERS) inputs[name].value = "";
     form.requestSubmit();
   });
-  await load();
-  return () => controller?.abort();
+  await table.reload();
+  return table.stop;
 }

@@ -5,8 +5,8 @@
 
 import { api } from "../api.js";
 import { ago, attempt, empty, errorBox, field, fill, h, toast } from "../dom.js";
+import { disclosure, pagedTable } from "../paged.js";
 
-const PAGE_SIZE = 100;
 let editors = 0; // unique ids for aria-describedby: group names may hold spaces
 
 const overviewOf = (name) => `#/?${new URLSearchParams({ group: name })}`;
@@ -98,32 +98,14 @@ function configPanel(name, canEdit) {
 }
 
 function row(group, canEdit) {
-  const toggle = h(
-    "button.btn.small.disclose",
-    { type: "button", "aria-expanded": "false" },
-    h("span.chevron", { "aria-hidden": "true" }),
-    "Configuration",
-  );
-  const tr = h(
+  return h(
     "tr",
     {},
     h("td", {}, h("a", { href: overviewOf(group.name), title: "Devices of this group" }, h("strong", {}, group.name))),
     h("td.wrap.hide-narrow", {}, group.description || h("span.muted", {}, "—")),
     h("td.hide-narrow", {}, ago(group.created_at)),
-    h("td.num", {}, toggle),
+    h("td.num", {}, disclosure(() => configPanel(group.name, canEdit), {}, "Configuration")),
   );
-  let detail = null;
-  toggle.addEventListener("click", () => {
-    if (detail) {
-      detail.remove();
-      detail = null;
-    } else {
-      detail = h("tr.detail-row", {}, h("td", { colspan: 4 }, configPanel(group.name, canEdit)));
-      tr.after(detail);
-    }
-    toggle.setAttribute("aria-expanded", String(Boolean(detail)));
-  });
-  return tr;
 }
 
 function createForm(onCreated) {
@@ -156,41 +138,17 @@ function createForm(onCreated) {
 export async function render(main, ctx) {
   ctx.setTitle("Groups");
   const canEdit = ctx.can("operator");
-  const error = errorBox();
-  const list = h("div", {}, h("p.muted", {}, "Loading…"));
-  const pager = h("div.pager");
-  let tbody = null;
-  let cursor = null;
-
-  async function load(more = false) {
-    error.textContent = "";
-    let page;
-    try {
-      page = await api("GET", "/api/v1/groups", { query: { limit: PAGE_SIZE, cursor: more ? cursor : undefined } });
-    } catch (failure) {
-      error.textContent = failure.message;
-      return;
-    }
-    if (!more) {
-      tbody = h("tbody");
-      fill(list, page.items.length
-        ? h("div.table-wrap", {}, h("table.data", {},
-          h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th.hide-narrow", {}, "Description"),
-            h("th.hide-narrow", {}, "Created"), h("th", {}, h("span.visually-hidden", {}, "Configuration")))),
-          tbody))
-        : empty("No groups yet", canEdit
-          ? "Create one above, then put devices in it to share a configuration."
-          : "An operator creates them; devices in a group share its configuration."));
-    }
-    tbody?.append(...page.items.map((group) => row(group, canEdit)));
-    cursor = page.next_cursor;
-    fill(
-      pager,
-      h("span"),
-      cursor ? h("button.btn.small", { type: "button", onclick: () => load(true) }, "Load more") : null,
-    );
-  }
-
+  const table = pagedTable({
+    path: "/api/v1/groups",
+    columns: [
+      "Name", { label: "Description", className: "hide-narrow" }, { label: "Created", className: "hide-narrow" },
+      { label: "Configuration", hidden: true },
+    ],
+    row: (group) => row(group, canEdit),
+    empty: () => empty("No groups yet", canEdit
+      ? "Create one above, then put devices in it to share a configuration."
+      : "An operator creates them; devices in a group share its configuration."),
+  });
   main.append(
     h(
       "div.page-head",
@@ -198,7 +156,8 @@ export async function render(main, ctx) {
       h("div", {}, h("h1", {}, "Groups"),
         h("div.sub", {}, "Sites, farms or depots: each group's devices share its configuration.")),
     ),
-    h("div.stack", {}, canEdit ? createForm(() => load()) : null, h("div", {}, error, list, pager)),
+    h("div.stack", {}, canEdit ? createForm(() => table.reload()) : null, table.element),
   );
-  await load();
+  await table.reload();
+  return table.stop;
 }

@@ -4,9 +4,9 @@
 // a Copy button, together with how a device (or the simulator) uses it.
 
 import { api } from "../api.js";
-import { ago, attempt, confirmAction, empty, errorBox, field, fill, fmtTime, h, showSecret, toast } from "../dom.js";
+import { ago, attempt, confirmAction, empty, errorBox, field, fmtTime, h, showSecret, toast } from "../dom.js";
+import { pagedTable } from "../paged.js";
 
-const PAGE_SIZE = 100;
 const STATE_BADGE = { active: "ok", revoked: "bad", expired: "expired", exhausted: "pending" };
 
 /** datetime-local's "2025-01-31T18:00" (local time) as "YYYY-MM-DDTHH:MM" for its min attribute. */
@@ -93,11 +93,16 @@ function row(key, onRevoke) {
 
 export async function render(main, ctx) {
   ctx.setTitle("Provisioning keys");
-  const error = errorBox();
-  const list = h("div", {}, h("p.muted", {}, "Loading…"));
-  const pager = h("div.pager");
-  let tbody = null;
-  let cursor = null;
+  const table = pagedTable({
+    path: "/api/v1/provisioning-keys",
+    columns: [
+      "Name", { label: "Group", className: "hide-narrow" }, { label: "Device type", className: "hide-narrow" },
+      { label: "Uses", className: "num hide-narrow" }, { label: "Expires", className: "hide-narrow" },
+      { label: "Created", className: "hide-narrow" }, "State", { label: "Actions", hidden: true },
+    ],
+    row: (key) => row(key, revoke),
+    empty: () => empty("No provisioning keys yet", "Create one above and flash it into your devices: they register themselves."),
+  });
 
   async function revoke(key) {
     const ok = await confirmAction(
@@ -106,42 +111,13 @@ export async function render(main, ctx) {
       "Revoke key",
     );
     if (!ok) return;
-    const done = await attempt(error, null, async () => {
+    const done = await attempt(table.error, null, async () => {
       await api("DELETE", `/api/v1/provisioning-keys/${encodeURIComponent(key.key_id)}`);
       return true;
     });
     if (!done) return;
     toast(`Key “${key.name}” revoked`);
-    await load();
-  }
-
-  async function load(more = false) {
-    error.textContent = "";
-    let page;
-    try {
-      page = await api("GET", "/api/v1/provisioning-keys", { query: { limit: PAGE_SIZE, cursor: more ? cursor : undefined } });
-    } catch (failure) {
-      error.textContent = failure.message;
-      return;
-    }
-    if (!more) {
-      tbody = h("tbody");
-      fill(list, page.items.length
-        ? h("div.table-wrap", {}, h("table.data", {},
-          h("thead", {}, h("tr", {},
-            h("th", {}, "Name"), h("th.hide-narrow", {}, "Group"), h("th.hide-narrow", {}, "Device type"),
-            h("th.num.hide-narrow", {}, "Uses"), h("th.hide-narrow", {}, "Expires"), h("th.hide-narrow", {}, "Created"),
-            h("th", {}, "State"), h("th", {}, h("span.visually-hidden", {}, "Actions")))),
-          tbody))
-        : empty("No provisioning keys yet", "Create one above and flash it into your devices: they register themselves."));
-    }
-    tbody?.append(...page.items.map((key) => row(key, revoke)));
-    cursor = page.next_cursor;
-    fill(
-      pager,
-      h("span"),
-      cursor ? h("button.btn.small", { type: "button", onclick: () => load(true) }, "Load more") : null,
-    );
+    await table.reload();
   }
 
   // The group select needs the groups; without them a key can still be made.
@@ -158,7 +134,8 @@ export async function render(main, ctx) {
       h("div", {}, h("h1", {}, "Provisioning keys"),
         h("div.sub", {}, "Devices flashed with a key register themselves on first boot: no per-device setup.")),
     ),
-    h("div.stack", {}, createForm(groups, () => load()), h("div", {}, error, list, pager)),
+    h("div.stack", {}, createForm(groups, () => table.reload()), table.element),
   );
-  await load();
+  await table.reload();
+  return table.stop;
 }

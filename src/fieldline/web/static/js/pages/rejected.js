@@ -3,8 +3,8 @@
 // A payload is untrusted device input: it is only ever set as text inside a <pre>,
 // and bytes that are not UTF-8 are shown as the API sends them (base64).
 
-import { api } from "../api.js";
-import { ago, clear, empty, errorBox, field, fill, fmtTime, h } from "../dom.js";
+import { ago, empty, field, fmtTime, h } from "../dom.js";
+import { disclosure, pagedTable } from "../paged.js";
 
 // RejectReason in fieldline/domain/readings.py: a closed set, so a select.
 const REASONS = {
@@ -22,11 +22,11 @@ const REASONS = {
   command_closed: "Command closed",
 };
 // Relative windows: what someone looking into a problem actually asks for.
-const WITHIN = { "": "Any time", 3600: "Last hour", 86400: "Last 24 hours", 604800: "Last 7 days" };
-const PAGE_SIZE = 50;
+// Pairs, not an object: numeric keys would be listed before "Any time".
+const WITHIN = [["", "Any time"], ["3600", "Last hour"], ["86400", "Last 24 hours"], ["604800", "Last 7 days"]];
 
-const options = (labels, current) =>
-  Object.entries(labels).map(([value, label]) => h("option", { value, selected: value === current }, label));
+const options = (pairs, current) =>
+  pairs.map(([value, label]) => h("option", { value, selected: value === current }, label));
 
 function payloadView(item) {
   const binary = item.payload_text === null;
@@ -50,11 +50,10 @@ function payloadView(item) {
 }
 
 function row(item) {
-  const toggle = h(
-    "button.btn.small.disclose",
+  const toggle = disclosure(
+    () => payloadView(item),
     // Named by aria-label: phones show the chevron only.
-    { type: "button", "aria-expanded": "false", "aria-label": "Payload", title: "Show the payload as it arrived" },
-    h("span.chevron", { "aria-hidden": "true" }),
+    { "aria-label": "Payload", title: "Show the payload as it arrived" },
     h("span.hide-narrow", {}, "Payload"),
   );
   const device = item.device_id
@@ -70,17 +69,6 @@ function row(item) {
     h("td.wrap.hide-narrow", {}, item.detail),
     h("td.num", {}, toggle),
   );
-  let detail = null;
-  toggle.addEventListener("click", () => {
-    if (detail) {
-      detail.remove();
-      detail = null;
-    } else {
-      detail = h("tr.detail-row", {}, h("td", { colspan: 6 }, payloadView(item)));
-      tr.after(detail);
-    }
-    toggle.setAttribute("aria-expanded", String(Boolean(detail)));
-  });
   // A click anywhere on the row opens it too; links keep their own meaning.
   tr.addEventListener("click", (event) => {
     if (!event.target.closest("a, button") && !getSelection().toString()) toggle.click();
@@ -94,7 +82,7 @@ export async function render(main, ctx) {
     name: "device_id", type: "search", placeholder: "Any device", autocomplete: "off", spellcheck: "false",
     value: ctx.query.get("device_id") || "",
   });
-  const reasonSelect = h("select", { name: "reason" }, options({ "": "Any reason", ...REASONS }, ctx.query.get("reason") || ""));
+  const reasonSelect = h("select", { name: "reason" }, options([["", "Any reason"], ...Object.entries(REASONS)], ctx.query.get("reason") || ""));
   const withinSelect = h("select", { name: "within" }, options(WITHIN, ctx.query.get("within") || ""));
   const deviceField = field("Device id", deviceInput);
   deviceField.classList.add("grow");
@@ -106,10 +94,28 @@ export async function render(main, ctx) {
     field("Received", withinSelect),
     h("button.btn", { type: "submit" }, "Apply"),
   );
-  const error = errorBox();
-  const list = h("div", {}, h("p.muted", {}, "Loading…"));
-  const pager = h("div.pager");
-  const refresh = h("button.btn", { type: "button" }, "Refresh");
+  const table = pagedTable({
+    path: "/api/v1/rejected",
+    query: () => {
+      const within = Number(withinSelect.value);
+      return {
+        device_id: deviceInput.value.trim(),
+        reason: reasonSelect.value,
+        since: within ? new Date(Date.now() - within * 1000).toISOString() : "",
+      };
+    },
+    columns: [
+      "Received", "Device", { label: "Topic", className: "hide-narrow" },
+      "Reason", { label: "Detail", className: "hide-narrow" }, { label: "Payload", hidden: true },
+    ],
+    row,
+    empty: (filters) => (Object.values(filters).some(Boolean)
+      ? empty("No rejected messages match these filters.", "Try another device, reason or time range.")
+      : empty("No rejected messages — every message so far was accepted.")),
+    summary: (shown) => `${shown} message${shown === 1 ? "" : "s"}, newest first`,
+    pageSize: 50,
+  });
+  const refresh = h("button.btn", { type: "button", onclick: () => table.reload() }, "Refresh");
   main.append(
     h(
       "div.page-head",
@@ -119,25 +125,8 @@ export async function render(main, ctx) {
       h("div.actions", {}, refresh),
     ),
     form,
-    error,
-    list,
-    pager,
+    table.element,
   );
-
-  let controller = null;
-  let tbody = null;
-  let cursor = null;
-  let shown = 0;
-  let applied = {}; // "Load more" continues the list as filtered, not what is typed since
-
-  function filters() {
-    const within = Number(withinSelect.value);
-    return {
-      device_id: deviceInput.value.trim(),
-      reason: reasonSelect.value,
-      since: within ? new Date(Date.now() - within * 1000).toISOString() : "",
-    };
-  }
 
   // Keep the filters in the address (shareable, survives a reload) without re-routing.
   function remember() {
@@ -149,57 +138,13 @@ export async function render(main, ctx) {
     history.replaceState(history.state, "", `#/rejected${qs ? `?${qs}` : ""}`);
   }
 
-  async function load(more = false) {
-    controller?.abort();
-    controller = new AbortController();
-    const { signal } = controller;
-    error.textContent = "";
-    if (!more) applied = filters();
-    let page;
-    try {
-      page = await api("GET", "/api/v1/rejected", {
-        query: { ...applied, limit: PAGE_SIZE, cursor: more ? cursor : undefined },
-        signal,
-      });
-    } catch (failure) {
-      if (failure.name !== "AbortError") error.textContent = failure.message;
-      return;
-    }
-    if (!more) {
-      shown = 0;
-      tbody = h("tbody");
-      clear(list);
-      const filtered = Object.values(applied).some(Boolean);
-      if (!page.items.length) {
-        list.append(filtered
-          ? empty("No rejected messages match these filters.", "Try another device, reason or time range.")
-          : empty("No rejected messages — every message so far was accepted."));
-      } else {
-        list.append(h("div.table-wrap", {}, h("table.data", {},
-          h("thead", {}, h("tr", {},
-            h("th", {}, "Received"), h("th", {}, "Device"), h("th.hide-narrow", {}, "Topic"),
-            h("th", {}, "Reason"), h("th.hide-narrow", {}, "Detail"), h("th", {}, h("span.visually-hidden", {}, "Payload")))),
-          tbody)));
-      }
-    }
-    tbody.append(...page.items.map(row));
-    shown += page.items.length;
-    cursor = page.next_cursor;
-    fill(
-      pager,
-      h("span", {}, shown ? `${shown} message${shown === 1 ? "" : "s"}, newest first` : ""),
-      cursor ? h("button.btn.small", { type: "button", onclick: () => load(true) }, "Load more") : null,
-    );
-  }
-
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     remember();
-    load();
+    table.reload();
   });
   // A select has nothing more to type: apply at once.
   for (const select of [reasonSelect, withinSelect]) select.addEventListener("change", () => form.requestSubmit());
-  refresh.addEventListener("click", () => load());
-  await load();
-  return () => controller?.abort();
+  await table.reload();
+  return table.stop;
 }

@@ -6,8 +6,8 @@
 
 import { api } from "../api.js";
 import { ago, attempt, confirmAction, empty, errorBox, field, fill, h, toast } from "../dom.js";
+import { pagedTable } from "../paged.js";
 
-const PAGE_SIZE = 100;
 const ROLES = {
   viewer: "Viewer — sees everything, changes nothing",
   operator: "Operator — manages devices, groups and keys",
@@ -56,11 +56,17 @@ function createForm(onCreated) {
 
 export async function render(main, ctx) {
   ctx.setTitle("Users");
-  const error = errorBox();
-  const list = h("div", {}, h("p.muted", {}, "Loading…"));
-  const pager = h("div.pager");
-  let tbody = null;
-  let cursor = null;
+  const table = pagedTable({
+    path: "/api/v1/users",
+    columns: [
+      "Username", { label: "Role", className: "hide-narrow" }, { label: "Created", className: "hide-narrow" },
+      "Change role", { label: "Actions", hidden: true },
+    ],
+    row,
+    empty: () => empty("No users", "Create one above."),
+  });
+  // What fails on a row is said in the table's error box, above it.
+  const { error } = table;
 
   function row(user) {
     const self = user.id === ctx.user.id;
@@ -116,35 +122,7 @@ export async function render(main, ctx) {
     });
     if (!done) return;
     toast(`User ${user.username} deleted`);
-    await load();
-  }
-
-  async function load(more = false) {
-    error.textContent = "";
-    let page;
-    try {
-      page = await api("GET", "/api/v1/users", { query: { limit: PAGE_SIZE, cursor: more ? cursor : undefined } });
-    } catch (failure) {
-      error.textContent = failure.message;
-      return;
-    }
-    if (!more) {
-      tbody = h("tbody");
-      fill(list, page.items.length
-        ? h("div.table-wrap", {}, h("table.data", {},
-          h("thead", {}, h("tr", {},
-            h("th", {}, "Username"), h("th.hide-narrow", {}, "Role"), h("th.hide-narrow", {}, "Created"),
-            h("th", {}, "Change role"), h("th", {}, h("span.visually-hidden", {}, "Actions")))),
-          tbody))
-        : empty("No users", "Create one above."));
-    }
-    tbody?.append(...page.items.map(row));
-    cursor = page.next_cursor;
-    fill(
-      pager,
-      h("span"),
-      cursor ? h("button.btn.small", { type: "button", onclick: () => load(true) }, "Load more") : null,
-    );
+    await table.reload();
   }
 
   main.append(
@@ -154,7 +132,8 @@ export async function render(main, ctx) {
       h("div", {}, h("h1", {}, "Users"),
         h("div.sub", {}, "Who can sign in to fieldline, and what their role lets them do.")),
     ),
-    h("div.stack", {}, createForm(() => load()), h("div", {}, error, list, pager)),
+    h("div.stack", {}, createForm(() => table.reload()), table.element),
   );
-  await load();
+  await table.reload();
+  return table.stop;
 }
