@@ -1,7 +1,7 @@
 """`fieldline bench <scenario>`: each scenario is a module of this package.
 
 Scenarios load lazily, so that `fieldline up` never imports the benchmark's own
-dependencies (psutil, matplotlib: the `bench` extra).
+dependencies (psutil, matplotlib, playwright: the `bench` extra).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ SCENARIOS: dict[str, tuple[str, str]] = {
     "connections": ("connections", "Ramp to many concurrently connected devices."),
     "queries": ("queries", "Latest values, bucketed charts and raw pages over seeded history."),
     "embedded": ("embedded", "Sustained ingest through `fieldline up`'s in-process amqtt broker."),
+    "dashboard": ("dashboard", "Time to first render of the dashboard in headless Chromium."),
 }
 
 
@@ -34,7 +35,7 @@ class _Scenarios(click.Group):
         try:
             module = importlib.import_module(f"fieldline.bench.{module_name}")
         except ModuleNotFoundError as exc:
-            if exc.name and exc.name.split(".")[0] in {"psutil", "matplotlib"}:
+            if exc.name and exc.name.split(".")[0] in {"psutil", "matplotlib", "playwright"}:
                 raise click.ClickException(
                     f"the benchmarks need the `bench` extra ({exc.name} is missing): "
                     "install fieldline[bench], or run from a clone with `uv run`"

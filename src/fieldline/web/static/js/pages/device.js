@@ -37,6 +37,8 @@ export async function render(main, ctx) {
   const deviceId = ctx.params[0];
   const base = `/api/v1/devices/${encodeURIComponent(deviceId)}`;
   ctx.setTitle(deviceId);
+  // The latest values (which say what charts to draw) are asked for with the device.
+  const firstLatest = api("GET", `${base}/telemetry/latest`).catch(() => ({ metrics: {} }));
   let device;
   try {
     device = await api("GET", base);
@@ -333,9 +335,9 @@ export async function render(main, ctx) {
   renderRangePicker();
   const config = renderConfig(configArea, ctx, base);
   const commands = renderCommands(commandsArea, ctx, base);
-  const first = await api("GET", `${base}/telemetry/latest`).catch(() => ({ metrics: {} }));
-  renderTiles(first.metrics);
-  await Promise.all([loadCharts(), loadHistory(), loadAttributes()]);
+  const sides = Promise.all([loadHistory(), loadAttributes()]);
+  renderTiles((await firstLatest).metrics);
+  await Promise.all([loadCharts(), sides]);
 
   const stop = stream(
     `${base}/stream`,

@@ -297,10 +297,10 @@ export async function render(main, ctx) {
     h("section.card", { "aria-label": "Devices" }, toolbar, tableError, tableArea, pager),
   );
   renderToolbar();
-  await loadTable();
-
+  // The stats' stream and the table's first page are asked for together.
   const stop = stream("/api/v1/fleet/stream", { summary: renderStats }, ctx.setLive);
   const timer = setInterval(() => loadTable({ quiet: true }), TABLE_REFRESH_MS);
+  await loadTable();
   return () => {
     stop();
     clearInterval(timer);
