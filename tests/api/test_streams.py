@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from fieldline.api.app import create_app
+from fieldline.api.tokens import TokenIssuer, TokenKind
 from fieldline.domain.readings import Reading
 from fieldline.runtime import HttpServer
 from fieldline.storage.writer import Batch, DeviceReadings, PartitionCache, write_batch
@@ -151,3 +152,21 @@ async def test_open_streams_do_not_keep_the_server_from_stopping(
         stopping.set()
         # Without the streams ending, uvicorn waits for them for ever.
         await asyncio.wait_for(serving, 15)
+
+
+async def test_a_stream_ends_when_its_token_expires(
+    api: Api, admin: dict[str, str], server: str
+) -> None:
+    me = await api.http.get("/api/v1/auth/me", headers=admin)
+    short = TokenIssuer(
+        secret_key=api.context.secret_key,
+        access_ttl=timedelta(seconds=3),
+        refresh_ttl=timedelta(days=1),
+    ).issue(me.json()["id"], TokenKind.ACCESS)
+
+    async with open_stream(
+        f"{server}/api/v1/fleet/stream", {"Authorization": f"Bearer {short}"}
+    ) as events:
+        await events.until("summary")
+        # The page renews its token and opens the stream again on this event.
+        assert await events.until("expired") == {"reason": "token expired"}
