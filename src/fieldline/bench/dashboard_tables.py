@@ -1,0 +1,229 @@
+"""The `dashboard` scenario's tables and notes, from its loads and the API's own times.
+
+Medians over the counted loads of each page and browser cache: time to first render,
+where the time goes, the browser's own work, the API requests of the median cold
+load, and the same requests timed from Python without the browser.
+"""
+
+from __future__ import annotations
+
+import statistics
+from urllib.parse import parse_qs, urlsplit
+
+from fieldline.bench.dashboard_browser import SETTLE_S
+from fieldline.bench.dashboard_load import CASES, Load, is_api
+from fieldline.bench.dashboard_pages import CHART_RANGE, DEVICE, OVERVIEW, PAGES, dashboard_digest
+from fieldline.bench.report import Table
+
+
+def _median(values: list[float]) -> float:
+    return round(statistics.median(values), 1)
+
+
+def _counted(loads: list[Load], page: str, cache: str) -> list[Load]:
+    return [load for load in loads if load.page == page and load.cache == cache]
+
+
+def _label(page: str) -> str:
+    if page == OVERVIEW.name:
+        return "overview"
+    return f"device page, {CHART_RANGE} charts"
+
+
+def render_table(loads: list[Load]) -> Table:
+    table = Table(
+        "Time to first render: ms from navigation start to the frame after render,"
+        " measured in the page",
+        [
+            "page",
+            "browser cache",
+            "loads",
+            "median ms",
+            "min ms",
+            "max ms",
+            "DOM complete, median ms",
+            "requests before render: assets + API",
+            "KiB transferred: assets + API",
+        ],
+    )
+    for page in PAGES:
+        for cache in CASES:
+            chosen = _counted(loads, page.name, cache)
+            painted = [load.painted_ms for load in chosen]
+            table.rows.append(
+                [
+                    _label(page.name),
+                    cache,
+                    len(chosen),
+                    _median(painted),
+                    min(painted),
+                    max(painted),
+                    _median([load.dom_ms for load in chosen]),
+                    f"{_span([load.asset_requests for load in chosen])}"
+                    f" + {_span([load.api_requests for load in chosen])}",
+                    f"{_kib([load.asset_bytes for load in chosen])}"
+                    f" + {_kib([load.api_bytes for load in chosen])}",
+                ]
+            )
+    return table
+
+
+def _span(values: list[int]) -> str:
+    low, high = min(values), max(values)
+    return f"{low}" if low == high else f"{low}–{high}"
+
+
+def _kib(values: list[int]) -> str:
+    return f"{statistics.median(values) / 1024:.1f}"
+
+
+def phases_table(loads: list[Load]) -> Table:
+    table = Table(
+        "Where the time goes: medians, ms from navigation start",
+        [
+            "page",
+            "browser cache",
+            "HTML asked for",
+            "HTML received",
+            "first API request sent",
+            "last asset received",
+            "last API answer",
+            "event stream sent",
+            "its first event read",
+            "rendered (DOM)",
+            "painted",
+        ],
+    )
+    for page in PAGES:
+        for cache in CASES:
+            chosen = _counted(loads, page.name, cache)
+            table.rows.append(
+                [
+                    _label(page.name),
+                    cache,
+                    _median([load.html_request_ms for load in chosen]),
+                    _median([load.html_ms for load in chosen]),
+                    _median([load.first_api_ms for load in chosen]),
+                    _median([load.last_asset_ms for load in chosen]),
+                    _median([load.last_api_ms for load in chosen]),
+                    _before_render(chosen, "stream_sent_ms"),
+                    _before_render(chosen, "stream_first_data_ms"),
+                    _median([load.dom_ms for load in chosen]),
+                    _median([load.painted_ms for load in chosen]),
+                ]
+            )
+    return table
+
+
+def browser_table(loads: list[Load]) -> Table:
+    table = Table(
+        "The browser's own work until the paint: medians, ms (Chromium's Performance metrics)",
+        [
+            "page",
+            "browser cache",
+            "painted",
+            "main-thread tasks (wall)",
+            "main-thread CPU",
+            "script",
+            "style + layout",
+            "long tasks (> 50 ms)",
+            "renderer process CPU",
+        ],
+    )
+    for page in PAGES:
+        for cache in CASES:
+            chosen = _counted(loads, page.name, cache)
+            table.rows.append(
+                [
+                    _label(page.name),
+                    cache,
+                    _median([load.painted_ms for load in chosen]),
+                    _median([load.task_ms for load in chosen]),
+                    _median([load.main_thread_cpu_ms for load in chosen]),
+                    _median([load.script_ms for load in chosen]),
+                    _median([load.style_layout_ms for load in chosen]),
+                    _median([load.long_task_ms for load in chosen]),
+                    _median([load.renderer_cpu_ms for load in chosen]),
+                ]
+            )
+    return table
+
+
+def _before_render(loads: list[Load], attribute: str) -> float | str:
+    """The median of a time, or "-" when it fell after the render in any of the loads."""
+    values = [getattr(load, attribute) for load in loads]
+    if any(value is None or value > load.dom_ms for value, load in zip(values, loads, strict=True)):
+        return "-"
+    return _median(values)
+
+
+def api_table(loads: list[Load]) -> Table:
+    """The API requests of each page's median cold load, in the order they were sent."""
+    table = Table(
+        "API requests of the median cold load (ms from navigation start)",
+        ["page", "request", "sent", "first byte", "received", "KiB"],
+    )
+    for page in PAGES:
+        chosen = sorted(_counted(loads, page.name, "cold"), key=lambda load: load.painted_ms)
+        median = chosen[len(chosen) // 2]
+        entries = [
+            e for e in median.resources[1:] if is_api(e["name"]) and e["end"] <= median.painted_ms
+        ]
+        for entry in sorted(entries, key=lambda e: e["start"]):
+            parts = urlsplit(entry["name"])
+            query = parse_qs(parts.query)
+            shown = parts.path.removeprefix("/api/v1")
+            if "metric" in query:
+                shown += f"?metric={query['metric'][0]}&bucket={query.get('bucket', ['-'])[0]}"
+            table.rows.append(
+                [
+                    _label(page.name),
+                    shown,
+                    round(entry["start"], 1),
+                    round(entry["responseStart"], 1),
+                    round(entry["end"], 1),
+                    round(entry["body"] / 1024, 1),
+                ]
+            )
+    return table
+
+
+def server_table(server: dict[str, list[float]]) -> Table:
+    table = Table(
+        "The same API requests from Python, one at a time, no browser running",
+        ["request", "median ms", "min ms", "max ms"],
+    )
+    for name, times in server.items():
+        table.rows.append([name, _median(times), min(times), max(times)])
+    return table
+
+
+def notes(loads: list[Load]) -> list[str]:
+    first = {load.page: load.painted_ms for load in loads if load.cache == "first"}
+    return [
+        "Cold: a fresh browser context (empty HTTP cache and storage) per repetition."
+        " Warm: the same page again in a new tab of that context; the assets are"
+        " revalidated (fieldline serves them with `Cache-Control: no-cache` and an ETag)"
+        " and answered 304. Each context is signed in through the API beforehand; the"
+        " session is put in localStorage before the page's scripts run.",
+        "Time is `performance.now()` in the page: from navigation start to the"
+        " MutationObserver callback in which the render condition first held (DOM"
+        " complete), then to the task after the next frame (painted). The overview is"
+        " rendered when the devices table has rows and the fleet stream has filled the"
+        " stats cards; the device page when every chart has points.",
+        "Requests and bytes are the page's Resource Timing entries completed before the"
+        " paint (transferred = headers and body). The overview also needs the first event"
+        " of its fleet stream (`/api/v1/fleet/stream`), an open request that is not an"
+        " entry; the device page opens its stream after its charts are drawn.",
+        f"Not counted: one load of each page right after the API started: overview"
+        f" {first.get(OVERVIEW.name)} ms, device page {first.get(DEVICE.name)} ms.",
+        "The browser's work: Chromium's Performance metrics of the tab (DevTools protocol),"
+        " read just after the paint. Main-thread tasks is the wall time of the renderer's"
+        " main-thread tasks, main-thread CPU the CPU time that thread got; script and style"
+        " + layout are parts of those tasks; renderer process CPU counts all its threads"
+        " (10 ms resolution).",
+        f"Loads are {SETTLE_S:g} s apart, one at a time. Chromium, PostgreSQL and"
+        " fieldline api share the machine's cores.",
+        f"Dashboard measured: files digest {dashboard_digest()} (sha256 of"
+        " `fieldline/web/static`, paths and contents).",
+    ]
