@@ -123,6 +123,12 @@ async def test_stopping_up_stores_what_amqtt_accepted(
             **{"published when up had stopped": published_at_stop},
         )
     )
-    assert code == 0, f"fieldline up exited {code} on SIGTERM"
+    log = platform.log.read_text()[-6000:]  # where it went wrong, if it did
+    assert code == 0, f"fieldline up exited {code} on SIGTERM:\n{log}"
     assert len(report.acknowledged) > 1_000
-    assert_every_acknowledged_reading_stored_once(report, result)
+    # A message in flight when `up` closed the device's connection was never
+    # acknowledged: the device keeps it for the next broker, so it is not counted lost.
+    # Every message amqtt acknowledged must be stored, exactly once.
+    assert report.acknowledged <= result.message_ids, f"acknowledged readings were lost:\n{log}"
+    assert result.duplicated_points == 0, "readings were stored twice"
+    assert result.points == result.readings * DeviceLoad.METRICS_PER_MESSAGE

@@ -230,6 +230,9 @@ class AmqttServer(Broker):  # type: ignore[misc]
         if outbox is not None:
             outbox.detach(handler)
         await self._handle_disconnect(client_session, handler, _done(disconnect))
+        # The reader may have acknowledged more until amqtt stopped it just now.
+        while not queue.empty():
+            await self._route(client_session, queue.get_nowait())
 
     async def _serve(self, next_request: Callable[[], Any], handle: Callable[[Any], Any]) -> None:
         while True:
