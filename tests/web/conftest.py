@@ -17,21 +17,11 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 
+from fieldline.bench.dashboard_browser import CHROMIUM, CHROMIUM_FLAGS
 from tests.conftest import PgServer
 from tests.e2e.conftest import ADMIN_PASSWORD, Platform, start_platform, stop_platform
 
 __all__ = ["ADMIN_PASSWORD", "Platform", "create_user", "sign_in"]
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 # Per module, not per session: while Playwright's sync API is open, its event loop counts

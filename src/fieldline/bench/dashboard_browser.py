@@ -37,8 +37,8 @@ from fieldline.bench.dashboard_pages import (
     RenderError,
 )
 
-# As the dashboard's browser tests launch it (tests/web/conftest.py): off the network,
-# reaching only the servers the benchmark starts.
+# Debian's Chromium, off the network, reaching only the servers started beside it; the
+# dashboard's browser tests (tests/web/conftest.py) launch it the same way.
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = [
     "--no-sandbox",
