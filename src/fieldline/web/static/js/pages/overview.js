@@ -215,7 +215,7 @@ export async function render(main, ctx) {
           empty(
             "No devices yet",
             "Run ",
-            h("code", {}, "fieldline simulate --create --username admin"),
+            h("code", {}, "fieldline simulate --create --devices 10 --username admin --password …"),
             " to start a simulated fleet, or add a device.",
           ),
         );
