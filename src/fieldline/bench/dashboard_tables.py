@@ -8,6 +8,7 @@ load, and the same requests timed from Python without the browser.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
 
 from fieldline.bench.dashboard_browser import SETTLE_S
@@ -22,6 +23,21 @@ def _median(values: list[float]) -> float:
 
 def _counted(loads: list[Load], page: str, cache: str) -> list[Load]:
     return [load for load in loads if load.page == page and load.cache == cache]
+
+
+Cell = Callable[[list[Load]], float | str]
+
+
+def _median_of(attribute: str) -> Cell:
+    return lambda chosen: _median([getattr(load, attribute) for load in chosen])
+
+
+def _add_rows(table: Table, loads: list[Load], *cells: Cell) -> None:
+    """A row per page and browser cache: its label, then each cell over its loads."""
+    for page in PAGES:
+        for cache in CASES:
+            chosen = _counted(loads, page.name, cache)
+            table.rows.append([_label(page.name), cache, *(cell(chosen) for cell in cells)])
 
 
 def _label(page: str) -> str:
@@ -46,25 +62,23 @@ def render_table(loads: list[Load]) -> Table:
             "KiB transferred: assets + API",
         ],
     )
-    for page in PAGES:
-        for cache in CASES:
-            chosen = _counted(loads, page.name, cache)
-            painted = [load.painted_ms for load in chosen]
-            table.rows.append(
-                [
-                    _label(page.name),
-                    cache,
-                    len(chosen),
-                    _median(painted),
-                    min(painted),
-                    max(painted),
-                    _median([load.dom_ms for load in chosen]),
-                    f"{_span([load.asset_requests for load in chosen])}"
-                    f" + {_span([load.api_requests for load in chosen])}",
-                    f"{_kib([load.asset_bytes for load in chosen])}"
-                    f" + {_kib([load.api_bytes for load in chosen])}",
-                ]
-            )
+    _add_rows(
+        table,
+        loads,
+        len,
+        _median_of("painted_ms"),
+        lambda chosen: min(load.painted_ms for load in chosen),
+        lambda chosen: max(load.painted_ms for load in chosen),
+        _median_of("dom_ms"),
+        lambda chosen: (
+            f"{_span([load.asset_requests for load in chosen])}"
+            f" + {_span([load.api_requests for load in chosen])}"
+        ),
+        lambda chosen: (
+            f"{_kib([load.asset_bytes for load in chosen])}"
+            f" + {_kib([load.api_bytes for load in chosen])}"
+        ),
+    )
     return table
 
 
@@ -94,24 +108,19 @@ def phases_table(loads: list[Load]) -> Table:
             "painted",
         ],
     )
-    for page in PAGES:
-        for cache in CASES:
-            chosen = _counted(loads, page.name, cache)
-            table.rows.append(
-                [
-                    _label(page.name),
-                    cache,
-                    _median([load.html_request_ms for load in chosen]),
-                    _median([load.html_ms for load in chosen]),
-                    _median([load.first_api_ms for load in chosen]),
-                    _median([load.last_asset_ms for load in chosen]),
-                    _median([load.last_api_ms for load in chosen]),
-                    _before_render(chosen, "stream_sent_ms"),
-                    _before_render(chosen, "stream_first_data_ms"),
-                    _median([load.dom_ms for load in chosen]),
-                    _median([load.painted_ms for load in chosen]),
-                ]
-            )
+    _add_rows(
+        table,
+        loads,
+        _median_of("html_request_ms"),
+        _median_of("html_ms"),
+        _median_of("first_api_ms"),
+        _median_of("last_asset_ms"),
+        _median_of("last_api_ms"),
+        lambda chosen: _before_render(chosen, "stream_sent_ms"),
+        lambda chosen: _before_render(chosen, "stream_first_data_ms"),
+        _median_of("dom_ms"),
+        _median_of("painted_ms"),
+    )
     return table
 
 
@@ -130,22 +139,22 @@ def browser_table(loads: list[Load]) -> Table:
             "renderer process CPU",
         ],
     )
-    for page in PAGES:
-        for cache in CASES:
-            chosen = _counted(loads, page.name, cache)
-            table.rows.append(
-                [
-                    _label(page.name),
-                    cache,
-                    _median([load.painted_ms for load in chosen]),
-                    _median([load.task_ms for load in chosen]),
-                    _median([load.main_thread_cpu_ms for load in chosen]),
-                    _median([load.script_ms for load in chosen]),
-                    _median([load.style_layout_ms for load in chosen]),
-                    _median([load.long_task_ms for load in chosen]),
-                    _median([load.renderer_cpu_ms for load in chosen]),
-                ]
+    _add_rows(
+        table,
+        loads,
+        *(
+            _median_of(attribute)
+            for attribute in (
+                "painted_ms",
+                "task_ms",
+                "main_thread_cpu_ms",
+                "script_ms",
+                "style_layout_ms",
+                "long_task_ms",
+                "renderer_cpu_ms",
             )
+        ),
+    )
     return table
 
 

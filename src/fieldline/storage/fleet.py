@@ -50,19 +50,6 @@ class SortKey(StrEnum):
     SIGNAL = "signal"
 
 
-_SORT_COLUMNS = {
-    SortKey.DEVICE_ID: "device_id",
-    SortKey.NAME: "name",
-    SortKey.GROUP: "group_name",
-    SortKey.DEVICE_TYPE: "device_type",
-    SortKey.STATUS: "status",
-    SortKey.LAST_SEEN: "last_seen",
-    SortKey.FIRMWARE: "firmware_version",
-    SortKey.BATTERY: "battery",
-    SortKey.SIGNAL: "signal",
-}
-
-
 @dataclass(frozen=True, slots=True)
 class StatusCounts:
     total: int
@@ -222,7 +209,8 @@ async def device_table(
     where, values = _where(filters)
     values |= {"cutoff": online_cutoff, "offset": offset, "limit": limit}
     direction = "DESC" if descending else "ASC"
-    order = f"ORDER BY {_SORT_COLUMNS[sort]} {direction} NULLS LAST, device_id {direction}"
+    column = "group_name" if sort is SortKey.GROUP else sort.value  # the others are named so
+    order = f"ORDER BY {column} {direction} NULLS LAST, device_id {direction}"
     matching = (
         "SELECT d.device_id, d.name, d.device_type, g.name AS group_name, d.enabled,"
         f" {_SHOWN_STATUS} AS status, d.last_seen, d.firmware_version"

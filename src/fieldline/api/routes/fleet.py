@@ -89,26 +89,14 @@ async def summary(conn: fleet_store.Conn, context: ApiContext) -> FleetSummary:
     span = len(recent) * ACTIVITY_BUCKET_SECONDS or 1
     facets = await fleet_store.facets(conn)
     return FleetSummary(
-        devices=StatusCountsOut(
-            total=counts.total,
-            online=counts.online,
-            offline=counts.offline,
-            never_seen=counts.never_seen,
-            disabled=counts.disabled,
-        ),
+        devices=StatusCountsOut.model_validate(counts, from_attributes=True),
         ingest=RatesOut(
             readings_per_second=sum(b.readings for b in recent) / span,
             rejected_per_second=sum(b.rejected for b in recent) / span,
             window_seconds=span,
-            history=[
-                ActivityOut(time=b.time, readings=b.readings, rejected=b.rejected) for b in complete
-            ],
+            history=[ActivityOut.model_validate(b, from_attributes=True) for b in complete],
         ),
-        facets=FacetsOut(
-            groups=facets.groups,
-            device_types=facets.device_types,
-            firmware_versions=facets.firmware_versions,
-        ),
+        facets=FacetsOut.model_validate(facets, from_attributes=True),
     )
 
 
@@ -152,21 +140,7 @@ async def device_table(
         online_cutoff=_online_cutoff(context, datetime.now(UTC)),
     )
     return DeviceTable(
-        items=[
-            TableRowOut(
-                device_id=r.device_id,
-                name=r.name,
-                device_type=r.device_type,
-                group=r.group,
-                enabled=r.enabled,
-                status=ShownStatus(r.status),
-                last_seen=r.last_seen,
-                firmware_version=r.firmware_version,
-                battery=r.battery,
-                signal=r.signal,
-            )
-            for r in rows
-        ],
+        items=[TableRowOut.model_validate(row, from_attributes=True) for row in rows],
         total=total,
         offset=offset,
         limit=limit,
