@@ -123,13 +123,9 @@ class LocalPostgres:
         self.stop_stale()
         logfile = private_file(self.data_dir.parent / f"{self.data_dir.name}.log")
         self._own(logfile)
-        self._run(
-            "pg_ctl",
-            "-D",
-            str(self.data_dir),
-            "-w",
-            "-t",
-            str(START_TIMEOUT_SECONDS),
+        self._pg_ctl(
+            "start",
+            START_TIMEOUT_SECONDS,
             "-l",
             str(logfile),
             "-o",
@@ -139,7 +135,6 @@ class LocalPostgres:
                     *(f"-c {name}={value}" for name, value in self.settings.items()),
                 ]
             ),
-            "start",
         )
         self._ensure_database()
         log.info("postgresql started", extra={"port": self.port, "data_dir": str(self.data_dir)})
@@ -151,17 +146,7 @@ class LocalPostgres:
         if pid is None:
             return
         try:
-            self._run(
-                "pg_ctl",
-                "-D",
-                str(self.data_dir),
-                "-w",
-                "-t",
-                str(STOP_TIMEOUT_SECONDS),
-                "-m",
-                "fast",
-                "stop",
-            )
+            self._pg_ctl("stop", STOP_TIMEOUT_SECONDS, "-m", "fast")
         except PostgresServerError as exc:
             log.error(
                 "postgresql did not stop; killing it (it recovers at its next start)",
@@ -281,6 +266,10 @@ class LocalPostgres:
         os.chown(path, entry.pw_uid, entry.pw_gid)
         if path.is_dir():
             path.chmod(0o700)
+
+    def _pg_ctl(self, action: str, timeout: int, *options: str) -> None:
+        """`pg_ctl` on this data directory, waiting at most `timeout` seconds for `action`."""
+        self._run("pg_ctl", "-D", str(self.data_dir), "-w", "-t", str(timeout), *options, action)
 
     def _run(self, program: str, *args: str) -> str:
         env = {**os.environ, "PGPASSFILE": "/dev/null"}
