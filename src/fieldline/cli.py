@@ -127,7 +127,10 @@ def up(**overrides: Any) -> None:
     """Run everything: database, broker, ingest and the HTTP API."""
     settings = _settings(**overrides)
     tune_for_throughput()
-    _run(run_platform(settings, on_ready=_banner))
+    try:
+        _run(run_platform(settings, on_ready=_banner))
+    except BrokerError as exc:  # the broker could not start: its message says why
+        raise click.ClickException(str(exc)) from exc
 
 
 def _run_component(component: Callable[..., Awaitable[None]], settings: Settings) -> None:

@@ -396,13 +396,16 @@ class ManagedMosquitto(_DynsecBroker):
         # A Mosquitto of an earlier run that was killed (its own process survives where
         # no parent-death signal exists) holds the ports and the queue: it saves the
         # queue to the persistence file when stopped, and this one loads it.
-        await asyncio.to_thread(
-            stop_leftover,
-            self.pid_path,
-            marker=str(self.config_path),
-            name="mosquitto",
-            timeout=LEFTOVER_STOP_SECONDS,
-        )
+        try:
+            await asyncio.to_thread(
+                stop_leftover,
+                self.pid_path,
+                marker=str(self.config_path),
+                name="mosquitto",
+                timeout=LEFTOVER_STOP_SECONDS,
+            )
+        except OSError as exc:  # e.g. it runs as another user
+            raise BrokerError(f"cannot stop the mosquitto left running: {exc}") from exc
         # Otherwise mosquitto exits at once and whatever holds the port answers for it.
         for port, setting in self._listener_ports():
             if port_in_use(self._host, port):
