@@ -24,21 +24,16 @@ from fieldline.config import Settings, load_settings
 from fieldline.domain.users import Role
 from fieldline.ops.gctune import tune_for_throughput
 from fieldline.ops.logging import configure_logging
-from fieldline.runtime import (
-    StartupInfo,
-    database,
-    run_api,
-    run_ingest,
-    run_platform,
-    run_worker,
-)
+from fieldline.runtime import StartupInfo, run_api, run_ingest, run_platform, run_worker
 from fieldline.security.passwords import USER_ITERATIONS, hash_secret
 from fieldline.sim.command import simulate
 from fieldline.storage import devices as device_store
 from fieldline.storage import users as user_store
 from fieldline.storage.db import open_pool
+from fieldline.storage.embedded import DatabaseUnavailable, database
 from fieldline.storage.errors import AlreadyExistsError
 from fieldline.storage.migrate import migrate as apply_migrations
+from fieldline.storage.pgserver import PostgresServerError
 
 T = TypeVar("T")
 
@@ -59,7 +54,16 @@ def _run(coro: Awaitable[T]) -> T:
     async def main() -> T:
         return await coro
 
-    return asyncio.run(main())
+    try:
+        return asyncio.run(main())
+    except (DatabaseUnavailable, PostgresServerError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+# The embedded database of commands other than `up` (which has the same option).
+_data_dir_option = click.option(
+    "--data-dir", type=click.Path(path_type=Path), help="[FIELDLINE_DATA_DIR]"
+)
 
 
 @click.group()
@@ -123,7 +127,10 @@ def up(**overrides: Any) -> None:
     """Run everything: database, broker, ingest and the HTTP API."""
     settings = _settings(**overrides)
     tune_for_throughput()
-    _run(run_platform(settings, on_ready=_banner))
+    try:
+        _run(run_platform(settings, on_ready=_banner))
+    except BrokerError as exc:  # the broker could not start: its message says why
+        raise click.ClickException(str(exc)) from exc
 
 
 def _run_component(component: Callable[..., Awaitable[None]], settings: Settings) -> None:
@@ -175,13 +182,14 @@ def worker(**overrides: Any) -> None:
 
 
 @main.command()
-def migrate() -> None:
+@_data_dir_option
+def migrate(**overrides: Any) -> None:
     """Apply pending database migrations (also done by `up`)."""
-    settings = _settings()
+    settings = _settings(**overrides)
 
     async def run() -> None:
-        async with database(settings) as (url, _):
-            applied = await apply_migrations(url)
+        async with database(settings, command="migrate") as db:
+            applied = await apply_migrations(db.url)
         click.echo(f"{len(applied)} migration(s) applied" if applied else "schema is up to date")
 
     _run(run())
@@ -194,16 +202,17 @@ def broker() -> None:
 
 @broker.command("drift")
 @click.option("--fix", is_flag=True, help="Make the broker match the registry.")
-def broker_drift(fix: bool) -> None:
+@_data_dir_option
+def broker_drift(fix: bool, **overrides: Any) -> None:
     """Show how the broker's clients and roles differ from the device registry.
 
     Exits 1 when they differ (and --fix was not given), so monitoring can run it.
     """
-    settings = _settings()
+    settings = _settings(**overrides)
 
     async def run() -> tuple[Drift, int]:
-        async with database(settings) as (url, _):
-            pool = await open_pool(url, min_size=1, max_size=1)
+        async with database(settings, command="broker drift") as db:
+            pool = await open_pool(db.url, min_size=1, max_size=1)
             try:
                 async with pool.connection() as conn:
                     registry = await device_store.all_device_access(conn)
@@ -256,18 +265,19 @@ def user() -> None:
     envvar="FIELDLINE_NEW_USER_PASSWORD",
     help="Prompted for when not given [FIELDLINE_NEW_USER_PASSWORD]",
 )
-def user_create(username: str, role: str, password: str | None) -> None:
-    """Create a user."""
-    settings = _settings()
+@_data_dir_option
+def user_create(username: str, role: str, password: str | None, **overrides: Any) -> None:
+    """Create a user (also while `fieldline up` runs: in its database)."""
+    settings = _settings(**overrides)
     if password is None:
         password = getpass.getpass(f"Password for {username}: ")
     if len(password) < 10:
         raise click.ClickException("the password must be at least 10 characters")
 
     async def run() -> None:
-        async with database(settings) as (url, _):
-            await apply_migrations(url)
-            pool = await open_pool(url, min_size=1, max_size=1)
+        async with database(settings, command="user create") as db:
+            await apply_migrations(db.url)
+            pool = await open_pool(db.url, min_size=1, max_size=1)
             try:
                 async with pool.connection() as conn:
                     hashed = hash_secret(password, iterations=USER_ITERATIONS).encode()

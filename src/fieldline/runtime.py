@@ -6,6 +6,14 @@ of any part stops the whole group cleanly (beside the in-process amqtt broker,
 ingest is a child process that a task of the group supervises). `run_api`,
 `run_ingest` and `run_worker` run one component each as its own process,
 against an external PostgreSQL and broker (the production topology).
+
+Every stop ends in bounded time, also while the database is down or a write
+hangs: ingest stores what it holds for at most INGEST_DRAIN_SECONDS (the rest
+stays unacknowledged at the broker, which sends it again), then whatever still
+runs STOP_GRACE_SECONDS after the stop was asked is cancelled; each step after
+that (broker, pool, database server) has its own bound. Added up, `fieldline
+up` stops within 90 s in every case (systemd's default TimeoutStopSec), and in
+about 35 s when its database hangs.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import random
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -39,6 +47,7 @@ from fieldline.ingest.child import IngestChild
 from fieldline.ingest.ratelimit import rate_limiter_from
 from fieldline.ingest.service import IngestConsumer, consume, decode_limits
 from fieldline.ingest.writer import BatchWriter
+from fieldline.ops.datadir import private_directory
 from fieldline.ops.metrics import Metrics
 from fieldline.ops.secrets import stored_secret
 from fieldline.ops.server import ReadyChecks, ops_app
@@ -46,8 +55,8 @@ from fieldline.security.passwords import USER_ITERATIONS, generate_secret, hash_
 from fieldline.storage import devices as device_store
 from fieldline.storage import users as user_store
 from fieldline.storage.db import Pool, open_pool
+from fieldline.storage.embedded import Database, own_data_dir, served_database
 from fieldline.storage.migrate import migrate
-from fieldline.storage.pgserver import LocalPostgres
 from fieldline.worker.service import Worker
 
 log = logging.getLogger(__name__)
@@ -59,7 +68,14 @@ INGEST_CLIENT_PREFIX = "fieldline-ingest-"
 # A retiring ingest instance ends its session once its queue has been quiet this long.
 RETIRE_IDLE_SECONDS = 3.0
 BACKOFF_CAP_SECONDS = 15.0  # waiting for the database or broker at start
-UP_DRAIN_SECONDS = 20.0  # at most, for ingest to store what amqtt holds when `up` stops
+# Bounds of a stop (see the module's docstring). amqtt's hand-over to the ingest child
+# and the child's own drain fit in the grace period.
+INGEST_DRAIN_SECONDS = 10.0  # at most, for ingest to store what it holds when it stops
+UP_DRAIN_SECONDS = 12.0  # at most, for amqtt to hand ingest what it holds when `up` stops
+STOP_GRACE_SECONDS = 30.0
+WORKER_GRACE_SECONDS = 5.0  # housekeeping is idempotent: the next start does it again
+HTTP_GRACE_SECONDS = 5.0  # for requests under way
+CLIENT_CLOSE_SECONDS = 2.0  # closing a database pool or an MQTT client
 
 
 class ConfigurationError(ValueError):
@@ -75,20 +91,6 @@ class StartupInfo:
     broker: str
     database: str
     admin_password: str | None  # set only when generated now, to be shown once
-
-
-@contextlib.asynccontextmanager
-async def database(settings: Settings) -> AsyncIterator[tuple[str, str]]:
-    """The database URL (embedded server started when DATABASE_URL is unset) and a label."""
-    if settings.database_url:
-        yield settings.database_url, "external PostgreSQL"
-        return
-    server = LocalPostgres(settings.data_dir / "postgres")
-    url = await asyncio.to_thread(server.start)
-    try:
-        yield url, f"embedded PostgreSQL in {server.data_dir}"
-    finally:
-        await asyncio.to_thread(server.stop)
 
 
 async def ensure_admin(pool: Pool, settings: Settings) -> str | None:
@@ -130,6 +132,36 @@ def _install_signal_handlers(stopping: asyncio.Event) -> None:
             loop.add_signal_handler(sig, stopping.set)
 
 
+async def _stop_within(
+    stopping: asyncio.Event, work: Coroutine[Any, Any, None], name: str, grace: float
+) -> None:
+    """Run `work`; once `stopping` is set it has `grace` seconds to end, then it is cancelled.
+
+    Its own cleanup (`finally`) still runs after the cancellation; each step of it
+    is bounded. Exceptions of `work` propagate.
+    """
+    task = asyncio.create_task(work, name=name)
+    stop_asked = asyncio.create_task(stopping.wait(), name=f"{name}-stop-asked")
+    try:
+        await asyncio.wait({task, stop_asked}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            await asyncio.wait({task}, timeout=grace)
+        if not task.done():
+            log.error(
+                "not stopped in time; cancelling what is left",
+                extra={"component": name, "grace_s": grace},
+            )
+            task.cancel()
+            await asyncio.wait({task})
+    finally:
+        stop_asked.cancel()
+        if not task.done():  # this coroutine itself was cancelled
+            task.cancel()
+            await asyncio.wait({task})
+    if not task.cancelled():
+        task.result()
+
+
 class HttpServer:
     """uvicorn on a socket bound beforehand (so port 0 is known before serving)."""
 
@@ -147,7 +179,13 @@ class HttpServer:
         # No ASGI lifespan: what requests started is released by `after_stop`, once
         # uvicorn has stopped serving (a lifespan task cancelled at Ctrl-C logs an error).
         self._server = uvicorn.Server(
-            uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")
+            uvicorn.Config(
+                app,
+                log_config=None,
+                access_log=False,
+                lifespan="off",
+                timeout_graceful_shutdown=int(HTTP_GRACE_SECONDS),
+            )
         )
         self._on_stopping = on_stopping
         self._after_stop = after_stop
@@ -211,6 +249,7 @@ class IngestRunner:
             rate_limiter=rate_limiter_from(settings),
         )
         self.connected = asyncio.Event()
+        self._writing: asyncio.Task[None] | None = None
 
     @property
     def client_id(self) -> str:
@@ -224,10 +263,25 @@ class IngestRunner:
         """
         try:
             async with asyncio.TaskGroup() as group:
-                group.create_task(self.batcher.run(), name="ingest-writer")
+                self._writing = group.create_task(self.batcher.run(), name="ingest-writer")
                 group.create_task(self._consume(stopping, retire), name="ingest-consumer")
         finally:
             await self._writer.close()
+
+    async def _drain_within_bound(self) -> None:
+        """Store what was received, for at most INGEST_DRAIN_SECONDS (the database may be
+        down): what is left was never acknowledged, so the broker keeps it and sends it
+        again to the next ingest session."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.batcher.drain(), INGEST_DRAIN_SECONDS)
+            return
+        log.warning(
+            "stopping without storing every message received: the broker keeps them "
+            "unacknowledged and delivers them again",
+            extra={"not_stored": self.batcher.pending, "waited_s": INGEST_DRAIN_SECONDS},
+        )
+        if self._writing is not None:
+            self._writing.cancel()
 
     async def _consume(self, stopping: asyncio.Event, retire: bool) -> None:
         try:
@@ -240,7 +294,8 @@ class IngestRunner:
                 share_group=self._settings.ingest_share_group or None,
                 receive_maximum=self._settings.ingest_max_pending,
                 stopping=stopping,
-                drain=self.batcher.drain,
+                # A retiring instance ends its session after the drain: it must store all.
+                drain=self.batcher.drain if retire else self._drain_within_bound,
                 connected=self.connected,
                 on_connection=self._metrics.broker_connected.set,
                 retire_when_idle=RETIRE_IDLE_SECONDS if retire else None,
@@ -255,24 +310,48 @@ async def run_platform(
     on_ready: Callable[[StartupInfo], None],
     stopping: asyncio.Event | None = None,
 ) -> None:
-    """`fieldline up`: database and broker (embedded or external) and every component."""
+    """`fieldline up`: database and broker (embedded or external) and every component.
+
+    Refused while another `up` runs on the same data directory.
+    """
     stopping = stopping or asyncio.Event()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
     _install_signal_handlers(stopping)
-    async with database(settings) as (url, database_label):
-        await migrate(url)
-        pool = await open_pool(url, min_size=2, max_size=10)
+    data_dir = settings.data_dir.resolve()
+    lock = await own_data_dir(data_dir)
+    try:
+        private_directory(data_dir)
+        async with served_database(settings) as db:
+            if stopping.is_set():  # asked while the database started
+                return
+            await _stop_within(
+                stopping,
+                _run_platform(settings, db, on_ready, stopping),
+                "fieldline up",
+                STOP_GRACE_SECONDS,
+            )
+    finally:
+        lock.release()
+
+
+async def _run_platform(
+    settings: Settings,
+    db: Database,
+    on_ready: Callable[[StartupInfo], None],
+    stopping: asyncio.Event,
+) -> None:
+    await migrate(db.url)
+    pool = await open_pool(db.url, min_size=2, max_size=10)
+    try:
+        admin_password = await ensure_admin(pool, settings)
+        broker = await _start_broker(settings, pool)
         try:
-            admin_password = await ensure_admin(pool, settings)
-            broker = await _start_broker(settings, pool)
-            try:
-                await _serve_all(
-                    settings, pool, broker, url, database_label, admin_password, on_ready, stopping
-                )
-            finally:
-                await broker.stop()
+            await _serve_all(
+                settings, pool, broker, db.url, db.label, admin_password, on_ready, stopping
+            )
         finally:
-            await pool.close()
+            await broker.stop()
+    finally:
+        await pool.close(timeout=CLIENT_CLOSE_SECONDS)
 
 
 async def _start_broker(settings: Settings, pool: Pool) -> Broker:
@@ -373,11 +452,20 @@ async def _serve_all(
     try:
         async with asyncio.TaskGroup() as group:
             group.create_task(ingest.run(stopping), name="ingest")
-            group.create_task(worker.run(stopping), name="worker")
+            group.create_task(
+                _stop_within(stopping, worker.run(stopping), "worker", WORKER_GRACE_SECONDS),
+                name="worker",
+            )
             group.create_task(http.serve(stopping), name="http-api")
             group.create_task(announce(), name="announce")
     finally:
-        await publisher.stop()
+        await _close_within(publisher.stop())
+
+
+async def _close_within(closing: Awaitable[None]) -> None:
+    """Close a client of a server that may not answer (then it is simply dropped)."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(closing, CLIENT_CLOSE_SECONDS)
 
 
 async def _up_ingest(
@@ -482,10 +570,10 @@ async def run_api(
                 group.create_task(http.serve(stopping), name="http-api")
                 group.create_task(announce(), name="announce")
         finally:
-            await publisher.stop()
+            await _close_within(publisher.stop())
             await broker.stop()
     finally:
-        await pool.close()
+        await pool.close(timeout=CLIENT_CLOSE_SECONDS)
 
 
 async def _database_reachable(url: str) -> bool:
@@ -582,7 +670,12 @@ async def run_ingest(
         if retire and not stopping.is_set():
             on_ready(f"fieldline ingest {settings.ingest_instance} retired")
 
-    await _with_ops_server(settings, metrics, checks, stopping, main)
+    await _stop_within(
+        stopping,
+        _with_ops_server(settings, metrics, checks, stopping, main),
+        "fieldline ingest",
+        STOP_GRACE_SECONDS,
+    )
 
 
 async def _set_when_stdin_closes(stopping: asyncio.Event) -> None:
@@ -625,11 +718,16 @@ async def run_worker(
             on_ready(f"fieldline worker running every {settings.worker_interval_seconds:g} s")
             await worker.run(stopping)
 
-        await _with_ops_server(settings, metrics, checks, stopping, main)
+        await _stop_within(
+            stopping,
+            _with_ops_server(settings, metrics, checks, stopping, main),
+            "fieldline worker",
+            WORKER_GRACE_SECONDS,
+        )
     finally:
-        await pool.close()
+        await pool.close(timeout=CLIENT_CLOSE_SECONDS)
         if publisher is not None:
-            await publisher.stop()
+            await _close_within(publisher.stop())
 
 
 async def _worker_publisher(settings: Settings, stopping: asyncio.Event) -> Publisher | None:

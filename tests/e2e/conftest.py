@@ -52,8 +52,17 @@ class Platform:
         return str(mqtt["password"])
 
 
-def start_platform(variant: str, env: dict[str, str], data_dir: Path) -> Platform:
-    http_port, mqtt_port = free_port("127.0.0.1"), free_port("127.0.0.1")
+def start_platform(
+    variant: str,
+    env: dict[str, str],
+    data_dir: Path,
+    *,
+    http_port: int | None = None,
+    mqtt_port: int | None = None,
+) -> Platform:
+    """`fieldline up` on free ports (or those given: a restart keeps its devices' port)."""
+    http_port = http_port or free_port("127.0.0.1")
+    mqtt_port = mqtt_port or free_port("127.0.0.1")
     log = data_dir.parent / f"{variant}.log"
     with log.open("wb") as output:
         process = subprocess.Popen(
@@ -105,7 +114,7 @@ def start_platform(variant: str, env: dict[str, str], data_dir: Path) -> Platfor
 def stop_platform(platform: Platform) -> int:
     platform.process.send_signal(signal.SIGTERM)
     try:
-        return platform.process.wait(timeout=30)
+        return platform.process.wait(timeout=90)
     except subprocess.TimeoutExpired:
         platform.process.kill()
         platform.process.wait()

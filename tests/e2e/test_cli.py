@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from fieldline.storage.migrate import available_migrations
 from tests.e2e.conftest import ADMIN_PASSWORD, DeviceClient, Platform
@@ -62,6 +63,31 @@ def test_user_create_and_migrate_on_an_external_database(pg15_database_url: str)
     assert "user ops created with role operator" in created.stdout
     twice = fieldline("user", "create", "ops", "--password", "operator-password", env=env)
     assert twice.returncode == 1 and "already exists" in twice.stderr
+
+
+def test_user_create_without_a_database_says_where_to_find_one(tmp_path: Path) -> None:
+    """No data directory here (the default `fieldline-data` is relative), then an empty one:
+    a clear error, and nothing created, as a mistyped --data-dir must not make a new,
+    empty instance."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    own = {key for key in os.environ if key.startswith("FIELDLINE_") or key == "DATABASE_URL"}
+    clean = {key: value for key, value in os.environ.items() if key not in own}
+    for env in (clean, {**clean, "FIELDLINE_DATA_DIR": str(empty)}):
+        created = subprocess.run(
+            [sys.executable, "-m", "fieldline", "user", "create", "ops", "--password", "pw" * 6],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+            cwd=tmp_path,
+            check=False,
+        )
+        assert created.returncode == 1, created.stdout
+        assert "no fieldline database in" in created.stderr
+        assert "--data-dir" in created.stderr and "DATABASE_URL" in created.stderr
+        assert "Traceback" not in created.stderr
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["empty"]
 
 
 def test_invalid_settings_are_refused_with_a_clear_message() -> None:

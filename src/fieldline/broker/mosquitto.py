@@ -46,7 +46,8 @@ from fieldline.broker.control import LIST_TIMEOUT_SECONDS, DynsecControl, accept
 from fieldline.broker.dynsec import ClientRecord, JsonObject
 from fieldline.domain.devices import DeviceAccess
 from fieldline.domain.topics import TopicScheme
-from fieldline.ops.process import SupervisedProcess
+from fieldline.ops.datadir import private_directory, write_private
+from fieldline.ops.process import SupervisedProcess, stop_leftover
 from fieldline.ops.sockets import accepts_connections, free_port, port_in_use
 from fieldline.security.passwords import SecretHash, generate_secret, hash_secret
 
@@ -69,6 +70,8 @@ SERVICE_USERNAME = "_fieldline-service"
 ACCOUNT_HASH_ITERATIONS = 1_000  # random 192-bit secrets; the service reconnects often
 COMMANDS_PER_MESSAGE = 500
 STARTUP_TIMEOUT = 15.0
+# Mosquitto writes its persistence file when it receives SIGTERM; a big queue takes a while.
+LEFTOVER_STOP_SECONDS = 30.0
 # Errors that mean "already so": a leftover role on create, an absent client on delete.
 CREATE_TOLERATES = frozenset({"Role already exists"})
 DELETE_TOLERATES = frozenset({"Client not found", "Role not found"})
@@ -271,6 +274,10 @@ class ManagedMosquitto(_DynsecBroker):
         return self._dir / "dynamic-security.json"
 
     @property
+    def pid_path(self) -> Path:
+        return self._dir / "mosquitto.pid"
+
+    @property
     def service(self) -> ServiceAccount:
         if not self._accounts:
             raise BrokerError("the broker is not started")
@@ -285,7 +292,7 @@ class ManagedMosquitto(_DynsecBroker):
         if plugin is None or not plugin.exists():
             raise BrokerError("mosquitto's dynamic-security plugin was not found")
         self._plugin = plugin
-        self._dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_directory(self._dir)
         self._accounts = _load_or_create_accounts(self._dir / "accounts.json")
         drift = self._drift_from_previous_run(devices)
         self._devices = {device.device_id: device for device in devices}
@@ -386,6 +393,19 @@ class ManagedMosquitto(_DynsecBroker):
             ) from exc
 
     async def _boot(self) -> None:
+        # A Mosquitto of an earlier run that was killed (its own process survives where
+        # no parent-death signal exists) holds the ports and the queue: it saves the
+        # queue to the persistence file when stopped, and this one loads it.
+        try:
+            await asyncio.to_thread(
+                stop_leftover,
+                self.pid_path,
+                marker=str(self.config_path),
+                name="mosquitto",
+                timeout=LEFTOVER_STOP_SECONDS,
+            )
+        except OSError as exc:  # e.g. it runs as another user
+            raise BrokerError(f"cannot stop the mosquitto left running: {exc}") from exc
         # Otherwise mosquitto exits at once and whatever holds the port answers for it.
         for port, setting in self._listener_ports():
             if port_in_use(self._host, port):
@@ -459,8 +479,8 @@ class ManagedMosquitto(_DynsecBroker):
                 self._accounts["service"], iterations=ACCOUNT_HASH_ITERATIONS
             ).encode(),
         )
-        _write_private(self.dynsec_path, json.dumps(document, indent=1))
-        _write_private(self.config_path, self._config_text())
+        write_private(self.dynsec_path, json.dumps(document, indent=1))
+        write_private(self.config_path, self._config_text())
 
     def _installable(self, devices: Iterable[DeviceAccess]) -> Iterable[DeviceAccess]:
         for device in devices:
@@ -484,10 +504,14 @@ class ManagedMosquitto(_DynsecBroker):
             "allow_anonymous false",
             f"plugin {self._plugin}",
             f"plugin_opt_config_file {self.dynsec_path}",
+            # Queued messages survive a restart: written every autosave_interval seconds
+            # and when Mosquitto stops (SIGTERM, also fieldline's death: see ops/process.py).
             "persistence true",
             f"persistence_location {self._dir}/",
             "persistence_file mosquitto.db",
             "autosave_interval 60",
+            # How the next start finds a Mosquitto left running by a crash of this one.
+            f"pid_file {self.pid_path}",
             # Ingest may fall behind for a while (database down): queue, don't drop.
             "max_queued_messages 1000000",
             "max_queued_bytes 0",
@@ -703,15 +727,5 @@ def _load_or_create_accounts(path: Path) -> dict[str, str]:
     except FileNotFoundError:
         pass
     accounts = {"admin": generate_secret(), "service": generate_secret()}
-    _write_private(path, json.dumps(accounts))
+    write_private(path, json.dumps(accounts))
     return accounts
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write atomically with mode 0600: these files hold secrets or their hashes."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)

@@ -26,9 +26,10 @@ from fieldline.ops.process import SupervisedProcess
 from fieldline.ops.sockets import free_port
 
 LOOPBACK = "127.0.0.1"
-# Ingest writes what it holds before it exits; a database that does not answer in
-# this long loses the wait, not messages (unacknowledged ones stay at the broker).
-STOP_TIMEOUT_SECONDS = 30.0
+# Ingest writes what it holds before it exits, for at most 10 s (runtime's
+# INGEST_DRAIN_SECONDS); past this it is killed. Either way the database's absence
+# loses the wait, not messages (unacknowledged ones stay at the broker).
+STOP_TIMEOUT_SECONDS = 15.0
 SCRAPE_TIMEOUT_SECONDS = 2.0
 
 

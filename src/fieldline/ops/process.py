@@ -4,20 +4,28 @@ A child that logs as fieldline does (`fieldline ingest`) writes to fieldline's o
 output; any other (Mosquitto) has its lines relayed through logging, so they land
 in fieldline's structured logs instead of a terminal nobody watches.
 
-With `lifeline`, the child's standard input is a pipe this process holds open and
-never writes to: a child watching it sees end-of-file once fieldline is gone, even
-killed, and stops instead of living on as an orphan.
+No child outlives fieldline, even when fieldline is killed: on Linux each child is
+sent SIGTERM when fieldline dies (a parent-death signal), and with `lifeline` the
+child's standard input is also a pipe this process holds open and never writes to,
+so a child watching it sees end-of-file once fieldline is gone. What a child writes
+is private to fieldline's user (umask 077).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import functools
 import logging
+import os
 import random
 import signal
+import subprocess
+import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +33,8 @@ MAX_BACKOFF_SECONDS = 30.0
 # A child that ran this long before dying is considered to have been healthy,
 # so the next crash starts the backoff from the beginning again.
 STABLE_SECONDS = 30.0
+PRIVATE_UMASK = 0o077
+PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 
 
 class SupervisedProcess:
@@ -95,6 +105,8 @@ class SupervisedProcess:
                     # Ctrl-C in a terminal signals the whole process group; fieldline
                     # stops its children itself, in order, after draining ingest.
                     start_new_session=True,
+                    umask=PRIVATE_UMASK,
+                    preexec_fn=_die_with_parent(),
                 )
             finally:
                 self._spawned.set()
@@ -125,3 +137,103 @@ class SupervisedProcess:
             text = line.decode(errors="replace").rstrip()
             level = logging.WARNING if ("Error" in text or "Warning" in text) else logging.INFO
             child_logger.log(level, "%s", text, extra={"child": self._name, "pid": process.pid})
+
+
+@functools.cache
+def _prctl() -> Callable[[int, int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl: Callable[[int, int], int] = ctypes.CDLL(None, use_errno=True).prctl
+    return prctl
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """What the child runs before exec: SIGTERM me when my parent dies (Linux only).
+
+    The signal is tied to the thread that forked, not the process: asyncio spawns
+    from the event loop's thread, which lives as long as every fieldline command.
+    Loaded here, in the parent, so the forked child only calls it.
+    """
+    prctl = _prctl()
+    if prctl is None:
+        return None
+    parent = os.getpid()
+
+    def arm() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os._exit(1)
+
+    return arm
+
+
+def command_line(pid: int) -> list[str] | None:
+    """The arguments of the live process `pid`; None when there is none (or a zombie).
+
+    How fieldline makes sure a pid read from a pid file is still the server it
+    started before signalling it: pids are reused.
+    """
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        if Path("/proc/self").exists():
+            return None
+        return _command_line_from_ps(pid)  # macOS and the BSDs have no /proc
+    except OSError:
+        return None
+    # A zombie has no arguments left: it is gone, its parent has not reaped it yet.
+    return [arg.decode(errors="replace") for arg in raw.split(b"\0") if arg] or None
+
+
+def _command_line_from_ps(pid: int) -> list[str] | None:
+    listed = subprocess.run(  # noqa: S603
+        ["ps", "-ww", "-o", "command=", "-p", str(pid)],  # noqa: S607
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return listed.stdout.split() or None
+
+
+def read_pid_file(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def stop_leftover(pid_file: Path, *, marker: str, name: str, timeout: float) -> None:
+    """Stop a server an earlier, crashed run left behind, as its pid file names it.
+
+    Only when that pid still runs with `marker` (its configuration file) among its
+    arguments: SIGTERM lets it save its state; SIGKILL after `timeout` seconds.
+    """
+    pid = read_pid_file(pid_file)
+    if pid is None:
+        return
+    if not _runs(pid, marker):
+        pid_file.unlink(missing_ok=True)  # the process is gone, or the pid is another's now
+        return
+    logger.warning("stopping a server left running by an earlier run", extra=_about(name, pid))
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        deadline = time.monotonic() + timeout
+        while _runs(pid, marker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not _runs(pid, marker):
+            logger.info("server left running stopped", extra=_about(name, pid))
+            return
+        logger.error(
+            "server left running ignored a signal", extra={**_about(name, pid), "signal": sig.name}
+        )
+    raise OSError(f"the {name} left running as pid {pid} does not stop")
+
+
+def _runs(pid: int, marker: str) -> bool:
+    args = command_line(pid)
+    return args is not None and marker in args
+
+
+def _about(name: str, pid: int) -> dict[str, object]:
+    return {"server": name, "pid": pid}

