@@ -141,13 +141,23 @@ class HttpServer:
         *,
         on_stopping: Callable[[], None] | None = None,
         after_stop: Callable[[], Awaitable[None]] | None = None,
+        trusted_proxies: str = "",
     ) -> None:
         self.socket = bind_socket(host, port)
         self.port: int = self.socket.getsockname()[1]
         # No ASGI lifespan: what requests started is released by `after_stop`, once
         # uvicorn has stopped serving (a lifespan task cancelled at Ctrl-C logs an error).
+        # X-Forwarded-For is believed only from `trusted_proxies` (none by default, not
+        # uvicorn's loopback): the failed-credential limits count by the client address.
         self._server = uvicorn.Server(
-            uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")
+            uvicorn.Config(
+                app,
+                log_config=None,
+                access_log=False,
+                lifespan="off",
+                proxy_headers=bool(trusted_proxies),
+                forwarded_allow_ips=trusted_proxies or None,
+            )
         )
         self._on_stopping = on_stopping
         self._after_stop = after_stop
@@ -353,6 +363,7 @@ async def _serve_all(
         settings.http_port,
         on_stopping=context.closing.set,
         after_stop=context.close,
+        trusted_proxies=settings.trusted_proxies,
     )
 
     async def announce() -> None:
@@ -469,6 +480,7 @@ async def run_api(
                 settings.http_port,
                 on_stopping=context.closing.set,
                 after_stop=context.close,
+                trusted_proxies=settings.trusted_proxies,
             )
 
             async def announce() -> None:

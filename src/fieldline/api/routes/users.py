@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter
 from psycopg import AsyncConnection
@@ -22,6 +22,10 @@ from fieldline.storage.db import Row
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
 
 MIN_PASSWORD_LENGTH = 10
+MAX_PASSWORD_LENGTH = 1024
+# Every password a user is given or chooses meets this (creation, an admin's change,
+# the user's own change).
+NewPassword = Annotated[str, Field(min_length=MIN_PASSWORD_LENGTH, max_length=MAX_PASSWORD_LENGTH)]
 
 
 class UserOut(BaseModel):
@@ -37,13 +41,15 @@ class UserOut(BaseModel):
 
 class UserCreate(BaseModel):
     username: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.@-]+$")
-    password: str = Field(min_length=MIN_PASSWORD_LENGTH, max_length=1024)
+    password: NewPassword
     role: Role
 
 
 class UserPatch(BaseModel):
-    password: str | None = Field(None, min_length=MIN_PASSWORD_LENGTH, max_length=1024)
-    role: Role | None = None
+    password: NewPassword | None = Field(
+        None, description="A new password; the user's sessions end (tokens stop working)."
+    )
+    role: Role | None = Field(None, description="A new role; the user's sessions end.")
 
 
 class UserList(BaseModel):
@@ -92,6 +98,7 @@ async def get_user(user_id: int, _: Admin, conn: DbConn) -> UserOut:
 
 @router.patch("/{user_id}", response_model=UserOut)
 async def update_user(user_id: int, body: UserPatch, admin: Admin, conn: DbConn) -> UserOut:
+    """Change a user's password or role; either ends every session of theirs at once."""
     changes: dict[str, object] = {}
     if body.role is not None:
         if user_id == admin.id and body.role is not Role.ADMIN:
@@ -100,7 +107,9 @@ async def update_user(user_id: int, body: UserPatch, admin: Admin, conn: DbConn)
     if body.password is not None:
         changes["password_hash"] = await hash_password(body.password)
     async with conn.transaction():
-        user = await user_store.update_user(conn, user_id, changes)
+        # A token carries no role, but whoever holds one was given it for the old
+        # password and role: every session of the user ends, API keys stay.
+        user = await user_store.update_user(conn, user_id, changes, end_sessions=bool(changes))
         detail: dict[str, Any] = {"password_changed": body.password is not None}
         if body.role is not None:
             detail["role"] = body.role.value
