@@ -169,7 +169,6 @@ async def kinds(api: Api, admin: dict[str, str]) -> list[Kind]:
     context.settings = context.settings.model_copy(
         update={"emqx_webhook_secret": SecretStr(secret)}
     )
-    issuer = deps.get_issuer(context)
     users = {}
     for role in Role:
         created = await api.http.post(
@@ -179,28 +178,32 @@ async def kinds(api: Api, admin: dict[str, str]) -> list[Kind]:
         )
         users[role] = created.json()["id"]
 
-    def signed_in(role: Role) -> Callable[[], dict[str, str]]:
+    def token_of(
+        kind: TokenKind, role: Role, secret_key: str = context.secret_key, minutes: int = 15
+    ) -> Callable[[], dict[str, str]]:
+        """A new session's token for each request, so that no request (a sign-out
+        wrongly let through, say) can change what the next one is checked with."""
+        minted = TokenIssuer(
+            secret_key=secret_key,
+            access_ttl=timedelta(minutes=minutes),
+            refresh_ttl=timedelta(days=1),
+        )
+
         def headers() -> dict[str, str]:
-            access, _ = issuer.open_session(user_id=users[role], version=0)
-            return {"Authorization": f"Bearer {access}"}
+            token = minted.issue(kind, user_id=users[role], version=0, session_id=uuid.uuid4().hex)
+            return {"Authorization": f"Bearer {token}"}
 
         return headers
+
+    def signed_in(role: Role) -> Callable[[], dict[str, str]]:
+        return token_of(TokenKind.ACCESS, role)
 
     def bearer(token: str) -> Callable[[], dict[str, str]]:
         return lambda: {"Authorization": f"Bearer {token}"}
 
-    admin_id = users[Role.ADMIN]
-    expired = TokenIssuer(
-        secret_key=context.secret_key,
-        access_ttl=timedelta(minutes=-1),
-        refresh_ttl=timedelta(days=1),
-    ).issue(TokenKind.ACCESS, user_id=admin_id, version=0, session_id="expired")
-    forged = TokenIssuer(
-        secret_key="another-key-not-this-servers-" * 2,
-        access_ttl=timedelta(minutes=15),
-        refresh_ttl=timedelta(days=1),
-    ).issue(TokenKind.ACCESS, user_id=admin_id, version=0, session_id="forged")
-    _, refresh = issuer.open_session(user_id=admin_id, version=0)
+    expired = token_of(TokenKind.ACCESS, Role.ADMIN, minutes=-1)
+    forged = token_of(TokenKind.ACCESS, Role.ADMIN, "another-key-not-this-servers-" * 2)
+    refresh = token_of(TokenKind.REFRESH, Role.ADMIN)
 
     operator = signed_in(Role.OPERATOR)()
     key = await api.http.post("/api/v1/api-keys", headers=operator, json={"name": "matrix"})
@@ -214,9 +217,9 @@ async def kinds(api: Api, admin: dict[str, str]) -> list[Kind]:
     )
     return [
         Kind("no credentials", dict),
-        Kind("expired token", bearer(expired)),
-        Kind("forged token", bearer(forged)),
-        Kind("refresh token", bearer(refresh)),
+        Kind("expired token", expired),
+        Kind("forged token", forged),
+        Kind("refresh token", refresh),
         Kind("viewer", signed_in(Role.VIEWER), _user(Needs.VIEWER)),
         Kind("operator", signed_in(Role.OPERATOR), _user(Needs.OPERATOR)),
         Kind("admin", signed_in(Role.ADMIN), _user(Needs.ADMIN)),
