@@ -25,7 +25,12 @@ from fieldline.api.deps import (
     user_of_token,
 )
 from fieldline.api.errors import ApiError
-from fieldline.api.routes.users import MAX_PASSWORD_LENGTH, NewPassword, hash_password
+from fieldline.api.routes.users import (
+    MAX_PASSWORD_LENGTH,
+    NewPassword,
+    audit_user_change,
+    hash_password,
+)
 from fieldline.api.tokens import (
     InvalidTokenError,
     TokenClaims,
@@ -222,7 +227,7 @@ async def logout(
     if ending.everywhere:
         async with conn.transaction():
             await user_store.end_sessions(conn, ending.user.id)
-            await _audit_user(conn, ending.user, "user.sign_out_everywhere", {})
+            await audit_user_change(conn, ending.user, "user.sign_out_everywhere", ending.user, {})
     elif ending.session is not None:
         # Remembered until the session's refresh token would have expired anyway: no
         # refresh token issued with it lives longer than the refresh lifetime from now.
@@ -257,21 +262,8 @@ async def change_password(
         user = await user_store.update_user(
             conn, user.id, {"password_hash": password_hash}, end_sessions=True
         )
-        await _audit_user(conn, user, "user.change_password", {})
+        await audit_user_change(conn, user, "user.change_password", user, {})
     return _session(issuer, user)
-
-
-async def _audit_user(
-    conn: AsyncConnection[Row], user: User, action: str, detail: dict[str, Any]
-) -> None:
-    await audit_store.record(
-        conn,
-        actor=audit_store.user_actor(user.username),
-        action=action,
-        target_type="user",
-        target_id=user.username,
-        detail=detail,
-    )
 
 
 class Me(BaseModel):

@@ -74,16 +74,17 @@ async def create_user(body: UserCreate, admin: Admin, conn: DbConn) -> UserOut:
         user = await user_store.create_user(
             conn, username=body.username, password_hash=password_hash, role=body.role
         )
-        await _audit(conn, admin, "user.create", user, {"role": user.role.value})
+        await audit_user_change(conn, admin, "user.create", user, {"role": user.role.value})
     return UserOut.of(user)
 
 
-async def _audit(
-    conn: AsyncConnection[Row], admin: User, action: str, user: User, detail: dict[str, Any]
+async def audit_user_change(
+    conn: AsyncConnection[Row], actor: User, action: str, user: User, detail: dict[str, Any]
 ) -> None:
+    """An audit entry: `actor` did `action` to `user`."""
     await audit_store.record(
         conn,
-        actor=audit_store.user_actor(admin.username),
+        actor=audit_store.user_actor(actor.username),
         action=action,
         target_type="user",
         target_id=user.username,
@@ -113,7 +114,7 @@ async def update_user(user_id: int, body: UserPatch, admin: Admin, conn: DbConn)
         detail: dict[str, Any] = {"password_changed": body.password is not None}
         if body.role is not None:
             detail["role"] = body.role.value
-        await _audit(conn, admin, "user.update", user, detail)
+        await audit_user_change(conn, admin, "user.update", user, detail)
     return UserOut.of(user)
 
 
@@ -124,4 +125,4 @@ async def delete_user(user_id: int, admin: Admin, conn: DbConn) -> None:
     async with conn.transaction():
         user = await user_store.get_user(conn, user_id)
         await user_store.delete_user(conn, user_id)
-        await _audit(conn, admin, "user.delete", user, {})
+        await audit_user_change(conn, admin, "user.delete", user, {})
