@@ -214,3 +214,20 @@ async def test_refresh_gives_a_token_of_the_same_session(api: Api) -> None:
     fresh = {"Authorization": f"Bearer {renewed.json()['access_token']}"}
     await api.http.post("/api/v1/auth/logout", json={"refresh_token": session.refresh})
     assert not await reads(api, fresh)  # renewed or not, the session's tokens end together
+
+
+async def test_an_open_stream_ends_when_its_api_key_is_revoked(
+    api: Api,
+    admin: dict[str, str],
+    server: str,  # noqa: F811 (the fixture imported above)
+) -> None:
+    created = await api.http.post("/api/v1/api-keys", headers=admin, json={"name": "wall"})
+    key = {"X-API-Key": created.json()["api_key"]}
+    async with open_stream(f"{server}/api/v1/fleet/stream", key) as events:
+        await events.until("summary")
+        revoked = await api.http.delete(
+            f"/api/v1/api-keys/{created.json()['key_id']}", headers=admin
+        )
+        assert revoked.status_code == 204
+        ended = await events.until("expired")  # an API key has no expiry: only this ends it
+    assert "revoked" in ended["reason"]

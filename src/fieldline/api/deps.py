@@ -226,10 +226,16 @@ async def _recheck(conn: AsyncConnection[Row], caller: Caller) -> None:
     """Raise ApiError when the caller's credentials no longer hold or give a viewer."""
     if caller.token is not None:
         user = await user_of_token(conn, caller.token)
-    elif caller.api_key_id is not None and await user_store.api_key_secret(conn, caller.api_key_id):
-        user = await user_store.get_user(conn, caller.user.id)
     else:
-        raise _unauthorized("the API key was revoked")
+        live = caller.api_key_id is not None and await user_store.api_key_secret(
+            conn, caller.api_key_id
+        )
+        if not live:
+            raise _unauthorized("the API key was revoked")
+        try:
+            user = await user_store.get_user(conn, caller.user.id)
+        except NotFoundError as exc:
+            raise _unauthorized("the API key's user no longer exists") from exc
     _check_role(user, Role.VIEWER)
 
 
