@@ -6,6 +6,7 @@ fails when one is missing there.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from enum import StrEnum
 from pathlib import Path
@@ -193,7 +194,37 @@ class Settings(BaseSettings):
         "generated one once.",
     )
     access_token_minutes: int = Field(15, ge=1, description="Lifetime of an access token.")
-    refresh_token_days: int = Field(14, ge=1, description="Lifetime of a refresh token.")
+    refresh_token_days: int = Field(
+        14,
+        ge=1,
+        description="Lifetime of a refresh token (a password or role change, or signing out, "
+        "ends it sooner).",
+    )
+    auth_max_failures_per_account: int = Field(
+        10,
+        ge=1,
+        description="Wrong passwords or API keys one account (user, device, API key) may get "
+        "within the window, from any addresses; then every try is refused with 429 for 1 "
+        "minute, each lock in a row twice as long up to the window. A success forgets the "
+        "failures. Shared by all API processes.",
+    )
+    auth_max_failures_per_address: int = Field(
+        50,
+        ge=1,
+        description="Wrong passwords or API keys one client address (an IPv6 /64) may get at "
+        "once; then one more per window/limit seconds (18 s by default), 429 meanwhile. "
+        "Counted by each API process.",
+    )
+    auth_failure_window_seconds: float = Field(
+        900.0, gt=0, description="The window of both limits above."
+    )
+    trusted_proxies: str = Field(
+        "",
+        description="Comma-separated addresses or networks (`127.0.0.1,10.0.0.0/8`) of reverse "
+        "proxies whose `X-Forwarded-For` names the client; `*` trusts every peer. Empty: the "
+        "socket's peer is the client whatever the headers say. Set it behind a proxy, or all "
+        "clients share the proxy's limits.",
+    )
     device_hash_iterations: int = Field(
         10_000,
         ge=1_000,
@@ -278,6 +309,20 @@ class Settings(BaseSettings):
     log_format: LogFormat = Field(
         LogFormat.AUTO, description="`json`, `console`, or `auto` (console on a terminal)."
     )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_addresses(cls, value: str) -> str:
+        entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+        if entries != ["*"]:
+            for entry in entries:
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError as exc:
+                    raise ValueError(
+                        f"trusted_proxies: {entry!r} is not an address or a network"
+                    ) from exc
+        return ",".join(entries)
 
     @field_validator("secret_key")
     @classmethod

@@ -173,11 +173,14 @@ class HttpServer:
         *,
         on_stopping: Callable[[], None] | None = None,
         after_stop: Callable[[], Awaitable[None]] | None = None,
+        trusted_proxies: str = "",
     ) -> None:
         self.socket = bind_socket(host, port)
         self.port: int = self.socket.getsockname()[1]
         # No ASGI lifespan: what requests started is released by `after_stop`, once
         # uvicorn has stopped serving (a lifespan task cancelled at Ctrl-C logs an error).
+        # X-Forwarded-For is believed only from `trusted_proxies` (none by default, not
+        # uvicorn's loopback): the failed-credential limits count by the client address.
         self._server = uvicorn.Server(
             uvicorn.Config(
                 app,
@@ -185,6 +188,8 @@ class HttpServer:
                 access_log=False,
                 lifespan="off",
                 timeout_graceful_shutdown=int(HTTP_GRACE_SECONDS),
+                proxy_headers=bool(trusted_proxies),
+                forwarded_allow_ips=trusted_proxies or None,
             )
         )
         self._on_stopping = on_stopping
@@ -432,6 +437,7 @@ async def _serve_all(
         settings.http_port,
         on_stopping=context.closing.set,
         after_stop=context.close,
+        trusted_proxies=settings.trusted_proxies,
     )
 
     async def announce() -> None:
@@ -557,6 +563,7 @@ async def run_api(
                 settings.http_port,
                 on_stopping=context.closing.set,
                 after_stop=context.close,
+                trusted_proxies=settings.trusted_proxies,
             )
 
             async def announce() -> None:

@@ -162,7 +162,7 @@ async def test_a_stream_ends_when_its_token_expires(
         secret_key=api.context.secret_key,
         access_ttl=timedelta(seconds=3),
         refresh_ttl=timedelta(days=1),
-    ).issue(me.json()["id"], TokenKind.ACCESS)
+    ).issue(TokenKind.ACCESS, user_id=me.json()["id"], version=0, session_id="short")
 
     async with open_stream(
         f"{server}/api/v1/fleet/stream", {"Authorization": f"Bearer {short}"}

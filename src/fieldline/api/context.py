@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+from fieldline.api.auth_limits import AuthLimits
 from fieldline.api.device_auth import VerifiedSecrets
 from fieldline.api.latest import LatestMirror
 from fieldline.broker.base import Broker
@@ -30,7 +31,11 @@ class ApiContext:
     # HTTP ingest's per-process state (api/device_auth.py, api/routes/device_http.py).
     partitions: PartitionCache = field(default_factory=PartitionCache)
     device_secrets: VerifiedSecrets = field(default_factory=VerifiedSecrets)
+    # API keys that matched within the minute: PBKDF2 runs about once a minute per key.
+    api_key_secrets: VerifiedSecrets = field(default_factory=VerifiedSecrets)
     device_rate_limiter: DeviceRateLimiter | None = field(init=False)
+    # Failed passwords and API keys per address (this process) and per account.
+    auth_limits: AuthLimits = field(init=False)
     # The fleet view's latest values (api/latest.py), started by its first request.
     latest: LatestMirror = field(init=False)
     # Set when the server starts stopping: open event streams end, so it need not wait.
@@ -38,6 +43,7 @@ class ApiContext:
 
     def __post_init__(self) -> None:
         self.device_rate_limiter = rate_limiter_from(self.settings)
+        self.auth_limits = AuthLimits(self.settings)
         self.latest = LatestMirror(str(self.pool.conninfo))  # open_pool is given a URL
 
     async def close(self) -> None:

@@ -11,6 +11,11 @@
 Every request reads the registry, whichever way the device authenticates: a disabled or
 deleted device, or a rotated credential, stops working at once.
 
+Wrong passwords are limited per address and per device (api/auth_limits.py): past a
+limit the answer is 429 before PBKDF2 runs. A password that matched within the minute
+skips the limits (it is no guess), so a device keeps working while someone guesses
+its password; device tokens are not limited (a forged one cannot be guessed).
+
 This module cannot use `api.deps` (the context holds its `VerifiedSecrets`), so it reads
 the context and opens connections itself.
 """
@@ -36,10 +41,12 @@ from fastapi.security import (
     HTTPBearer,
 )
 
+from fieldline.api.auth_limits import Attempt, client_address
 from fieldline.api.errors import ApiError
 from fieldline.api.tokens import ALGORITHM, InvalidTokenError
 from fieldline.broker.dynsec import fingerprint
 from fieldline.domain.devices import DEVICE_ID_PATTERN, DeviceAccess, is_valid_device_id
+from fieldline.domain.lockout import CredentialKind
 from fieldline.security.passwords import verify_encoded
 from fieldline.storage import devices as device_store
 from fieldline.storage.errors import NotFoundError
@@ -64,13 +71,14 @@ DevicePath = Annotated[str, Path(pattern=DEVICE_ID_PATTERN.pattern, max_length=1
 
 
 class VerifiedSecrets:
-    """Passwords that recently matched a device's hash, so PBKDF2 runs about once a minute.
+    """Secrets that recently matched their stored hash (a device's password, an API key),
+    so PBKDF2 runs about once a minute per account.
 
-    An entry is keyed by the device, the SHA-256 of the password (the password itself
-    is not kept) and the fingerprint of the hash it matched: a rotated hash misses, so
-    the old password must pass PBKDF2 again, and fails. Only successes are kept, for
-    `ttl` seconds, at most `max_entries` of them (the oldest go first). One event loop
-    uses it: no locks.
+    An entry is keyed by the account (device id, API key id), the SHA-256 of the secret
+    (the secret itself is not kept) and the fingerprint of the hash it matched: a
+    rotated hash misses, so the old secret must pass PBKDF2 again, and fails. Only
+    successes are kept, for `ttl` seconds, at most `max_entries` of them (the oldest go
+    first). One event loop uses it: no locks.
     """
 
     __slots__ = ("_clock", "_entries", "_max_entries", "_ttl")
@@ -92,11 +100,11 @@ class VerifiedSecrets:
         return len(self._entries)
 
     @staticmethod
-    def _key(device_id: str, password: str, secret_hash: str) -> tuple[str, bytes, str]:
-        return device_id, hashlib.sha256(password.encode()).digest(), fingerprint(secret_hash)
+    def _key(account: str, secret: str, secret_hash: str) -> tuple[str, bytes, str]:
+        return account, hashlib.sha256(secret.encode()).digest(), fingerprint(secret_hash)
 
-    def contains(self, device_id: str, password: str, secret_hash: str) -> bool:
-        key = self._key(device_id, password, secret_hash)
+    def contains(self, account: str, secret: str, secret_hash: str) -> bool:
+        key = self._key(account, secret, secret_hash)
         expires = self._entries.get(key)
         if expires is None:
             return False
@@ -105,8 +113,8 @@ class VerifiedSecrets:
             return False
         return True
 
-    def add(self, device_id: str, password: str, secret_hash: str) -> None:
-        key = self._key(device_id, password, secret_hash)
+    def add(self, account: str, secret: str, secret_hash: str) -> None:
+        key = self._key(account, secret, secret_hash)
         self._entries.pop(key, None)
         self._entries[key] = self._clock() + self._ttl
         while len(self._entries) > self._max_entries:
@@ -169,6 +177,12 @@ def _context(request: Request) -> ApiContext:
     return context
 
 
+def _unavailable() -> ApiError:
+    return ApiError(
+        503, "the database is unavailable; try again later", headers={"Retry-After": "5"}
+    )
+
+
 async def _device_access(context: ApiContext, device_id: str) -> DeviceAccess | None:
     if not is_valid_device_id(device_id):
         return None
@@ -178,23 +192,55 @@ async def _device_access(context: ApiContext, device_id: str) -> DeviceAccess | 
     except NotFoundError:
         return None
     except psycopg.OperationalError as exc:
-        raise ApiError(
-            503, "the database is unavailable; try again later", headers={"Retry-After": "5"}
-        ) from exc
+        raise _unavailable() from exc
 
 
-async def _check_password(context: ApiContext, device_id: str, password: str) -> DeviceAccess:
+async def _check_password(
+    context: ApiContext, request: Request, device_id: str, password: str
+) -> DeviceAccess:
     access = await _device_access(context, device_id)
-    if access is None:
-        raise _unauthorized(BAD_CREDENTIALS)
     cache = context.device_secrets
-    if not cache.contains(device_id, password, access.secret_hash):
-        if not await asyncio.to_thread(verify_encoded, access.secret_hash, password):
-            raise _unauthorized(BAD_CREDENTIALS)
+    if access is None or not cache.contains(device_id, password, access.secret_hash):
+        # Not a password that matched a minute ago: a guess, perhaps, so it is limited.
+        await _verify(context, request, device_id, password, access)
+        assert access is not None  # _verify refuses an unknown device
         cache.add(device_id, password, access.secret_hash)
     if not access.enabled:
         raise _unauthorized(f"device {device_id!r} is disabled")
     return access
+
+
+async def _verify(
+    context: ApiContext,
+    request: Request,
+    device_id: str,
+    password: str,
+    access: DeviceAccess | None,
+) -> None:
+    """Check the password with PBKDF2, unless the address or the device is over its limit
+    of failures (429). An unknown device counts as a failure, as a wrong password does,
+    but an id that cannot be a device is refused uncounted (it names no account)."""
+    if not is_valid_device_id(device_id):
+        raise _unauthorized(BAD_CREDENTIALS)
+    limits = context.auth_limits
+    attempt = Attempt(CredentialKind.DEVICE, device_id, client_address(request))
+    try:
+        async with context.pool.connection() as conn:
+            record = await limits.check(conn, attempt)
+        # The connection goes back to the pool before the slow check.
+        valid = access is not None and await asyncio.to_thread(
+            verify_encoded, access.secret_hash, password
+        )
+        if valid:
+            if record is not None:  # no connection taken when there is nothing to forget
+                async with context.pool.connection() as conn:
+                    await limits.succeeded(conn, attempt, record)
+            return
+        async with context.pool.connection() as conn:
+            await limits.failed(conn, attempt)
+    except psycopg.OperationalError as exc:
+        raise _unavailable() from exc
+    raise _unauthorized(BAD_CREDENTIALS)
 
 
 async def _check_token(context: ApiContext, token: str) -> DeviceAccess:
@@ -229,7 +275,8 @@ async def basic_device(
     if basic is None:
         raise _unauthorized("HTTP Basic authentication required: device id and MQTT password")
     return _for_path(
-        await _check_password(_context(request), basic.username, basic.password), device_id
+        await _check_password(_context(request), request, basic.username, basic.password),
+        device_id,
     )
 
 
@@ -242,7 +289,7 @@ async def authenticated_device(
     """The device of the path, proven by its password (HTTP Basic) or a device token."""
     context = _context(request)
     if basic is not None:
-        access = await _check_password(context, basic.username, basic.password)
+        access = await _check_password(context, request, basic.username, basic.password)
     elif bearer is not None:
         access = await _check_token(context, bearer.credentials)
     else:

@@ -26,6 +26,8 @@ class User:
     username: str
     role: Role
     created_at: datetime
+    # Named by every token issued to the user; raised to end them all (api/tokens.py).
+    token_version: int
 
 
 @dataclass(frozen=True, slots=True)

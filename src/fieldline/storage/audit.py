@@ -42,6 +42,11 @@ def provisioning_key_actor(key_id: str) -> str:
     return f"provisioning-key:{key_id}"
 
 
+def address_actor(address: str) -> str:
+    """A client known only by its address (failed credentials, api/auth_limits.py)."""
+    return f"address:{address}"
+
+
 SYSTEM_ACTOR = "system"
 
 

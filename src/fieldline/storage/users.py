@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -17,7 +18,11 @@ Conn = AsyncConnection[Row]
 
 def _user(row: Row) -> User:
     return User(
-        id=row["id"], username=row["username"], role=Role(row["role"]), created_at=row["created_at"]
+        id=row["id"],
+        username=row["username"],
+        role=Role(row["role"]),
+        created_at=row["created_at"],
+        token_version=row["token_version"],
     )
 
 
@@ -42,6 +47,21 @@ async def get_user(conn: Conn, user_id: int) -> User:
     return _user(row)
 
 
+async def token_holder(conn: Conn, user_id: int, session_id: str) -> tuple[User, bool]:
+    """The user a token names, and whether its session was signed out: one query, as
+    every request authenticated by a token makes it."""
+    row = await (
+        await conn.execute(
+            "SELECT u.*, EXISTS (SELECT 1 FROM revoked_sessions r WHERE r.session_id = %s)"
+            " AS session_revoked FROM users u WHERE u.id = %s",
+            (session_id, user_id),
+        )
+    ).fetchone()
+    if row is None:
+        raise NotFoundError(f"user {user_id} does not exist")
+    return _user(row), bool(row["session_revoked"])
+
+
 async def credentials_of(conn: Conn, username: str) -> tuple[User, str] | None:
     """The user and their stored password hash, for login."""
     row = await (
@@ -63,10 +83,14 @@ async def list_users(conn: Conn, *, limit: int, cursor: str | None) -> Page[User
     return Page(items, encode_cursor(items[-1].id) if len(rows) > limit else None)
 
 
-async def update_user(conn: Conn, user_id: int, changes: dict[str, Any]) -> User:
-    """Apply `changes` (role, password_hash)."""
+async def update_user(
+    conn: Conn, user_id: int, changes: dict[str, Any], *, end_sessions: bool
+) -> User:
+    """Apply `changes` (role, password_hash); `end_sessions` ends every token issued so far."""
     assignments = [f"{k} = %({k})s" for k in ("role", "password_hash") if k in changes]
     assignments.append("updated_at = now()")
+    if end_sessions:
+        assignments.append("token_version = token_version + 1")
     values = {k: (v.value if isinstance(v, Role) else v) for k, v in changes.items()}
     cursor = await conn.execute(
         f"UPDATE users SET {', '.join(assignments)} WHERE id = %(id)s", {**values, "id": user_id}
@@ -74,6 +98,30 @@ async def update_user(conn: Conn, user_id: int, changes: dict[str, Any]) -> User
     if cursor.rowcount == 0:
         raise NotFoundError(f"user {user_id} does not exist")
     return await get_user(conn, user_id)
+
+
+async def end_sessions(conn: Conn, user_id: int) -> User:
+    """End every access and refresh token of the user ("sign out everywhere")."""
+    return await update_user(conn, user_id, {}, end_sessions=True)
+
+
+# Each sign-out deletes at most this many sessions whose tokens have expired anyway.
+SWEEP_PER_SIGN_OUT = 10
+
+
+async def revoke_session(conn: Conn, session_id: str, *, expires_at: datetime) -> None:
+    """End one session (a sign-out), remembered until its refresh token would expire."""
+    await conn.execute(
+        "INSERT INTO revoked_sessions (session_id, expires_at) VALUES (%s, %s)"
+        " ON CONFLICT (session_id) DO NOTHING",
+        (session_id, expires_at),
+    )
+    await conn.execute(
+        "DELETE FROM revoked_sessions WHERE session_id = ANY(ARRAY("
+        " SELECT session_id FROM revoked_sessions WHERE expires_at < now() LIMIT %s"
+        " FOR UPDATE SKIP LOCKED))",
+        (SWEEP_PER_SIGN_OUT,),
+    )
 
 
 async def delete_user(conn: Conn, user_id: int) -> None:

@@ -1,18 +1,44 @@
-"""Login, token refresh and API keys."""
+"""Sign-in, token refresh, sign-out, changing one's own password, and API keys."""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+import functools
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Depends, Path, Request
 from psycopg import AsyncConnection
 from pydantic import BaseModel, Field
 
-from fieldline.api.deps import CurrentUser, DbConn, Issuer
+from fieldline.api.auth_limits import Attempt, client_address
+from fieldline.api.deps import (
+    ApiKeyHeader,
+    Bearer,
+    CurrentCaller,
+    CurrentUser,
+    DbConn,
+    Issuer,
+    authenticate,
+    get_context,
+    user_of_token,
+)
 from fieldline.api.errors import ApiError
-from fieldline.api.tokens import InvalidTokenError, TokenKind, new_api_key
+from fieldline.api.routes.users import (
+    MAX_PASSWORD_LENGTH,
+    NewPassword,
+    audit_user_change,
+    hash_password,
+)
+from fieldline.api.tokens import (
+    InvalidTokenError,
+    TokenClaims,
+    TokenIssuer,
+    TokenKind,
+    new_api_key,
+)
+from fieldline.domain.lockout import CredentialKind
 from fieldline.domain.users import ApiKey, Role, User
 from fieldline.security.passwords import (
     API_KEY_ITERATIONS,
@@ -23,17 +49,19 @@ from fieldline.security.passwords import (
 from fieldline.storage import audit as audit_store
 from fieldline.storage import users as user_store
 from fieldline.storage.db import Row
-from fieldline.storage.errors import NotFoundError
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 
-# Verified when the username is unknown, so both paths cost the same time.
-_DUMMY_HASH = hash_secret("fieldline-timing-equaliser", iterations=USER_ITERATIONS).encode()
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified when the username is unknown, so both paths cost the same time."""
+    return hash_secret("fieldline-timing-equaliser", iterations=USER_ITERATIONS).encode()
 
 
 class LoginRequest(BaseModel):
     username: str = Field(min_length=1, max_length=128)
-    password: str = Field(min_length=1, max_length=1024)
+    password: str = Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)
 
 
 class TokenPair(BaseModel):
@@ -82,28 +110,160 @@ class ApiKeyList(BaseModel):
     next_cursor: str | None = None
 
 
-@router.post("/login", response_model=TokenPair)
-async def login(body: LoginRequest, conn: DbConn, issuer: Issuer) -> TokenPair:
-    found = await user_store.credentials_of(conn, body.username)
-    stored = found[1] if found else _DUMMY_HASH
-    valid = await asyncio.to_thread(verify_encoded, stored, body.password)
+_LIMITED: dict[int | str, dict[str, Any]] = {
+    429: {
+        "description": "too many failed attempts from this address or for this account; "
+        "see Retry-After"
+    }
+}
+
+
+async def _check_password(
+    conn: AsyncConnection[Row], request: Request, username: str, password: str
+) -> User | None:
+    """The user, when `password` is theirs; None otherwise. Failures are limited: past a
+    limit this raises 429 before any hash is computed."""
+    limits = get_context(request).auth_limits
+    attempt = Attempt(CredentialKind.USER, username, client_address(request))
+    record = await limits.check(conn, attempt)
+    found = await user_store.credentials_of(conn, username)
+    stored = found[1] if found else await asyncio.to_thread(_dummy_hash)
+    valid = await asyncio.to_thread(verify_encoded, stored, password)
     if found is None or not valid:
+        await limits.failed(conn, attempt)
+        return None
+    await limits.succeeded(conn, attempt, record)
+    return found[0]
+
+
+def _session(issuer: TokenIssuer, user: User) -> TokenPair:
+    access, refresh = issuer.open_session(user_id=user.id, version=user.token_version)
+    return TokenPair(access_token=access, refresh_token=refresh)
+
+
+@router.post("/login", response_model=TokenPair, responses=_LIMITED)
+async def login(body: LoginRequest, request: Request, conn: DbConn, issuer: Issuer) -> TokenPair:
+    """A new session: an access token and the refresh token that renews it."""
+    user = await _check_password(conn, request, body.username, body.password)
+    if user is None:
         raise ApiError(401, "wrong username or password")
-    user = found[0]
-    return TokenPair(
-        access_token=issuer.issue(user.id, TokenKind.ACCESS),
-        refresh_token=issuer.issue(user.id, TokenKind.REFRESH),
-    )
+    return _session(issuer, user)
 
 
 @router.post("/refresh", response_model=AccessToken)
 async def refresh(body: RefreshRequest, conn: DbConn, issuer: Issuer) -> AccessToken:
+    """A new access token of the same session, while the session holds."""
     try:
         claims = issuer.verify(body.refresh_token, TokenKind.REFRESH)
-        user = await user_store.get_user(conn, claims.user_id)
-    except (InvalidTokenError, NotFoundError) as exc:
+    except InvalidTokenError as exc:
         raise ApiError(401, f"invalid refresh token: {exc}") from exc
-    return AccessToken(access_token=issuer.issue(user.id, TokenKind.ACCESS))
+    user = await user_of_token(conn, claims)
+    return AccessToken(
+        access_token=issuer.issue(
+            TokenKind.ACCESS,
+            user_id=user.id,
+            version=user.token_version,
+            session_id=claims.session_id,
+        )
+    )
+
+
+class LogoutRequest(BaseModel):
+    refresh_token: str | None = Field(
+        None,
+        min_length=1,
+        max_length=4096,
+        description="The session to end; without it, the access token's session.",
+    )
+    everywhere: bool = Field(
+        False, description="End every session of the user (all devices), not only this one."
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SignOut:
+    user: User
+    session: TokenClaims | None  # None: signed in with an API key, which has no session
+    everywhere: bool
+
+
+async def sign_out_request(
+    request: Request,
+    conn: DbConn,
+    issuer: Issuer,
+    bearer: Bearer,
+    api_key: ApiKeyHeader,
+    body: LogoutRequest | None = None,
+) -> SignOut:
+    """Whose session ends: the refresh token's in the body, else the caller's.
+
+    The refresh token alone is enough, so a client whose access token has expired
+    can still sign out.
+    """
+    everywhere = body is not None and body.everywhere
+    if body is not None and body.refresh_token is not None:
+        try:
+            claims = issuer.verify(body.refresh_token, TokenKind.REFRESH)
+        except InvalidTokenError as exc:
+            raise ApiError(401, f"invalid refresh token: {exc}") from exc
+        return SignOut(await user_of_token(conn, claims), claims, everywhere)
+    caller = await authenticate(conn, request, issuer, bearer, api_key)
+    if caller.token is None and not everywhere:
+        raise ApiError(
+            400,
+            "an API key has no session to sign out: revoke the key"
+            " (DELETE /api/v1/api-keys/{key_id}), or send everywhere: true",
+        )
+    return SignOut(caller.user, caller.token, everywhere)
+
+
+@router.post("/logout", status_code=204)
+async def logout(
+    ending: Annotated[SignOut, Depends(sign_out_request)], conn: DbConn, issuer: Issuer
+) -> None:
+    """Sign out: the session's refresh token and access tokens stop working at once.
+
+    With `everywhere`, every session of the user ends (their API keys stay)."""
+    if ending.everywhere:
+        async with conn.transaction():
+            await user_store.end_sessions(conn, ending.user.id)
+            await audit_user_change(conn, ending.user, "user.sign_out_everywhere", ending.user, {})
+    elif ending.session is not None:
+        # Remembered until the session's refresh token would have expired anyway: no
+        # refresh token issued with it lives longer than the refresh lifetime from now.
+        await user_store.revoke_session(
+            conn,
+            ending.session.session_id,
+            expires_at=datetime.now(UTC) + issuer.refresh_ttl,
+        )
+
+
+class PasswordChange(BaseModel):
+    current_password: str = Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)
+    new_password: NewPassword
+
+
+@router.post(
+    "/password",
+    response_model=TokenPair,
+    responses={403: {"description": "the current password is wrong"}, **_LIMITED},
+)
+async def change_password(
+    body: PasswordChange, caller: CurrentCaller, request: Request, conn: DbConn, issuer: Issuer
+) -> TokenPair:
+    """Change your own password. Every session of yours ends (on every device); the
+    answer is a new session's tokens. Your API keys keep working."""
+    user = await _check_password(conn, request, caller.user.username, body.current_password)
+    if user is None:
+        # Not 401: the caller is signed in, and a client would take 401 as a lost session.
+        raise ApiError(403, "the current password is wrong", code="wrong_password")
+    password_hash = await hash_password(body.new_password)
+    async with conn.transaction():
+        user = await user_store.update_user(
+            conn, user.id, {"password_hash": password_hash}, end_sessions=True
+        )
+        await audit_user_change(conn, user, "user.change_password", user, {})
+    return _session(issuer, user)
 
 
 class Me(BaseModel):

@@ -4,7 +4,8 @@ Each stream sends every part once when it opens, then a part again whenever it
 changed. A device's latest values are sent as soon as a writer announces them
 (the latest-values mirror's notifications); the rest is read again every
 second. A stream ends with an `expired` event when the access token it was
-opened with expires (the page refreshes its token and opens it again), with
+opened with expires or, within a few seconds, is revoked (the page refreshes its
+token and opens it again, or finds its session over), with
 `gone` when the device is deleted, and without a word when the server stops.
 """
 
@@ -12,14 +13,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from fieldline.api.context import ApiContext
-from fieldline.api.deps import Context, StreamCaller, StreamViewer
+from fieldline.api.deps import Context, StreamViewer
 from fieldline.api.latest import read_encoded
 from fieldline.api.routes import fleet
 from fieldline.api.routes.commands import CommandList, CommandOut
@@ -35,10 +35,6 @@ router = APIRouter(prefix="/api/v1", tags=["streams"])
 DEVICE_TICK_SECONDS = 1.0
 FLEET_TICK_SECONDS = 2.0
 COMMANDS_SHOWN = 20
-
-
-def _expired(caller: StreamCaller) -> bool:
-    return caller.expires_at is not None and datetime.now(UTC) >= caller.expires_at
 
 
 async def _pause(context: ApiContext, seconds: float, wake: asyncio.Event | None = None) -> None:
@@ -90,8 +86,8 @@ async def device_stream(
     sent: dict[str, str] = {}
     with context.latest.changes(device_id) as changed:
         while not context.closing.is_set():
-            if _expired(caller):
-                yield ServerSentEvent(event="expired", data={"reason": "token expired"})
+            if reason := await caller.ended():
+                yield ServerSentEvent(event="expired", data={"reason": reason})
                 return
             changed.clear()
             try:
@@ -111,8 +107,8 @@ async def fleet_stream(caller: StreamViewer, context: Context) -> AsyncIterator[
     """`summary` events (as GET /api/v1/fleet/summary answers), sent when it changes."""
     sent = ""
     while not context.closing.is_set():
-        if _expired(caller):
-            yield ServerSentEvent(event="expired", data={"reason": "token expired"})
+        if reason := await caller.ended():
+            yield ServerSentEvent(event="expired", data={"reason": reason})
             return
         async with context.pool.connection() as conn:
             data = (await fleet.summary(conn, context)).model_dump_json()

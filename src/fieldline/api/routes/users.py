@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter
 from psycopg import AsyncConnection
@@ -22,6 +22,10 @@ from fieldline.storage.db import Row
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
 
 MIN_PASSWORD_LENGTH = 10
+MAX_PASSWORD_LENGTH = 1024
+# Every password a user is given or chooses meets this (creation, an admin's change,
+# the user's own change).
+NewPassword = Annotated[str, Field(min_length=MIN_PASSWORD_LENGTH, max_length=MAX_PASSWORD_LENGTH)]
 
 
 class UserOut(BaseModel):
@@ -37,13 +41,15 @@ class UserOut(BaseModel):
 
 class UserCreate(BaseModel):
     username: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.@-]+$")
-    password: str = Field(min_length=MIN_PASSWORD_LENGTH, max_length=1024)
+    password: NewPassword
     role: Role
 
 
 class UserPatch(BaseModel):
-    password: str | None = Field(None, min_length=MIN_PASSWORD_LENGTH, max_length=1024)
-    role: Role | None = None
+    password: NewPassword | None = Field(
+        None, description="A new password; the user's sessions end (tokens stop working)."
+    )
+    role: Role | None = Field(None, description="A new role; the user's sessions end.")
 
 
 class UserList(BaseModel):
@@ -68,16 +74,17 @@ async def create_user(body: UserCreate, admin: Admin, conn: DbConn) -> UserOut:
         user = await user_store.create_user(
             conn, username=body.username, password_hash=password_hash, role=body.role
         )
-        await _audit(conn, admin, "user.create", user, {"role": user.role.value})
+        await audit_user_change(conn, admin, "user.create", user, {"role": user.role.value})
     return UserOut.of(user)
 
 
-async def _audit(
-    conn: AsyncConnection[Row], admin: User, action: str, user: User, detail: dict[str, Any]
+async def audit_user_change(
+    conn: AsyncConnection[Row], actor: User, action: str, user: User, detail: dict[str, Any]
 ) -> None:
+    """An audit entry: `actor` did `action` to `user`."""
     await audit_store.record(
         conn,
-        actor=audit_store.user_actor(admin.username),
+        actor=audit_store.user_actor(actor.username),
         action=action,
         target_type="user",
         target_id=user.username,
@@ -92,6 +99,7 @@ async def get_user(user_id: int, _: Admin, conn: DbConn) -> UserOut:
 
 @router.patch("/{user_id}", response_model=UserOut)
 async def update_user(user_id: int, body: UserPatch, admin: Admin, conn: DbConn) -> UserOut:
+    """Change a user's password or role; either ends every session of theirs at once."""
     changes: dict[str, object] = {}
     if body.role is not None:
         if user_id == admin.id and body.role is not Role.ADMIN:
@@ -100,11 +108,13 @@ async def update_user(user_id: int, body: UserPatch, admin: Admin, conn: DbConn)
     if body.password is not None:
         changes["password_hash"] = await hash_password(body.password)
     async with conn.transaction():
-        user = await user_store.update_user(conn, user_id, changes)
+        # A token carries no role, but whoever holds one was given it for the old
+        # password and role: every session of the user ends, API keys stay.
+        user = await user_store.update_user(conn, user_id, changes, end_sessions=bool(changes))
         detail: dict[str, Any] = {"password_changed": body.password is not None}
         if body.role is not None:
             detail["role"] = body.role.value
-        await _audit(conn, admin, "user.update", user, detail)
+        await audit_user_change(conn, admin, "user.update", user, detail)
     return UserOut.of(user)
 
 
@@ -115,4 +125,4 @@ async def delete_user(user_id: int, admin: Admin, conn: DbConn) -> None:
     async with conn.transaction():
         user = await user_store.get_user(conn, user_id)
         await user_store.delete_user(conn, user_id)
-        await _audit(conn, admin, "user.delete", user, {})
+        await audit_user_change(conn, admin, "user.delete", user, {})
