@@ -107,8 +107,10 @@ class AmqttServer(Broker):  # type: ignore[misc]
             await writer.close()  # amqtt has answered the malformed CONNECT
             raise
         if not await self._authenticate(session, None):
-            await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
-            await writer.close()
+            with contextlib.suppress(OSError):  # the client may be gone already
+                await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
+                await writer.close()
+            close_socket(writer)
             raise MQTTError(f"client {session.client_id!r} refused: not authorized")
         if session.clean_session:
             if session.client_id:
@@ -176,6 +178,7 @@ class AmqttServer(Broker):  # type: ignore[misc]
         if outbox is not None:
             outbox.detach(handler)
         await self._handle_disconnect(client_session, handler, _done(disconnect))
+        close_socket(handler.writer)
         # The reader may have acknowledged more until amqtt stopped it just now.
         while not queue.empty():
             await self._route(client_session, queue.get_nowait())
@@ -296,6 +299,17 @@ class AmqttServer(Broker):  # type: ignore[misc]
         with contextlib.suppress(Exception):
             await asyncio.gather(*self._publishing, return_exceptions=True)
         await super().shutdown()
+
+
+def close_socket(writer: Any) -> None:
+    """Close a connection's socket (amqtt's writer adapter) at once.
+
+    amqtt's own close drains first, and a drain on a connection its client has already
+    closed raises before the socket is closed: the socket stayed open until collected.
+    """
+    transport = getattr(getattr(writer, "_writer", None), "transport", None)
+    if transport is not None:
+        transport.abort()
 
 
 def _done(value: Any) -> asyncio.Future[Any]:
