@@ -263,12 +263,14 @@ async def _has_points(platform: Platform, device_id: str) -> None:
 
 
 async def test_the_last_will_turns_a_device_offline(platform: Platform) -> None:
-    assert shutil.which("mosquitto_sub"), "scripts/test installs mosquitto-clients"
+    assert shutil.which("mosquitto_pub"), "scripts/test installs mosquitto-clients"
     device_id = unique("will")
     password = await platform.register(device_id)
+    # The firmware: one connection under its own id as client id (a second one would take
+    # this one over), with its last will, announcing itself online and staying connected.
     firmware = subprocess.Popen(
         [
-            "mosquitto_sub",
+            "mosquitto_pub",
             "-h",
             "127.0.0.1",
             "-p",
@@ -282,28 +284,34 @@ async def test_the_last_will_turns_a_device_offline(platform: Platform) -> None:
             "-i",
             device_id,
             "-t",
-            f"devices/{device_id}/config",
+            f"devices/{device_id}/status",
+            "-q",
+            "1",
+            "-l",
             "--will-topic",
             f"devices/{device_id}/status",
             "--will-payload",
             '{"status":"offline"}',
             "--will-qos",
             "1",
-        ]
+        ],
+        stdin=subprocess.PIPE,
     )
     try:
-        client = await DeviceClient(device_id, password, platform.mqtt_port).connect()
-        client.publish("status", b'{"status": "online"}')
+        assert firmware.stdin is not None
+        firmware.stdin.write(b'{"status": "online"}\n')
+        firmware.stdin.flush()
 
         async def online() -> None:
             assert (await device(platform, device_id))["status"] == "online"
 
         await eventually(online)
-        await client.close()
         assert firmware.poll() is None, "the device process could not connect"
     finally:
-        firmware.kill()
+        firmware.kill()  # no DISCONNECT: the broker publishes the will
         firmware.wait()
+        if firmware.stdin is not None:
+            firmware.stdin.close()
 
     async def offline() -> None:
         assert (await device(platform, device_id))["status"] == "offline"
