@@ -4,6 +4,7 @@ readings stored exactly once, bad input rejected and visible, access rules enfor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import statistics
 import subprocess
@@ -14,9 +15,11 @@ from typing import Any
 
 import orjson
 import pytest
+from gmqtt.mqtt.constants import MQTTv311
 from gmqtt.mqtt.handler import MQTTConnectError
 
 from tests.e2e.conftest import DeviceClient, Platform, eventually
+from tests.mqtt_clients import NoReconnectClient
 
 # How gmqtt reports a refused CONNECT (bad credentials) or a closed connection.
 REFUSED = (MQTTConnectError, ConnectionError, TimeoutError)
@@ -224,6 +227,33 @@ async def test_a_device_cannot_use_another_devices_topics(platform: Platform) ->
     assert await points(platform, bob, "temperature") == []
     assert (await device(platform, bob))["status"] == "never_seen"
     await alice_client.close()
+
+
+async def test_no_device_can_take_another_clients_session(platform: Platform) -> None:
+    """A device under another device's client id, or ingest's, is refused (issue 12: on
+    amqtt one such CONNECT ended ingest's session and nothing was stored for anyone)."""
+    victim_id, thief_id = unique("victim"), unique("thief")
+    victim = await DeviceClient(
+        victim_id, await platform.register(victim_id), platform.mqtt_port
+    ).connect()
+    thief_password = await platform.register(thief_id)
+    for client_id in (victim_id, "fieldline-ingest-1"):
+        for clean_session in (True, False):
+            thief = NoReconnectClient(client_id, clean_session=clean_session)
+            thief.set_auth_credentials(thief_id, thief_password)
+            try:
+                with pytest.raises(REFUSED):
+                    await asyncio.wait_for(
+                        thief.connect("127.0.0.1", platform.mqtt_port, version=MQTTv311), 10
+                    )
+            finally:
+                with contextlib.suppress(Exception):
+                    await thief.disconnect()
+
+    victim.publish("telemetry", b'{"temperature": 12.5}')
+    await eventually(lambda: _has_points(platform, victim_id))
+    assert not victim.disconnected.is_set()
+    await victim.close()
 
 
 async def test_disabled_and_rotated_devices_are_refused_at_once(platform: Platform) -> None:
