@@ -42,6 +42,18 @@ async def fleet_of_two(broker: Broker, tmp_path: Path) -> tuple[Credential, Cred
     return good, other, passwords
 
 
+def options(broker: Broker, credentials: Path, devices: int) -> FleetOptions:
+    return FleetOptions(
+        devices=devices,
+        rate=2.0,
+        mqtt_host=broker.endpoint.host,
+        mqtt_port=broker.endpoint.port,
+        credentials_file=credentials,
+        progress_interval=0.2,
+        seed=3,
+    )
+
+
 async def run_until(options: FleetOptions, done: object) -> SimulationReport:
     """Run the fleet until `done(progress)` holds (generous deadline), then stop it."""
     stop = asyncio.Event()
@@ -58,17 +70,8 @@ async def test_a_device_with_a_wrong_password_is_counted_as_refused(
     broker: Broker, tmp_path: Path
 ) -> None:
     _, other, passwords = await fleet_of_two(broker, tmp_path)
-    options = FleetOptions(
-        devices=2,
-        rate=2.0,
-        mqtt_host=broker.endpoint.host,
-        mqtt_port=broker.endpoint.port,
-        credentials_file=passwords,
-        progress_interval=0.2,
-        seed=3,
-    )
 
-    report = await run_until(options, lambda p: p.refused >= 2)
+    report = await run_until(options(broker, passwords, 2), lambda p: p.refused >= 2)
 
     assert report.devices_connected == 1
     refused = report.device(other.device_id).refused
@@ -82,15 +85,6 @@ async def test_a_device_disabled_while_running_is_counted_at_each_refused_reconn
 ) -> None:
     good, _, passwords = await fleet_of_two(broker, tmp_path)
     passwords.write_text(json.dumps({good.device_id: good.password}))
-    options = FleetOptions(
-        devices=1,
-        rate=2.0,
-        mqtt_host=broker.endpoint.host,
-        mqtt_port=broker.endpoint.port,
-        credentials_file=passwords,
-        progress_interval=0.2,
-        seed=3,
-    )
     disabling: list[asyncio.Task[None]] = []
 
     def disable_once_connected(progress: FleetProgress) -> bool:
@@ -99,7 +93,7 @@ async def test_a_device_disabled_while_running_is_counted_at_each_refused_reconn
             disabling.append(asyncio.create_task(broker.apply(disabled)))
         return progress.refused >= 1
 
-    report = await run_until(options, disable_once_connected)
+    report = await run_until(options(broker, passwords, 1), disable_once_connected)
     await disabling[0]
 
     device = report.device(good.device_id)
