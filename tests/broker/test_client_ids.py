@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import pytest
 
-from fieldline.broker.base import Broker, BrokerError
+from fieldline.broker.base import Broker, BrokerEndpoint, BrokerError, ServiceAccount
 from fieldline.broker.control import admin_client_id
 from fieldline.broker.publisher import publisher_client_id
+from fieldline.broker.unmanaged import UnmanagedBroker
 from fieldline.domain.devices import is_reserved_client_id, is_valid_device_id
 from fieldline.runtime import INGEST_CLIENT_PREFIX
 
@@ -84,6 +85,15 @@ async def test_a_device_under_one_of_fieldlines_ids_is_never_installed(broker: B
     with pytest.raises(BrokerError, match="fieldline's own MQTT client ids"):
         await broker.apply(thief.device, password=thief.password)
     assert await refused(broker.endpoint, thief.device_id, thief.password)
+
+
+async def test_nor_is_it_registered_with_a_broker_fieldline_does_not_administer() -> None:
+    emqx = UnmanagedBroker(
+        endpoint=BrokerEndpoint(host="127.0.0.1", port=1883),
+        service=ServiceAccount(username="fieldline-ingest", password="not-used-here"),
+    )
+    with pytest.raises(BrokerError, match="fieldline's own MQTT client ids"):
+        await emqx.apply(credential(INGEST_ID).device)
 
 
 def test_fieldlines_own_client_ids_are_no_device_ids() -> None:
