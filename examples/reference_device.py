@@ -64,7 +64,7 @@ class Device:
         self.config_version: int | None = None
         self.answers: dict[str, bytes] = {}  # QoS 1 may deliver a command twice
         self.client = gmqtt.Client(
-            f"{self.id}-{uuid.uuid4().hex[:6]}",
+            self.id,  # the client id must be the device id: the broker refuses any other
             will_message=gmqtt.Message(
                 f"devices/{self.id}/status", b'{"status": "offline"}', qos=1
             ),

@@ -95,7 +95,7 @@ class DeviceLoad:
             # A persistent session, as QoS 1 firmware should keep: after a broker restart
             # the session is still there and gmqtt resends what was not acknowledged.
             client = gmqtt.Client(
-                f"{device_id}-load",
+                device_id,  # its client id: the broker refuses any other
                 clean_session=False,
                 persistent_storage=recorder,
                 **({"session_expiry_interval": 3600} if self._mqtt5 else {}),

@@ -48,22 +48,24 @@ async def disable(api: Api, device_id: str) -> None:
     assert changed.status_code == 200, changed.text
 
 
-def authn_body(username: str, password: str, clientid: str = "any-client-id") -> dict[str, str]:
+def authn_body(username: str, password: str, clientid: str | None = None) -> dict[str, str]:
     # As rendered from body = {username = "${username}", password = "${password}",
-    # clientid = "${clientid}", peerhost = "${peerhost}"}
+    # clientid = "${clientid}", peerhost = "${peerhost}"}; a device's client id is its id.
     return {
         "username": username,
         "password": password,
-        "clientid": clientid,
+        "clientid": username if clientid is None else clientid,
         "peerhost": "10.0.0.7",
     }
 
 
-def authz_body(username: str, action: str, topic: str) -> dict[str, str]:
+def authz_body(
+    username: str, action: str, topic: str, clientid: str | None = None
+) -> dict[str, str]:
     # Every placeholder arrives as a string, qos and retain included.
     return {
         "username": username,
-        "clientid": f"{username}-client",
+        "clientid": username if clientid is None else clientid,
         "topic": topic,
         "action": action,
         "qos": "1",
@@ -92,10 +94,40 @@ async def test_device_with_its_password_is_allowed(emqx: Api) -> None:
         "result": "allow",
         "is_superuser": False,
     }
-    # The client id is the device's business: any, or none at all.
-    for clientid in ("", "greenhouse-7", "esp32-a1b2c3"):
-        answer = await authn(emqx, authn_body("greenhouse-7", password, clientid))
-        assert answer["result"] == "allow"
+
+
+async def test_a_device_under_any_client_id_but_its_own_is_denied(emqx: Api) -> None:
+    """Another client id would take over that client's session (another device's, or
+    ingest's); none means EMQX makes one up, or its body template lacks ${clientid}."""
+    password = await register(emqx, "greenhouse-7")
+    await register(emqx, "greenhouse-8")
+    for clientid in ("greenhouse-8", "", "esp32-a1b2c3", "GREENHOUSE-7", "fieldline-ingest-1"):
+        assert await authn(emqx, authn_body("greenhouse-7", password, clientid)) == {
+            "result": "deny",
+            "is_superuser": False,
+        }, clientid
+    topic = TOPICS.uplink("greenhouse-7", Uplink.TELEMETRY)
+    for clientid in ("greenhouse-8", ""):
+        answer = await authz(emqx, authz_body("greenhouse-7", "publish", topic, clientid))
+        assert answer == {"result": "deny"}
+
+
+async def test_fieldlines_own_client_ids_are_the_service_accounts_alone(emqx: Api) -> None:
+    # Users EMQX knows from elsewhere are left to it, but not under fieldline's client ids.
+    assert (await authn(emqx, authn_body("someone", "pw", "someone")))["result"] == "ignore"
+    for clientid in ("fieldline-ingest-1", "fieldline-api-host-42"):
+        answer = await authn(emqx, authn_body("someone", "pw", clientid))
+        assert answer == {"result": "deny", "is_superuser": False}
+        answer = await authn(emqx, authn_body(SERVICE_USERNAME, SERVICE_PASSWORD, clientid))
+        assert answer == {"result": "allow", "is_superuser": True}
+    # No device can be registered under one either.
+    admin = await emqx.login("admin", ADMIN_PASSWORD)
+    created = await emqx.http.post(
+        "/api/v1/devices", headers=admin, json={"device_id": "fieldline-ingest-1"}
+    )
+    assert created.status_code != 201
+    missing = await emqx.http.get("/api/v1/devices/fieldline-ingest-1", headers=admin)
+    assert missing.status_code == 404
 
 
 async def test_wrong_password_is_denied(emqx: Api) -> None:

@@ -67,7 +67,7 @@ async def connects(mqtt: dict[str, object]) -> bool:
     """Connect as firmware would, from the registration answer alone."""
     tls = ssl.create_default_context(cadata=str(mqtt["ca_certificate"]))
     host, port = str(mqtt["host"]), int(str(mqtt["tls_port"]))
-    client = NoReconnectClient("tls-device")
+    client = NoReconnectClient(str(mqtt["username"]))  # a device's client id is its id
     client.set_auth_credentials(str(mqtt["username"]), str(mqtt["password"]))
     try:
         await asyncio.wait_for(client.connect(host, port, ssl=tls, version=MQTTv311), 5)

@@ -35,7 +35,8 @@ class Device:
         self.device_id = device_id
         self.seq = 0
         self._storage = PersistentStorage()
-        self._client = NoReconnectClient(f"{device_id}-test", persistent_storage=self._storage)
+        # Its client id is its device id: the broker refuses any other.
+        self._client = NoReconnectClient(device_id, persistent_storage=self._storage)
         self._client.set_auth_credentials(device_id, password)
 
     async def connect(self, port: int) -> None:

@@ -53,14 +53,28 @@ async def eventually(check: Callable[[], bool], *, within: float = 5.0) -> bool:
 
 
 class Probe:
-    """An MQTT 3.1.1 client that records what it receives and whether it was dropped."""
+    """An MQTT 3.1.1 client that records what it receives and whether it was dropped.
 
-    def __init__(self) -> None:
-        self.client = NoReconnectClient(f"probe-{uuid.uuid4().hex[:10]}")
+    Its client id is `client_id`, else the username it connects with (a device's client
+    id is its device id: brokers refuse any other), else a random one.
+    """
+
+    def __init__(self, client_id: str | None = None) -> None:
+        self._client_id = client_id
         self.messages: list[tuple[str, bytes]] = []
         self.dropped = asyncio.Event()
-        self.client.on_message = self._on_message
-        self.client.on_disconnect = lambda *args: self.dropped.set()
+        self.client = self._new_client(client_id)
+
+    def _new_client(
+        self, client_id: str | None, *, clean_session: bool = True
+    ) -> NoReconnectClient:
+        client = NoReconnectClient(
+            f"probe-{uuid.uuid4().hex[:10]}" if client_id is None else client_id,
+            clean_session=clean_session,
+        )
+        client.on_message = self._on_message
+        client.on_disconnect = lambda *args: self.dropped.set()
+        return client
 
     def _on_message(
         self, client: object, topic: str, payload: bytes, qos: int, props: object
@@ -69,8 +83,17 @@ class Probe:
         return 0
 
     async def connect(
-        self, endpoint: BrokerEndpoint, username: str | None, password: str | None
+        self,
+        endpoint: BrokerEndpoint,
+        username: str | None,
+        password: str | None,
+        *,
+        clean_session: bool = True,
     ) -> None:
+        self.client = self._new_client(
+            self._client_id if self._client_id is not None else username,
+            clean_session=clean_session,
+        )
         if username is not None:
             self.client.set_auth_credentials(username, password)
         await asyncio.wait_for(
@@ -99,10 +122,15 @@ async def probes() -> AsyncIterator[Callable[..., Awaitable[Probe]]]:
     opened: list[Probe] = []
 
     async def open_probe(
-        endpoint: BrokerEndpoint, username: str | None, password: str | None
+        endpoint: BrokerEndpoint,
+        username: str | None,
+        password: str | None,
+        *,
+        client_id: str | None = None,
+        clean_session: bool = True,
     ) -> Probe:
-        probe = Probe()
-        await probe.connect(endpoint, username, password)
+        probe = Probe(client_id)
+        await probe.connect(endpoint, username, password, clean_session=clean_session)
         opened.append(probe)
         return probe
 
@@ -111,10 +139,17 @@ async def probes() -> AsyncIterator[Callable[..., Awaitable[Probe]]]:
         await probe.close()
 
 
-async def refused(endpoint: BrokerEndpoint, username: str | None, password: str | None) -> bool:
-    probe = Probe()
+async def refused(
+    endpoint: BrokerEndpoint,
+    username: str | None,
+    password: str | None,
+    *,
+    client_id: str | None = None,
+    clean_session: bool = True,
+) -> bool:
+    probe = Probe(client_id)
     try:
-        await probe.connect(endpoint, username, password)
+        await probe.connect(endpoint, username, password, clean_session=clean_session)
     except (MQTTConnectError, ConnectionError, TimeoutError):
         return True
     finally:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -59,9 +58,7 @@ async def publisher(
 ) -> tuple[gmqtt.Client, PersistentStorage]:
     unacknowledged = PersistentStorage()  # what the broker has not acknowledged yet
     # No reconnect: gmqtt's retry after the broker stops leaves a socket nobody closes.
-    client = NoReconnectClient(
-        f"{device.device_id}-{uuid.uuid4().hex[:6]}", persistent_storage=unacknowledged
-    )
+    client = NoReconnectClient(device.device_id, persistent_storage=unacknowledged)
     client.set_auth_credentials(device.device_id, device.password)
     endpoint = broker.endpoint
     await client.connect(endpoint.host, endpoint.port, version=MQTTv311)

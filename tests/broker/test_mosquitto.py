@@ -11,11 +11,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from fieldline.broker import dynsec
 from fieldline.broker.base import BrokerError, ServiceAccount
 from fieldline.broker.control import DynsecControl
+from fieldline.broker.drift import inspect
 from fieldline.broker.mosquitto import ExternalMosquitto, ManagedMosquitto
+from fieldline.config import BrokerKind, Settings
 from fieldline.security.passwords import generate_secret, hash_secret
 from tests.deployment import MosquittoServer
 
@@ -189,3 +192,47 @@ async def test_external_broker_reconcile_reports_and_fixes_drift(external, probe
         assert names == {"operator", "ingest", "alice", "carol"}
     finally:
         await again.stop()
+
+
+async def test_external_clients_not_bound_to_their_client_id_are_drift_and_get_bound(
+    external, tmp_path: Path
+) -> None:
+    broker, service, port, admin_password = external
+    alice = credential("alice")
+    # A device client as fieldline created it before binding client ids: any id works.
+    control = DynsecControl(
+        host="127.0.0.1", port=port, username="operator", password=admin_password
+    )
+    await control.connect()
+    role = dynsec.device_role("alice")
+    await control.execute(
+        [
+            dynsec.create_role(role, dynsec.device_acls(TOPICS, "alice")),
+            dynsec.create_client(
+                "alice",
+                password=alice.password,
+                roles=[role],
+                description=dynsec.describe(dynsec.fingerprint(alice.device.secret_hash)),
+            ),
+        ]
+    )
+    await control.close()
+    assert not await refused(broker.endpoint, "alice", alice.password, client_id="bob")
+    settings = Settings(
+        data_dir=tmp_path,
+        broker=BrokerKind.EXTERNAL,
+        mqtt_host="127.0.0.1",
+        mqtt_port=port,
+        broker_admin_username="operator",
+        broker_admin_password=SecretStr(admin_password),
+        broker_service_username=service.username,
+        broker_service_password=SecretStr(service.password),
+    )
+
+    # `fieldline broker drift` lists it; `--fix` and every start bind it.
+    assert (await inspect(settings, [alice.device])).changed == ("alice",)
+    assert (await broker.start([alice.device])).changed == ("alice",)
+
+    assert (await inspect(settings, [alice.device])).clean
+    assert await refused(broker.endpoint, "alice", alice.password, client_id="bob")
+    assert not await refused(broker.endpoint, "alice", alice.password)

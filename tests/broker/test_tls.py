@@ -65,7 +65,7 @@ async def tls_probes() -> AsyncIterator[TlsProbe]:
     async def open_probe(
         port: int, tls: ssl.SSLContext, username: str, password: str, host: str = "127.0.0.1"
     ) -> Probe:
-        probe = Probe()
+        probe = Probe(username)  # a device's client id is its device id
         opened.append(probe)
         return await connect_tls(probe, host, port, tls, username, password)
 
@@ -77,7 +77,7 @@ async def tls_probes() -> AsyncIterator[TlsProbe]:
 async def tls_refused(
     port: int, tls: ssl.SSLContext, username: str, password: str, host: str = "127.0.0.1"
 ) -> bool:
-    probe = Probe()
+    probe = Probe(username)
     try:
         await connect_tls(probe, host, port, tls, username, password)
     except (MQTTConnectError, ConnectionError, TimeoutError):
@@ -135,7 +135,7 @@ async def test_a_client_not_trusting_the_ca_fails_the_handshake(
     assert port is not None
     other_ca = issue_certificates(tmp_path / "other").files.ca_cert
     for untrusting in (ssl.create_default_context(), client_ssl_context(other_ca)):
-        probe = Probe()
+        probe = Probe("alice")
         with pytest.raises(ssl.SSLCertVerificationError):
             await connect_tls(probe, "127.0.0.1", port, untrusting, "alice", alice.password)
         await probe.close()

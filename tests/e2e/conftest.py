@@ -169,7 +169,7 @@ class DeviceClient:
         self.received: list[tuple[str, bytes]] = []
         self.suback: list[int] = []
         self.subscribed = asyncio.Event()
-        self.client = NoReconnectClient(f"{device_id}-{time.monotonic_ns()}")
+        self.client = NoReconnectClient(device_id)  # its client id: brokers refuse any other
         self.client.set_auth_credentials(device_id, password)
         self.client.set_config({"reconnect_retries": 0})
         self.client.on_disconnect = lambda *_: self.disconnected.set()
@@ -185,9 +185,14 @@ class DeviceClient:
         self.subscribed.set()
 
     async def connect(self) -> DeviceClient:
-        await asyncio.wait_for(
-            self.client.connect("127.0.0.1", self.port, version=MQTTv311), timeout=10
-        )
+        _open_clients.append(self)  # closed after the test, whatever happens
+        try:
+            await asyncio.wait_for(
+                self.client.connect("127.0.0.1", self.port, version=MQTTv311), timeout=10
+            )
+        except BaseException:
+            await self.close()  # a refused CONNECT leaves gmqtt's socket open otherwise
+            raise
         return self
 
     def publish(self, kind: str, payload: bytes | str, *, device_id: str | None = None) -> None:

@@ -98,7 +98,7 @@ async def test_three_process_deployment_with_tls(workdir: Path, pg15_database_ur
         # A device verifies the broker with the CA it was given, and publishes over TLS.
         ca_file = workdir / "device-ca.crt"
         ca_file.write_text(mqtt["ca_certificate"])
-        device = NoReconnectClient("sensor-1-firmware")
+        device = NoReconnectClient("sensor-1")  # its client id is its device id
         device.set_auth_credentials("sensor-1", mqtt["password"])
         await device.connect(
             "127.0.0.1",

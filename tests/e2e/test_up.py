@@ -4,6 +4,7 @@ readings stored exactly once, bad input rejected and visible, access rules enfor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import statistics
 import subprocess
@@ -14,9 +15,11 @@ from typing import Any
 
 import orjson
 import pytest
+from gmqtt.mqtt.constants import MQTTv311
 from gmqtt.mqtt.handler import MQTTConnectError
 
 from tests.e2e.conftest import DeviceClient, Platform, eventually
+from tests.mqtt_clients import NoReconnectClient
 
 # How gmqtt reports a refused CONNECT (bad credentials) or a closed connection.
 REFUSED = (MQTTConnectError, ConnectionError, TimeoutError)
@@ -226,6 +229,33 @@ async def test_a_device_cannot_use_another_devices_topics(platform: Platform) ->
     await alice_client.close()
 
 
+async def test_no_device_can_take_another_clients_session(platform: Platform) -> None:
+    """A device under another device's client id, or ingest's, is refused (issue 12: on
+    amqtt one such CONNECT ended ingest's session and nothing was stored for anyone)."""
+    victim_id, thief_id = unique("victim"), unique("thief")
+    victim = await DeviceClient(
+        victim_id, await platform.register(victim_id), platform.mqtt_port
+    ).connect()
+    thief_password = await platform.register(thief_id)
+    for client_id in (victim_id, "fieldline-ingest-1"):
+        for clean_session in (True, False):
+            thief = NoReconnectClient(client_id, clean_session=clean_session)
+            thief.set_auth_credentials(thief_id, thief_password)
+            try:
+                with pytest.raises(REFUSED):
+                    await asyncio.wait_for(
+                        thief.connect("127.0.0.1", platform.mqtt_port, version=MQTTv311), 10
+                    )
+            finally:
+                with contextlib.suppress(Exception):
+                    await thief.disconnect()
+
+    victim.publish("telemetry", b'{"temperature": 12.5}')
+    await eventually(lambda: _has_points(platform, victim_id))
+    assert not victim.disconnected.is_set()
+    await victim.close()
+
+
 async def test_disabled_and_rotated_devices_are_refused_at_once(platform: Platform) -> None:
     device_id = unique("gate")
     password = await platform.register(device_id)
@@ -263,12 +293,14 @@ async def _has_points(platform: Platform, device_id: str) -> None:
 
 
 async def test_the_last_will_turns_a_device_offline(platform: Platform) -> None:
-    assert shutil.which("mosquitto_sub"), "scripts/test installs mosquitto-clients"
+    assert shutil.which("mosquitto_pub"), "scripts/test installs mosquitto-clients"
     device_id = unique("will")
     password = await platform.register(device_id)
+    # The firmware: one connection under its own id as client id (a second one would take
+    # this one over), with its last will, announcing itself online and staying connected.
     firmware = subprocess.Popen(
         [
-            "mosquitto_sub",
+            "mosquitto_pub",
             "-h",
             "127.0.0.1",
             "-p",
@@ -282,28 +314,34 @@ async def test_the_last_will_turns_a_device_offline(platform: Platform) -> None:
             "-i",
             device_id,
             "-t",
-            f"devices/{device_id}/config",
+            f"devices/{device_id}/status",
+            "-q",
+            "1",
+            "-l",
             "--will-topic",
             f"devices/{device_id}/status",
             "--will-payload",
             '{"status":"offline"}',
             "--will-qos",
             "1",
-        ]
+        ],
+        stdin=subprocess.PIPE,
     )
     try:
-        client = await DeviceClient(device_id, password, platform.mqtt_port).connect()
-        client.publish("status", b'{"status": "online"}')
+        assert firmware.stdin is not None
+        firmware.stdin.write(b'{"status": "online"}\n')
+        firmware.stdin.flush()
 
         async def online() -> None:
             assert (await device(platform, device_id))["status"] == "online"
 
         await eventually(online)
-        await client.close()
         assert firmware.poll() is None, "the device process could not connect"
     finally:
-        firmware.kill()
+        firmware.kill()  # no DISCONNECT: the broker publishes the will
         firmware.wait()
+        if firmware.stdin is not None:
+            firmware.stdin.close()
 
     async def offline() -> None:
         assert (await device(platform, device_id))["status"] == "offline"

@@ -2,14 +2,15 @@
 
 EMQX cannot run in this suite (no package for it here), so its side is reproduced from its
 source: the exact query strings fieldline documents, run as prepared statements with the
-username bound (as EMQX does), and the password check of emqx_passwd.erl, which compares
-the lowercase hex of PBKDF2(mac_fun, password, salt column bytes, iterations, dk_length)
-with the password_hash column.
+username and client id bound (as EMQX does), and the password check of emqx_passwd.erl,
+which compares the lowercase hex of PBKDF2(mac_fun, password, salt column bytes,
+iterations, dk_length) with the password_hash column.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -38,14 +39,25 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "brokers.md"
 DK_LENGTH = 64
 
 
-def bound(query: str) -> str:
-    """An EMQX query with its `${username}` as a bound parameter, as EMQX prepares it."""
-    assert query.count("${username}") == 1 and "%" not in query
-    return query.replace("${username}", "%s")
+PLACEHOLDER = re.compile(r"\$\{(\w+)\}")
 
 
-async def emqx_query(conn: psycopg.AsyncConnection[Row], query: str, username: str) -> list[Row]:
-    return await (await conn.execute(bound(query), (username,), prepare=True)).fetchall()
+def bound(query: str) -> tuple[str, list[str]]:
+    """An EMQX query with its placeholders as bound parameters, in order, as EMQX prepares
+    it; and the placeholders' names."""
+    names = PLACEHOLDER.findall(query)
+    assert set(names) == {"username", "clientid"} and "%" not in query
+    return PLACEHOLDER.sub("%s", query), names
+
+
+async def emqx_query(
+    conn: psycopg.AsyncConnection[Row], query: str, username: str, clientid: str | None = None
+) -> list[Row]:
+    """The query for a client connected as `username` under `clientid` (a device's own
+    id unless given)."""
+    sql, names = bound(query)
+    values = {"username": username, "clientid": username if clientid is None else clientid}
+    return await (await conn.execute(sql, [values[n] for n in names], prepare=True)).fetchall()
 
 
 def emqx_pbkdf2_accepts(row: Row, password: str, *, iterations: int) -> bool:
@@ -143,6 +155,34 @@ async def test_authn_row_follows_rotation_disable_and_delete(api: Api) -> None:
         assert await emqx_query(conn, EMQX_AUTHN_QUERY, "") == []
 
 
+async def test_a_device_has_rows_only_under_its_own_client_id(api: Api) -> None:
+    """Under another client id a device would take over that client's session."""
+    await register(api, "greenhouse-7")
+    await register(api, "greenhouse-8")
+    async with api.pool.connection() as conn:
+        for query in (EMQX_AUTHN_QUERY, EMQX_AUTHZ_QUERY):
+            assert await emqx_query(conn, query, "greenhouse-7")
+            for clientid in ("greenhouse-8", "", "fieldline-ingest-1", "GREENHOUSE-7"):
+                assert await emqx_query(conn, query, "greenhouse-7", clientid) == []
+        # A device under one of fieldline's own client ids (registered before they were
+        # refused) gets no row at all.
+        credentials = await conn.execute(
+            "SELECT secret_hash FROM device_credentials WHERE device_id = 'greenhouse-7'"
+        )
+        [credential] = await credentials.fetchall()
+        await device_store.create_device(
+            conn,
+            device_id="fieldline-ingest-1",
+            name="",
+            device_type="",
+            group=None,
+            metadata={},
+            secret_hash=credential["secret_hash"],
+        )
+        for query in (EMQX_AUTHN_QUERY, EMQX_AUTHZ_QUERY):
+            assert await emqx_query(conn, query, "fieldline-ingest-1") == []
+
+
 async def test_malformed_secret_is_left_out_not_an_error(api: Api) -> None:
     password = await register(api, "good")
     async with api.pool.connection() as conn:
@@ -205,7 +245,12 @@ async def test_acl_rows_agree_with_the_http_authorizer(api: Api) -> None:
             answer = await api.http.post(
                 "/emqx/authz",
                 headers={"Authorization": f"Bearer {secret}"},
-                json={"username": "greenhouse-7", "action": action, "topic": row["topic"]},
+                json={
+                    "username": "greenhouse-7",
+                    "clientid": "greenhouse-7",
+                    "action": action,
+                    "topic": row["topic"],
+                },
             )
             assert answer.json() == {"result": expected}, (action, row["topic"])
 

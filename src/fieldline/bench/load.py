@@ -222,7 +222,8 @@ async def _connect(
 
     async def connect(device_id: str, password: str) -> None:
         device = _Device(f"devices/{device_id}/telemetry".encode())
-        hello = connect_packet(f"{device_id}-bench-{plan.run}", device_id, password)
+        # Its client id is its device id: brokers refuse any other.
+        hello = connect_packet(device_id, device_id, password)
         try:
             async with gate:
                 transport, _ = await loop.create_connection(

@@ -10,16 +10,23 @@ Here instead:
 
 - what a publisher was acknowledged for is routed before its session ends;
 - a persistent session (clean session false) is sent QoS 1 messages from an
-  `Outbox` that keeps each one until the client acknowledges it, sends the
-  unacknowledged ones again (DUP) when the client comes back, and has at most
-  `max_inflight` unacknowledged at a time;
-- topic checks ask the registry's `AccessRules` directly.
+  `Outbox` (amqtt_outbox.py) that keeps each one until the client acknowledges
+  it, sends the unacknowledged ones again (DUP) when the client comes back, and
+  has at most `max_inflight` unacknowledged at a time;
+- topic checks ask the registry's `AccessRules` directly;
+- a CONNECT is authenticated before the session of its client id is looked up:
+  amqtt deletes that session (clean session) or takes it on (persistent) first and
+  authenticates after, so one refused CONNECT under ingest's client id silently
+  ended ingest's subscriptions. A refused one here is answered "not authorized"
+  and closed without touching any session; an accepted clean-session CONNECT
+  disconnects the client connected under its id ([MQTT-3.1.4-2]), where amqtt
+  deleted that client's session and left it connected, receiving nothing.
 
-These replace amqtt internals (`_client_message_loop`, `_broadcast_message`,
-`_topic_filtering`, `_publish_session_retained_messages`, `_cleanup_session`,
-`_delete_session`), and skip its MESSAGE_RECEIVED and MESSAGE_BROADCAST plugin
-events, which no plugin here uses. amqtt is pinned below 0.13: an upgrade must
-keep tests/broker and tests/e2e green.
+These replace amqtt internals (`_initialize_client_session`, `_client_message_loop`,
+`_broadcast_message`, `_topic_filtering`, `_publish_session_retained_messages`,
+`_cleanup_session`, `_delete_session`), and skip its MESSAGE_RECEIVED and
+MESSAGE_BROADCAST plugin events, which no plugin here uses. amqtt is pinned below
+0.13: an upgrade must keep tests/broker and tests/e2e green.
 """
 
 from __future__ import annotations
@@ -27,144 +34,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
 from collections.abc import Callable
 from functools import partial
 from typing import Any, Protocol
 
 from amqtt.broker import Broker, RetainedApplicationMessage
 from amqtt.contexts import Action, BrokerConfig
+from amqtt.errors import AMQTTError, MQTTError, NoDataError
+from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
 from amqtt.mqtt.constants import QOS_1
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import ApplicationMessage, Session
+from amqtt.utils import gen_client_id
+
+from fieldline.broker.amqtt_outbox import MAX_PACKET_ID, Outbox
 
 logger = logging.getLogger(__name__)
 
-PUBLISH_QOS_1 = 0x32  # PUBLISH packet type, QoS 1
-PUBLISH_DUP = 0x08
-MAX_PACKET_ID = 65_535
+# What a reconnecting client brings to the persistent session it resumes (as amqtt does).
+_RESUMED_SESSION_FIELDS = (
+    "will_flag",
+    "will_message",
+    "will_topic",
+    "will_qos",
+    "keep_alive",
+    "username",
+    "password",
+)
 
 
 class TopicRules(Protocol):
     def allowed(self, username: str | None, topic: str, action: Action) -> bool: ...
-
-
-def encode_publish(topic: str, payload: bytes, packet_id: int, *, dup: bool) -> bytes:
-    """An MQTT 3.1.1 QoS 1 PUBLISH packet."""
-    name = topic.encode()
-    remaining = 2 + len(name) + 2 + len(payload)
-    header = bytearray((PUBLISH_QOS_1 | (PUBLISH_DUP if dup else 0),))
-    while True:  # the remaining length, 7 bits a byte
-        byte, remaining = remaining & 0x7F, remaining >> 7
-        header.append(byte | 0x80 if remaining else byte)
-        if not remaining:
-            break
-    return b"".join(
-        (header, len(name).to_bytes(2, "big"), name, packet_id.to_bytes(2, "big"), payload)
-    )
-
-
-class Outbox:
-    """QoS 1 messages for one persistent session, each kept until the client acknowledges it.
-
-    While the client is connected, one task sends: first what was sent before and
-    not acknowledged (the connection dropped), then the queue, keeping at most
-    `max_inflight` unacknowledged. The broker process holds it all in memory.
-    """
-
-    def __init__(self, client_id: str, max_inflight: int) -> None:
-        self._client_id = client_id
-        self._max_inflight = max_inflight
-        self._queued: deque[tuple[str, bytes]] = deque()
-        # Sent and not acknowledged, by packet id, in the order they were sent.
-        self._inflight: dict[int, tuple[str, bytes]] = {}
-        self._packet_id = 0
-        self._wakeup = asyncio.Event()
-        self._sender: asyncio.Task[None] | None = None
-        self._handler: Any = None
-        # The current connection's PUBACK waiters (amqtt's, by packet id): amqtt's reader
-        # completes a future registered there when the PUBACK arrives, and cancels them
-        # all when the connection ends.
-        self._waiters: dict[int, asyncio.Future[Any]] | None = None
-
-    def __len__(self) -> int:
-        return len(self._queued) + len(self._inflight)
-
-    def put(self, topic: str, payload: bytes) -> None:
-        self._queued.append((topic, payload))
-        self._wakeup.set()
-
-    def attach(self, handler: Any) -> None:
-        """Send over this connection (amqtt's BrokerProtocolHandler) until it is detached."""
-        self.detach()
-        self._handler = handler
-        self._waiters = handler._puback_waiters
-        self._sender = asyncio.create_task(
-            self._send(handler), name=f"amqtt-outbox-{self._client_id}"
-        )
-
-    def detach(self, handler: Any = None) -> None:
-        """Stop sending; given `handler`, only if still sending over it (not a newer one)."""
-        if self._sender is None or (handler is not None and handler is not self._handler):
-            return
-        self._sender.cancel()
-        self._sender = self._handler = self._waiters = None
-
-    async def _send(self, handler: Any) -> None:
-        # What is unacknowledged stays, and goes out again on the next connection.
-        try:
-            await self._send_until_closed(handler.writer, handler._puback_waiters)
-        except (ConnectionError, OSError) as exc:
-            logger.debug(
-                "outbox connection lost", extra={"client_id": self._client_id, "error": exc}
-            )
-        except Exception:
-            logger.exception("outbox stopped sending", extra={"client_id": self._client_id})
-
-    async def _send_until_closed(
-        self, writer: Any, waiters: dict[int, asyncio.Future[Any]]
-    ) -> None:
-        loop = asyncio.get_running_loop()
-        for packet_id, (topic, payload) in self._inflight.items():
-            writer.write(encode_publish(topic, payload, packet_id, dup=True))
-            self._await_ack(loop, waiters, packet_id)
-        while True:
-            while self._queued and len(self._inflight) < self._max_inflight:
-                topic, payload = self._queued.popleft()
-                packet_id = self._next_packet_id()
-                self._inflight[packet_id] = (topic, payload)
-                writer.write(encode_publish(topic, payload, packet_id, dup=False))
-                self._await_ack(loop, waiters, packet_id)
-            await writer.drain()
-            if not self._queued or len(self._inflight) >= self._max_inflight:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-
-    def _await_ack(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        waiters: dict[int, asyncio.Future[Any]],
-        packet_id: int,
-    ) -> None:
-        waiter = loop.create_future()
-        waiters[packet_id] = waiter
-        waiter.add_done_callback(partial(self._acknowledged, waiters, packet_id))
-
-    def _acknowledged(
-        self, waiters: dict[int, asyncio.Future[Any]], packet_id: int, waiter: asyncio.Future[Any]
-    ) -> None:
-        if waiter.cancelled() or waiters is not self._waiters:
-            return  # the connection ended: sent again on the next one
-        waiters.pop(packet_id, None)
-        if self._inflight.pop(packet_id, None) is not None:
-            self._wakeup.set()
-
-    def _next_packet_id(self) -> int:
-        packet_id = self._packet_id
-        while True:
-            packet_id = packet_id % MAX_PACKET_ID + 1
-            if packet_id not in self._inflight:
-                self._packet_id = packet_id
-                return packet_id
 
 
 class AmqttServer(Broker):  # type: ignore[misc]
@@ -192,6 +92,54 @@ class AmqttServer(Broker):  # type: ignore[misc]
         """Messages for `client_id`'s persistent session it has not acknowledged yet."""
         outbox = self._outboxes.get(client_id)
         return len(outbox) if outbox is not None else 0
+
+    async def _initialize_client_session(
+        self, reader: Any, writer: Any, remote_address: str, remote_port: int
+    ) -> tuple[Any, Session]:
+        """Read the CONNECT, authenticate it, and only then find or replace its session."""
+        try:
+            handler, session = await BrokerProtocolHandler.init_from_connect(
+                reader, writer, self.plugins_manager
+            )
+        except (AMQTTError, NoDataError) as exc:
+            raise AMQTTError(exc) from exc
+        except MQTTError:
+            await writer.close()  # amqtt has answered the malformed CONNECT
+            raise
+        if not await self._authenticate(session, None):
+            with contextlib.suppress(OSError):  # the client may be gone already
+                await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
+                await writer.close()
+            close_socket(writer)
+            raise MQTTError(f"client {session.client_id!r} refused: not authorized")
+        if session.clean_session:
+            if session.client_id:
+                await self._take_over(session.client_id)
+                await self._delete_session(session.client_id)
+            else:
+                session.client_id = gen_client_id()
+            session.parent = 0
+        elif session.client_id in self._sessions:
+            resumed, _ = self._sessions[session.client_id]
+            for name in _RESUMED_SESSION_FIELDS:
+                setattr(resumed, name, getattr(session, name))
+            session = resumed
+            session.parent = 1
+        else:
+            session.parent = 0
+        delay = self.config.get("timeout-disconnect-delay", 0)
+        if session.keep_alive > 0 and isinstance(delay, int):
+            session.keep_alive += delay
+        return handler, session
+
+    async def _take_over(self, client_id: str) -> None:
+        """Disconnect the client connected under `client_id`, as amqtt does on a persistent
+        session's take-over; it notices, where a session deleted under it goes unnoticed."""
+        session, handler = self._sessions.get(client_id, (None, None))
+        if session is not None and handler is not None and session.transitions.is_connected():
+            logger.warning("session taken over", extra={"client_id": client_id})
+            await handler.handle_connection_closed()
+            await handler.stop()
 
     async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
         return self._rules.allowed(session.username, topic, action)
@@ -230,6 +178,7 @@ class AmqttServer(Broker):  # type: ignore[misc]
         if outbox is not None:
             outbox.detach(handler)
         await self._handle_disconnect(client_session, handler, _done(disconnect))
+        close_socket(handler.writer)
         # The reader may have acknowledged more until amqtt stopped it just now.
         while not queue.empty():
             await self._route(client_session, queue.get_nowait())
@@ -350,6 +299,17 @@ class AmqttServer(Broker):  # type: ignore[misc]
         with contextlib.suppress(Exception):
             await asyncio.gather(*self._publishing, return_exceptions=True)
         await super().shutdown()
+
+
+def close_socket(writer: Any) -> None:
+    """Close a connection's socket (amqtt's writer adapter) at once.
+
+    amqtt's own close drains first, and a drain on a connection its client has already
+    closed raises before the socket is closed: the socket stayed open until collected.
+    """
+    transport = getattr(getattr(writer, "_writer", None), "transport", None)
+    if transport is not None:
+        transport.abort()
 
 
 def _done(value: Any) -> asyncio.Future[Any]:

@@ -13,12 +13,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from fieldline.domain.devices import DeviceAccess
+from fieldline.domain.devices import RESERVED_CLIENT_ID_PREFIX, DeviceAccess, is_reserved_client_id
 from fieldline.security.certs import WILDCARD_HOSTS, client_ssl_context
 
 
 class BrokerError(RuntimeError):
     """The broker refused, failed or did not answer an administrative change."""
+
+
+def refuse_reserved(device_id: str) -> None:
+    """A device connects with its id as client id: one of fieldline's own ids would let it
+    take over ingest's or a publisher's session."""
+    if is_reserved_client_id(device_id):
+        raise BrokerError(
+            f"device id {device_id!r} is refused: ids starting with "
+            f"{RESERVED_CLIENT_ID_PREFIX!r} are fieldline's own MQTT client ids"
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from gmqtt.mqtt.constants import MQTTv311
 
 from fieldline.broker.base import BrokerEndpoint, BrokerError
 from fieldline.broker.dynsec import CONTROL_TOPIC, RESPONSE_TOPIC, JsonObject
+from fieldline.domain.devices import RESERVED_CLIENT_ID_PREFIX
 from fieldline.ops.sockets import accepts_connections
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,12 @@ class CommandResult:
     command: str
     error: str | None
     data: JsonObject
+
+
+def admin_client_id() -> str:
+    """A new one per connection (so admin channels never drop each other), reserved to
+    fieldline: no device id starts with the prefix."""
+    return f"{RESERVED_CLIENT_ID_PREFIX}admin-{uuid.uuid4().hex[:12]}"
 
 
 class DynsecControl:
@@ -55,7 +62,7 @@ class DynsecControl:
         self._timeout = timeout
         self._pending: dict[str, asyncio.Future[CommandResult]] = {}
         self._subscribed = asyncio.Event()
-        self._client = MqttClient(f"fieldline-admin-{uuid.uuid4().hex[:12]}")
+        self._client = MqttClient(admin_client_id())
         self._client.set_auth_credentials(username, password)
         self._client.set_config({"reconnect_retries": -1, "reconnect_delay": 1})
         self._client.on_connect = self._on_connect

@@ -10,6 +10,10 @@ gets its own role `device:<id>`. A client fieldline manages carries a marker in
 its `textdescription` together with a fingerprint of the registry hash its
 password came from: the broker never reveals password hashes, and the
 fingerprint is how a reconcile tells a rotated secret from an unchanged one.
+Each device client is bound to the client id equal to its username (`clientid`):
+Mosquitto then refuses a device that presents any other client id ("not authorized"),
+before it would take over that client id's session. fieldline's own accounts stay
+unbound, as each of their connections has a client id of its own.
 """
 
 from __future__ import annotations
@@ -59,10 +63,23 @@ class ClientRecord:
     """What the broker holds for one client, as far as a reconcile cares."""
 
     username: str
+    clientid: str | None  # the only client id the broker accepts for it (None: any)
     fingerprint: str | None  # None: no fieldline secret installed
     enabled: bool
     roles: frozenset[str]
     managed: bool  # carries fieldline's marker
+
+
+def device_record(device_id: str, *, fingerprint: str | None, enabled: bool) -> ClientRecord:
+    """A device client as fieldline installs it."""
+    return ClientRecord(
+        username=device_id,
+        clientid=device_id,
+        fingerprint=fingerprint,
+        enabled=enabled,
+        roles=frozenset({device_role(device_id)}),
+        managed=True,
+    )
 
 
 def device_role(device_id: str) -> str:
@@ -141,6 +158,7 @@ def hashed_client_json(
     roles: Sequence[str],
     enabled: bool = True,
     description: str | None = None,
+    clientid: str | None = None,
 ) -> JsonObject:
     """A client entry for the plugin's file, carrying a registry hash verbatim."""
     decoded = SecretHash.decode(secret_hash)
@@ -153,6 +171,8 @@ def hashed_client_json(
         "iterations": decoded.iterations,
         "roles": [{"rolename": role} for role in roles],
     }
+    if clientid is not None:
+        entry["clientid"] = clientid
     if description is not None:
         entry["textdescription"] = description
     if not enabled:
@@ -183,6 +203,7 @@ def config_document(
                 roles=[device_role(device.device_id)],
                 enabled=device.enabled,
                 description=describe(fingerprint(device.secret_hash)),
+                clientid=device.device_id,
             )
         )
         roles.append(
@@ -215,8 +236,10 @@ def parse_clients(entries: object) -> dict[str, ClientRecord]:
             for role in entry.get("roles") or []
             if isinstance(role, dict) and isinstance(role.get("rolename"), str)
         )
+        clientid = entry.get("clientid")
         records[entry["username"]] = ClientRecord(
             username=entry["username"],
+            clientid=clientid if isinstance(clientid, str) and clientid else None,
             fingerprint=fp,
             enabled=not entry.get("disabled", False),
             roles=roles,
@@ -273,6 +296,7 @@ def _matches(
 ) -> bool:
     return (
         record.fingerprint == fingerprint(device.secret_hash)
+        and record.clientid == device.device_id
         and record.enabled == device.enabled
         and device_role(device.device_id) in record.roles
         and acls == device_acls(topics, device.device_id)
@@ -304,13 +328,20 @@ def remove_role_acl(name: str, acl: Acl) -> JsonObject:
 
 
 def create_client(
-    username: str, *, password: str | None, roles: Sequence[str], description: str | None = None
+    username: str,
+    *,
+    password: str | None,
+    roles: Sequence[str],
+    description: str | None = None,
+    clientid: str | None = None,
 ) -> JsonObject:
     command: JsonObject = {
         "command": "createClient",
         "username": username,
         "roles": [{"rolename": role} for role in roles],
     }
+    if clientid is not None:
+        command["clientid"] = clientid
     if password is not None:
         command["password"] = password
     if description is not None:
@@ -327,6 +358,23 @@ def set_secret(username: str, *, password: str, description: str) -> JsonObject:
         "password": password,
         "textdescription": description,
     }
+
+
+def create_device_client(device_id: str, *, password: str | None, description: str) -> JsonObject:
+    """A device's client: its own role, and its own id as the only client id it may use."""
+    return create_client(
+        device_id,
+        password=password,
+        roles=[device_role(device_id)],
+        description=description,
+        clientid=device_id,
+    )
+
+
+def bind_client_id(username: str) -> JsonObject:
+    # Mosquitto disconnects the client's live sessions; a device with the right
+    # client id reconnects at once, one with another id is refused from now on.
+    return {"command": "modifyClient", "username": username, "clientid": username}
 
 
 def add_client_role(username: str, role: str) -> JsonObject:

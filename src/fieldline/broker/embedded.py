@@ -3,7 +3,9 @@
 Authentication and topic rules come from an in-memory mirror of the registry
 that an amqtt plugin (CONNECT) and the broker itself (`amqtt_server.py`: PUBLISH,
 SUBSCRIBE, delivery) consult, so a change applied here takes effect on the very
-next one, and live sessions of a revoked device are closed by the adapter.
+next one, and live sessions of a revoked device are closed by the adapter. A
+device connects with its own id as client id, or not at all; fieldline's own
+client ids are the service account's alone.
 
 amqtt 0.12.1 speaks MQTT 3.1.1 only and has no shared subscriptions; the
 service account may subscribe to the plain ingest filters only.
@@ -23,9 +25,15 @@ from typing import Any
 from amqtt.contexts import Action, BrokerConfig, ListenerConfig
 from amqtt.plugins.base import BaseAuthPlugin
 
-from fieldline.broker.amqtt_server import AmqttServer
-from fieldline.broker.base import BrokerEndpoint, BrokerError, Drift, ServiceAccount
-from fieldline.domain.devices import DeviceAccess
+from fieldline.broker.amqtt_server import AmqttServer, close_socket
+from fieldline.broker.base import (
+    BrokerEndpoint,
+    BrokerError,
+    Drift,
+    ServiceAccount,
+    refuse_reserved,
+)
+from fieldline.domain.devices import DeviceAccess, is_reserved_client_id
 from fieldline.domain.topics import Downlink, TopicScheme
 from fieldline.ops.sockets import free_port
 from fieldline.security.passwords import InvalidHashError, SecretHash, generate_secret
@@ -66,32 +74,39 @@ class AccessRules:
         self._verified.pop(device_id, None)
         return self._devices.pop(device_id, None)
 
-    async def authenticate(self, username: str | None, password: str | None) -> bool:
+    async def refusal(
+        self, username: str | None, password: str | None, client_id: str | None
+    ) -> str | None:
+        """Why a CONNECT with these credentials and client id is refused; None: accepted."""
         if not username or password is None:
-            return False
+            return "no username or password"
         if username == self._service.username:
-            return hmac.compare_digest(password.encode(), self._service.password.encode())
+            if hmac.compare_digest(password.encode(), self._service.password.encode()):
+                return None
+            return "bad password"
         if self.refusing_devices:
-            return False
+            return "fieldline is stopping"
+        if client_id != username or is_reserved_client_id(username):
+            return "a device's client id must be its device id"
         device = self._devices.get(username)
         if device is None or not device.enabled:
-            return False
+            return "unknown or disabled device"
         presented = hashlib.sha256(password.encode()).digest()
         cached = self._verified.get(username)
         if cached is not None and cached[0] == device.secret_hash:
-            return hmac.compare_digest(cached[1], presented)
+            return None if hmac.compare_digest(cached[1], presented) else "bad password"
         try:
             secret = SecretHash.decode(device.secret_hash)
         except InvalidHashError:
-            return False
+            return "unusable secret hash"
         # PBKDF2 is deliberately slow; keep it off the event loop.
         if not await asyncio.to_thread(secret.verify, password):
-            return False
+            return "bad password"
         current = self._devices.get(username)
         if current is None or current.secret_hash != device.secret_hash or not current.enabled:
-            return False  # changed while verifying
+            return "device changed while verifying"
         self._verified[username] = (device.secret_hash, presented)
-        return True
+        return None
 
     def allowed(self, username: str | None, topic: str, action: Action) -> bool:
         if username is None:
@@ -124,26 +139,17 @@ class RegistryAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]
 
     async def authenticate(self, *, session: Any) -> bool:
         rules: AccessRules = self.config.rules
-        ok = await rules.authenticate(session.username, session.password)
-        if not ok:
+        reason = await rules.refusal(session.username, session.password, session.client_id)
+        if reason is not None:
             logger.info(
                 "mqtt connection refused",
-                extra={"username": session.username, "client_id": session.client_id},
+                extra={
+                    "username": session.username,
+                    "client_id": session.client_id,
+                    "reason": reason,
+                },
             )
-        return ok
-
-
-def _close_socket(handler: Any) -> None:
-    """Close a device's connection at once, so nothing more is read from it.
-
-    Cancelling amqtt's reader is not enough on Python 3.11: its `asyncio.wait_for`
-    can swallow the cancellation while packets keep arriving, and the reader then
-    goes on acknowledging publishes after its session stopped routing them (seen
-    under load: thousands acknowledged and lost). At end of file it stops by itself.
-    """
-    transport = getattr(getattr(handler.writer, "_writer", None), "transport", None)
-    if transport is not None:
-        transport.abort()
+        return reason is None
 
 
 class AmqttBroker:
@@ -222,7 +228,11 @@ class AmqttBroker:
             if session.username != self._service.username and session.transitions.is_connected()
         ]
         for _, handler in devices:
-            _close_socket(handler)
+            # Cancelling amqtt's reader is not enough on Python 3.11: its `wait_for` can
+            # swallow the cancellation while packets keep arriving, and the reader then
+            # goes on acknowledging publishes after its session stopped routing them
+            # (seen under load: thousands acknowledged and lost). Closed, it stops.
+            close_socket(handler.writer)
             await handler.handle_connection_closed()
         deadline = time.monotonic() + within
         # Done once every device session has ended and routed what it was acknowledged
@@ -250,6 +260,7 @@ class AmqttBroker:
             self._server = None
 
     async def apply(self, device: DeviceAccess, *, password: str | None = None) -> None:
+        refuse_reserved(device.device_id)
         async with self._lock:
             previous = self._rules.put(device)
             revoked = previous is not None and (

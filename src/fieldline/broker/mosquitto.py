@@ -21,7 +21,9 @@ only a plaintext password, and SIGHUP does not make it re-read the file. So:
 
 Each device client carries `fieldline-device secret=<fingerprint of its
 registry hash>` as its text description, which lets a reconcile see a rotated
-secret although the broker never reveals hashes.
+secret although the broker never reveals hashes, and is bound to its own id as
+client id (`clientid`), so no device can connect as another or as one of
+fieldline's own clients and take over its session.
 """
 
 from __future__ import annotations
@@ -41,7 +43,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fieldline.broker import dynsec
-from fieldline.broker.base import BrokerEndpoint, BrokerError, Drift, ServiceAccount
+from fieldline.broker.base import (
+    BrokerEndpoint,
+    BrokerError,
+    Drift,
+    ServiceAccount,
+    refuse_reserved,
+)
 from fieldline.broker.control import LIST_TIMEOUT_SECONDS, DynsecControl, accepts_tls
 from fieldline.broker.dynsec import ClientRecord, JsonObject
 from fieldline.domain.devices import DeviceAccess
@@ -140,6 +148,7 @@ class _DynsecBroker(abc.ABC):
         return control is not None and control.connected and await control.reachable()
 
     async def apply(self, device: DeviceAccess, *, password: str | None = None) -> None:
+        refuse_reserved(device.device_id)
         if password is not None and not await asyncio.to_thread(
             SecretHash.decode(device.secret_hash).verify, password
         ):
@@ -164,8 +173,8 @@ class _DynsecBroker(abc.ABC):
             installed = fp if password is not None else None
             commands.append(dynsec.create_role(role, dynsec.device_acls(self._topics, name)))
             commands.append(
-                dynsec.create_client(
-                    name, password=password, roles=[role], description=dynsec.describe(installed)
+                dynsec.create_device_client(
+                    name, password=password, description=dynsec.describe(installed)
                 )
             )
             if not device.enabled:
@@ -180,12 +189,8 @@ class _DynsecBroker(abc.ABC):
                 toggle = dynsec.enable_client if device.enabled else dynsec.disable_client
                 commands.append(toggle(name))
         await self._execute(commands)
-        self._known[name] = ClientRecord(
-            username=name,
-            fingerprint=installed,
-            enabled=device.enabled,
-            roles=frozenset({role}),
-            managed=True,
+        self._known[name] = dynsec.device_record(
+            name, fingerprint=installed, enabled=device.enabled
         )
         logger.info(
             "device applied to broker",
@@ -439,12 +444,10 @@ class ManagedMosquitto(_DynsecBroker):
         await control.connect()
         self._control = control
         self._known = {
-            device.device_id: ClientRecord(
-                username=device.device_id,
+            device.device_id: dynsec.device_record(
+                device.device_id,
                 fingerprint=dynsec.fingerprint(device.secret_hash),
                 enabled=device.enabled,
-                roles=frozenset({dynsec.device_role(device.device_id)}),
-                managed=True,
             )
             for device in self._devices.values()
         }
@@ -483,7 +486,7 @@ class ManagedMosquitto(_DynsecBroker):
         write_private(self.config_path, self._config_text())
 
     def _installable(self, devices: Iterable[DeviceAccess]) -> Iterable[DeviceAccess]:
-        for device in devices:
+        for device in _claimable(devices):
             try:
                 salt = SecretHash.decode(device.secret_hash).salt
             except ValueError:
@@ -608,7 +611,7 @@ class ExternalMosquitto(_DynsecBroker):
             ]
         known: dict[str, ClientRecord] = {}
         lacking_secret: list[str] = []
-        for device in devices:
+        for device in _claimable(devices):
             device_commands, record = self._fix(device, clients.get(device.device_id), roles)
             commands += device_commands
             known[device.device_id] = record
@@ -665,15 +668,15 @@ class ExternalMosquitto(_DynsecBroker):
         fp = dynsec.fingerprint(device.secret_hash)
         if record is None:
             commands.append(
-                dynsec.create_client(
-                    name, password=None, roles=[role], description=dynsec.describe(None)
-                )
+                dynsec.create_device_client(name, password=None, description=dynsec.describe(None))
             )
             installed: str | None = None
         else:
             installed = record.fingerprint
             if role not in record.roles:
                 commands.append(dynsec.add_client_role(name, role))
+            if record.clientid != name:
+                commands.append(dynsec.bind_client_id(name))
         # A stale fieldline secret must stop working; without the plaintext the
         # only way is to disable the client until the next rotation.
         stale = record is not None and record.managed and installed not in (None, fp)
@@ -681,13 +684,7 @@ class ExternalMosquitto(_DynsecBroker):
         currently_enabled = record.enabled if record is not None else True
         if enabled != currently_enabled:
             commands.append((dynsec.enable_client if enabled else dynsec.disable_client)(name))
-        return commands, ClientRecord(
-            username=name,
-            fingerprint=installed,
-            enabled=enabled,
-            roles=frozenset({role}),
-            managed=True,
-        )
+        return commands, dynsec.device_record(name, fingerprint=installed, enabled=enabled)
 
     async def _install_without_plaintext(
         self, device: DeviceAccess, current: ClientRecord | None
@@ -697,25 +694,32 @@ class ExternalMosquitto(_DynsecBroker):
             await self._execute(
                 [
                     dynsec.create_role(role, dynsec.device_acls(self._topics, name)),
-                    dynsec.create_client(
-                        name, password=None, roles=[role], description=dynsec.describe(None)
+                    dynsec.create_device_client(
+                        name, password=None, description=dynsec.describe(None)
                     ),
                     dynsec.disable_client(name),
                 ]
             )
         elif current.enabled:
             await self._execute([dynsec.disable_client(name)])
-        self._known[name] = ClientRecord(
-            username=name,
-            fingerprint=current.fingerprint if current else None,
-            enabled=False,
-            roles=frozenset({role}),
-            managed=True,
+        self._known[name] = dynsec.device_record(
+            name, fingerprint=current.fingerprint if current else None, enabled=False
         )
         raise BrokerError(
             f"the external broker needs the plaintext password to install the new secret of "
             f"{name}; the device is refused until it is applied with one"
         )
+
+
+def _claimable(devices: Iterable[DeviceAccess]) -> Iterable[DeviceAccess]:
+    """The devices whose id no fieldline client uses; the others are never installed."""
+    for device in devices:
+        try:
+            refuse_reserved(device.device_id)
+        except BrokerError as exc:
+            logger.error("device refused", extra={"device_id": device.device_id, "error": str(exc)})
+            continue
+        yield device
 
 
 def _load_or_create_accounts(path: Path) -> dict[str, str]:

@@ -19,6 +19,7 @@ from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 from gmqtt.storage import PersistentStorage
 
 from fieldline.broker.base import BrokerEndpoint, BrokerError, ServiceAccount
+from fieldline.domain.devices import RESERVED_CLIENT_ID_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +57,19 @@ class _Acknowledgements(PersistentStorage):  # type: ignore[misc]
                 del self._futures[mid]
 
 
+def publisher_client_id(role: str) -> str:
+    """Unique per process: two publishers under one client id would drop each other.
+    Reserved to fieldline (no device id starts with the prefix)."""
+    return f"{RESERVED_CLIENT_ID_PREFIX}{role}-{socket.gethostname()[:32]}-{os.getpid()}"
+
+
 class Publisher:
     def __init__(self, endpoint: BrokerEndpoint, service: ServiceAccount, *, role: str) -> None:
         self._endpoint = endpoint
         self._acks = _Acknowledgements()
-        # Unique per process: two publishers under one client id would drop each other.
-        client_id = f"fieldline-{role}-{socket.gethostname()[:32]}-{os.getpid()}"
-        self._client = gmqtt.Client(client_id, clean_session=True, persistent_storage=self._acks)
+        self._client = gmqtt.Client(
+            publisher_client_id(role), clean_session=True, persistent_storage=self._acks
+        )
         self._client.set_auth_credentials(service.username, service.password)
         self._client.set_config({"reconnect_retries": -1, "reconnect_delay": 1})
         self._started = False

@@ -1,7 +1,8 @@
 """A broker fieldline can reach but not administer (e.g. EMQX pointed at fieldline).
 
 Credentials and ACLs are the broker's own business there, so device changes
-are only logged: the operator's broker must enforce them.
+are only logged: the operator's broker must enforce them. A device under one of
+fieldline's own client ids is still refused here, as every adapter refuses it.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from fieldline.broker.base import BrokerEndpoint, Drift, ServiceAccount
+from fieldline.broker.base import BrokerEndpoint, Drift, ServiceAccount, refuse_reserved
 from fieldline.domain.devices import DeviceAccess
 from fieldline.ops.sockets import accepts_connections
 
@@ -40,6 +41,7 @@ class UnmanagedBroker:
         return None
 
     async def apply(self, device: DeviceAccess, *, password: str | None = None) -> None:
+        refuse_reserved(device.device_id)
         logger.warning(
             "device change not propagated to the unmanaged broker",
             extra={"device_id": device.device_id, "enabled": device.enabled},

@@ -10,6 +10,10 @@ from enum import StrEnum
 # No MQTT wildcards, separators or `$`: a device id is used verbatim in topics
 # and as the MQTT username.
 DEVICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+# A device's MQTT client id is its id, and fieldline's own clients (ingest, publishers,
+# the dynamic-security admin) use ids starting with this: no device id may, or a device
+# could take over their sessions. (Service usernames start with `_`, which no id can.)
+RESERVED_CLIENT_ID_PREFIX = "fieldline-"
 
 
 class ConnectionStatus(StrEnum):
@@ -19,7 +23,14 @@ class ConnectionStatus(StrEnum):
 
 
 def is_valid_device_id(device_id: str) -> bool:
-    return DEVICE_ID_PATTERN.fullmatch(device_id) is not None
+    return DEVICE_ID_PATTERN.fullmatch(device_id) is not None and not is_reserved_client_id(
+        device_id
+    )
+
+
+def is_reserved_client_id(client_id: str) -> bool:
+    """An MQTT client id only fieldline's own accounts may use."""
+    return client_id.lower().startswith(RESERVED_CLIENT_ID_PREFIX)
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,6 +49,11 @@ CONNECT_TIMEOUT_SECONDS = 30.0
 CONNECT_BACKOFF_CAP_SECONDS = 15.0
 MAX_RECEIVE_MAXIMUM = 65_535  # the largest value MQTT 5 allows
 SESSION_NEVER_EXPIRES = 0xFFFFFFFF
+SESSION_TAKEN_OVER = 0x8E  # MQTT 5 DISCONNECT reason code
+# MQTT 3.1.1 brokers close a taken-over connection without a word: connections that end
+# this soon after they began, this many times in a row, are read as a take-over.
+SHORT_CONNECTION_SECONDS = 10.0
+SHORT_CONNECTIONS_MEAN_TAKEOVER = 3
 
 
 class IngestConsumer:
@@ -82,6 +87,10 @@ class IngestConsumer:
             if rate_limiter is not None
             else None
         )
+
+    @property
+    def metrics(self) -> Metrics:
+        return self._metrics
 
     @property
     def has_room(self) -> bool:
@@ -258,6 +267,7 @@ async def consume(
         share_group = None
     session = _Session(
         consumer=consumer,
+        metrics=consumer.metrics,
         client_id=client_id,
         filters=subscription_filters(topics, share_group),
         # A session once subscribed the other way would get every message twice.
@@ -357,12 +367,20 @@ class _IngestClient(gmqtt.Client):  # type: ignore[misc]
 
 
 class _Session:
-    """gmqtt's callbacks for the ingest session."""
+    """gmqtt's callbacks for the ingest session.
+
+    They also watch the session itself: another connection under ingest's client id
+    takes it over (only fieldline's service account may use that id, but two ingest
+    processes given the same instance name do), and a broker restarted without its
+    persistence forgets it with everything queued for ingest. Both are logged as
+    warnings and counted in `fieldline_ingest_session_losses_total`.
+    """
 
     def __init__(
         self,
         *,
         consumer: IngestConsumer,
+        metrics: Metrics,
         client_id: str,
         filters: list[str],
         stale: list[str],
@@ -372,6 +390,7 @@ class _Session:
         stopping: asyncio.Event,
     ) -> None:
         self._consumer = consumer
+        self._losses = metrics.session_losses
         self._client_id = client_id
         self._filters = filters
         self._stale = stale
@@ -381,6 +400,9 @@ class _Session:
         self._stopping = stopping
         self._last_message = time.monotonic()
         self._arrived = asyncio.Event()
+        self._connected_since: float | None = None  # None: not connected
+        self._held_session = False  # an earlier connection of this process held the session
+        self._short_connections = 0  # in a row
         self.client: _IngestClient | None = None
         # Packet ids waiting for each batch's commit, keyed by the batch's future.
         self._unacknowledged: dict[asyncio.Future[None], list[int]] = {}
@@ -424,7 +446,18 @@ class _Session:
             raise
         return PUBACK_SUCCESS
 
-    def on_connect(self, client: gmqtt.Client, _flags: int, _rc: int, _props: object) -> None:
+    def on_connect(
+        self, client: gmqtt.Client, session_present: int, _rc: int, _props: object
+    ) -> None:
+        if self._held_session and not session_present:
+            self._session_lost(
+                "not_present",
+                "the broker had no session for ingest at reconnect: what it queued for "
+                "ingest meanwhile is lost",
+                evidence="CONNACK session present 0",
+            )
+        self._held_session = True  # persistent: the broker keeps it from now on
+        self._connected_since = time.monotonic()
         if self._leaving:
             client.unsubscribe([*self._filters, *self._stale])
         else:
@@ -443,14 +476,46 @@ class _Session:
             },
         )
 
-    def on_disconnect(self, _client: gmqtt.Client, _packet: object, _exc: object = None) -> None:
+    def on_disconnect(self, _client: gmqtt.Client, packet: object, _exc: object = None) -> None:
+        # gmqtt reports a broker's DISCONNECT and then the socket's close: one loss.
+        if self._connected_since is None:
+            return
+        lasted = time.monotonic() - self._connected_since
+        self._connected_since = None
         self._connected.clear()
         if self._on_connection is not None:
             self._on_connection(False)
-        if not self._stopping.is_set():
-            log.warning(
-                "ingest lost the broker; reconnecting", extra={"client_id": self._client_id}
+        if self._stopping.is_set():
+            return
+        reason = packet[0] if isinstance(packet, bytes | bytearray) and packet else None
+        log.warning(
+            "ingest lost the broker; reconnecting",
+            extra={"client_id": self._client_id, "reason_code": reason},
+        )
+        self._short_connections = (
+            self._short_connections + 1 if lasted < SHORT_CONNECTION_SECONDS else 0
+        )
+        if reason == SESSION_TAKEN_OVER:
+            self._short_connections = 0
+            self._session_lost(
+                "taken_over",
+                "ingest's broker session was taken over: another client connected with its "
+                "client id (two ingest processes with the same FIELDLINE_INGEST_INSTANCE?)",
+                evidence="DISCONNECT reason 0x8E, session taken over",
             )
+        elif self._short_connections >= SHORT_CONNECTIONS_MEAN_TAKEOVER:
+            evidence = f"{self._short_connections} connections in a row dropped within seconds"
+            self._short_connections = 0
+            self._session_lost(
+                "taken_over",
+                "ingest's broker connection keeps being dropped right after it connects: "
+                "another client is probably taking over its session with its client id",
+                evidence=evidence,
+            )
+
+    def _session_lost(self, cause: str, message: str, *, evidence: str) -> None:
+        self._losses.labels(cause=cause).inc()
+        log.warning(message, extra={"client_id": self._client_id, "evidence": evidence})
 
     async def quiet_for(self, seconds: float) -> None:
         """Return once no message has arrived for `seconds` (or on stop)."""

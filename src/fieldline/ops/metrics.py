@@ -92,6 +92,13 @@ class Metrics:
             "1 while ingest holds its broker session",
             registry=r,
         )
+        self.session_losses = Counter(
+            "fieldline_ingest_session_losses",
+            "Ingest's broker session lost, by cause: taken_over (another connection under "
+            "its client id), not_present (the broker had none at reconnect)",
+            ["cause"],
+            registry=r,
+        )
         self.worker_jobs = Counter(
             "fieldline_worker_jobs",
             "Housekeeping job runs, by job and outcome (done, skipped: another worker had it, "

@@ -1,5 +1,11 @@
 """One simulated device: its own MQTT connection, status, heartbeat and telemetry.
 
+The device connects with its device id as client id (brokers refuse any other) and,
+like firmware, reconnects by itself with backoff whenever its connection drops; every
+attempt the broker refuses (bad credentials, not authorized: a disabled or rotated
+device) or never answers is counted for the report. gmqtt would reconnect on its own,
+but it gives up silently after a refusal, so a refused device looked connected.
+
 gmqtt is used through a handful of private attributes, all in this module:
 it has no public way to drop a connection without DISCONNECT (needed to make
 the broker fire the last will) or to stop a client from reconnecting.
@@ -77,6 +83,13 @@ class _InflightWindow(PersistentStorage):  # type: ignore[misc]
         self.room.set()
 
 
+class _DeviceClient(gmqtt.Client):  # type: ignore[misc]
+    """gmqtt's client, leaving reconnection to the device (SimulatedDevice.stay_connected)."""
+
+    async def reconnect(self, delay: bool = False) -> None:
+        return None
+
+
 class SimulatedDevice:
     __slots__ = (
         "_answered",
@@ -88,6 +101,7 @@ class SimulatedDevice:
         "_heap_free",
         "_identity",
         "_last_ts_ms",
+        "_lost",
         "_model",
         "_options",
         "_recent",
@@ -120,6 +134,7 @@ class SimulatedDevice:
         self._config: dict[str, Any] = {}
         self._config_version: int | None = None
         self._answered: dict[str, bytes] = {}
+        self._lost = asyncio.Event()  # the current connection dropped
         # Set once the first connection attempt has ended, whatever its outcome.
         self.attempted = asyncio.Event()
         self.stats = DeviceStats(
@@ -151,11 +166,7 @@ class SimulatedDevice:
                         keepalive=60,
                     )
             except (OSError, TimeoutError, gmqtt.MQTTConnectError) as exc:
-                self.stats.connect_failures += 1
-                log.warning(
-                    "simulated device failed to connect",
-                    extra={"device_id": self.device_id, "error": repr(exc)},
-                )
+                self._count_failed_attempt(exc)
                 await _abandon(client)
                 self.attempted.set()
                 try:
@@ -165,11 +176,43 @@ class SimulatedDevice:
                     pass
                 delay = min(delay * 2.0, BACKOFF_CAP_S)
                 continue
+            self._lost.clear()
             self._client = client
             self.attempted.set()
             return True
         self.attempted.set()
         return False
+
+    def _count_failed_attempt(self, exc: Exception) -> None:
+        if isinstance(exc, gmqtt.MQTTConnectError):
+            # The broker answered: bad credentials, not authorized (disabled, rotated,
+            # or a client id other than the device id), ...
+            reason = exc.message.removeprefix("Connection Refused: ").lower()
+            self.stats.refused[reason] = self.stats.refused.get(reason, 0) + 1
+            log.warning(
+                "simulated device refused by the broker",
+                extra={"device_id": self.device_id, "reason": reason},
+            )
+            return
+        self.stats.connect_failures += 1
+        log.warning(
+            "simulated device failed to connect",
+            extra={"device_id": self.device_id, "error": repr(exc)},
+        )
+
+    async def stay_connected(self, *, stop: asyncio.Event, gate: asyncio.Semaphore) -> None:
+        """Reconnect whenever the connection drops, until stopped (run after `connect`)."""
+        while not stop.is_set():
+            await self._lost.wait()
+            if stop.is_set():
+                return
+            self.stats.connections_lost += 1
+            log.info("simulated device lost its connection", extra={"device_id": self.device_id})
+            dropped, self._client = self._client, None
+            if dropped is not None:
+                await _abandon(dropped)
+            if not await self.connect(stop=stop, gate=gate):
+                return
 
     def _new_client(self) -> Any:
         will = gmqtt.Message(
@@ -178,8 +221,8 @@ class SimulatedDevice:
             qos=1,
             retain=False,
         )
-        client = gmqtt.Client(
-            self.device_id,
+        client = _DeviceClient(
+            self.device_id,  # its client id: brokers refuse any other
             clean_session=True,
             will_message=will,
             persistent_storage=self._window,
@@ -269,7 +312,10 @@ class SimulatedDevice:
         )
 
     def _on_disconnect(self, client: Any, packet: Any, exc: Any = None) -> None:
+        if client is not self._client:
+            return  # a refused attempt, or a client already given up
         self.stats.connected = False
+        self._lost.set()
 
     async def close(self, *, kill: bool) -> None:
         client = self._client

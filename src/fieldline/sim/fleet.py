@@ -66,11 +66,14 @@ async def run_devices(
         if not await device.connect(stop=stop, gate=gate):
             return
         async with asyncio.TaskGroup() as tasks:
-            telemetry = tasks.create_task(device.publish_telemetry(), name="telemetry")
-            heartbeat = tasks.create_task(device.publish_heartbeats(), name="heartbeat")
+            running = [
+                tasks.create_task(device.publish_telemetry(), name="telemetry"),
+                tasks.create_task(device.publish_heartbeats(), name="heartbeat"),
+                tasks.create_task(device.stay_connected(stop=stop, gate=gate), name="reconnect"),
+            ]
             await stop.wait()
-            telemetry.cancel()
-            heartbeat.cancel()
+            for task in running:
+                task.cancel()
         await device.close(kill=options.kill)
 
     async def end_after_duration() -> None:

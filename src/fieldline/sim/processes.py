@@ -104,6 +104,7 @@ def _merge_progress(parts: list[FleetProgress]) -> FleetProgress:
             bad=merged.bad + part.bad,
             duplicates=merged.duplicates + part.duplicates,
             connect_failures=merged.connect_failures + part.connect_failures,
+            refused=merged.refused + part.refused,
             publish_rate=merged.publish_rate + part.publish_rate,
         )
     return merged

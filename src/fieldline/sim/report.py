@@ -19,6 +19,7 @@ class DeviceStats:
         "configs_applied",
         "connect_failures",
         "connected",
+        "connections_lost",
         "device_id",
         "dropped_offline",
         "duplicates",
@@ -26,6 +27,7 @@ class DeviceStats:
         "heartbeats",
         "message_ids",
         "readings",
+        "refused",
         "status_published",
         "telemetry_ok",
     )
@@ -34,7 +36,9 @@ class DeviceStats:
         self.device_id = device_id
         self.connected = False
         self.ever_connected = False
-        self.connect_failures = 0
+        self.connect_failures = 0  # no answer: unreachable, timed out, connection reset
+        self.refused: dict[str, int] = {}  # by the broker's reason (CONNACK return code)
+        self.connections_lost = 0  # dropped after connecting (then the device reconnects)
         self.telemetry_ok = 0
         self.batches = 0
         self.readings = 0
@@ -56,6 +60,8 @@ class DeviceStats:
             device_id=self.device_id,
             connected=self.ever_connected,
             connect_failures=self.connect_failures,
+            refused=dict(self.refused),
+            connections_lost=self.connections_lost,
             telemetry_ok=self.telemetry_ok,
             batches=self.batches,
             readings=self.readings,
@@ -76,7 +82,9 @@ class DeviceReport:
 
     device_id: str
     connected: bool  # connected at least once
-    connect_failures: int
+    connect_failures: int  # attempts the broker never answered (unreachable, timed out)
+    refused: Mapping[str, int]  # attempts the broker refused, by its reason
+    connections_lost: int  # connections dropped after they were accepted
     telemetry_ok: int  # good telemetry publishes: single readings and batches
     batches: int  # of which `{"readings": [...]}` batches
     readings: int  # good readings, single or inside batches
@@ -111,6 +119,7 @@ class FleetProgress:
     bad: int
     duplicates: int
     connect_failures: int
+    refused: int
     publish_rate: float  # telemetry publishes per second since the previous snapshot
 
     @property
@@ -122,14 +131,14 @@ class FleetProgress:
             f"[{self.elapsed_s:7.1f}s] devices {self.devices_connected}/{self.devices} connected, "
             f"sent {self.telemetry_total} (ok {self.telemetry_ok}, bad {self.bad}, "
             f"dup {self.duplicates}), {self.publish_rate:.0f} msg/s, "
-            f"connect failures {self.connect_failures}"
+            f"refused {self.refused}, connect failures {self.connect_failures}"
         )
 
 
 def progress_of(
     stats: Iterable[DeviceStats], *, elapsed_s: float, publish_rate: float
 ) -> FleetProgress:
-    devices = connected = ok = bad = dup = failures = 0
+    devices = connected = ok = bad = dup = failures = refused = 0
     for s in stats:
         devices += 1
         connected += s.connected
@@ -137,6 +146,7 @@ def progress_of(
         bad += s.bad_total
         dup += s.duplicates
         failures += s.connect_failures
+        refused += sum(s.refused.values())
     return FleetProgress(
         elapsed_s=elapsed_s,
         devices=devices,
@@ -145,6 +155,7 @@ def progress_of(
         bad=bad,
         duplicates=dup,
         connect_failures=failures,
+        refused=refused,
         publish_rate=publish_rate,
     )
 
@@ -163,6 +174,19 @@ class SimulationReport:
     @property
     def connect_failures(self) -> int:
         return sum(d.connect_failures for d in self.devices)
+
+    @property
+    def refused(self) -> dict[str, int]:
+        """Connection attempts the broker refused, by its reason, over the fleet."""
+        totals: dict[str, int] = {}
+        for d in self.devices:
+            for reason, n in d.refused.items():
+                totals[reason] = totals.get(reason, 0) + n
+        return totals
+
+    @property
+    def connections_lost(self) -> int:
+        return sum(d.connections_lost for d in self.devices)
 
     @property
     def telemetry_ok(self) -> int:
@@ -201,9 +225,14 @@ class SimulationReport:
     def summary(self) -> str:
         bad = self.bad
         bad_detail = ", ".join(f"{kind.value} {n}" for kind, n in bad.items() if n)
+        refused = self.refused
+        refused_detail = ", ".join(f"{reason} {n}" for reason, n in sorted(refused.items()))
         lines = [
             f"devices connected: {self.devices_connected}/{len(self.devices)} "
-            f"(connect failures {self.connect_failures})",
+            f"(connections refused {sum(refused.values())}"
+            f"{f' ({refused_detail})' if refused_detail else ''}, "
+            f"connect failures {self.connect_failures}, "
+            f"connections lost {self.connections_lost})",
             f"telemetry sent: {self.telemetry_total} in {self.elapsed_s:.1f}s "
             f"({self.publish_rate:.0f} msg/s): ok {self.telemetry_ok} "
             f"({self.readings} readings, {self.points} points), "

@@ -15,10 +15,12 @@ The contract followed, from EMQX's documentation and source:
   (`${action}` is `publish` or `subscribe`; `${qos}` and `${retain}` are unused here);
   EMQX posts JSON, or form fields when the configured content type asks for them.
 
-Answers: a device (username = device id) is allowed when it exists, is enabled and its
-password verifies; a disabled device or a wrong password is denied, so no later
-authenticator can let it in; an unknown username is ignored, so EMQX's own database can
-still hold other users. Client ids are not constrained. fieldline's service account is a
+Answers: a device (username = device id) is allowed when it exists, is enabled, its
+password verifies and its client id is its device id (another would let it take over
+that client's session); otherwise it is denied, so no later authenticator can let it in.
+An unknown username is ignored, so EMQX's own database can still hold other users, except
+under one of fieldline's own client ids (`fieldline-...`: ingest's, the publishers'),
+which only fieldline's service account may use: denied. The service account is a
 superuser. A device may publish to its own uplink topics and subscribe to its own downlink
 topics, exactly (a wildcard filter never equals one of them); nothing else is allowed.
 
@@ -43,7 +45,7 @@ from pydantic import BaseModel, ValidationError
 from fieldline.api.context import ApiContext
 from fieldline.api.deps import Context
 from fieldline.api.errors import ApiError
-from fieldline.domain.devices import DeviceAccess, is_valid_device_id
+from fieldline.domain.devices import DeviceAccess, is_reserved_client_id, is_valid_device_id
 from fieldline.domain.topics import TopicScheme
 from fieldline.security.passwords import verify_encoded
 from fieldline.storage import devices as device_store
@@ -154,17 +156,29 @@ async def authenticate(fields: Fields, context: Context) -> AuthnAnswer:
             request.password.encode(), expected.get_secret_value().encode()
         )
         return _authn(request, "allow" if ok else "deny", is_superuser=ok)
+    if is_reserved_client_id(request.clientid):
+        return _authn(request, "deny", why="a client id only fieldline's service account uses")
     device = await _device_access(context, request.username)
     if device is None:
         return _authn(request, "ignore")
+    if request.clientid != device.device_id:
+        return _authn(request, "deny", why=_wrong_client_id(request.clientid))
     if not device.enabled:
-        return _authn(request, "deny")
+        return _authn(request, "deny", why="device disabled")
     # PBKDF2 is deliberately slow; keep it off the event loop.
     verified = await asyncio.to_thread(verify_encoded, device.secret_hash, request.password)
-    return _authn(request, "allow" if verified else "deny")
+    return _authn(request, "allow" if verified else "deny", why="bad password")
 
 
-def _authn(request: AuthnRequest, result: Result, *, is_superuser: bool = False) -> AuthnAnswer:
+def _wrong_client_id(clientid: str) -> str:
+    if not clientid:
+        return "EMQX sent no clientid: add clientid = ${clientid} to the request body"
+    return "a device's client id must be its device id"
+
+
+def _authn(
+    request: AuthnRequest, result: Result, *, is_superuser: bool = False, why: str = ""
+) -> AuthnAnswer:
     if result == "deny":
         log.info(
             "emqx authentication denied",
@@ -172,6 +186,7 @@ def _authn(request: AuthnRequest, result: Result, *, is_superuser: bool = False)
                 "username": request.username,
                 "clientid": request.clientid,
                 "peerhost": request.peerhost,
+                "reason": why,
             },
         )
     return AuthnAnswer(result=result, is_superuser=is_superuser)
@@ -184,7 +199,7 @@ async def authorize(fields: Fields, context: Context) -> AuthzAnswer:
     if _is_service(context, request.username):
         return AuthzAnswer(result="allow")  # a superuser is not even asked; kept consistent
     device = await _device_access(context, request.username)
-    if device is None or not device.enabled:
+    if device is None or not device.enabled or request.clientid != device.device_id:
         allowed = False
     else:
         topics = TopicScheme(context.settings.topic_prefix)
