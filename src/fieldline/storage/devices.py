@@ -7,7 +7,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg.errors import UniqueViolation
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Json
 
 from fieldline.domain.devices import ConnectionStatus, Device, DeviceAccess, Group, StatusEvent
 from fieldline.storage.db import Row
@@ -90,7 +90,7 @@ async def create_device(
             await conn.execute(
                 "INSERT INTO devices (device_id, name, device_type, group_id, metadata)"
                 " VALUES (%s, %s, %s, %s, %s)",
-                (device_id, name, device_type, group_id, Jsonb(metadata)),
+                (device_id, name, device_type, group_id, Json(metadata)),
             )
         except UniqueViolation as exc:
             raise AlreadyExistsError(f"device {device_id!r} already exists") from exc
@@ -143,7 +143,7 @@ async def update_device(conn: Conn, device_id: str, changes: dict[str, Any]) -> 
                 values[field] = changes[field]
         if "metadata" in changes:
             assignments.append("metadata = %(metadata)s")
-            values["metadata"] = Jsonb(changes["metadata"])
+            values["metadata"] = Json(changes["metadata"])
         if "group" in changes:
             assignments.append("group_id = %(group_id)s")
             values["group_id"] = await _group_id(conn, changes["group"])
