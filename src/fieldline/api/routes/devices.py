@@ -19,7 +19,7 @@ from fieldline.api.deps import Context, DbConn, Operator, Viewer
 from fieldline.api.errors import ApiError
 from fieldline.api.paging import Cursor, Limit
 from fieldline.broker.base import BrokerError
-from fieldline.domain.devices import DEVICE_ID_PATTERN, Device, DeviceAccess
+from fieldline.domain.devices import DEVICE_ID_PATTERN, ConnectionStatus, Device, DeviceAccess
 from fieldline.domain.topics import TopicScheme
 from fieldline.security.passwords import generate_secret, hash_secret
 from fieldline.storage import audit as audit_store
@@ -53,6 +53,9 @@ class DeviceOut(BaseModel):
             now=datetime.now(UTC),
             online_timeout=timedelta(seconds=context.settings.online_timeout_seconds),
         )
+        if not device.enabled and status is ConnectionStatus.ONLINE:
+            # The broker refuses it: a reading in flight when it was disabled says nothing.
+            status = ConnectionStatus.OFFLINE
         return cls(
             device_id=device.device_id,
             name=device.name,
@@ -306,6 +309,9 @@ async def update_device(
         )
         if toggled:
             await _apply_to_broker(context, await device_store.device_access(conn, device_id))
+        if toggled and not device.enabled:  # the broker dropped its session
+            await device_store.mark_dropped(conn, device_id, reason="disabled")
+            device = await device_store.get_device(conn, device_id)
     if "group" in changes:  # another group's configuration applies now
         await config_delivery.follow_group(
             conn,
@@ -323,6 +329,7 @@ async def delete_device(
 ) -> None:
     """Delete the device and drop its connection; its telemetry history is kept."""
     async with conn.transaction():
+        await device_store.mark_dropped(conn, device_id, reason="deleted")
         await device_store.delete_device(conn, device_id)
         await audit_store.record(
             conn,
@@ -360,6 +367,9 @@ async def rotate_credentials(
             target_id=device_id,
         )
         await _apply_to_broker(context, await device_store.device_access(conn, device_id), password)
+        # The broker dropped the session of the old password; the device comes back online
+        # when it reconnects with the new one.
+        await device_store.mark_dropped(conn, device_id, reason="credentials_rotated")
     return CredentialsRotated(device_id=device_id, mqtt=_credentials(context, device_id, password))
 
 
