@@ -33,6 +33,14 @@ router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
 
 DeviceId = Annotated[str, Path(pattern=DEVICE_ID_PATTERN.pattern, max_length=128)]
 
+# Error answers particular to these routes (app.py adds those every route shares).
+_BROKER_DOWN: dict[int | str, dict[str, Any]] = {
+    503: {"description": "broker_unavailable: the broker could not be updated; nothing changed"}
+}
+_EXISTS: dict[int | str, dict[str, Any]] = {
+    409: {"description": "conflict: a device with this id exists"}
+}
+
 
 class DeviceOut(BaseModel):
     device_id: str
@@ -258,7 +266,9 @@ async def register_device(
     return device, password
 
 
-@router.post("", status_code=201, response_model=DeviceCreated)
+@router.post(
+    "", status_code=201, response_model=DeviceCreated, responses={**_EXISTS, **_BROKER_DOWN}
+)
 async def create_device(
     body: DeviceCreate, user: Operator, conn: DbConn, context: Context
 ) -> DeviceCreated:
@@ -284,7 +294,7 @@ async def get_device(device_id: DeviceId, _: Viewer, conn: DbConn, context: Cont
     return DeviceOut.of(await device_store.get_device(conn, device_id), context)
 
 
-@router.patch("/{device_id}", response_model=DeviceOut)
+@router.patch("/{device_id}", response_model=DeviceOut, responses=_BROKER_DOWN)
 async def update_device(
     device_id: DeviceId, body: DevicePatch, user: Operator, conn: DbConn, context: Context
 ) -> DeviceOut:
@@ -323,7 +333,7 @@ async def update_device(
     return DeviceOut.of(device, context)
 
 
-@router.delete("/{device_id}", status_code=204)
+@router.delete("/{device_id}", status_code=204, responses=_BROKER_DOWN)
 async def delete_device(
     device_id: DeviceId, user: Operator, conn: DbConn, context: Context
 ) -> None:
@@ -351,7 +361,7 @@ async def delete_device(
     )
 
 
-@router.post("/{device_id}/credentials", response_model=CredentialsRotated)
+@router.post("/{device_id}/credentials", response_model=CredentialsRotated, responses=_BROKER_DOWN)
 async def rotate_credentials(
     device_id: DeviceId, user: Operator, conn: DbConn, context: Context
 ) -> CredentialsRotated:
