@@ -7,9 +7,7 @@ In process, the test counts how much of the body the API pulled; against a real
 from __future__ import annotations
 
 import json
-import shutil
 import socket
-import tempfile
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
@@ -19,10 +17,10 @@ import httpx
 import pytest
 
 from fieldline.api.app import create_app
-from tests.api.conftest import ADMIN_PASSWORD, Api
+from tests.api.conftest import ADMIN_PASSWORD, Api, platform_on_pg15
 from tests.api.test_auth_and_roles import assert_error
 from tests.conftest import PgServer
-from tests.e2e.conftest import Platform, start_platform, stop_platform
+from tests.e2e.conftest import Platform
 
 MiB = 1024 * 1024
 BODY = 100 * MiB
@@ -105,16 +103,8 @@ async def test_http_ingest_keeps_its_own_limit(api: Api, admin: dict[str, str]) 
 
 @pytest.fixture(scope="module")
 def platform(pg15: PgServer) -> Iterator[Platform]:
-    tmp = Path(tempfile.mkdtemp(prefix="fieldline-body-limits-"))
-    database = pg15.create_database()
-    env = {"FIELDLINE_BROKER": "amqtt", "DATABASE_URL": pg15.url_for(database)}
-    running = start_platform("body-limits", env, tmp / "data")
-    try:
+    with platform_on_pg15(pg15, "body-limits", {"FIELDLINE_BROKER": "amqtt"}) as running:
         yield running
-    finally:
-        stop_platform(running)
-        pg15.drop_database(database)
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def rss_bytes(pid: int) -> int:

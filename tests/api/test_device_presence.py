@@ -10,34 +10,24 @@ connection.
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 from gmqtt.mqtt.constants import MQTTv311
 
+from tests.api.conftest import platform_on_pg15
 from tests.conftest import PgServer
-from tests.e2e.conftest import Platform, eventually, start_platform, stop_platform
+from tests.e2e.conftest import Platform, eventually
 from tests.mqtt_clients import NoReconnectClient
 
 
 @pytest.fixture(scope="module")
 def platform(pg15: PgServer, mosquitto_installed: None) -> Iterator[Platform]:
-    tmp = Path(tempfile.mkdtemp(prefix="fieldline-presence-"))
-    database = pg15.create_database()
-    env = {"FIELDLINE_BROKER": "mosquitto", "DATABASE_URL": pg15.url_for(database)}
-    running = start_platform("presence", env, tmp / "data")
-    try:
+    with platform_on_pg15(pg15, "presence", {"FIELDLINE_BROKER": "mosquitto"}) as running:
         yield running
-    finally:
-        stop_platform(running)
-        pg15.drop_database(database)
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.fixture

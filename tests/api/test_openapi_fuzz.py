@@ -13,13 +13,10 @@ Sized for the suite (OPENAPI_FUZZ_EXAMPLES per operation and role, 15 by default
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,8 +28,9 @@ from hypothesis import strategies as st
 from schemathesis import Case, GenerationMode
 from schemathesis.schemas import APIOperation
 
+from tests.api.conftest import platform_on_pg15
 from tests.conftest import PgServer
-from tests.e2e.conftest import Platform, start_platform, stop_platform
+from tests.e2e.conftest import Platform
 
 EXAMPLES = int(os.environ.get("OPENAPI_FUZZ_EXAMPLES", "15"))
 # The suite's run is the same on every machine; a longer run explores (random seeds).
@@ -53,6 +51,8 @@ KNOWN: dict[tuple[str, str], int] = {
     ("POST", "/api/v1/users"): 409,  # the username exists
     ("POST", "/provision"): 401,  # bad signature
 }
+# A long run outlasts the default 15 minutes of an access token.
+ENV = {"FIELDLINE_BROKER": "amqtt", "FIELDLINE_ACCESS_TOKEN_MINUTES": "600"}
 # Server-sent events last as long as the token they were opened with: no answer ends.
 # tests/api/test_streams.py covers them.
 ENDLESS = {"/api/v1/devices/{device_id}/stream", "/api/v1/fleet/stream"}
@@ -75,21 +75,8 @@ class Seed:
 
 @pytest.fixture(scope="module")
 def platform(pg15: PgServer) -> Iterator[Platform]:
-    tmp = Path(tempfile.mkdtemp(prefix="fieldline-openapi-fuzz-"))
-    database = pg15.create_database()
-    env = {
-        "FIELDLINE_BROKER": "amqtt",
-        "DATABASE_URL": pg15.url_for(database),
-        # A long run outlasts the default 15 minutes.
-        "FIELDLINE_ACCESS_TOKEN_MINUTES": "600",
-    }
-    running = start_platform("openapi-fuzz", env, tmp / "data")
-    try:
+    with platform_on_pg15(pg15, "openapi-fuzz", ENV) as running:
         yield running
-    finally:
-        stop_platform(running)
-        pg15.drop_database(database)
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -188,19 +188,25 @@ def _ca_certificate(context: ApiContext) -> str | None:
     return pem
 
 
-async def _apply_to_broker(
-    context: ApiContext, access: DeviceAccess, password: str | None = None
-) -> None:
+@contextlib.asynccontextmanager
+async def _broker_update(device_id: str) -> AsyncIterator[None]:
     """Inside the caller's transaction: a broker failure undoes the registry change."""
     try:
-        await context.broker.apply(access, password=password)
+        yield
     except BrokerError as exc:
-        log.error("broker update failed", extra={"device_id": access.device_id, "error": str(exc)})
+        log.error("broker update failed", extra={"device_id": device_id, "error": str(exc)})
         raise ApiError(
             503,
             f"the broker could not be updated, nothing was changed: {exc}",
             code="broker_unavailable",
         ) from exc
+
+
+async def _apply_to_broker(
+    context: ApiContext, access: DeviceAccess, password: str | None = None
+) -> None:
+    async with _broker_update(access.device_id):
+        await context.broker.apply(access, password=password)
 
 
 @router.get("", response_model=DeviceList)
@@ -348,14 +354,8 @@ async def delete_device(
             target_type="device",
             target_id=device_id,
         )
-        try:
+        async with _broker_update(device_id):
             await context.broker.remove(device_id)
-        except BrokerError as exc:
-            raise ApiError(
-                503,
-                f"the broker could not be updated, nothing was changed: {exc}",
-                code="broker_unavailable",
-            ) from exc
     await config_delivery.forget(
         context.publisher, TopicScheme(context.settings.topic_prefix), device_id
     )
