@@ -13,6 +13,7 @@ Sized for the suite (OPENAPI_FUZZ_EXAMPLES per operation and role, 15 by default
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from hypothesis.errors import FlakyStrategyDefinition
 from schemathesis import Case, GenerationMode
 from schemathesis.schemas import APIOperation
 
@@ -33,6 +35,7 @@ from tests.conftest import PgServer
 from tests.e2e.conftest import Platform
 
 EXAMPLES = int(os.environ.get("OPENAPI_FUZZ_EXAMPLES", "15"))
+ONLY = os.environ.get("OPENAPI_FUZZ_PATHS", "")  # a regular expression, to look closer
 # The suite's run is the same on every machine; a longer run explores (random seeds).
 DERANDOMIZE = "OPENAPI_FUZZ_EXAMPLES" not in os.environ
 CHECKS = [
@@ -56,6 +59,12 @@ ENV = {"FIELDLINE_BROKER": "amqtt", "FIELDLINE_ACCESS_TOKEN_MINUTES": "600"}
 # Server-sent events last as long as the token they were opened with: no answer ends.
 # tests/api/test_streams.py covers them.
 ENDLESS = {"/api/v1/devices/{device_id}/stream", "/api/v1/fleet/stream"}
+
+
+@dataclass
+class Tally:
+    statuses: Counter[int] = field(default_factory=Counter)
+    cut_short: int = 0  # operations whose generation hypothesis stopped early
 
 
 @dataclass
@@ -153,30 +162,30 @@ def test_no_generated_request_gets_a_server_error_or_an_undocumented_answer(
 ) -> None:
     schema = schemathesis.openapi.from_url(f"{platform.api_url}/openapi.json")
     headers = seed.admin if role == "admin" else seed.viewer
-    statuses: Counter[int] = Counter()
+    tally = Tally()
     failures: dict[tuple[str, str], str] = {}
     operations = 0
     started = time.monotonic()
     with requests.Session() as session:
         for result in schema.get_all_operations():
             operation = result.ok()
-            if operation.path in ENDLESS:
+            if operation.path in ENDLESS or not re.search(ONLY, operation.path):
                 continue
             operations += 1
             _restore(platform)
-            try:
-                _fuzz(operation, platform.api_url, session, headers, seed, statuses)
-            except (Exception, BaseExceptionGroup) as exc:  # note it, go on with the others
-                failures[(operation.method.upper(), operation.path)] = str(exc)
+            failure = _fuzz(operation, platform.api_url, session, headers, seed, tally)
+            if failure is not None:  # noted; on with the others
+                failures[(operation.method.upper(), operation.path)] = failure
     with capsys.disabled():
         print(
-            f"\nOpenAPI fuzz as {role}: {operations} operations, {statuses.total()} requests"
-            f" in {time.monotonic() - started:.0f} s, answers {dict(sorted(statuses.items()))},"
-            f" {len(failures)} operations failing"
+            f"\nOpenAPI fuzz as {role}: {operations} operations, {tally.statuses.total()}"
+            f" requests in {time.monotonic() - started:.0f} s,"
+            f" answers {dict(sorted(tally.statuses.items()))}, {len(failures)} operations"
+            f" failing, {tally.cut_short} cut short by inconsistent generation"
         )
     unexpected = {key: text for key, text in failures.items() if not _known(key, text)}
     assert not unexpected, "\n\n".join(f"{m} {p}: {text}" for (m, p), text in unexpected.items())
-    if role == "admin":
+    if role == "admin" and ONLY == "":
         fixed = [key for key in KNOWN if key not in failures]
         assert not fixed, f"fixed now: remove them from KNOWN: {fixed}"
 
@@ -196,29 +205,48 @@ def _fuzz(
     session: requests.Session,
     headers: dict[str, str],
     seed: Seed,
-    statuses: Counter[int],
-) -> None:
+    tally: Tally,
+) -> str | None:
+    """Run the operation's generated requests; answer the first failure, if any."""
     cases = operation.as_strategy(GenerationMode.POSITIVE) | operation.as_strategy(
         GenerationMode.NEGATIVE
     )
+    failed: list[str] = []
 
+    # No shrinking: a shrunk case is sent again to a server whose rows the earlier cases
+    # changed, which may answer differently; the first failure is reported as it happened.
     @settings(
         max_examples=EXAMPLES,
         deadline=None,
         database=None,
         derandomize=DERANDOMIZE,
         suppress_health_check=list(HealthCheck),
-        phases=[Phase.generate, Phase.shrink],
-        report_multiple_bugs=False,
+        phases=[Phase.generate],
     )
     @given(case=cases, aimed=st.booleans())
     def run(case: Case, aimed: bool) -> None:
         _aim(case, seed, aimed=aimed)
         response = case.call(base_url=base_url, session=session, headers=headers, timeout=60)
-        statuses[response.status_code] += 1
-        case.validate_response(response, checks=CHECKS, headers=headers)
+        tally.statuses[response.status_code] += 1
+        try:
+            case.validate_response(response, checks=CHECKS, headers=headers)
+        except BaseExceptionGroup as exc:
+            failed.append(str(exc))
+            raise
 
-    run()
+    try:
+        run()
+    except FlakyStrategyDefinition:
+        if failed:
+            return failed[0]
+        # Hypothesis found schemathesis' generation inconsistent and stopped early: nothing
+        # the API answered was wrong. Counted, so that the summary says so.
+        tally.cut_short += 1
+    except (Exception, BaseExceptionGroup) as exc:
+        # Hypothesis replays the failing case to report it, and may then call it flaky (the
+        # server's rows changed meanwhile): the failure is the one first seen.
+        return failed[0] if failed else f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def _aim(case: Case, seed: Seed, *, aimed: bool) -> None:
