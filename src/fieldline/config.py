@@ -234,6 +234,13 @@ class Settings(BaseSettings):
     max_payload_bytes: int = Field(
         65_536, ge=256, description="Larger uplink payloads are rejected."
     )
+    max_request_body_bytes: int = Field(
+        1_048_576,
+        ge=1_024,
+        description="Largest request body the HTTP API reads on a route without a limit of its "
+        "own (HTTP ingest has `max_payload_bytes`); a larger one is answered 413 before it is "
+        "read, or as soon as a body without Content-Length grows past it.",
+    )
     max_future_skew_seconds: float = Field(
         300.0, ge=0, description="Readings stamped further in the future are rejected."
     )

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +22,8 @@ from fieldline.ops.metrics import Metrics
 from fieldline.runtime import ensure_admin
 from fieldline.storage.db import Pool, open_pool
 from fieldline.storage.migrate import migrate
+from tests.conftest import PgServer
+from tests.e2e.conftest import Platform, start_platform, stop_platform
 
 ADMIN_PASSWORD = "correct-horse-battery"
 
@@ -90,3 +95,18 @@ async def publisher(api: Api) -> AsyncIterator[Publisher]:
     yield publisher
     api.context.publisher = None
     await publisher.stop()
+
+
+@contextlib.contextmanager
+def platform_on_pg15(pg15: PgServer, label: str, env: dict[str, str]) -> Iterator[Platform]:
+    """`fieldline up` as a real process, on a PostgreSQL 15 database of its own: for what
+    only a real server shows (its memory, real connections, uvicorn's own HTTP)."""
+    tmp = Path(tempfile.mkdtemp(prefix=f"fieldline-{label}-"))
+    database = pg15.create_database()
+    running = start_platform(label, {"DATABASE_URL": pg15.url_for(database), **env}, tmp / "data")
+    try:
+        yield running
+    finally:
+        stop_platform(running)
+        pg15.drop_database(database)
+        shutil.rmtree(tmp, ignore_errors=True)

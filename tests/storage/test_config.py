@@ -12,13 +12,13 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from fieldline.domain.config import effective
+from fieldline.domain.config import effective, same_document
 from fieldline.domain.devices import ConnectionStatus
 from fieldline.storage import config as config_store
 from fieldline.storage import devices as device_store
 from fieldline.storage.db import Pool, open_pool
 from fieldline.storage.errors import AlreadyExistsError, NotFoundError
-from fieldline.storage.migrate import migrate
+from fieldline.storage.migrate import available_migrations, migrate
 from fieldline.storage.writer import Batch, PartitionCache, Presence, write_batch
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -145,3 +145,62 @@ async def test_groups_and_devices_with_configurations_can_be_deleted(pool: Pool)
         assert (state.group, state.effective, state.version) == (None, {}, 2)
         left = await (await conn.execute("SELECT count(*) AS n FROM device_configs")).fetchone()
         assert left is not None and left["n"] == 2
+
+
+async def test_documents_stored_as_jsonb_keep_working_after_the_upgrade(database_url: str) -> None:
+    """Migration 0015 moves documents from jsonb to json text. A number jsonb had already
+    rewritten as an integer beyond 64 bits (a float sent as 1.5e300, stored by a group
+    configuration PUT before) becomes that float again, so the group's devices get it."""
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await conn.execute(
+            "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        for migration in available_migrations():
+            if migration.version < 15:
+                await conn.execute(migration.sql.encode())
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                    (migration.version, migration.name),
+                )
+        old = '{"huge": 1.5e300, "e19": 1e19, "ratio": 0.25, "n": 7, "s": "a\\"b", "l": [1, null]}'
+        await conn.execute("INSERT INTO groups (name) VALUES ('old-site')")
+        await conn.execute(
+            "INSERT INTO group_configs (group_id, config, version)"
+            " SELECT id, %s::jsonb, 1 FROM groups",
+            (old,),
+        )
+        await conn.execute(
+            "INSERT INTO devices (device_id, metadata) VALUES ('old-1', %s::jsonb)", (old,)
+        )
+    await migrate(database_url)
+
+    pool = await open_pool(database_url, min_size=1, max_size=2)
+    try:
+        async with pool.connection() as conn:
+            upgraded = {
+                "huge": 1.5e300,
+                "e19": 1e19,
+                "ratio": 0.25,
+                "n": 7,
+                "s": 'a"b',
+                "l": [1, None],
+            }
+            group = await config_store.get_group_config(conn, "old-site")
+            assert same_document(group.config, upgraded)  # 1e19 a float again, too
+            assert same_document((await device_store.get_device(conn, "old-1")).metadata, upgraded)
+            await device_store.create_device(
+                conn,
+                device_id="new-1",
+                name="",
+                device_type="",
+                group="old-site",
+                metadata={},
+                secret_hash="x",
+            )
+            [joined] = await config_store.follow_groups(conn, actor="test", device_ids=["new-1"])
+            assert joined.version == 1
+            state = await config_store.get_device_config(conn, "new-1")
+            assert same_document(state.effective, upgraded)
+    finally:
+        await pool.close()

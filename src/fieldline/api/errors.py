@@ -10,7 +10,10 @@ import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from fieldline.storage.errors import AlreadyExistsError, InUseError, NotFoundError
 from fieldline.storage.paging import InvalidCursorError
@@ -31,6 +34,25 @@ _CODES = {
     500: "internal_error",
     503: "unavailable",
 }
+
+
+class Problem(BaseModel):
+    location: list[str] = Field(description='Where, e.g. ["body", "config"]')
+    message: str
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Machine-readable, e.g. not_found, validation_error")
+    message: str = Field(description="What went wrong, for a person")
+    details: list[Problem] | None = Field(
+        None, description="validation_error only: every problem found"
+    )
+
+
+class ErrorBody(BaseModel):
+    """What every error answers (the OpenAPI document's error responses name this)."""
+
+    error: ErrorDetail
 
 
 class ApiError(Exception):
@@ -105,10 +127,15 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _CODES.get(exc.status_code, "error")
         message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
-        return error_response(exc.status_code, code, message, headers=getattr(exc, "headers", None))
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            allowed = _allowed_methods(request)
+            headers = {**(headers or {}), "Allow": allowed}
+            message = f"{request.method} is not allowed here; allowed: {allowed}"
+        return error_response(exc.status_code, code, message, headers=headers)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -118,3 +145,16 @@ def install_error_handlers(app: FastAPI) -> None:
             extra={"path": request.url.path, "method": request.method},
         )
         return error_response(500, "internal_error", "internal error; see the server log")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method of every route at this path.
+
+    Starlette's 405 names only the methods of the first route whose path matched,
+    though `GET` and `PUT` of one path are two routes.
+    """
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.routes):
+        if route.methods and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route.methods
+    return ", ".join(sorted(methods))

@@ -1,4 +1,5 @@
-"""ASGI middleware: correlation id, request metrics and one access-log line per request."""
+"""ASGI middleware: correlation id, request metrics and an access-log line per request;
+request body limits; security headers."""
 
 from __future__ import annotations
 
@@ -6,9 +7,15 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
+from starlette.exceptions import HTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from fieldline.api.errors import error_response
 from fieldline.ops.logging import correlation_id
 from fieldline.ops.metrics import Metrics
 
@@ -59,3 +66,148 @@ class RequestContextMiddleware:
                 },
             )
             correlation_id.reset(token)
+
+
+@dataclass(frozen=True, slots=True)
+class BodyLimit:
+    """How many bytes of a request body a route may read."""
+
+    max_bytes: int
+    # The route reads its own body and answers an oversize one itself: HTTP ingest keeps
+    # the first bytes of a too-large message in the rejected store. It is given up to
+    # max_bytes + 1 bytes whatever Content-Length says, and nothing past that.
+    reads_oversize: bool = False
+
+
+class Route(Protocol):
+    def matches(self, scope: Scope) -> tuple[Match, Scope]: ...
+
+
+class BodyTooLargeError(HTTPException):
+    def __init__(self, limit: BodyLimit) -> None:
+        super().__init__(
+            413, f"the request body is over {limit.max_bytes} bytes, this route's limit"
+        )
+
+
+class BodyLimitMiddleware:
+    """No route reads more of a request body than its limit (SPEC §9: no input yields a crash).
+
+    A Content-Length over the limit is answered 413 before anything is read; a body
+    without one is counted as it arrives and cut off with 413 once past the limit.
+    Starlette's own limit (`FastAPI(max_body_size=)`) is not used: it answers text/plain
+    when the route has not read the body, and its per-route limits are fixed at import,
+    where fieldline's come from settings.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        default: BodyLimit,
+        routes: Sequence[tuple[Route, BodyLimit]] = (),
+    ) -> None:
+        self.app = app
+        self.default = default
+        self.routes = routes
+
+    def _limit(self, scope: Scope) -> BodyLimit:
+        for route, limit in self.routes:
+            if route.matches(scope)[0] is Match.FULL:
+                return limit
+        return self.default
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self._limit(scope)
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit.max_bytes and not limit.reads_oversize:
+            await _too_large(limit)(scope, receive, send)
+            return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            if received > limit.max_bytes:
+                raise BodyTooLargeError(limit)
+            message = await receive()
+            if message["type"] != "http.request":
+                return message
+            body: bytes = message.get("body", b"")
+            received += len(body)
+            if received <= limit.max_bytes:
+                return message
+            if not limit.reads_oversize:
+                raise BodyTooLargeError(limit)
+            # Exactly one byte over: the route sees that it is too large, and holds no more.
+            return {**message, "body": body[: len(body) - (received - limit.max_bytes - 1)]}
+
+        async def watched_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                if received > limit.max_bytes:
+                    # Else the server would read the rest of the body, only to discard it.
+                    message = {**message, "headers": [*message.get("headers", []), _CLOSE]}
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, watched_send)
+        except BodyTooLargeError:
+            # Raised where no error handler answers it (outside a FastAPI route).
+            if started:
+                raise
+            await _too_large(limit)(scope, receive, send)
+
+
+_CLOSE = (b"connection", b"close")
+
+
+def _too_large(limit: BodyLimit) -> ASGIApp:
+    # Answered without reading the body: the connection cannot carry another request.
+    message = BodyTooLargeError(limit).detail
+    return error_response(413, "payload_too_large", message, headers={"Connection": "close"})
+
+
+# One policy for every answer: the dashboard and /docs load nothing from elsewhere and run
+# no inline script, and an API answer is never meant to be framed or rendered as a page.
+SECURITY_HEADERS = (
+    (
+        b"content-security-policy",
+        b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
+        b" connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+)
+# Answers carry data or credentials: no cache keeps them, unless the response chose its own
+# caching (the dashboard's and /docs' static files revalidate with their ETag).
+_NO_STORE = (b"cache-control", b"no-store")
+
+
+class SecurityHeadersMiddleware:
+    """The same security headers on every response: API, errors, dashboard, /docs, /metrics."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                for name, value in (*SECURITY_HEADERS, _NO_STORE):
+                    if name not in present:
+                        headers.append((name, value))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

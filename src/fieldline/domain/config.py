@@ -58,6 +58,14 @@ def encoded_size(document: JsonObject) -> int:
     return len(orjson.dumps(document))
 
 
+def same_document(a: JsonObject | None, b: JsonObject | None) -> bool:
+    """Equal as JSON a device parses: unlike Python's ==, 1 is not 1.0 nor true, and 0.0 is
+    not -0.0; key order does not matter."""
+    return orjson.dumps(a, option=orjson.OPT_SORT_KEYS) == orjson.dumps(
+        b, option=orjson.OPT_SORT_KEYS
+    )
+
+
 def config_problem(document: Any) -> str | None:
     """Why `document` cannot be a configuration object, or None when it can."""
     if not isinstance(document, dict):

@@ -15,7 +15,7 @@ from uuid import UUID
 
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Json
 
 from fieldline.domain.commands import Command, CommandResult, CommandStatus, encode_json
 from fieldline.domain.readings import Rejection, RejectReason
@@ -57,7 +57,7 @@ async def create_command(
             "INSERT INTO commands AS c (device_id, name, params, created_by, expires_at)"
             " VALUES (%s, %s, %s, %s, now() + %s)"
             f" RETURNING {_COLUMNS}",
-            (device_id, name, Jsonb(params, dumps=encode_json), created_by, expires_in),
+            (device_id, name, Json(params, dumps=encode_json), created_by, expires_in),
         )
     ).fetchone()
     assert row is not None
@@ -230,7 +230,7 @@ async def apply_results(
     cursor = conn.cursor(row_factory=dict_row)
     await cursor.execute(
         "UPDATE commands AS c"
-        " SET status = v.status, result = v.result::jsonb, completed_at = v.received_at"
+        " SET status = v.status, result = v.result::json, completed_at = v.received_at"
         " FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[], %s::timestamptz[])"
         "  AS v(command_id, device_id, status, result, received_at)"
         " WHERE c.command_id = v.command_id AND c.device_id = v.device_id"
@@ -255,8 +255,8 @@ async def apply_results(
     if not rest:
         return outcomes
     await cursor.execute(
-        "SELECT v.i, c.device_id, c.status, c.status = v.status AND c.result = v.result::jsonb"
-        "  AS same"
+        "SELECT v.i, c.device_id, c.status,"
+        " c.status = v.status AND c.result::jsonb = v.result::jsonb AS same"
         " FROM unnest(%s::int[], %s::uuid[], %s::text[], %s::text[]) AS v(i, command_id,"
         "  status, result)"
         " LEFT JOIN commands c ON c.command_id = v.command_id",

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 from psycopg import AsyncConnection
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Json
 
 from fieldline.domain.config import (
     ConfigChange,
@@ -30,6 +30,7 @@ from fieldline.domain.config import (
     effective,
     encoded_size,
     merge,
+    same_document,
 )
 from fieldline.storage.db import Row
 from fieldline.storage.errors import NotFoundError
@@ -134,7 +135,7 @@ async def set_device_config(
                 f"the limit is {max_effective_bytes}"
             )
         await conn.execute(
-            "UPDATE device_configs SET config = %s WHERE device_id = %s", (Jsonb(own), device_id)
+            "UPDATE device_configs SET config = %s WHERE device_id = %s", (Json(own), device_id)
         )
         versioned = await _recompute(
             conn,
@@ -166,7 +167,7 @@ async def set_group_config(
                 " ON CONFLICT (group_id) DO UPDATE SET config = EXCLUDED.config,"
                 " version = gc.version + 1, updated_at = now()"
                 " RETURNING config, version, updated_at",
-                (group["id"], Jsonb(config)),
+                (group["id"], Json(config)),
             )
         ).fetchone()
         assert row is not None
@@ -300,7 +301,7 @@ async def _recompute(
     for row in rows:
         merged = effective(row["group_config"], row["config"])
         version: int = row["version"]
-        if merged != row["effective"]:
+        if not same_document(merged, row["effective"]):
             if max_effective_bytes is not None and encoded_size(merged) > max_effective_bytes:
                 raise ConfigTooLargeError(
                     f"the effective configuration of device {row['device_id']!r} would be "
@@ -322,7 +323,7 @@ async def _recompute(
         )
     if updates:
         await conn.execute(
-            "UPDATE device_configs AS c SET effective = v.effective::jsonb,"
+            "UPDATE device_configs AS c SET effective = v.effective::json,"
             " updated_at = CASE WHEN c.version <> v.version THEN now() ELSE c.updated_at END,"
             " version = v.version, group_id = v.group_id, group_version = v.group_version"
             " FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::bigint[])"
@@ -346,7 +347,7 @@ async def _recompute(
                 scope.value,
                 target,
                 group_id,
-                Jsonb(config) if config is not None else None,
+                Json(config) if config is not None else None,
                 change_version,
                 len(versioned),
             ),

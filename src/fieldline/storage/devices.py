@@ -7,7 +7,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg.errors import UniqueViolation
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Json, Jsonb
 
 from fieldline.domain.devices import ConnectionStatus, Device, DeviceAccess, Group, StatusEvent
 from fieldline.storage.db import Row
@@ -90,7 +90,7 @@ async def create_device(
             await conn.execute(
                 "INSERT INTO devices (device_id, name, device_type, group_id, metadata)"
                 " VALUES (%s, %s, %s, %s, %s)",
-                (device_id, name, device_type, group_id, Jsonb(metadata)),
+                (device_id, name, device_type, group_id, Json(metadata)),
             )
         except UniqueViolation as exc:
             raise AlreadyExistsError(f"device {device_id!r} already exists") from exc
@@ -143,7 +143,7 @@ async def update_device(conn: Conn, device_id: str, changes: dict[str, Any]) -> 
                 values[field] = changes[field]
         if "metadata" in changes:
             assignments.append("metadata = %(metadata)s")
-            values["metadata"] = Jsonb(changes["metadata"])
+            values["metadata"] = Json(changes["metadata"])
         if "group" in changes:
             assignments.append("group_id = %(group_id)s")
             values["group_id"] = await _group_id(conn, changes["group"])
@@ -175,6 +175,26 @@ async def set_secret(conn: Conn, device_id: str, secret_hash: str) -> None:
     )
     if cursor.rowcount == 0:
         raise NotFoundError(f"device {device_id!r} does not exist")
+
+
+async def mark_dropped(conn: Conn, device_id: str, *, reason: str) -> bool:
+    """fieldline made the broker drop the device's session: offline at once, with a status
+    event (`{"reason": ...}`), as its last will would say; answer whether it was online.
+
+    Else it would be shown online until the offline timeout. A device that has no last will
+    (or whose broker does not send it for a kicked session) would never say otherwise.
+    """
+    row = await (
+        await conn.execute(
+            "WITH dropped AS (UPDATE devices SET status = 'offline'"
+            "  WHERE device_id = %(device)s AND status = 'online' RETURNING device_id)"
+            " INSERT INTO device_status_events (device_id, time, status, detail)"
+            " SELECT device_id, statement_timestamp(), 'offline', %(detail)s FROM dropped"
+            " RETURNING device_id",
+            {"device": device_id, "detail": Jsonb({"reason": reason})},
+        )
+    ).fetchone()
+    return row is not None
 
 
 async def device_access(conn: Conn, device_id: str) -> DeviceAccess:

@@ -82,7 +82,12 @@ class CommandList(BaseModel):
     next_cursor: str | None
 
 
-@router.post("", status_code=201, response_model=CommandOut)
+@router.post(
+    "",
+    status_code=201,
+    response_model=CommandOut,
+    responses={409: {"description": "conflict: the device is disabled"}},
+)
 async def send_command(
     device_id: DeviceId, body: CommandCreate, user: Operator, conn: DbConn, context: Context
 ) -> CommandOut:

@@ -19,7 +19,7 @@ from fieldline.api.deps import Context, DbConn, Operator, Viewer
 from fieldline.api.errors import ApiError
 from fieldline.api.paging import Cursor, Limit
 from fieldline.broker.base import BrokerError
-from fieldline.domain.devices import DEVICE_ID_PATTERN, Device, DeviceAccess
+from fieldline.domain.devices import DEVICE_ID_PATTERN, ConnectionStatus, Device, DeviceAccess
 from fieldline.domain.topics import TopicScheme
 from fieldline.security.passwords import generate_secret, hash_secret
 from fieldline.storage import audit as audit_store
@@ -32,6 +32,14 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
 
 DeviceId = Annotated[str, Path(pattern=DEVICE_ID_PATTERN.pattern, max_length=128)]
+
+# Error answers particular to these routes (app.py adds those every route shares).
+_BROKER_DOWN: dict[int | str, dict[str, Any]] = {
+    503: {"description": "broker_unavailable: the broker could not be updated; nothing changed"}
+}
+_EXISTS: dict[int | str, dict[str, Any]] = {
+    409: {"description": "conflict: a device with this id exists"}
+}
 
 
 class DeviceOut(BaseModel):
@@ -53,6 +61,9 @@ class DeviceOut(BaseModel):
             now=datetime.now(UTC),
             online_timeout=timedelta(seconds=context.settings.online_timeout_seconds),
         )
+        if not device.enabled and status is ConnectionStatus.ONLINE:
+            # The broker refuses it: a reading in flight when it was disabled says nothing.
+            status = ConnectionStatus.OFFLINE
         return cls(
             device_id=device.device_id,
             name=device.name,
@@ -177,19 +188,25 @@ def _ca_certificate(context: ApiContext) -> str | None:
     return pem
 
 
-async def _apply_to_broker(
-    context: ApiContext, access: DeviceAccess, password: str | None = None
-) -> None:
+@contextlib.asynccontextmanager
+async def _broker_update(device_id: str) -> AsyncIterator[None]:
     """Inside the caller's transaction: a broker failure undoes the registry change."""
     try:
-        await context.broker.apply(access, password=password)
+        yield
     except BrokerError as exc:
-        log.error("broker update failed", extra={"device_id": access.device_id, "error": str(exc)})
+        log.error("broker update failed", extra={"device_id": device_id, "error": str(exc)})
         raise ApiError(
             503,
             f"the broker could not be updated, nothing was changed: {exc}",
             code="broker_unavailable",
         ) from exc
+
+
+async def _apply_to_broker(
+    context: ApiContext, access: DeviceAccess, password: str | None = None
+) -> None:
+    async with _broker_update(access.device_id):
+        await context.broker.apply(access, password=password)
 
 
 @router.get("", response_model=DeviceList)
@@ -255,7 +272,9 @@ async def register_device(
     return device, password
 
 
-@router.post("", status_code=201, response_model=DeviceCreated)
+@router.post(
+    "", status_code=201, response_model=DeviceCreated, responses={**_EXISTS, **_BROKER_DOWN}
+)
 async def create_device(
     body: DeviceCreate, user: Operator, conn: DbConn, context: Context
 ) -> DeviceCreated:
@@ -281,7 +300,7 @@ async def get_device(device_id: DeviceId, _: Viewer, conn: DbConn, context: Cont
     return DeviceOut.of(await device_store.get_device(conn, device_id), context)
 
 
-@router.patch("/{device_id}", response_model=DeviceOut)
+@router.patch("/{device_id}", response_model=DeviceOut, responses=_BROKER_DOWN)
 async def update_device(
     device_id: DeviceId, body: DevicePatch, user: Operator, conn: DbConn, context: Context
 ) -> DeviceOut:
@@ -306,6 +325,9 @@ async def update_device(
         )
         if toggled:
             await _apply_to_broker(context, await device_store.device_access(conn, device_id))
+        if toggled and not device.enabled:  # the broker dropped its session
+            await device_store.mark_dropped(conn, device_id, reason="disabled")
+            device = await device_store.get_device(conn, device_id)
     if "group" in changes:  # another group's configuration applies now
         await config_delivery.follow_group(
             conn,
@@ -317,12 +339,13 @@ async def update_device(
     return DeviceOut.of(device, context)
 
 
-@router.delete("/{device_id}", status_code=204)
+@router.delete("/{device_id}", status_code=204, responses=_BROKER_DOWN)
 async def delete_device(
     device_id: DeviceId, user: Operator, conn: DbConn, context: Context
 ) -> None:
     """Delete the device and drop its connection; its telemetry history is kept."""
     async with conn.transaction():
+        await device_store.mark_dropped(conn, device_id, reason="deleted")
         await device_store.delete_device(conn, device_id)
         await audit_store.record(
             conn,
@@ -331,20 +354,14 @@ async def delete_device(
             target_type="device",
             target_id=device_id,
         )
-        try:
+        async with _broker_update(device_id):
             await context.broker.remove(device_id)
-        except BrokerError as exc:
-            raise ApiError(
-                503,
-                f"the broker could not be updated, nothing was changed: {exc}",
-                code="broker_unavailable",
-            ) from exc
     await config_delivery.forget(
         context.publisher, TopicScheme(context.settings.topic_prefix), device_id
     )
 
 
-@router.post("/{device_id}/credentials", response_model=CredentialsRotated)
+@router.post("/{device_id}/credentials", response_model=CredentialsRotated, responses=_BROKER_DOWN)
 async def rotate_credentials(
     device_id: DeviceId, user: Operator, conn: DbConn, context: Context
 ) -> CredentialsRotated:
@@ -360,6 +377,9 @@ async def rotate_credentials(
             target_id=device_id,
         )
         await _apply_to_broker(context, await device_store.device_access(conn, device_id), password)
+        # The broker dropped the session of the old password; the device comes back online
+        # when it reconnects with the new one.
+        await device_store.mark_dropped(conn, device_id, reason="credentials_rotated")
     return CredentialsRotated(device_id=device_id, mqtt=_credentials(context, device_id, password))
 
 

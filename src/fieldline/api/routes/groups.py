@@ -47,7 +47,12 @@ async def list_groups(
     return GroupList(items=[GroupOut.of(g) for g in page.items], next_cursor=page.next_cursor)
 
 
-@router.post("", status_code=201, response_model=GroupOut)
+@router.post(
+    "",
+    status_code=201,
+    response_model=GroupOut,
+    responses={409: {"description": "conflict: a group with this name exists"}},
+)
 async def create_group(body: GroupCreate, user: Operator, conn: DbConn) -> GroupOut:
     async with conn.transaction():
         group = await device_store.create_group(conn, name=body.name, description=body.description)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, Field
 
 from fieldline.api.deps import Context
 from fieldline.storage import devices as device_store
@@ -17,12 +19,34 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/health")
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, bool] = Field(description="Each check and whether it passed")
+
+
+_READY: dict[int | str, dict[str, Any]] = {
+    200: {"model": Readiness, "description": "Every check passed"},
+    503: {"model": Readiness, "description": "Not ready: `checks` tells which failed"},
+}
+_METRICS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Prometheus text exposition format",
+        # As served, less the charset: "text/plain; version=…" of prometheus_client.
+        "content": {CONTENT_TYPE_LATEST.rsplit(";", 1)[0]: {"schema": {"type": "string"}}},
+    }
+}
+
+
+@router.get("/health", response_model=Health)
 async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready")
+@router.get("/ready", response_model=Readiness, responses=_READY)
 async def ready(context: Context) -> JSONResponse:
     """503 until the database is reachable, migrations applied and the broker up."""
     checks = {"database": False, "migrations": False, "broker": False}
@@ -43,7 +67,7 @@ async def ready(context: Context) -> JSONResponse:
     )
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=Response, responses=_METRICS)
 async def metrics(context: Context) -> Response:
     m = context.metrics
     try:
