@@ -46,7 +46,8 @@ async def test_registry_validation(api: Api, admin: dict[str, str]) -> None:
         409,
         "conflict",
     )
-    for bad in ("a/b", "+", "#", "", "x" * 200, "$SYS"):
+    # fieldline-... are fieldline's own MQTT client ids (a device's client id is its id).
+    for bad in ("a/b", "+", "#", "", "x" * 200, "$SYS", "fieldline-ingest-1", "FieldLine-x"):
         assert_error(
             await api.http.post("/api/v1/devices", headers=admin, json={"device_id": bad}),
             422,

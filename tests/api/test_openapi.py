@@ -95,25 +95,20 @@ async def test_a_wrong_method_is_told_every_method_of_the_path(
     assert answer.headers["allow"] == allowed
 
 
-# Answers the OpenAPI-driven test found undocumented in routes this file's author does not
-# own, reported to their owners: (method, path, request, status, owner).
-# test_openapi_fuzz.py tolerates exactly these; once a route documents its answer, the
-# test below fails until the entry goes.
-KNOWN_UNDOCUMENTED: list[tuple[str, str, dict[str, Any], int, str]] = [
+# Answers the OpenAPI-driven test once found undocumented: (method, path, request, status).
+ONCE_UNDOCUMENTED: list[tuple[str, str, dict[str, Any], int]] = [
     (
         "POST",
         "/api/v1/auth/login",
         {"json": {"username": "nobody", "password": "a-wrong-password"}},
         401,
-        "auth routes",
     ),
-    ("POST", "/api/v1/auth/refresh", {"json": {"refresh_token": "not-a-token"}}, 401, "auth"),
+    ("POST", "/api/v1/auth/refresh", {"json": {"refresh_token": "not-a-token"}}, 401),
     (
         "POST",
         "/api/v1/users",
         {"json": {"username": "admin", "password": "a-long-password", "role": "viewer"}},
         409,
-        "users routes",
     ),
     (
         "POST",
@@ -123,29 +118,25 @@ KNOWN_UNDOCUMENTED: list[tuple[str, str, dict[str, Any], int, str]] = [
             "headers": {"X-Key-Id": "k", "X-Timestamp": "0", "X-Signature": "00"},
         },
         401,
-        "provisioning",
     ),
 ]
 
 
 @pytest.mark.parametrize(
-    ("method", "path", "request_", "status", "owner"),
-    KNOWN_UNDOCUMENTED,
-    ids=[f"{m} {p} {s}" for m, p, _, s, _ in KNOWN_UNDOCUMENTED],
+    ("method", "path", "request_", "status"),
+    ONCE_UNDOCUMENTED,
+    ids=[f"{m} {p} {s}" for m, p, _, s in ONCE_UNDOCUMENTED],
 )
-async def test_known_undocumented_answers(
+async def test_answers_once_undocumented_are_documented(
     api: Api,
     admin: dict[str, str],
     method: str,
     path: str,
     request_: dict[str, Any],
     status: int,
-    owner: str,
 ) -> None:
     sent = {**request_, "headers": {**admin, **request_.get("headers", {})}}
     answer = await api.http.request(method, path, **sent)
     assert answer.status_code == status, answer.text
     found = {(m, p): o for m, p, o in await operations(api)}
-    if str(status) in found[(method, path)]["responses"]:
-        pytest.fail(f"{method} {path} documents {status} now: remove it from KNOWN_UNDOCUMENTED")
-    pytest.xfail(f"{status} not documented yet ({owner})")
+    assert str(status) in found[(method, path)]["responses"]

@@ -307,6 +307,7 @@ async def waiting_on_locks(api: Api) -> int:
         b'{"name": "no id"}',
         b'{"device_id": "a/b"}',
         b'{"device_id": "$SYS"}',
+        b'{"device_id": "fieldline-ingest-1"}',
         b'{"device_id": 42}',
         b'{"device_id": "ok", "metadata": [1]}',
         b'{"device_id": "ok", "name": "nul \\u0000"}',
@@ -370,8 +371,15 @@ async def test_an_existing_device_is_409_until_an_operator_allows_reprovisioning
     )
     assert allowed.status_code == 200, allowed.text
     assert allowed.json()["device_id"] == "pump-1"
+    async with api.pool.connection() as conn:  # as ingest records a connected device
+        await conn.execute("UPDATE devices SET status = 'online' WHERE device_id = 'pump-1'")
     again = await send(api.http, key_id, secret, {"device_id": "pump-1"})
     assert again.status_code == 200, again.text
+    # The broker dropped the old password's session: offline at once, and why.
+    status = (await api.http.get("/api/v1/devices/pump-1/status", headers=admin)).json()
+    assert status["status"] == "offline", status
+    history = await api.http.get("/api/v1/devices/pump-1/status-history", headers=admin)
+    assert history.json()["items"][0]["detail"] == {"reason": "credentials_rotated"}
     new_password = again.json()["password"]
     assert new_password != old_password
     stored = await stored_hash(api, "pump-1")

@@ -48,9 +48,8 @@ PUBLIC = {
     "/api/v1/auth/refresh": "authenticated by the refresh token in its body",
     "/": "the dashboard's page, which signs in through the API",
     "/ui": "the dashboard's static files (and a redirect to /)",
-    "/docs": "the API's documentation page",
-    "/docs/oauth2-redirect": "part of the documentation page",
-    "/redoc": "the API's documentation page",
+    "/docs": "the API's documentation page (served without internet access)",
+    "/docs/assets": "Swagger UI's static files and the page's own script",
     "/openapi.json": "the API's description; no data",
 }
 

@@ -12,7 +12,14 @@ from starlette.routing import BaseRoute
 
 import fieldline
 from fieldline.api.context import ApiContext
-from fieldline.api.deps import Admin, Operator, Viewer, get_current_user, get_stream_viewer
+from fieldline.api.deps import (
+    Admin,
+    Operator,
+    Viewer,
+    get_caller,
+    get_current_user,
+    get_stream_viewer,
+)
 from fieldline.api.errors import ErrorBody, install_error_handlers
 from fieldline.api.middleware import (
     BodyLimit,
@@ -54,10 +61,12 @@ _ERRORS = {
     404: "not_found: what the path names does not exist",
     413: "payload_too_large: the body is over the route's limit",
     422: "validation_error (`details` lists every problem) or another refusal of the input",
+    429: "rate_limited: too many failed API keys from this address or for this key; "
+    "see Retry-After",
 }
 # The dependencies that authenticate the caller (401), and those that also check a role (403).
 _ROLE_CHECKS = frozenset(get_args(role)[1].dependency for role in (Viewer, Operator, Admin))
-_AUTHENTICATES = frozenset({get_current_user, get_stream_viewer, *_ROLE_CHECKS})
+_AUTHENTICATES = frozenset({get_caller, get_current_user, get_stream_viewer, *_ROLE_CHECKS})
 _CHECKS_ROLE = frozenset({get_stream_viewer, *_ROLE_CHECKS})
 
 
@@ -186,7 +195,7 @@ def _derived_errors(route: RouteContext, operation: dict[str, Any]) -> set[int]:
     calls = _calls(dependant)
     errors: set[int] = set()
     if calls & _AUTHENTICATES:
-        errors.add(401)
+        errors |= {401, 429}  # 429: failed API keys are limited (api/auth_limits.py)
     if calls & _CHECKS_ROLE:
         errors.add(403)
     params = [p.alias for d in _tree(dependant) for p in (*d.path_params, *d.query_params)]

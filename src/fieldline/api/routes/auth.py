@@ -141,7 +141,11 @@ def _session(issuer: TokenIssuer, user: User) -> TokenPair:
     return TokenPair(access_token=access, refresh_token=refresh)
 
 
-@router.post("/login", response_model=TokenPair, responses=_LIMITED)
+@router.post(
+    "/login",
+    response_model=TokenPair,
+    responses={401: {"description": "wrong username or password"}, **_LIMITED},
+)
 async def login(body: LoginRequest, request: Request, conn: DbConn, issuer: Issuer) -> TokenPair:
     """A new session: an access token and the refresh token that renews it."""
     user = await _check_password(conn, request, body.username, body.password)
@@ -150,7 +154,11 @@ async def login(body: LoginRequest, request: Request, conn: DbConn, issuer: Issu
     return _session(issuer, user)
 
 
-@router.post("/refresh", response_model=AccessToken)
+@router.post(
+    "/refresh",
+    response_model=AccessToken,
+    responses={401: {"description": "the refresh token is invalid, expired or signed out"}},
+)
 async def refresh(body: RefreshRequest, conn: DbConn, issuer: Issuer) -> AccessToken:
     """A new access token of the same session, while the session holds."""
     try:
@@ -217,7 +225,15 @@ async def sign_out_request(
     return SignOut(caller.user, caller.token, everywhere)
 
 
-@router.post("/logout", status_code=204)
+@router.post(
+    "/logout",
+    status_code=204,
+    responses={
+        400: {"description": "an API key has no session: send everywhere, or revoke the key"},
+        401: {"description": "no valid access token, API key or refresh token"},
+        **_LIMITED,
+    },
+)
 async def logout(
     ending: Annotated[SignOut, Depends(sign_out_request)], conn: DbConn, issuer: Issuer
 ) -> None:

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 from psycopg import AsyncConnection
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from fieldline import config_delivery
 from fieldline.api.context import ApiContext
@@ -19,7 +19,14 @@ from fieldline.api.deps import Context, DbConn, Operator, Viewer
 from fieldline.api.errors import ApiError
 from fieldline.api.paging import Cursor, Limit
 from fieldline.broker.base import BrokerError
-from fieldline.domain.devices import DEVICE_ID_PATTERN, ConnectionStatus, Device, DeviceAccess
+from fieldline.domain.devices import (
+    DEVICE_ID_PATTERN,
+    RESERVED_CLIENT_ID_PREFIX,
+    ConnectionStatus,
+    Device,
+    DeviceAccess,
+    is_reserved_client_id,
+)
 from fieldline.domain.topics import TopicScheme
 from fieldline.security.passwords import generate_secret, hash_secret
 from fieldline.storage import audit as audit_store
@@ -79,12 +86,29 @@ class DeviceOut(BaseModel):
         )
 
 
-class DeviceCreate(BaseModel):
-    device_id: str = Field(
+def _not_reserved(device_id: str) -> str:
+    if is_reserved_client_id(device_id):
+        raise ValueError(
+            f"ids starting with {RESERVED_CLIENT_ID_PREFIX!r} are fieldline's own MQTT client ids"
+        )
+    return device_id
+
+
+# The id of a device being registered: also its MQTT username and client id.
+NewDeviceId = Annotated[
+    str,
+    Field(
         pattern=DEVICE_ID_PATTERN.pattern,
         max_length=128,
-        description="Letters, digits and `_ . : -`; also the MQTT username.",
-    )
+        description="Letters, digits and `_ . : -`, not starting with `fieldline-`; "
+        "also the MQTT username and client id.",
+    ),
+    AfterValidator(_not_reserved),
+]
+
+
+class DeviceCreate(BaseModel):
+    device_id: NewDeviceId
     name: str = Field("", max_length=256)
     device_type: str = Field("", max_length=128)
     group: str | None = Field(None, max_length=128)

@@ -27,6 +27,7 @@ from fastapi.exceptions import RequestValidationError
 from psycopg import AsyncConnection
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from fieldline.api.auth_limits import client_address
 from fieldline.api.context import ApiContext
 from fieldline.api.deps import Context, DbConn, Operator
 from fieldline.api.errors import ApiError
@@ -34,12 +35,13 @@ from fieldline.api.paging import Cursor, Limit
 from fieldline.api.routes.devices import (
     DeviceId,
     MqttCredentials,
+    NewDeviceId,
     _apply_to_broker,
     _credentials,
     _new_secret,
     register_device,
 )
-from fieldline.domain.devices import DEVICE_ID_PATTERN, Device
+from fieldline.domain.devices import Device
 from fieldline.ingest.ratelimit import DeviceRateLimiter
 from fieldline.security.provisioning import (
     CLOCK_TOLERANCE_SECONDS,
@@ -139,7 +141,7 @@ class ProvisionRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    device_id: str = Field(pattern=DEVICE_ID_PATTERN.pattern, max_length=128)
+    device_id: NewDeviceId
     device_type: str | None = Field(None, max_length=128)
     name: str = Field("", max_length=256)
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -313,9 +315,8 @@ async def _rate_limit(request: Request, context: Context) -> None:
 
     Async so that it runs on the event loop: the limiter is not thread-safe.
     """
-    address = request.client.host if request.client else "unknown"
     limiter = _limiter(request, context)
-    if not limiter.allow(address, time.monotonic()):
+    if not limiter.allow(client_address(request), time.monotonic()):
         retry_after = max(1, math.ceil(1 / limiter.rate))
         raise ApiError(
             429,
@@ -468,7 +469,13 @@ def _already_provisioned(device_id: str) -> ApiError:
     status_code=201,
     response_model=Provisioned,
     dependencies=[Depends(_rate_limit)],
-    responses={200: {"description": "An existing device, allowed to, got new credentials."}},
+    responses={
+        200: {"description": "An existing device, allowed to, got new credentials."},
+        401: {"description": "unknown, expired or used-up key, bad signature or stale time"},
+        403: {"description": "the device is outside the key's group or type"},
+        409: {"description": "the device is provisioned already and not allowed again"},
+        429: {"description": "too many provisioning requests from this address"},
+    },
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -576,4 +583,6 @@ async def _rotate(
             detail={"group": device.group, "device_type": device.device_type, "reprovision": True},
         )
         await _apply_to_broker(context, await device_store.device_access(conn, device_id), password)
+        # As a rotation through the API: the broker dropped the old password's session.
+        await device_store.mark_dropped(conn, device_id, reason="credentials_rotated")
     return password

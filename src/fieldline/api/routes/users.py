@@ -67,7 +67,12 @@ async def list_users(_: Admin, conn: DbConn, limit: Limit = 100, cursor: Cursor 
     return UserList(items=[UserOut.of(u) for u in page.items], next_cursor=page.next_cursor)
 
 
-@router.post("", status_code=201, response_model=UserOut)
+@router.post(
+    "",
+    status_code=201,
+    response_model=UserOut,
+    responses={409: {"description": "a user of that name exists"}},
+)
 async def create_user(body: UserCreate, admin: Admin, conn: DbConn) -> UserOut:
     password_hash = await hash_password(body.password)
     async with conn.transaction():
@@ -97,7 +102,11 @@ async def get_user(user_id: int, _: Admin, conn: DbConn) -> UserOut:
     return UserOut.of(await user_store.get_user(conn, user_id))
 
 
-@router.patch("/{user_id}", response_model=UserOut)
+@router.patch(
+    "/{user_id}",
+    response_model=UserOut,
+    responses={409: {"description": "an admin cannot take the admin role from themselves"}},
+)
 async def update_user(user_id: int, body: UserPatch, admin: Admin, conn: DbConn) -> UserOut:
     """Change a user's password or role; either ends every session of theirs at once."""
     changes: dict[str, object] = {}
@@ -118,7 +127,11 @@ async def update_user(user_id: int, body: UserPatch, admin: Admin, conn: DbConn)
     return UserOut.of(user)
 
 
-@router.delete("/{user_id}", status_code=204)
+@router.delete(
+    "/{user_id}",
+    status_code=204,
+    responses={409: {"description": "an admin cannot delete themselves"}},
+)
 async def delete_user(user_id: int, admin: Admin, conn: DbConn) -> None:
     if user_id == admin.id:
         raise ApiError(409, "you cannot delete yourself")
