@@ -5,6 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from fieldline.ops.metrics import Metrics
+from fieldline.ops.server import ops_app
 from tests.api.conftest import Api
 
 COMMON = {
@@ -63,3 +65,19 @@ async def test_a_refused_body_is_secured_too(api: Api) -> None:
     )
     assert answer.status_code == 413
     assert_secured(answer.headers, "413")
+
+
+@pytest.mark.parametrize("path", ["/health", "/ready", "/metrics"])
+async def test_the_ops_endpoints_of_ingest_and_worker_are_secured(path: str) -> None:
+    """`fieldline ingest --ops-port` and `fieldline worker --ops-port` serve these apart."""
+
+    async def checks() -> dict[str, bool]:
+        return {"database": True}
+
+    app = ops_app(metrics=Metrics(), checks=checks)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://ops") as http:
+        answer = await http.get(path)
+    assert answer.status_code == 200, answer.text
+    assert_secured(answer.headers, path)
+    assert answer.headers["cache-control"] == "no-store"

@@ -26,7 +26,6 @@ from fieldline.api.middleware import (
     BodyLimitMiddleware,
     RequestContextMiddleware,
     Route,
-    SecurityHeadersMiddleware,
 )
 from fieldline.api.routes import (
     audit,
@@ -46,6 +45,7 @@ from fieldline.api.routes import (
     users,
 )
 from fieldline.config import Settings
+from fieldline.ops.headers import SecurityHeadersMiddleware
 from fieldline.web import mount_api_docs, mount_dashboard
 
 DESCRIPTION = """fieldline's HTTP API. Sign in with `POST /api/v1/auth/login` and send the

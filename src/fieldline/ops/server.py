@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from fieldline.ops.headers import SecurityHeadersMiddleware
 from fieldline.ops.metrics import Metrics
 
 ReadyChecks = Callable[[], Awaitable[dict[str, bool]]]
@@ -36,4 +37,5 @@ def ops_app(*, metrics: Metrics, checks: ReadyChecks) -> FastAPI:
     async def render() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
+    app.add_middleware(SecurityHeadersMiddleware)
     return app

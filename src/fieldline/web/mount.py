@@ -17,7 +17,7 @@ SWAGGER_UI = Path(str(resources.files("fastapi_offline") / "static"))
 SWAGGER_UI_FILES = frozenset({"swagger-ui-bundle.js", "swagger-ui.css"})
 
 # Revalidate every time (cheap: ETag), so an upgrade is seen at the next load. The security
-# headers every response gets come from fieldline.api.middleware.SecurityHeadersMiddleware.
+# headers every response gets come from fieldline.ops.headers.SecurityHeadersMiddleware.
 REVALIDATE = {"Cache-Control": "no-cache"}
 
 
