@@ -41,6 +41,7 @@ ADMIN_PASSWORD = "bench-fuzz-admin-password"
 START_TIMEOUT_S = 120.0
 SETTLE_TIMEOUT_S = 300.0  # for ingest to store what was acknowledged
 ACK_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 60.0
 TICK_S = 0.01
 
 
@@ -351,14 +352,28 @@ async def run(options: FuzzOptions) -> Result:
             )
             observed = await observe(up.api, url, sent.expected)
         finally:
-            up.process.send_signal(signal.SIGTERM)
-            await asyncio.to_thread(up.process.wait, 60)
+            if not await _stop(up):
+                result.notes.append(
+                    f"fieldline up did not stop within {STOP_TIMEOUT_S:g} s of SIGTERM"
+                )
     finally:
         await asyncio.to_thread(postgres.stop)
         if options.directory is None:
             shutil.rmtree(directory, ignore_errors=True)
     _tabulate(result, sent, observed)
     return result
+
+
+async def _stop(up: _Up) -> bool:
+    """SIGTERM, then SIGKILL past STOP_TIMEOUT_S; whether it stopped by itself."""
+    up.process.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.to_thread(up.process.wait, STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        up.process.kill()
+        await asyncio.to_thread(up.process.wait)
+        return False
+    return True
 
 
 def _tabulate(result: Result, sent: Published, seen: Observed) -> None:

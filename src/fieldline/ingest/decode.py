@@ -315,7 +315,13 @@ def _collect(
         if isinstance(value, bool):
             metrics[name] = 1.0 if value else 0.0
         elif isinstance(value, int | float):
-            metrics[name] = _number(name, value)
+            try:
+                number = float(value)
+            except OverflowError:  # an integer of hundreds of digits, from the fallback parser
+                number = math.inf
+            if not -MAX_MAGNITUDE <= number <= MAX_MAGNITUDE:
+                _refuse_number(name, number)
+            metrics[name] = number
         elif isinstance(value, str):
             if not storable(value):
                 raise _Rejected(RejectReason.INVALID_TEXT, f"{name}: the value {_UNSTORABLE_TEXT}")
@@ -351,19 +357,13 @@ def _check_name(key: str) -> None:
             )
 
 
-def _number(name: str, value: int | float) -> float:
-    try:
-        number = float(value)
-    except OverflowError:  # an integer of hundreds of digits, from the fallback parser
-        number = math.inf
-    if not -MAX_MAGNITUDE <= number <= MAX_MAGNITUDE:
-        if not math.isfinite(number):
-            raise _Rejected(RejectReason.NON_FINITE_VALUE, f"{name} is not a finite number")
-        raise _Rejected(
-            RejectReason.INVALID_PAYLOAD,
-            f"{name} is {number:.3g}; values must be within ±{MAX_MAGNITUDE:.0e}",
-        )
-    return number
+def _refuse_number(name: str, number: float) -> None:
+    if not math.isfinite(number):
+        raise _Rejected(RejectReason.NON_FINITE_VALUE, f"{name} is not a finite number")
+    raise _Rejected(
+        RejectReason.INVALID_PAYLOAD,
+        f"{name} is {number:.3g}; values must be within ±{MAX_MAGNITUDE:.0e}",
+    )
 
 
 def _json_text(name: str, value: Any) -> str:
