@@ -290,7 +290,7 @@ def test_every_hand_written_hostile_payload_is_decoded_or_rejected(payload: byte
     check_every_decoder(payload)
 
 
-@settings(max_examples=1_500, deadline=None)
+@settings(max_examples=1_000, deadline=None)
 @given(payloads)
 @example(b'{"sensors":{"\\ud800":1}}')
 def test_any_bytes_are_decoded_or_rejected_with_a_reason(payload: bytes) -> None:
@@ -401,7 +401,7 @@ class StoreInto:
 
 
 @settings(
-    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
     st.one_of(

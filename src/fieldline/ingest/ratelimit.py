@@ -20,6 +20,7 @@ import heapq
 from operator import itemgetter
 
 from fieldline.config import Settings
+from fieldline.domain.readings import Rejection, RejectReason
 
 DEFAULT_MAX_DEVICES = 100_000
 # Below this many tracked devices (about 2 MB) sweeping costs more than it saves:
@@ -81,6 +82,13 @@ class DeviceRateLimiter:
             return False
         self._state[device_id] = (full_at, now)
         return True
+
+    def rejection(self) -> Rejection:
+        """Why a message this limiter refused is rejected."""
+        return Rejection(
+            RejectReason.RATE_LIMITED,
+            f"over {self.rate:g} messages/s per device (burst {self.burst})",
+        )
 
     def _sweep(self, now: float) -> None:
         """Forget full buckets; past the cap, also the fullest of the rest.

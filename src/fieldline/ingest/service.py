@@ -123,7 +123,7 @@ class IngestConsumer:
                 device_id, _sent_at(outcome, received_at.timestamp())
             ):
                 # Rejected unless the ledger shows a redelivery: the writer tells.
-                rejection = _rate_limited(limiter)
+                rejection = limiter.rejection()
                 return self._batcher.submit(
                     topic,
                     payload,
@@ -152,7 +152,7 @@ class IngestConsumer:
             device_id, received_at.timestamp()
         ):
             return self._reject(
-                topic, device_id, payload, received_at, _rate_limited(presence_limiter)
+                topic, device_id, payload, received_at, presence_limiter.rejection()
             )
         if kind is Uplink.STATUS:
             status = decode_status(payload, device_id=device_id, limits=self._limits)
@@ -217,13 +217,6 @@ class IngestConsumer:
             ),
             presence=Presence(device_id, received_at) if device_id else None,
         )
-
-
-def _rate_limited(limiter: DeviceRateLimiter) -> Rejection:
-    return Rejection(
-        RejectReason.RATE_LIMITED,
-        f"over {limiter.rate:g} messages/s per device (burst {limiter.burst})",
-    )
 
 
 def _sent_at(readings: list[Reading], received: float) -> float:

@@ -138,11 +138,11 @@ async def post_telemetry(
     limiter = context.device_rate_limiter
     # Measured on arrival, unlike MQTT: no broker queue delivers an HTTP backlog at once.
     if limiter is not None and not limiter.allow(device_id, received_at.timestamp()):
-        detail = f"over {limiter.rate:g} messages/s per device (burst {limiter.burst})"
+        refusal = limiter.rejection()
         result = await message.write(
             Batch(
                 limited=[
-                    LimitedMessage(readings, message.rejected(RejectReason.RATE_LIMITED, detail))
+                    LimitedMessage(readings, message.rejected(refusal.reason, refusal.detail))
                 ],
                 presence=[Presence(device_id, received_at)],
             )
@@ -151,8 +151,8 @@ async def post_telemetry(
             return IngestAnswer(accepted=0, duplicates=result.duplicates)
         raise ApiError(
             429,
-            detail,
-            code=RejectReason.RATE_LIMITED.value,
+            refusal.detail,
+            code=refusal.reason.value,
             headers={"Retry-After": str(math.ceil(1 / limiter.rate))},
         )
     firmware = reported_firmware(outcome)
