@@ -23,7 +23,6 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
 
 import click
 import httpx
@@ -31,7 +30,7 @@ import psycopg
 
 from fieldline.bench.deployment import metric_total
 from fieldline.bench.fuzz_messages import Expected, FuzzDevice
-from fieldline.bench.load import _remaining_length, _string, connect_packet
+from fieldline.bench.load import _Device, _remaining_length, _string, connect_packet
 from fieldline.bench.report import Result, Table, parse_settings, publish
 from fieldline.client import ApiAccess, open_client
 from fieldline.ops.sockets import free_port
@@ -87,48 +86,17 @@ class Observed:
         return self.received == self.stored + self.duplicate + sum(self.rejected.values())
 
 
-class _Connection(asyncio.Protocol):
-    """A device's MQTT 3.1.1 connection: QoS 1 PUBLISH packets as bytes, PUBACKs counted."""
+class _Connection(_Device):
+    """The load generator's device connection (PUBACKs counted), publishing on any of
+    the device's topics."""
 
     def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.connected: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self.published = 0
-        self.acknowledged = 0
+        super().__init__(b"")
         self.lost = False
-        self._unread = b""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
-        if not self.connected.done():
-            self.connected.set_exception(exc or ConnectionError("closed before CONNACK"))
-
-    def data_received(self, data: bytes) -> None:
-        data = self._unread + data
-        at = 0
-        while len(data) - at >= 2:
-            length, shift, cursor = 0, 0, at + 1
-            while cursor < len(data):
-                digit = data[cursor]
-                length |= (digit & 0x7F) << shift
-                cursor += 1
-                if not digit & 0x80:
-                    break
-                shift += 7
-            else:
-                break
-            if cursor + length > len(data):
-                break
-            kind = data[at] >> 4
-            if kind == 4:  # PUBACK
-                self.acknowledged += 1
-            elif kind == 2 and not self.connected.done():  # CONNACK
-                self.connected.set_result(data[cursor + 1])
-            at = cursor + length
-        self._unread = data[at:]
+        super().connection_lost(exc)
 
     def publish(self, topic: str, payload: bytes) -> None:
         assert self.transport is not None

@@ -60,7 +60,6 @@ _Message = tuple[
 @dataclass(slots=True)
 class _Open:
     done: asyncio.Future[None]
-    batch: Batch = field(default_factory=Batch)
     messages: list[_Message] = field(default_factory=list)
     first_at: float = 0.0
     received_at: list[float] = field(default_factory=list)
@@ -143,17 +142,7 @@ class Batcher:
         current = self._open
         if not current.messages:
             current.first_at = time.monotonic()
-        batch = current.batch
-        if telemetry is not None:
-            batch.telemetry.append(telemetry)
-        if presence is not None:
-            batch.presence.append(presence)
-        if rejected is not None:
-            batch.rejected.append(rejected)
-        if command_result is not None:
-            batch.command_results.append(command_result)
-        if limited is not None:
-            batch.limited.append(limited)
+        # The batch's lists are built from these at commit, in one pass.
         current.messages.append(
             (topic, payload, telemetry, presence, rejected, command_result, limited)
         )
@@ -207,7 +196,7 @@ class Batcher:
     async def _commit(self, current: _Open) -> None:
         self._writing_since = time.monotonic()
         try:
-            result = await self._store(current.batch, current.messages)
+            result = await self._store(_batch_of(current.messages), current.messages)
         finally:
             self._writing_since = None
         now = time.monotonic()

@@ -266,7 +266,11 @@ def _reading(
         not isinstance(message_id, str | int) or message_id == "" or isinstance(message_id, bool)
     ):
         raise _Rejected(RejectReason.INVALID_PAYLOAD, "message_id must be a non-empty string")
-    if isinstance(message_id, str) and not storable(message_id):
+    if (
+        isinstance(message_id, str)
+        and ("\x00" in message_id or not message_id.isascii())
+        and not storable(message_id)
+    ):
         raise _Rejected(
             RejectReason.INVALID_TEXT, f"message_id {_shown(message_id)} {_UNSTORABLE_TEXT}"
         )
@@ -302,9 +306,7 @@ def _collect(
     for key, value in source.items():
         if key in skip or value is None:
             continue
-        # isprintable() is one pass in C and true for almost every real name; only
-        # the rest are looked at character by character.
-        if not (key and key.isprintable()) or key.isspace():
+        if key not in _VALID_NAMES:
             _check_name(key)
         name = f"{prefix}{key}"
         if len(name) > MAX_KEY_LENGTH:
@@ -344,17 +346,29 @@ def _shown(text: str) -> str:
     return repr(text[:MAX_KEY_LENGTH])
 
 
+# Names found valid: a fleet repeats the same few, so each is checked once per process.
+# Bounded: past this many, further names are checked every time.
+_VALID_NAMES: set[str] = set()
+_MAX_VALID_NAMES = 65_536
+
+
 def _check_name(key: str) -> None:
     """Refuse a name that is blank or holds characters that disguise it (_NAME_FORBIDDEN)."""
     if not key or key.isspace():
         raise _Rejected(RejectReason.INVALID_NAME, f"reading name {_shown(key)} is blank")
-    for char in key:
-        if unicodedata.category(char) in _NAME_FORBIDDEN:
-            raise _Rejected(
-                RejectReason.INVALID_NAME,
-                f"reading name {_shown(key)} holds U+{ord(char):04X}, a control, format or "
-                "separator character (names are shown as they are: no invisible characters)",
-            )
+    # isprintable() is one pass in C, true for almost every real name; it is false for
+    # every forbidden character, and for a few allowed ones (a no-break space, say).
+    if not key.isprintable():
+        for char in key:
+            if unicodedata.category(char) in _NAME_FORBIDDEN:
+                raise _Rejected(
+                    RejectReason.INVALID_NAME,
+                    f"reading name {_shown(key)} holds U+{ord(char):04X}, a control, format "
+                    "or separator character (names are shown as they are: no invisible "
+                    "characters)",
+                )
+    if len(_VALID_NAMES) < _MAX_VALID_NAMES:
+        _VALID_NAMES.add(key)
 
 
 def _refuse_number(name: str, number: float) -> None:
