@@ -646,7 +646,11 @@ async def run_ingest(
     )
 
     async def checks() -> dict[str, bool]:
-        return {"database": await _database_reachable(url), "broker": ingest.connected.is_set()}
+        return {
+            "database": await _database_reachable(url),
+            "broker": ingest.connected.is_set(),
+            "ingest_writes": not ingest.batcher.stalled,
+        }
 
     async def announce() -> None:
         await ingest.connected.wait()

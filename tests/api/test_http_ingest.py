@@ -382,6 +382,14 @@ LIMIT = 65_536
         pytest.param(b"42", {}, 422, "invalid_payload", id="scalar"),
         pytest.param(b'{"timestamp": 5, "t": 1}', {}, 422, "invalid_timestamp", id="1970"),
         pytest.param(b"{" + b" " * LIMIT + b"}", {}, 413, "too_large", id="too-large"),
+        # Text PostgreSQL cannot store: these answered 500 and were not kept.
+        pytest.param(b'{"sensors": {"\\ud800": 1}}', {}, 422, "invalid_name", id="surrogate"),
+        pytest.param(b'{"t": 1, "message_id": "a\\u0000"}', {}, 422, "invalid_text", id="nul-id"),
+        pytest.param(b'{"t": 1, "mode": "\\u0000"}', {}, 422, "invalid_text", id="nul-attribute"),
+        pytest.param(b'{"t": 1, "mode": "\\udc00"}', {}, 422, "invalid_text", id="surrogate-value"),
+        pytest.param(b'{"\\u202etemp": 1}', {}, 422, "invalid_name", id="bidi-override"),
+        pytest.param(b'{"te\\u200bmp": 1}', {}, 422, "invalid_name", id="zero-width"),
+        pytest.param(b'{"sensors": {" ": 1}}', {}, 422, "invalid_name", id="blank-name"),
     ],
 )
 async def test_a_bad_message_is_refused_and_kept_byte_for_byte(
@@ -398,6 +406,7 @@ async def test_a_bad_message_is_refused_and_kept_byte_for_byte(
     raw = base64.b64decode(str(kept["payload_base64"]))
     assert raw == (body[:LIMIT] if reason == "too_large" else body)
     assert sample(api, "fieldline_messages_rejected_total", reason=reason) == 1
+    assert sample(api, "fieldline_messages_received_total", kind="telemetry") == 1
     assert await latest(api, admin, "field-10") == {}
     status_now = (await api.http.get("/api/v1/devices/field-10/status", headers=admin)).json()
     assert status_now["last_seen"] is not None  # heard from, as over MQTT
@@ -423,6 +432,12 @@ async def test_a_bad_message_is_refused_and_kept_byte_for_byte(
         b"\xef\xbb\xbf{}",
         b"null",
         b'"text"',
+        b'{"sensors":{"\\ud800":1}}',
+        b'{"message_id": "\\u0000", "t": 1}',
+        b'{"firmware_version": "\\ud83d", "t": 1}',
+        b'{"t": [1' + b"0" * 30 + b', "\\ud800"]}',
+        b'{"t": 1' + b"0" * 400 + b"}",
+        b'{"t": 1e300}',
     ],
 )
 async def test_no_payload_makes_a_server_error(api: Api, admin: Headers, body: bytes) -> None:
@@ -495,6 +510,45 @@ async def test_a_device_over_its_rate_limit_gets_429_and_the_message_is_kept(
     assert kept["payload_text"] == '{"n": 2}'
     assert sample(api, "fieldline_messages_rejected_total", reason="rate_limited") == 1
     assert (await latest(api, admin, "chatty"))["n"]["value"] == 1  # the refused n=2 is not
+
+
+async def test_a_copy_over_the_rate_limit_is_a_duplicate_and_the_counts_add_up(
+    api: Api, admin: Headers
+) -> None:
+    """A device resending what it already sent (its answer was lost) is not over its limit:
+    the copy is de-duplicated (202), never kept as rate_limited."""
+    settings = api.context.settings.model_copy(
+        update={"device_rate_limit": 0.001, "device_rate_burst": 2}
+    )
+    context = replace(api.context, settings=settings)
+    transport = httpx.ASGITransport(app=create_app(context))
+    async with httpx.AsyncClient(transport=transport, base_url="http://fieldline") as http:
+        created = await http.post("/api/v1/devices", headers=admin, json={"device_id": "resend"})
+        auth = httpx.BasicAuth("resend", created.json()["mqtt"]["password"])
+
+        async def send(body: bytes) -> httpx.Response:
+            return await http.post("/api/v1/devices/resend/telemetry", content=body, auth=auth)
+
+        first = await send(b'{"message_id": "a", "n": 1}')
+        second = await send(b'{"message_id": "b", "n": 2}')
+        copy = await send(b'{"message_id": "a", "n": 1}')
+        new = await send(b'{"message_id": "c", "n": 3}')
+        bad = await send(b'{"message_id": "d", "\\u2066n": 3}')
+    assert [a.status_code for a in (first, second, copy, new)] == [202, 202, 202, 429]
+    assert copy.json() == {"accepted": 0, "duplicates": 1, "rejected": 0}
+    assert_error(bad, 422, "invalid_name")
+    assert [r["reason"] for r in await rejected(api, admin, "resend")] == [
+        "invalid_name",
+        "rate_limited",
+    ]
+    received = sample(api, "fieldline_messages_received_total", kind="telemetry")
+    stored = sample(api, "fieldline_messages_stored_total")
+    duplicate = sample(api, "fieldline_messages_duplicate_total")
+    refused = sum(
+        sample(api, "fieldline_messages_rejected_total", reason=reason)
+        for reason in ("rate_limited", "invalid_name")
+    )
+    assert (received, stored, duplicate, refused) == (5, 2, 1, 2)
 
 
 async def test_a_path_that_is_no_device_id_is_refused(api: Api, admin: Headers) -> None:

@@ -222,3 +222,86 @@ async def test_a_backlog_delivered_at_once_is_judged_by_when_it_was_sent(
         await writer.close()
 
     assert stored == [("hasty", 10), ("patient", 600)]
+
+
+async def test_buffered_readings_flushed_after_a_fresh_one_are_stored(
+    pg15_database_url: str, pool: Pool
+) -> None:
+    """A device back online sends a fresh reading, then flushes 30 readings from ten
+    minutes ago, once as one batch (as docs/devices.md recommends) and once as 30
+    messages. Judged by their old stamps after a fresh one, all but one were refused."""
+    metrics = Metrics()
+    writer = BatchWriter(pg15_database_url)
+    batcher = Batcher(write=writer, metrics=metrics, max_messages=100, max_delay=0.02)
+    consumer = IngestConsumer(
+        batcher=batcher,
+        topics=TopicScheme(),
+        limits=DecodeLimits(max_payload_bytes=65_536, max_future_skew=timedelta(minutes=5)),
+        metrics=metrics,
+        rate_limiter=rate_limiter_from(Settings()),  # the defaults: 20/s, burst 200
+    )
+    now = int(time.time())
+    fresh = orjson.dumps({"message_id": "fresh", "timestamp": now, "t": 1.0})
+    buffered = [
+        {"message_id": f"old-{i}", "timestamp": now - 600 + i, "t": float(i)} for i in range(30)
+    ]
+    as_batch = orjson.dumps(
+        {"readings": [{**r, "message_id": f"batch-{r['message_id']}"} for r in buffered]}
+    )
+    writing = asyncio.create_task(batcher.run())
+    try:
+        await consumer.handle("devices/buffered/telemetry", fresh)
+        await consumer.handle("devices/buffered/telemetry", as_batch)
+        for reading in buffered:
+            await consumer.handle("devices/buffered/telemetry", orjson.dumps(reading))
+        stored = await rows(pool, "SELECT count(*) FROM telemetry")
+        rejected = await rows(pool, "SELECT reason FROM rejected_messages")
+    finally:
+        await batcher.drain()
+        await writing
+        await writer.close()
+
+    assert stored == [(61,)]
+    assert rejected == []
+
+
+async def test_a_redelivery_over_the_limit_is_a_duplicate_not_a_rejection(
+    pg15_database_url: str, pool: Pool
+) -> None:
+    """The broker resends what was not acknowledged (a restart, a lost PUBACK): copies of
+    stored messages, over the limit or not, are de-duplicated; only new ones are refused."""
+    metrics = Metrics()
+    writer = BatchWriter(pg15_database_url)
+    batcher = Batcher(write=writer, metrics=metrics, max_messages=100, max_delay=0.02)
+    consumer = IngestConsumer(
+        batcher=batcher,
+        topics=TopicScheme(),
+        limits=DecodeLimits(max_payload_bytes=65_536, max_future_skew=timedelta(minutes=5)),
+        metrics=metrics,
+        rate_limiter=DeviceRateLimiter(0.001, 5),  # five, then (nearly) none
+    )
+    sent = [orjson.dumps({"message_id": f"m{i}", "t": float(i)}) for i in range(5)]
+    batch = orjson.dumps({"message_id": "b", "readings": [{"t": 1.0}, {"t": 2.0}]})
+    writing = asyncio.create_task(batcher.run())
+    try:
+        for payload in sent[:4]:
+            await consumer.handle("devices/flood/telemetry", payload)
+        await consumer.handle("devices/flood/telemetry", batch)
+        # Redelivered: the four and the batch again, one of them twice in one batch.
+        await asyncio.gather(
+            *(consumer.handle("devices/flood/telemetry", p) for p in [*sent[:4], batch, sent[0]])
+        )
+        await consumer.handle("devices/flood/telemetry", sent[4])  # new, over the limit
+        rejected = await rows(pool, "SELECT reason, payload FROM rejected_messages")
+        stored = await rows(pool, "SELECT count(*) FROM telemetry")
+    finally:
+        await batcher.drain()
+        await writing
+        await writer.close()
+
+    assert rejected == [("rate_limited", sent[4])]
+    assert stored == [(6,)]
+    sample = metrics.registry.get_sample_value
+    assert sample("fieldline_messages_rejected_total", {"reason": "rate_limited"}) == 1
+    assert sample("fieldline_messages_duplicate_total") == 6
+    assert sample("fieldline_readings_duplicate_total") == 7

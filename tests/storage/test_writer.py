@@ -17,10 +17,13 @@ from fieldline.storage.migrate import available_migrations, migrate
 from fieldline.storage.writer import (
     Batch,
     DeviceReadings,
+    LimitedMessage,
     PartitionCache,
     Presence,
     RecentPresence,
     RejectedMessage,
+    unstorable,
+    unstorable_detail,
     write_batch,
 )
 from tests.conftest import create_devices
@@ -235,3 +238,70 @@ async def test_a_busy_device_is_marked_seen_about_once_a_second(
         "offline",
     )
     assert await heard(1200) == (T0 + timedelta(milliseconds=1200), "online")
+
+
+async def test_what_the_database_refuses_for_a_message_is_told_from_what_retrying_cures(
+    database_url: str, pool: Pool
+) -> None:
+    nul = Reading("m", T0, {"t": 1.0}, {"mode": "a\x00b"})
+    surrogate = Reading("s", T0, {"\ud800": 1.0}, {})
+    for bad in (nul, surrogate):
+        with pytest.raises((psycopg.DataError, UnicodeEncodeError)) as refused:
+            await write(database_url, Batch(telemetry=[DeviceReadings("dev-1", T0, [bad])]))
+        assert unstorable(refused.value), refused.value
+        assert unstorable_detail(refused.value)
+    with pytest.raises(psycopg.OperationalError) as unreachable:
+        await psycopg.AsyncConnection.connect("postgresql://nobody@127.0.0.1:1/none")
+    assert not unstorable(unreachable.value)
+    assert await rows(pool, "SELECT count(*) FROM telemetry") == [(0,)]
+
+
+async def test_a_rejection_quoting_unstorable_text_is_kept_escaped(
+    database_url: str, pool: Pool
+) -> None:
+    """A rejection must never fail its batch: its text is made storable, its bytes kept."""
+    payload = b'{"\\u0000": 1}'
+    await write(
+        database_url,
+        Batch(
+            rejected=[
+                RejectedMessage(
+                    T0, "dev-1", "devices/dev-1/te\x00st", "invalid_name", "name '\ud800'", payload
+                )
+            ]
+        ),
+    )
+    assert await rows(pool, "SELECT topic, detail, payload FROM rejected_messages") == [
+        ("devices/dev-1/te\\x00st", "name '\\ud800'", payload)
+    ]
+
+
+async def test_over_the_limit_a_copy_is_a_duplicate_and_a_new_message_rejected(
+    database_url: str, pool: Pool
+) -> None:
+    await write(
+        database_url, Batch(telemetry=[DeviceReadings("dev-1", T0, [reading("a", 0, t=1)])])
+    )
+
+    def limited(*readings: Reading) -> LimitedMessage:
+        return LimitedMessage(
+            DeviceReadings("dev-1", T0, list(readings)),
+            RejectedMessage(T0, "dev-1", "devices/dev-1/telemetry", "rate_limited", "over", b"x"),
+        )
+
+    result = await write(
+        database_url,
+        Batch(
+            telemetry=[DeviceReadings("dev-1", T0, [reading("b", 1, t=2)])],
+            limited=[
+                limited(reading("a", 0, t=1)),  # stored before
+                limited(reading("b", 1, t=2)),  # stored in this very batch
+                limited(reading("a", 0, t=1), reading("c", 2, t=3)),  # one new reading
+                limited(reading(None, 3, t=4)),  # no id: cannot be known
+            ],
+        ),
+    )
+    assert (result.duplicate_messages, result.duplicates) == (2, 2)
+    assert result.rejected_reasons == ("rate_limited", "rate_limited")
+    assert await rows(pool, "SELECT count(*) FROM rejected_messages") == [(2,)]
+    assert await rows(pool, "SELECT count(*) FROM telemetry") == [(2,)]

@@ -17,11 +17,39 @@ class RejectReason(StrEnum):
     FUTURE_TIMESTAMP = "future_timestamp"
     INVALID_TIMESTAMP = "invalid_timestamp"
     INVALID_PAYLOAD = "invalid_payload"
+    INVALID_NAME = "invalid_name"  # a metric or attribute name that is blank or deceptive
+    INVALID_TEXT = "invalid_text"  # text PostgreSQL cannot store: NUL, an unpaired surrogate
     NO_READINGS = "no_readings"
     UNKNOWN_TOPIC = "unknown_topic"
     RATE_LIMITED = "rate_limited"
     UNKNOWN_COMMAND = "unknown_command"  # a result for no command of this device
     COMMAND_CLOSED = "command_closed"  # a result for a command already answered or expired
+    # The database refused to store it: the check of last resort, after decoding let it by.
+    UNSTORABLE = "unstorable"
+
+
+def storable(text: str) -> bool:
+    """Whether PostgreSQL's `text` can hold `text`: no NUL, and valid UTF-8.
+
+    JSON can spell both (`\\u0000`, and a lone surrogate escape such as `\\ud800`,
+    which Python's reader turns into a character UTF-8 cannot encode).
+    """
+    if "\x00" in text:
+        return False
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def storable_copy(text: str) -> str:
+    """`text` with what PostgreSQL cannot store spelt out as escapes (for reasons and topics)."""
+    if storable(text):
+        return text
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode()
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,23 +2,42 @@
 
 Every message of a batch shares the batch's one future, which resolves only
 after the batch is committed, so the MQTT acknowledgements (sent when it
-resolves) mean "durably stored". Memory is bounded: `add()` waits while
-`max_pending` messages are unwritten; a producer using `submit()` checks
-`has_room` and stops reading until `on_room` is called.
+resolves) mean "durably stored". Memory is bounded: a producer using `submit()`
+checks `has_room` and stops reading until `on_room` is called.
+
+A failed write is retried until it succeeds, unless the database refused the
+batch for what a message holds (`unstorable`): retrying would fail the same way
+for ever and hold up every device behind it. Such a batch is split in halves,
+each written on its own, down to the one message the database refuses, which
+is kept in the rejected store as `unstorable` instead. Each message's parts are
+remembered beside the batch for that, one tuple per message: the normal case
+pays for nothing else.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
-from fieldline.ops.metrics import Metrics
+from fieldline.domain.readings import RejectReason
+from fieldline.ops.metrics import WRITE_STALL_SECONDS, Metrics
 from fieldline.storage.commands import ReportedResult
-from fieldline.storage.writer import Batch, DeviceReadings, Presence, RejectedMessage, WriteResult
+from fieldline.storage.writer import (
+    Batch,
+    DeviceReadings,
+    LimitedMessage,
+    Presence,
+    RejectedMessage,
+    WriteResult,
+    unstorable,
+    unstorable_detail,
+)
 
 log = logging.getLogger(__name__)
 
@@ -26,14 +45,28 @@ WriteBatch = Callable[[Batch], Awaitable[WriteResult]]
 BACKOFF_START_SECONDS = 0.2
 BACKOFF_CAP_SECONDS = 10.0
 
+# One message's parts, as `submit` got them: topic, payload, then what it became.
+_Message = tuple[
+    str,
+    bytes,
+    DeviceReadings | None,
+    Presence | None,
+    RejectedMessage | None,
+    ReportedResult | None,
+    LimitedMessage | None,
+]
+
 
 @dataclass(slots=True)
 class _Open:
     done: asyncio.Future[None]
-    batch: Batch = field(default_factory=Batch)
-    messages: int = 0
+    messages: list[_Message] = field(default_factory=list)
     first_at: float = 0.0
     received_at: list[float] = field(default_factory=list)
+
+
+class _Unstorable(Exception):
+    """The database refused a batch for what one of its messages holds."""
 
 
 class Batcher:
@@ -54,8 +87,11 @@ class Batcher:
         self._open = self._new_batch()
         self._pending = 0
         self._on_room: Callable[[], None] | None = None
+        # When the write under way began its first attempt (None: no write under way).
+        self._writing_since: float | None = None
         # Read when /metrics is scraped, not written per message.
         metrics.ingest_queue_depth.set_function(lambda: self._pending)
+        metrics.watch_ingest_writes(self.write_stalled_seconds)
         self._wake = asyncio.Event()
         self._room = asyncio.Condition()
         self._closing = False
@@ -69,6 +105,16 @@ class Batcher:
     def has_room(self) -> bool:
         return self._pending < self._max_pending
 
+    def write_stalled_seconds(self) -> float:
+        """How long the batch being written has waited for its commit (0: none waiting)."""
+        since = self._writing_since
+        return 0.0 if since is None else time.monotonic() - since
+
+    @property
+    def stalled(self) -> bool:
+        """A write has been failing or hanging for WRITE_STALL_SECONDS: not ready."""
+        return self.write_stalled_seconds() > WRITE_STALL_SECONDS
+
     def on_room(self, callback: Callable[[], None]) -> None:
         """Call `callback` once, when a commit brings the pending messages under the limit."""
         self._on_room = callback
@@ -77,47 +123,33 @@ class Batcher:
         async with self._room:
             await self._room.wait_for(lambda: self._pending < self._max_pending)
 
-    async def add(
-        self,
-        *,
-        telemetry: DeviceReadings | None = None,
-        presence: Presence | None = None,
-        rejected: RejectedMessage | None = None,
-        command_result: ReportedResult | None = None,
-    ) -> None:
-        """Queue one message's outcome once there is room; return once it is committed."""
-        await self.wait_for_room()
-        await self.submit(
-            telemetry=telemetry,
-            presence=presence,
-            rejected=rejected,
-            command_result=command_result,
-        )
-
     def submit(
         self,
+        topic: str,
+        payload: bytes,
         *,
         telemetry: DeviceReadings | None = None,
         presence: Presence | None = None,
         rejected: RejectedMessage | None = None,
         command_result: ReportedResult | None = None,
+        limited: LimitedMessage | None = None,
     ) -> asyncio.Future[None]:
-        """Queue one message's outcome now; answer the future of its batch's commit."""
+        """Queue one message's outcome now; answer the future of its batch's commit.
+
+        `topic` and `payload` are the message as it arrived, kept in case the
+        database refuses what it became.
+        """
         current = self._open
-        if current.messages == 0:
+        if not current.messages:
             current.first_at = time.monotonic()
-        if telemetry is not None:
-            current.batch.telemetry.append(telemetry)
-        if presence is not None:
-            current.batch.presence.append(presence)
-        if rejected is not None:
-            current.batch.rejected.append(rejected)
-        if command_result is not None:
-            current.batch.command_results.append(command_result)
-        current.messages += 1
+        # The batch's lists are built from these at commit, in one pass.
+        current.messages.append(
+            (topic, payload, telemetry, presence, rejected, command_result, limited)
+        )
         current.received_at.append(time.monotonic())
         self._pending += 1
-        if current.messages >= self._max_messages or current.messages == 1:
+        count = len(current.messages)
+        if count >= self._max_messages or count == 1:
             self._wake.set()
         return current.done
 
@@ -137,12 +169,12 @@ class Batcher:
             await self._wake.wait()
             self._wake.clear()
             current = self._open
-            if current.messages == 0:
+            if not current.messages:
                 if self._closing:
                     return
                 continue
             deadline = current.first_at + self._max_delay
-            while current.messages < self._max_messages and not self._closing:
+            while len(current.messages) < self._max_messages and not self._closing:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
@@ -162,34 +194,110 @@ class Batcher:
         await self._finished.wait()
 
     async def _commit(self, current: _Open) -> None:
-        delay = BACKOFF_START_SECONDS
-        while True:
-            try:
-                result = await self._write(current.batch)
-                break
-            except Exception:
-                self._metrics.write_errors.inc()
-                log.exception(
-                    "batch write failed; retrying",
-                    extra={"messages": current.messages, "retry_in": delay},
-                )
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311
-                delay = min(delay * 2, BACKOFF_CAP_SECONDS)
+        self._writing_since = time.monotonic()
+        try:
+            result = await self._store(_batch_of(current.messages), current.messages)
+        finally:
+            self._writing_since = None
         now = time.monotonic()
         metrics = self._metrics
-        metrics.batch_size.observe(current.messages)
-        metrics.readings_stored.inc(result.readings_stored)
-        metrics.points_stored.inc(result.points)
-        metrics.duplicates.inc(result.duplicates)
-        for reason in result.rejected_reasons:
-            metrics.messages_rejected.labels(reason=reason).inc()
+        messages = len(current.messages)
+        metrics.batch_size.observe(messages)
+        count_outcomes(metrics, messages, result)
         for received in current.received_at:
             metrics.ingest_latency.observe(now - received)
         if not current.done.done():
             current.done.set_result(None)
-        self._pending -= current.messages
+        self._pending -= messages
         if self._on_room is not None and self._pending < self._max_pending:
             callback, self._on_room = self._on_room, None
             callback()
         async with self._room:
             self._room.notify_all()
+
+    async def _store(self, batch: Batch, messages: list[_Message]) -> WriteResult:
+        """Write `batch`; split it while the database refuses what one of its messages holds."""
+        try:
+            return await self._write_until_done(batch, len(messages))
+        except _Unstorable as refused:
+            if len(messages) == 1:
+                log.warning(
+                    "message refused by the database; kept as rejected",
+                    extra={"topic": messages[0][0], "error": str(refused)},
+                )
+                return await self._write_until_done(_rejection(messages[0], str(refused)), 1)
+        half = len(messages) // 2
+        first, second = messages[:half], messages[half:]
+        return await self._store(_batch_of(first), first) + await self._store(
+            _batch_of(second), second
+        )
+
+    async def _write_until_done(self, batch: Batch, messages: int) -> WriteResult:
+        """Write, retrying with capped, jittered backoff; raise _Unstorable when retrying
+        cannot help."""
+        delay = BACKOFF_START_SECONDS
+        while True:
+            try:
+                return await self._write(batch)
+            except Exception as exc:
+                self._metrics.write_errors.inc()
+                if unstorable(exc):
+                    log.warning(
+                        "batch refused by the database for what a message holds; splitting it",
+                        extra={"messages": messages, "error": str(exc)},
+                    )
+                    raise _Unstorable(unstorable_detail(exc)) from exc
+                log.exception(
+                    "batch write failed; retrying",
+                    extra={"messages": messages, "retry_in": delay},
+                )
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311
+                delay = min(delay * 2, BACKOFF_CAP_SECONDS)
+
+
+def count_outcomes(metrics: Metrics, messages: int, result: WriteResult) -> None:
+    """Count a committed batch of `messages`: each is stored, a duplicate or rejected."""
+    metrics.readings_stored.inc(result.readings_stored)
+    metrics.points_stored.inc(result.points)
+    metrics.duplicates.inc(result.duplicates)
+    metrics.messages_duplicate.inc(result.duplicate_messages)
+    reasons = result.rejected_reasons
+    if reasons:
+        for reason, count in collections.Counter(reasons).items():
+            metrics.messages_rejected.labels(reason=reason).inc(count)
+    metrics.messages_stored.inc(messages - len(reasons) - result.duplicate_messages)
+
+
+def _batch_of(messages: list[_Message]) -> Batch:
+    batch = Batch()
+    for _, _, telemetry, presence, rejected, command_result, limited in messages:
+        if telemetry is not None:
+            batch.telemetry.append(telemetry)
+        if presence is not None:
+            batch.presence.append(presence)
+        if rejected is not None:
+            batch.rejected.append(rejected)
+        if command_result is not None:
+            batch.command_results.append(command_result)
+        if limited is not None:
+            batch.limited.append(limited)
+    return batch
+
+
+def _rejection(message: _Message, detail: str) -> Batch:
+    """The message the database refused, as a rejection: raw bytes, device, topic, reason.
+
+    Its own presence is left out too (its status may be what was refused); the
+    writer makes the text of a rejection storable, and bytes are always storable.
+    """
+    topic, payload, telemetry, presence, rejected, _, _ = message
+    device_id: str | None = None
+    received_at = datetime.now(UTC)
+    if presence is not None:  # every message from a device has one: it was heard from
+        device_id, received_at = presence.device_id, presence.seen_at
+    elif rejected is not None:
+        device_id, received_at = rejected.device_id, rejected.received_at
+    elif telemetry is not None:
+        device_id, received_at = telemetry.device_id, telemetry.received_at
+    reason = RejectReason.UNSTORABLE.value
+    return Batch(rejected=[RejectedMessage(received_at, device_id, topic, reason, detail, payload)])

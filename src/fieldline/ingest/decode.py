@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,7 +27,13 @@ from fieldline.domain.commands import (
     UnstorableJsonError,
     encode_json,
 )
-from fieldline.domain.readings import Reading, Rejection, RejectReason, StatusReport
+from fieldline.domain.readings import (
+    Reading,
+    Rejection,
+    RejectReason,
+    StatusReport,
+    storable,
+)
 
 # Ids derived from a message's content when it has none of its own (see decode_telemetry).
 CONTENT_ID_PREFIX = "~"
@@ -34,6 +41,9 @@ RESERVED_KEYS = frozenset({"message_id", "device_id", "timestamp", "sensors", "r
 MAX_KEY_LENGTH = 128
 MAX_BATCH_READINGS = 10_000
 MAX_NESTING = 4
+# Rollups add values up in float8: past this, an hour of them could overflow its sum,
+# which PostgreSQL refuses. No instrument reads anywhere near it.
+MAX_MAGNITUDE = 1e250
 # Epoch values above this are milliseconds: 1e11 seconds is the year 5138.
 MILLISECONDS_THRESHOLD = 1e11
 # Tuples, not `int | float`: a union in isinstance() is built anew at every call,
@@ -42,6 +52,11 @@ _NUMBER = (int, float)
 _ID = (str, int)
 # Device clocks that never synced report 1970; such times are refused, not stored.
 EARLIEST_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+# What a name must not contain (Unicode categories): controls, format characters (among
+# them the bidi controls U+202A-U+202E and U+2066-U+2069, and the zero-width U+200B-U+200D,
+# U+2060 and U+FEFF), surrogates, line and paragraph separators. They make two names
+# that differ look the same, or reorder the text shown around them.
+_NAME_FORBIDDEN = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +166,9 @@ def decode_command_result(
             raise _Rejected(RejectReason.NON_FINITE_VALUE, f"result: {exc}") from exc
         except UnstorableJsonError as exc:
             raise _Rejected(RejectReason.INVALID_PAYLOAD, f"result: {exc}") from exc
+        # jsonb refuses lone surrogates too, which encode_json writes as escapes.
+        if not storable(json.dumps(result, ensure_ascii=False)):
+            raise _Rejected(RejectReason.INVALID_PAYLOAD, f"result {_UNSTORABLE_TEXT}")
         return CommandResult(command_id, CommandStatus(status), result)
     except _Rejected as rejected:
         return rejected.rejection
@@ -248,6 +266,14 @@ def _reading(
         not isinstance(message_id, str | int) or message_id == "" or isinstance(message_id, bool)
     ):
         raise _Rejected(RejectReason.INVALID_PAYLOAD, "message_id must be a non-empty string")
+    if (
+        isinstance(message_id, str)
+        and ("\x00" in message_id or not message_id.isascii())
+        and not storable(message_id)
+    ):
+        raise _Rejected(
+            RejectReason.INVALID_TEXT, f"message_id {_shown(message_id)} {_UNSTORABLE_TEXT}"
+        )
     time = _timestamp(entry.get("timestamp"), received_at, limits)
     metrics: dict[str, float] = {}
     attributes: dict[str, str] = {}
@@ -280,8 +306,10 @@ def _collect(
     for key, value in source.items():
         if key in skip or value is None:
             continue
+        if key not in _VALID_NAMES:
+            _check_name(key)
         name = f"{prefix}{key}"
-        if not key or len(name) > MAX_KEY_LENGTH:
+        if len(name) > MAX_KEY_LENGTH:
             raise _Rejected(
                 RejectReason.INVALID_PAYLOAD,
                 f"reading names must be 1 to {MAX_KEY_LENGTH} characters",
@@ -289,11 +317,16 @@ def _collect(
         if isinstance(value, bool):
             metrics[name] = 1.0 if value else 0.0
         elif isinstance(value, int | float):
-            number = float(value)
-            if not math.isfinite(number):
-                raise _Rejected(RejectReason.NON_FINITE_VALUE, f"{name} is not a finite number")
+            try:
+                number = float(value)
+            except OverflowError:  # an integer of hundreds of digits, from the fallback parser
+                number = math.inf
+            if not -MAX_MAGNITUDE <= number <= MAX_MAGNITUDE:
+                _refuse_number(name, number)
             metrics[name] = number
         elif isinstance(value, str):
+            if not storable(value):
+                raise _Rejected(RejectReason.INVALID_TEXT, f"{name}: the value {_UNSTORABLE_TEXT}")
             attributes[name] = value
         elif isinstance(value, dict):
             if depth >= MAX_NESTING:
@@ -302,7 +335,64 @@ def _collect(
                 value, metrics, attributes, prefix=f"{name}.", depth=depth + 1, skip=frozenset()
             )
         else:
-            attributes[name] = orjson.dumps(value).decode()
+            attributes[name] = _json_text(name, value)
+
+
+_UNSTORABLE_TEXT = "holds a NUL character or an unpaired surrogate, which cannot be stored"
+
+
+def _shown(text: str) -> str:
+    """A name or id as a rejection's detail quotes it: escaped, and not too long."""
+    return repr(text[:MAX_KEY_LENGTH])
+
+
+# Names found valid: a fleet repeats the same few, so each is checked once per process.
+# Bounded: past this many, further names are checked every time.
+_VALID_NAMES: set[str] = set()
+_MAX_VALID_NAMES = 65_536
+
+
+def _check_name(key: str) -> None:
+    """Refuse a name that is blank or holds characters that disguise it (_NAME_FORBIDDEN)."""
+    if not key or key.isspace():
+        raise _Rejected(RejectReason.INVALID_NAME, f"reading name {_shown(key)} is blank")
+    # isprintable() is one pass in C, true for almost every real name; it is false for
+    # every forbidden character, and for a few allowed ones (a no-break space, say).
+    if not key.isprintable():
+        for char in key:
+            if unicodedata.category(char) in _NAME_FORBIDDEN:
+                raise _Rejected(
+                    RejectReason.INVALID_NAME,
+                    f"reading name {_shown(key)} holds U+{ord(char):04X}, a control, format "
+                    "or separator character (names are shown as they are: no invisible "
+                    "characters)",
+                )
+    if len(_VALID_NAMES) < _MAX_VALID_NAMES:
+        _VALID_NAMES.add(key)
+
+
+def _refuse_number(name: str, number: float) -> None:
+    if not math.isfinite(number):
+        raise _Rejected(RejectReason.NON_FINITE_VALUE, f"{name} is not a finite number")
+    raise _Rejected(
+        RejectReason.INVALID_PAYLOAD,
+        f"{name} is {number:.3g}; values must be within ±{MAX_MAGNITUDE:.0e}",
+    )
+
+
+def _json_text(name: str, value: Any) -> str:
+    """An array value, kept as an attribute in its JSON text."""
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        pass  # what orjson refuses to write: integers past 64 bits, lone surrogates, depth
+    try:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    except (ValueError, RecursionError) as exc:
+        raise _Rejected(RejectReason.INVALID_PAYLOAD, f"{name} is nested too deeply") from exc
+    if not storable(text):
+        raise _Rejected(RejectReason.INVALID_TEXT, f"{name}: the value {_UNSTORABLE_TEXT}")
+    return text
 
 
 def _timestamp(value: Any, received_at: datetime, limits: DecodeLimits) -> datetime:

@@ -1,11 +1,14 @@
-"""Per-device uplink rate limits: a token bucket per device, kept as one float.
+"""Per-device uplink rate limits: a token bucket per device, kept as two floats.
 
 The bucket is stored in its GCRA form (generic cell rate algorithm): instead of
 a token count and a timestamp, each device has the time at which its bucket
 would be full again. A message is allowed when taking one token keeps that time
-within `burst` emission intervals of now. One float per device makes the hot
-path one dict lookup and one store, and a device whose time has passed has a
-full bucket: forgetting it changes nothing. Only a flood of more than
+within `burst` emission intervals of now. Beside it is the latest time the
+device was judged at: a device's clock never runs backwards here, so a message
+stamped earlier than the one before it (a buffered reading, a redelivery) takes
+its token now instead of being refused as if it came from the past. The hot
+path is one dict lookup and one store, and a device whose time has passed has
+a full bucket: forgetting it changes nothing. Only a flood of more than
 `max_devices` devices all sending at once makes the limiter forget buckets that
 are not full, and then those nearest to full, so a device held at its limit
 stays held.
@@ -17,6 +20,7 @@ import heapq
 from operator import itemgetter
 
 from fieldline.config import Settings
+from fieldline.domain.readings import Rejection, RejectReason
 
 DEFAULT_MAX_DEVICES = 100_000
 # Below this many tracked devices (about 2 MB) sweeping costs more than it saves:
@@ -34,7 +38,7 @@ class DeviceRateLimiter:
     the count passes `MIN_SWEEP_AT` or twice what the last sweep kept.
     """
 
-    __slots__ = ("_full_at", "_interval", "_limit", "_max_devices", "_sweep_at", "burst", "rate")
+    __slots__ = ("_interval", "_limit", "_max_devices", "_state", "_sweep_at", "burst", "rate")
 
     def __init__(self, rate: float, burst: int, *, max_devices: int = DEFAULT_MAX_DEVICES) -> None:
         if not rate > 0:
@@ -49,44 +53,55 @@ class DeviceRateLimiter:
         self._limit = burst * self._interval + ROUNDING_SLACK * self._interval
         self._max_devices = max_devices
         self._sweep_at = min(MIN_SWEEP_AT, max_devices)
-        # device id -> time (seconds, the caller's clock) at which its bucket is full again
-        self._full_at: dict[str, float] = {}
+        # device id -> (time at which its bucket is full again, latest time it was judged at),
+        # in seconds of the caller's clock
+        self._state: dict[str, tuple[float, float]] = {}
 
     def __len__(self) -> int:
         """Devices currently tracked (those whose bucket is not known to be full)."""
-        return len(self._full_at)
+        return len(self._state)
 
     def allow(self, device_id: str, now: float) -> bool:
         """Take one token for `device_id` at time `now` (seconds); False when it has none.
 
-        A refused message takes nothing, so a device over its limit still gets
-        `rate` messages/s through.
+        A `now` earlier than the device's latest counts as that latest. A refused
+        message takes nothing, so a device over its limit still gets `rate`
+        messages/s through.
         """
-        full_at = self._full_at.get(device_id)
-        if full_at is None:
-            if len(self._full_at) >= self._sweep_at:
+        state = self._state.get(device_id)
+        if state is None:
+            if len(self._state) >= self._sweep_at:
                 self._sweep(now)
             full_at = now
-        elif full_at < now:
-            full_at = now
+        else:
+            full_at, latest = state
+            now = max(now, latest)
+            full_at = max(full_at, now)
         full_at += self._interval
         if full_at - now > self._limit:
             return False
-        self._full_at[device_id] = full_at
+        self._state[device_id] = (full_at, now)
         return True
+
+    def rejection(self) -> Rejection:
+        """Why a message this limiter refused is rejected."""
+        return Rejection(
+            RejectReason.RATE_LIMITED,
+            f"over {self.rate:g} messages/s per device (burst {self.burst})",
+        )
 
     def _sweep(self, now: float) -> None:
         """Forget full buckets; past the cap, also the fullest of the rest.
 
         Rebuilt rather than deleted from: a dict never shrinks its table on delete.
         """
-        live = {device: full_at for device, full_at in self._full_at.items() if full_at > now}
+        live = {device: state for device, state in self._state.items() if state[0] > now}
         keep = self._max_devices // 2
         if len(live) > keep:
             # A flood of devices, all recently active: those nearest to full lose the
             # least by being forgotten, and a device held at its limit is kept.
             live = dict(heapq.nlargest(keep, live.items(), key=itemgetter(1)))
-        self._full_at = live
+        self._state = live
         self._sweep_at = min(self._max_devices, max(MIN_SWEEP_AT, 2 * len(live)))
 
 

@@ -21,11 +21,10 @@ from typing import Any
 import gmqtt
 from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 from gmqtt.mqtt.handler import MQTTConnectError
-from prometheus_client import Counter
 
 from fieldline.broker.base import BrokerEndpoint, ServiceAccount
 from fieldline.domain.devices import ConnectionStatus
-from fieldline.domain.readings import Rejection, RejectReason
+from fieldline.domain.readings import Reading, Rejection, RejectReason
 from fieldline.domain.topics import TopicScheme, Uplink
 from fieldline.ingest.batcher import Batcher
 from fieldline.ingest.decode import (
@@ -38,7 +37,7 @@ from fieldline.ingest.decode import (
 from fieldline.ingest.ratelimit import DeviceRateLimiter
 from fieldline.ops.metrics import Metrics
 from fieldline.storage.commands import ReportedResult
-from fieldline.storage.writer import DeviceReadings, Presence, RejectedMessage
+from fieldline.storage.writer import DeviceReadings, LimitedMessage, Presence, RejectedMessage
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +53,9 @@ SESSION_TAKEN_OVER = 0x8E  # MQTT 5 DISCONNECT reason code
 # this soon after they began, this many times in a row, are read as a take-over.
 SHORT_CONNECTION_SECONDS = 10.0
 SHORT_CONNECTIONS_MEAN_TAKEOVER = 3
+# For its rate limit, a message counts as sent no earlier than this before it arrived
+# (see _sent_at): a broker's backlog younger than this is judged by when it was sent.
+SENT_AT_WINDOW_SECONDS = 3600.0
 
 
 class IngestConsumer:
@@ -76,11 +78,10 @@ class IngestConsumer:
         self._received = {
             kind: metrics.messages_received.labels(kind=kind.value) for kind in Uplink
         }
-        # Bound on first use, so /metrics shows only reasons that happened.
-        self._rejected: dict[RejectReason, Counter] = {}
-        # Telemetry is limited on the device's own clock (its readings' times), so
-        # a backlog the broker delivers at once after an outage is not punished;
-        # other uplinks carry no time and are limited on arrival, in their own buckets.
+        # Every message takes one token (a batch too). Telemetry's is taken at the time
+        # it was sent (_sent_at), so a backlog the broker delivers at once after an
+        # outage is not punished; other uplinks carry no time and are limited on
+        # arrival, in buckets of their own.
         self._rate_limiter = rate_limiter
         self._presence_limiter = (
             DeviceRateLimiter(rate_limiter.rate, rate_limiter.burst)
@@ -125,27 +126,51 @@ class IngestConsumer:
             )
             if isinstance(outcome, Rejection):
                 return self._reject(topic, device_id, payload, received_at, outcome)
+            readings = DeviceReadings(device_id, received_at, outcome)
             limiter = self._rate_limiter
-            if limiter is not None:
-                sent_at = min(received_at, max(reading.time for reading in outcome))
-                if not limiter.allow(device_id, sent_at.timestamp()):
-                    return self._rate_limited(topic, device_id, payload, received_at, limiter)
+            if limiter is not None and not limiter.allow(
+                device_id, _sent_at(outcome, received_at.timestamp())
+            ):
+                # Rejected unless the ledger shows a redelivery: the writer tells.
+                rejection = limiter.rejection()
+                return self._batcher.submit(
+                    topic,
+                    payload,
+                    presence=Presence(device_id, received_at),
+                    limited=LimitedMessage(
+                        readings,
+                        RejectedMessage(
+                            received_at,
+                            device_id,
+                            topic,
+                            rejection.reason.value,
+                            rejection.detail,
+                            payload,
+                        ),
+                    ),
+                )
             firmware = reported_firmware(outcome)
             return self._batcher.submit(
-                telemetry=DeviceReadings(device_id, received_at, outcome),
+                topic,
+                payload,
+                telemetry=readings,
                 presence=Presence(device_id, received_at, firmware_version=firmware),
             )
         presence_limiter = self._presence_limiter
         if presence_limiter is not None and not presence_limiter.allow(
             device_id, received_at.timestamp()
         ):
-            return self._rate_limited(topic, device_id, payload, received_at, presence_limiter)
+            return self._reject(
+                topic, device_id, payload, received_at, presence_limiter.rejection()
+            )
         if kind is Uplink.STATUS:
             status = decode_status(payload, device_id=device_id, limits=self._limits)
             if isinstance(status, Rejection):
                 return self._reject(topic, device_id, payload, received_at, status)
             reported = ConnectionStatus.ONLINE if status.online else ConnectionStatus.OFFLINE
             return self._batcher.submit(
+                topic,
+                payload,
                 presence=Presence(
                     device_id,
                     received_at,
@@ -153,7 +178,7 @@ class IngestConsumer:
                     firmware_version=status.firmware_version,
                     attributes=status.attributes,
                     config_version=status.config_version,
-                )
+                ),
             )
         if kind is Uplink.HEARTBEAT:
             if len(payload) > self._limits.max_payload_bytes:
@@ -164,27 +189,16 @@ class IngestConsumer:
                     received_at,
                     Rejection(RejectReason.TOO_LARGE, "heartbeat payload is too large"),
                 )
-            return self._batcher.submit(presence=Presence(device_id, received_at))
+            return self._batcher.submit(topic, payload, presence=Presence(device_id, received_at))
         answer = decode_command_result(payload, device_id=device_id, limits=self._limits)
         if isinstance(answer, Rejection):
             return self._reject(topic, device_id, payload, received_at, answer)
         # The writer closes the command, or keeps the result as rejected if none is open.
         return self._batcher.submit(
+            topic,
+            payload,
             command_result=ReportedResult(device_id, received_at, topic, payload, answer),
             presence=Presence(device_id, received_at),
-        )
-
-    def _rate_limited(
-        self,
-        topic: str,
-        device_id: str,
-        payload: bytes,
-        received_at: datetime,
-        limiter: DeviceRateLimiter,
-    ) -> asyncio.Future[None]:
-        detail = f"over {limiter.rate:g} messages/s per device (burst {limiter.burst})"
-        return self._reject(
-            topic, device_id, payload, received_at, Rejection(RejectReason.RATE_LIMITED, detail)
         )
 
     def _reject(
@@ -195,13 +209,8 @@ class IngestConsumer:
         received_at: datetime,
         rejection: Rejection,
     ) -> asyncio.Future[None]:
+        """Queue a rejection; it is counted once kept (the batcher counts at commit)."""
         reason = rejection.reason
-        counter = self._rejected.get(reason)
-        if counter is None:
-            counter = self._rejected[reason] = self._metrics.messages_rejected.labels(
-                reason=reason.value
-            )
-        counter.inc()
         # A device over its rate limit would otherwise log a line per message it floods
         # with; the metric and the rejected store already show every one.
         log.log(
@@ -210,11 +219,26 @@ class IngestConsumer:
             extra={"device_id": device_id, "topic": topic, "reason": reason.value},
         )
         return self._batcher.submit(
+            topic,
+            payload,
             rejected=RejectedMessage(
                 received_at, device_id, topic, rejection.reason.value, rejection.detail, payload
             ),
             presence=Presence(device_id, received_at) if device_id else None,
         )
+
+
+def _sent_at(readings: list[Reading], received: float) -> float:
+    """When a telemetry message was sent, for its rate limit (epoch seconds).
+
+    Its newest reading's time, as the device stamped it, but never after it
+    arrived nor more than SENT_AT_WINDOW_SECONDS before: a device whose clock
+    jumped back is judged on arrival time after that long, not held for ever.
+    The limiter also never lets a device's time run backwards, so older
+    readings sent after newer ones (a buffer flushed) count as sent with them.
+    """
+    newest = max(reading.time for reading in readings).timestamp()
+    return max(min(newest, received), received - SENT_AT_WINDOW_SECONDS)
 
 
 def decode_limits(max_payload_bytes: int, max_future_skew_seconds: float) -> DecodeLimits:

@@ -12,6 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
+# A batch unwritten this long (failing, or waiting on the database) makes ingest not ready.
+WRITE_STALL_SECONDS = 15.0
+WRITE_STALL_METRIC = "fieldline_ingest_write_stalled_seconds"
 
 
 # Another process's /metrics text (None while it cannot answer).
@@ -20,21 +23,40 @@ MetricsSource = Callable[[], Awaitable[str | None]]
 
 @dataclass
 class Metrics:
+    """Uplinks are counted per message and per reading (one timestamped set of values;
+    a batch message holds many). Every message received ends as exactly one of stored,
+    duplicate or rejected, counted when that outcome is committed, so that
+    received = stored + duplicate + rejected + the ingest queue depth."""
+
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     # Processes whose metrics this one's /metrics adds in: `fieldline up`'s ingest child.
     sources: list[MetricsSource] = field(default_factory=list)
+    # This process's ingest writer, when it has one (see watch_ingest_writes).
+    _write_stall: Callable[[], float] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         r = self.registry
         self.messages_received = Counter(
             "fieldline_messages_received",
-            "Uplink messages received, by topic kind",
+            "Uplink messages received, by topic kind (per message, on arrival)",
             ["kind"],
+            registry=r,
+        )
+        self.messages_stored = Counter(
+            "fieldline_messages_stored",
+            "Uplink messages stored, per message, at commit: telemetry with at least one "
+            "new reading, status, heartbeats and command results applied",
+            registry=r,
+        )
+        self.messages_duplicate = Counter(
+            "fieldline_messages_duplicate",
+            "Telemetry messages none of whose readings was new (all already stored), per "
+            "message, at commit",
             registry=r,
         )
         self.readings_stored = Counter(
             "fieldline_readings_stored",
-            "Readings (one timestamped set of values) stored",
+            "Readings (one timestamped set of values; a batch message holds many) stored",
             registry=r,
         )
         self.points_stored = Counter(
@@ -44,12 +66,12 @@ class Metrics:
         )
         self.duplicates = Counter(
             "fieldline_readings_duplicate",
-            "Readings ignored because their message_id was already stored",
+            "Readings (not messages) ignored because their message_id was already stored",
             registry=r,
         )
         self.messages_rejected = Counter(
             "fieldline_messages_rejected",
-            "Uplink messages rejected, by reason",
+            "Uplink messages rejected, by reason, per message, once kept in the rejected store",
             ["reason"],
             registry=r,
         )
@@ -69,7 +91,16 @@ class Metrics:
             "fieldline_ingest_queue_depth", "Messages received and not yet written", registry=r
         )
         self.write_errors = Counter(
-            "fieldline_ingest_write_errors", "Failed batch writes (retried)", registry=r
+            "fieldline_ingest_write_errors",
+            "Failed batch writes (retried, or split when the database refused what a "
+            "message holds)",
+            registry=r,
+        )
+        self.write_stalled = Gauge(
+            WRITE_STALL_METRIC,
+            "Seconds the batch being written has waited for its commit, failing or waiting "
+            "on the database (0 when none is waiting)",
+            registry=r,
         )
         self.devices_online = Gauge(
             "fieldline_devices_online", "Devices currently online", registry=r
@@ -119,6 +150,26 @@ class Metrics:
         self.db_pool_size = Gauge(
             "fieldline_db_pool_connections", "Database pool connections", ["state"], registry=r
         )
+
+    def watch_ingest_writes(self, stalled: Callable[[], float]) -> None:
+        """Report this process's ingest writer: `stalled()` as WRITE_STALL_METRIC."""
+        self._write_stall = stalled
+        self.write_stalled.set_function(stalled)
+
+    async def ingest_write_stall(self) -> float | None:
+        """Seconds the ingest writer of this process (or of a source) has been stuck on a
+        batch; None when neither runs ingest (or the source cannot answer now)."""
+        if self._write_stall is not None:
+            return self._write_stall()
+        stalls = [
+            sample.value
+            for text in await asyncio.gather(*(s() for s in self.sources))
+            if text
+            for family in text_string_to_metric_families(text)
+            if family.name == WRITE_STALL_METRIC
+            for sample in family.samples
+        ]
+        return max(stalls) if stalls else None
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -2,6 +2,8 @@
 
 De-duplication happens in the database (the message ledger's primary key), so
 it holds across redeliveries, restarts and several ingest processes.
+`unstorable()` tells a batch the database refused for what one of its messages
+holds (which only that message's removal cures) from a failure worth retrying.
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
+import psycopg
 from psycopg import AsyncConnection
 from psycopg.errors import DuplicateTable, UniqueViolation
 from psycopg.rows import tuple_row
 
 from fieldline.domain.devices import ConnectionStatus
-from fieldline.domain.readings import Reading
+from fieldline.domain.readings import Reading, storable_copy
 from fieldline.storage.commands import ReportedResult, apply_results
 from fieldline.storage.telemetry import announce_latest_changes
 
@@ -57,21 +60,65 @@ class RejectedMessage:
     payload: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class LimitedMessage:
+    """Telemetry over its device's rate limit: rejected as `rejected` says, unless every
+    reading is already stored (a redelivery), which makes it a duplicate instead."""
+
+    readings: DeviceReadings
+    rejected: RejectedMessage
+
+
 @dataclass(slots=True)
 class Batch:
     telemetry: list[DeviceReadings] = field(default_factory=list)
     presence: list[Presence] = field(default_factory=list)  # in arrival order
     rejected: list[RejectedMessage] = field(default_factory=list)
     command_results: list[ReportedResult] = field(default_factory=list)
+    limited: list[LimitedMessage] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
 class WriteResult:
+    """What a batch's commit did. Readings are counted one by one, messages as a whole."""
+
     readings_stored: int
-    duplicates: int
+    duplicates: int  # readings
     points: int
-    # Reasons of messages refused here rather than by ingest (results for no open command).
+    # Messages none of whose readings were new (telemetry only).
+    duplicate_messages: int = 0
+    # One reason per message kept in the rejected store: those rejected before the
+    # write, and those refused here (over the rate limit, results for no open command).
     rejected_reasons: tuple[str, ...] = ()
+
+    def __add__(self, other: WriteResult) -> WriteResult:
+        return WriteResult(
+            readings_stored=self.readings_stored + other.readings_stored,
+            duplicates=self.duplicates + other.duplicates,
+            points=self.points + other.points,
+            duplicate_messages=self.duplicate_messages + other.duplicate_messages,
+            rejected_reasons=self.rejected_reasons + other.rejected_reasons,
+        )
+
+
+# What the database refuses for what a message holds rather than for the state it is in:
+# data exceptions (SQLSTATE class 22: untranslatable character, character not in
+# repertoire, numeric value out of range, invalid text representation, ...), integrity
+# violations (class 23), and text the driver cannot encode (an unpaired surrogate).
+# Sending the same message again fails the same way. Connection errors, serialization
+# failures and deadlocks are not among them: those are retried.
+_UNSTORABLE = (psycopg.DataError, psycopg.IntegrityError, UnicodeError)
+
+
+def unstorable(error: BaseException) -> bool:
+    """Whether a write failed for what the batch holds, so that retrying cannot cure it."""
+    return isinstance(error, _UNSTORABLE)
+
+
+def unstorable_detail(error: BaseException) -> str:
+    """The database's (or driver's) words for an unstorable batch, as a rejection keeps them."""
+    first = str(error).strip().splitlines()
+    return storable_copy(f"{type(error).__name__}: {first[0] if first else 'refused'}")[:500]
 
 
 class PartitionCache:
@@ -150,17 +197,73 @@ async def write_batch(
         await _count_activity(conn, len(stored), points.count)
         await _upsert_attributes(conn, stored, batch.presence)
         written = await _update_presence(conn, batch.presence, recent)
-        await _copy_rejected(conn, batch.rejected)
+        # After the ledger took this batch's own readings: a limited repeat of one is known.
+        limited = await _settle_limited(conn, batch.limited)
+        await _copy_rejected(conn, [*batch.rejected, *limited.kept])
         refused = await _apply_command_results(conn, batch.command_results)
     if recent is not None:  # only what was committed
         recent.remember(written)
     total = sum(len(item.readings) for item in batch.telemetry)
     return WriteResult(
         readings_stored=len(stored),
-        duplicates=total - len(stored),
+        duplicates=total - len(stored) + limited.duplicate_readings,
         points=points.count,
-        rejected_reasons=tuple(r.reason for r in refused),
+        duplicate_messages=(
+            _duplicate_messages(batch.telemetry, stored) if len(stored) < total else 0
+        )
+        + limited.duplicate_messages,
+        rejected_reasons=tuple(r.reason for r in (*batch.rejected, *limited.kept, *refused)),
     )
+
+
+def _duplicate_messages(telemetry: list[DeviceReadings], stored: list[tuple[str, Reading]]) -> int:
+    """Messages none of whose readings was stored (all already in the ledger)."""
+    new = {id(reading) for _, reading in stored}
+    return sum(1 for item in telemetry if not any(id(r) in new for r in item.readings))
+
+
+@dataclass(frozen=True, slots=True)
+class _Limited:
+    kept: list[RejectedMessage]  # to the rejected store, as rate_limited
+    duplicate_messages: int
+    duplicate_readings: int
+
+
+async def _settle_limited(conn: AsyncConnection[object], limited: list[LimitedMessage]) -> _Limited:
+    """Over-limit messages: a duplicate when the ledger has every reading, else rejected.
+
+    A redelivery is not the device sending too fast, and must not bury real
+    rejections; a message with a reading the ledger cannot know (no id) is new.
+    """
+    if not limited:
+        return _Limited([], 0, 0)
+    keys = {
+        (item.readings.device_id, r.message_id)
+        for item in limited
+        for r in item.readings.readings
+        if r.message_id is not None
+    }
+    known: set[tuple[str, str]] = set()
+    if keys:
+        devices, ids = zip(*keys, strict=True)
+        cursor = conn.cursor(row_factory=tuple_row)
+        await cursor.execute(
+            "SELECT device_id, message_id FROM message_ledger"
+            " WHERE (device_id, message_id) IN"
+            " (SELECT * FROM unnest(%b::text[], %b::text[]))",
+            (list(devices), list(ids)),
+        )
+        known = {(row[0], row[1]) for row in await cursor.fetchall()}
+    kept: list[RejectedMessage] = []
+    duplicate_messages = duplicate_readings = 0
+    for item in limited:
+        device, readings = item.readings.device_id, item.readings.readings
+        if all((device, r.message_id) in known for r in readings):
+            duplicate_messages += 1
+            duplicate_readings += len(readings)
+        else:
+            kept.append(item.rejected)
+    return _Limited(kept, duplicate_messages, duplicate_readings)
 
 
 def _unique_in_batch(telemetry: list[DeviceReadings]) -> list[tuple[str, Reading]]:
@@ -444,14 +547,16 @@ async def _copy_rejected(conn: AsyncConnection[object], rejected: list[RejectedM
         "FROM STDIN (FORMAT BINARY)"
     ) as copy:
         copy.set_types(["timestamptz", "text", "text", "text", "text", "bytea"])
+        # The payload is bytes and stays as it came; a detail may quote what the device
+        # sent, so text is made storable here: a rejection must never fail its batch.
         for item in rejected:
             await copy.write_row(
                 (
                     item.received_at,
-                    item.device_id,
-                    item.topic,
+                    None if item.device_id is None else storable_copy(item.device_id),
+                    storable_copy(item.topic),
                     item.reason,
-                    item.detail,
+                    storable_copy(item.detail),
                     item.payload,
                 )
             )

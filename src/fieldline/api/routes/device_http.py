@@ -27,14 +27,18 @@ from fieldline.api.device_auth import AuthenticatedDevice, BasicDevice, issue_de
 from fieldline.api.errors import ApiError
 from fieldline.domain.readings import Reading, Rejection, RejectReason
 from fieldline.domain.topics import Uplink
+from fieldline.ingest.batcher import count_outcomes
 from fieldline.ingest.decode import decode_telemetry, reported_firmware
 from fieldline.ingest.service import decode_limits
 from fieldline.storage.writer import (
     Batch,
     DeviceReadings,
+    LimitedMessage,
     Presence,
     RejectedMessage,
     WriteResult,
+    unstorable,
+    unstorable_detail,
     write_batch,
 )
 
@@ -73,7 +77,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "unknown or disabled device, wrong password, or a bad device token"},
     403: {"description": "authenticated as another device than the path names"},
     413: {"description": "too_large: over FIELDLINE_MAX_PAYLOAD_BYTES; kept (its first bytes)"},
-    422: {"description": "any other rejection reason (docs/devices.md); kept"},
+    422: {
+        "description": "any other rejection reason (docs/devices.md), among them "
+        "invalid_text, invalid_name and unstorable (the database refused it); kept"
+    },
     429: {"description": "rate_limited: over the device's rate limit; kept; see Retry-After"},
     503: {"description": "the database is unavailable; nothing stored, send again later"},
 }
@@ -116,7 +123,6 @@ async def post_telemetry(
     received_at = datetime.now(UTC)
     device_id = device.device_id
     settings = context.settings
-    context.metrics.messages_received.labels(kind=Uplink.TELEMETRY.value).inc()
     payload, too_large = await _read_body(request, settings.max_payload_bytes)
     outcome: list[Reading] | Rejection = too_large or decode_telemetry(
         payload,
@@ -124,38 +130,38 @@ async def post_telemetry(
         received_at=received_at,
         limits=decode_limits(settings.max_payload_bytes, settings.max_future_skew_seconds),
     )
+    message = _Message(context, device_id, payload, received_at)
     if isinstance(outcome, Rejection):
-        await _reject(context, device_id, payload, received_at, outcome)
+        await message.reject(outcome)
         raise ApiError(_STATUS.get(outcome.reason, 422), outcome.detail, code=outcome.reason.value)
+    readings = DeviceReadings(device_id, received_at, outcome)
     limiter = context.device_rate_limiter
     # Measured on arrival, unlike MQTT: no broker queue delivers an HTTP backlog at once.
     if limiter is not None and not limiter.allow(device_id, received_at.timestamp()):
-        detail = f"over {limiter.rate:g} messages/s per device (burst {limiter.burst})"
-        await _reject(
-            context,
-            device_id,
-            payload,
-            received_at,
-            Rejection(RejectReason.RATE_LIMITED, detail),
+        refusal = limiter.rejection()
+        result = await message.write(
+            Batch(
+                limited=[
+                    LimitedMessage(readings, message.rejected(refusal.reason, refusal.detail))
+                ],
+                presence=[Presence(device_id, received_at)],
+            )
         )
+        if not result.rejected_reasons:  # a copy of what is stored: not the device's fault
+            return IngestAnswer(accepted=0, duplicates=result.duplicates)
         raise ApiError(
             429,
-            detail,
-            code=RejectReason.RATE_LIMITED.value,
+            refusal.detail,
+            code=refusal.reason.value,
             headers={"Retry-After": str(math.ceil(1 / limiter.rate))},
         )
     firmware = reported_firmware(outcome)
-    result = await _store(
-        context,
+    result = await message.write(
         Batch(
-            telemetry=[DeviceReadings(device_id, received_at, outcome)],
+            telemetry=[readings],
             presence=[Presence(device_id, received_at, firmware_version=firmware)],
-        ),
+        )
     )
-    metrics = context.metrics
-    metrics.readings_stored.inc(result.readings_stored)
-    metrics.points_stored.inc(result.points)
-    metrics.duplicates.inc(result.duplicates)
     return IngestAnswer(accepted=result.readings_stored, duplicates=result.duplicates)
 
 
@@ -186,32 +192,60 @@ async def _read_body(request: Request, limit: int) -> tuple[bytes, Rejection | N
     return bytes(body[:limit]), rejection
 
 
-async def _reject(
-    context: ApiContext,
-    device_id: str,
-    payload: bytes,
-    received_at: datetime,
-    rejection: Rejection,
-) -> None:
-    reason = rejection.reason
-    topic = TOPIC_LABEL.format(device_id=device_id)
-    context.metrics.messages_rejected.labels(reason=reason.value).inc()
-    log.log(
-        logging.DEBUG if reason is RejectReason.RATE_LIMITED else logging.INFO,
-        "message rejected",
-        extra={"device_id": device_id, "topic": topic, "reason": reason.value},
-    )
-    await _store(
-        context,
-        Batch(
-            rejected=[
-                RejectedMessage(
-                    received_at, device_id, topic, reason.value, rejection.detail, payload
-                )
-            ],
-            presence=[Presence(device_id, received_at)],
-        ),
-    )
+class _Message:
+    """One request's message on its way to the database, counted once its outcome is."""
+
+    def __init__(
+        self, context: ApiContext, device_id: str, payload: bytes, received_at: datetime
+    ) -> None:
+        self._context = context
+        self._device_id = device_id
+        self._payload = payload
+        self._received_at = received_at
+        self._topic = TOPIC_LABEL.format(device_id=device_id)
+
+    def rejected(self, reason: RejectReason, detail: str) -> RejectedMessage:
+        return RejectedMessage(
+            self._received_at, self._device_id, self._topic, reason.value, detail, self._payload
+        )
+
+    async def reject(self, rejection: Rejection) -> None:
+        reason = rejection.reason
+        log.log(
+            logging.DEBUG if reason is RejectReason.RATE_LIMITED else logging.INFO,
+            "message rejected",
+            extra={"device_id": self._device_id, "topic": self._topic, "reason": reason.value},
+        )
+        await self.write(
+            Batch(
+                rejected=[self.rejected(reason, rejection.detail)],
+                presence=[Presence(self._device_id, self._received_at)],
+            )
+        )
+
+    async def write(self, batch: Batch) -> WriteResult:
+        """Store `batch` (this message's outcome) and count it; a message the database
+        refuses is kept as `unstorable` and answered 422."""
+        try:
+            result = await _store(self._context, batch)
+        except Exception as exc:
+            if not unstorable(exc):
+                raise
+            detail = unstorable_detail(exc)
+            log.warning(
+                "message refused by the database; kept as rejected",
+                extra={"device_id": self._device_id, "topic": self._topic, "error": detail},
+            )
+            rejection = self.rejected(RejectReason.UNSTORABLE, detail)
+            self._count(await _store(self._context, Batch(rejected=[rejection])))
+            raise ApiError(422, detail, code=RejectReason.UNSTORABLE.value) from exc
+        self._count(result)
+        return result
+
+    def _count(self, result: WriteResult) -> None:
+        metrics = self._context.metrics
+        metrics.messages_received.labels(kind=Uplink.TELEMETRY.value).inc()
+        count_outcomes(metrics, 1, result)
 
 
 async def _store(context: ApiContext, batch: Batch) -> WriteResult:

@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 
 from fieldline.api.deps import Context
+from fieldline.ops.metrics import WRITE_STALL_SECONDS
 from fieldline.storage import devices as device_store
 from fieldline.storage.migrate import pending_migrations
 
@@ -48,7 +49,8 @@ async def health() -> dict[str, str]:
 
 @router.get("/ready", response_model=Readiness, responses=_READY)
 async def ready(context: Context) -> JSONResponse:
-    """503 until the database is reachable, migrations applied and the broker up."""
+    """503 until the database is reachable, migrations applied and the broker up, and
+    while ingest (when this process runs it) cannot write."""
     checks = {"database": False, "migrations": False, "broker": False}
     try:
         async with context.pool.connection(timeout=2) as conn:
@@ -61,6 +63,11 @@ async def ready(context: Context) -> JSONResponse:
         checks["broker"] = context.broker_started and await context.broker.healthy()
     except Exception:  # any failure means "not ready"
         checks["broker"] = False
+    # `fieldline up` runs ingest beside the API (in process, or a child whose metrics it
+    # reads): a batch it cannot write holds every device up, so the platform is not ready.
+    stall = await context.metrics.ingest_write_stall()
+    if stall is not None:
+        checks["ingest_writes"] = stall <= WRITE_STALL_SECONDS
     ok = all(checks.values())
     return JSONResponse(
         {"status": "ready" if ok else "not_ready", "checks": checks}, status_code=200 if ok else 503

@@ -10,6 +10,8 @@ import { disclosure, pagedTable } from "../paged.js";
 const REASONS = {
   invalid_json: "Invalid JSON",
   invalid_payload: "Invalid payload",
+  invalid_name: "Invalid name",
+  invalid_text: "Invalid text",
   too_large: "Too large",
   device_mismatch: "Device mismatch",
   non_finite_value: "Non-finite value",
@@ -20,6 +22,7 @@ const REASONS = {
   rate_limited: "Rate limited",
   unknown_command: "Unknown command",
   command_closed: "Command closed",
+  unstorable: "Refused by the database",
 };
 // Relative windows: what someone looking into a problem actually asks for.
 // Pairs, not an object: numeric keys would be listed before "Any time".
