@@ -585,9 +585,10 @@ async def run_api(
 
 async def _database_reachable(url: str) -> bool:
     try:
-        async with await psycopg.AsyncConnection.connect(url, connect_timeout=2) as conn:
-            await conn.execute("SELECT 1")
-    except psycopg.Error:
+        async with asyncio.timeout(2):  # a frozen server must not hang the probe
+            async with await psycopg.AsyncConnection.connect(url, connect_timeout=2) as conn:
+                await conn.execute("SELECT 1")
+    except (psycopg.Error, TimeoutError):
         return False
     return True
 

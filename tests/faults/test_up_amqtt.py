@@ -132,3 +132,28 @@ async def test_stopping_up_stores_what_amqtt_accepted(
     assert report.acknowledged <= result.message_ids, f"acknowledged readings were lost:\n{log}"
     assert result.duplicated_points == 0, "readings were stored twice"
     assert result.points == result.readings * DeviceLoad.METRICS_PER_MESSAGE
+
+
+async def test_ready_says_so_while_the_ingest_child_cannot_work(platform: Platform) -> None:
+    """Nothing is stored while the child is frozen (SIGSTOP): `up` is not ready then, and
+    is again once it runs (SIGCONT), without a restart."""
+
+    async def readiness(expected: int) -> dict[str, bool]:
+        async with platform.http() as http:
+            answer = await http.get("/ready")
+        assert answer.status_code == expected, answer.text
+        checks: dict[str, bool] = answer.json()["checks"]
+        return checks
+
+    child = await eventually(lambda: asyncio.to_thread(ingest_child, platform))
+    ready = await eventually(lambda: readiness(200), timeout=60)
+    assert ready["ingest_writes"] is True and ready["ingest_broker"] is True
+    child.suspend()
+    try:
+        frozen = await eventually(lambda: readiness(503), timeout=30)
+        assert frozen["database"] is True and frozen["broker"] is True
+        assert frozen["ingest_broker"] is False
+    finally:
+        child.resume()
+    await eventually(lambda: readiness(200), timeout=60)
+    assert ingest_child(platform).pid == child.pid, "up restarted the child instead"

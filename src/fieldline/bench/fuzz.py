@@ -131,7 +131,8 @@ async def publish_fuzz(
     rng = random.Random(seed)  # noqa: S311 -- a repeatable mix of messages, not secrets
     streams: list[tuple[FuzzDevice, _Connection]] = []
     for device_id, password in devices:
-        connection = await _connect(mqtt_port, f"{device_id}-fuzz-{run}", device_id, password)
+        # Its client id is its device id: brokers refuse any other.
+        connection = await _connect(mqtt_port, device_id, device_id, password)
         device_rng = random.Random(rng.getrandbits(64))  # noqa: S311 -- as above
         streams.append((FuzzDevice(device_id, run, device_rng), connection))
     expected = Expected()

@@ -15,6 +15,7 @@ BATCH_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
 # A batch unwritten this long (failing, or waiting on the database) makes ingest not ready.
 WRITE_STALL_SECONDS = 15.0
 WRITE_STALL_METRIC = "fieldline_ingest_write_stalled_seconds"
+CONNECTED_METRIC = "fieldline_ingest_broker_connected"
 
 
 # Another process's /metrics text (None while it cannot answer).
@@ -119,7 +120,7 @@ class Metrics:
             registry=r,
         )
         self.broker_connected = Gauge(
-            "fieldline_ingest_broker_connected",
+            CONNECTED_METRIC,
             "1 while ingest holds its broker session",
             registry=r,
         )
@@ -156,20 +157,33 @@ class Metrics:
         self._write_stall = stalled
         self.write_stalled.set_function(stalled)
 
-    async def ingest_write_stall(self) -> float | None:
-        """Seconds the ingest writer of this process (or of a source) has been stuck on a
-        batch; None when neither runs ingest (or the source cannot answer now)."""
+    async def ingest_checks(self) -> dict[str, bool]:
+        """Readiness of the ingest this process runs, or reads the metrics of (`up`'s
+        child beside amqtt): its writes are not stalled and it holds its broker session.
+
+        Empty when neither runs ingest (`fieldline api`). An ingest child that cannot be
+        read (dead, restarting) is not ready: nothing is stored meanwhile.
+        """
         if self._write_stall is not None:
-            return self._write_stall()
-        stalls = [
-            sample.value
-            for text in await asyncio.gather(*(s() for s in self.sources))
-            if text
-            for family in text_string_to_metric_families(text)
-            if family.name == WRITE_STALL_METRIC
-            for sample in family.samples
-        ]
-        return max(stalls) if stalls else None
+            connected = self.registry.get_sample_value(CONNECTED_METRIC)
+            return {
+                "ingest_writes": self._write_stall() <= WRITE_STALL_SECONDS,
+                "ingest_broker": connected == 1,
+            }
+        if not self.sources:
+            return {}
+        stalls: list[float] = []
+        connected_values: list[float] = []
+        for text in await asyncio.gather(*(s() for s in self.sources)):
+            for family in text_string_to_metric_families(text or ""):
+                if family.name == WRITE_STALL_METRIC:
+                    stalls += [sample.value for sample in family.samples]
+                elif family.name == CONNECTED_METRIC:
+                    connected_values += [sample.value for sample in family.samples]
+        return {
+            "ingest_writes": bool(stalls) and max(stalls) <= WRITE_STALL_SECONDS,
+            "ingest_broker": bool(connected_values) and min(connected_values) == 1,
+        }
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -12,12 +13,13 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 
 from fieldline.api.deps import Context
-from fieldline.ops.metrics import WRITE_STALL_SECONDS
 from fieldline.storage import devices as device_store
 from fieldline.storage.migrate import pending_migrations
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["operations"])
+# The longest each readiness probe (database, broker) may take.
+PROBE_SECONDS = 2.0
 
 
 class Health(BaseModel):
@@ -53,21 +55,22 @@ async def ready(context: Context) -> JSONResponse:
     while ingest (when this process runs it) cannot write."""
     checks = {"database": False, "migrations": False, "broker": False}
     try:
-        async with context.pool.connection(timeout=2) as conn:
-            await conn.execute("SELECT 1")
-            checks["database"] = True
-            checks["migrations"] = not await pending_migrations(conn)
+        # Bounded: a database that hangs (not down, frozen) must not hang the probe too.
+        async with asyncio.timeout(PROBE_SECONDS):
+            async with context.pool.connection(timeout=PROBE_SECONDS) as conn:
+                await conn.execute("SELECT 1")
+                checks["database"] = True
+                checks["migrations"] = not await pending_migrations(conn)
     except Exception:  # any failure means "not ready", which is the answer
         checks["database"] = False
     try:
-        checks["broker"] = context.broker_started and await context.broker.healthy()
+        async with asyncio.timeout(PROBE_SECONDS):
+            checks["broker"] = context.broker_started and await context.broker.healthy()
     except Exception:  # any failure means "not ready"
         checks["broker"] = False
     # `fieldline up` runs ingest beside the API (in process, or a child whose metrics it
-    # reads): a batch it cannot write holds every device up, so the platform is not ready.
-    stall = await context.metrics.ingest_write_stall()
-    if stall is not None:
-        checks["ingest_writes"] = stall <= WRITE_STALL_SECONDS
+    # reads): a batch it cannot write, or a lost broker session, stores nothing for anyone.
+    checks.update(await context.metrics.ingest_checks())
     ok = all(checks.values())
     return JSONResponse(
         {"status": "ready" if ok else "not_ready", "checks": checks}, status_code=200 if ok else 503
@@ -78,7 +81,7 @@ async def ready(context: Context) -> JSONResponse:
 async def metrics(context: Context) -> Response:
     m = context.metrics
     try:
-        async with context.pool.connection(timeout=2) as conn:
+        async with asyncio.timeout(PROBE_SECONDS), context.pool.connection(timeout=2) as conn:
             since = datetime.now(UTC) - timedelta(seconds=context.settings.online_timeout_seconds)
             m.devices_online.set(await device_store.count_online(conn, since=since))
     except Exception as exc:  # metrics still answer while the database is down
