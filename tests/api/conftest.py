@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +47,7 @@ class Api:
     async def user(self, role: str) -> dict[str, str]:
         """Headers of a fresh user with `role`."""
         admin = await self.login("admin", ADMIN_PASSWORD)
-        username = f"{role}-{id(object())}"
+        username = f"{role}-{uuid.uuid4().hex[:12]}"
         created = await self.http.post(
             "/api/v1/users",
             headers=admin,

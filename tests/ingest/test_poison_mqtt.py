@@ -101,7 +101,7 @@ async def ingest(
 
 @contextlib.asynccontextmanager
 async def device(credential: Credential, ingest: Ingest) -> AsyncIterator[NoReconnectClient]:
-    client = NoReconnectClient(f"{credential.device_id}-{uuid.uuid4().hex[:8]}")
+    client = NoReconnectClient(credential.device_id)
     client.set_auth_credentials(credential.device_id, credential.password)
     await asyncio.wait_for(
         client.connect("127.0.0.1", ingest.settings.mqtt_port, version=MQTTv311), timeout=10

@@ -89,7 +89,9 @@ def _add_to_plugin_file(
     for device_id in devices:
         role = dynsec.device_role(device_id)
         document["clients"].append(
-            dynsec.hashed_client_json(device_id, secret_hash, roles=[role], description=description)
+            dynsec.hashed_client_json(
+                device_id, secret_hash, roles=[role], description=description, clientid=device_id
+            )
         )
         document["roles"].append(dynsec.role_json(role, dynsec.device_acls(topics, device_id)))
     path.write_text(json.dumps(document))
