@@ -141,17 +141,37 @@ def mosquitto_installed() -> None:
         )
 
 
-_FAULT_REPORT: list[str] = []
+class FaultReport:
+    """Lines a fault-injection test reports, printed in the session summary.
+
+    Kept as the test's user properties, which travel with its report from a pytest-xdist
+    worker to the process that prints the summary.
+    """
+
+    KEY = "fault_report"
+
+    def __init__(self, item: pytest.Item) -> None:
+        self._item = item
+
+    def append(self, line: str) -> None:
+        self._item.user_properties.append((self.KEY, line))
 
 
 @pytest.fixture
-def fault_report() -> list[str]:
-    """Lines the fault-injection tests report; printed in the session summary."""
-    return _FAULT_REPORT
+def fault_report(request: pytest.FixtureRequest) -> FaultReport:
+    return FaultReport(request.node)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if _FAULT_REPORT:
+    lines = [
+        value
+        for reports in terminalreporter.stats.values()
+        for report in reports
+        if isinstance(report, pytest.TestReport) and report.when == "call"
+        for key, value in report.user_properties
+        if key == FaultReport.KEY
+    ]
+    if lines:
         terminalreporter.section("fault injection: published, acknowledged, stored")
-        for line in _FAULT_REPORT:
-            terminalreporter.write_line(line)
+        for line in lines:
+            terminalreporter.write_line(str(line))

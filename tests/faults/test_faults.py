@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from fieldline.storage.pgserver import LocalPostgres
+from tests.conftest import FaultReport
 from tests.deployment import (
     Deployment,
     DeviceLoad,
@@ -59,7 +60,7 @@ async def _deploy(
 
 
 async def test_ingest_killed_mid_stream_then_restarted(
-    workdir: Path, pg15_database_url: str, fault_report: list[str]
+    workdir: Path, pg15_database_url: str, fault_report: FaultReport
 ) -> None:
     async with _deploy(workdir, pg15_database_url) as (deployment, load):
         ingest = await deployment.start_ingest("1")
@@ -84,7 +85,7 @@ async def test_ingest_killed_mid_stream_then_restarted(
         assert_every_acknowledged_reading_stored_once(report, result)
 
 
-async def test_database_down_for_30_seconds(workdir: Path, fault_report: list[str]) -> None:
+async def test_database_down_for_30_seconds(workdir: Path, fault_report: FaultReport) -> None:
     # A PostgreSQL this test owns, never the suite's shared one.
     server = LocalPostgres(workdir / "postgres")
     url = await asyncio.to_thread(server.start)
@@ -132,7 +133,7 @@ async def test_database_down_for_30_seconds(workdir: Path, fault_report: list[st
 
 
 async def test_broker_restarted_with_persistence(
-    workdir: Path, pg15_database_url: str, fault_report: list[str]
+    workdir: Path, pg15_database_url: str, fault_report: FaultReport
 ) -> None:
     async with _deploy(workdir, pg15_database_url) as (deployment, load):
         await deployment.start_ingest("1")
@@ -151,7 +152,7 @@ async def test_broker_restarted_with_persistence(
 
 
 async def test_two_ingest_processes_one_killed(
-    workdir: Path, pg15_database_url: str, fault_report: list[str]
+    workdir: Path, pg15_database_url: str, fault_report: FaultReport
 ) -> None:
     async with _deploy(workdir, pg15_database_url, FIELDLINE_INGEST_SHARE_GROUP="fieldline") as (
         deployment,
@@ -187,7 +188,7 @@ async def test_two_ingest_processes_one_killed(
 
 
 async def test_an_ingest_instance_retired_for_good(
-    workdir: Path, pg15_database_url: str, fault_report: list[str]
+    workdir: Path, pg15_database_url: str, fault_report: FaultReport
 ) -> None:
     """Scaling down: the broker routes a stopped instance's share into its session queue;
     `fieldline ingest --retire` stores that queue and ends the session, so nothing is

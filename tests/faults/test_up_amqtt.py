@@ -16,6 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.conftest import FaultReport
 from tests.deployment import DeviceLoad, report_line, wait_stored
 from tests.e2e.conftest import Platform, eventually, start_platform, stop_platform
 from tests.faults.test_faults import assert_every_acknowledged_reading_stored_once
@@ -59,7 +60,7 @@ def ingest_child(platform: Platform, *, other_than: int | None = None) -> psutil
 
 
 async def test_ingest_child_killed_mid_stream_is_restarted(
-    platform: Platform, pg15_database_url: str, fault_report: list[str]
+    platform: Platform, pg15_database_url: str, fault_report: FaultReport
 ) -> None:
     first = await eventually(lambda: asyncio.to_thread(ingest_child, platform))
     credentials = {
@@ -93,7 +94,7 @@ async def test_ingest_child_killed_mid_stream_is_restarted(
 
 
 async def test_stopping_up_stores_what_amqtt_accepted(
-    workdir: Path, pg15_database_url: str, fault_report: list[str]
+    workdir: Path, pg15_database_url: str, fault_report: FaultReport
 ) -> None:
     """SIGTERM to `up` while devices publish: amqtt holds its queue in memory only, so
     `up` disconnects the devices and lets ingest store the rest before it stops."""

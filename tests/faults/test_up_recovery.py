@@ -26,6 +26,7 @@ import psutil
 import pytest
 
 from fieldline.ops.sockets import free_port
+from tests.conftest import FaultReport
 from tests.deployment import DeviceLoad, report_line, wait_stored
 from tests.e2e.conftest import (
     ADMIN_PASSWORD,
@@ -209,7 +210,7 @@ async def test_up_starts_its_database_again_when_it_dies(platform: Platform) -> 
 
 
 async def test_up_killed_while_devices_publish_comes_back_and_loses_nothing(
-    workdir: Path, fault_report: list[str]
+    workdir: Path, fault_report: FaultReport
 ) -> None:
     """SIGKILL of `up` (the OOM killer, a power cut of the process) with QoS 1 devices
     publishing, then a start on the same data directory, as systemd's Restart=always does.
