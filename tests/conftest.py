@@ -142,7 +142,7 @@ def mosquitto_installed() -> None:
 
 
 class FaultReport:
-    """Lines a fault-injection test reports, printed in the session summary.
+    """Lines a fault-injection or fuzz test reports, printed in the session summary.
 
     Kept as the test's user properties, which travel with its report from a pytest-xdist
     worker to the process that prints the summary.
@@ -172,6 +172,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         if key == FaultReport.KEY
     ]
     if lines:
-        terminalreporter.section("fault injection: published, acknowledged, stored")
+        terminalreporter.section("fault injection and fuzzing: what was sent, what came of it")
         for line in lines:
             terminalreporter.write_line(str(line))

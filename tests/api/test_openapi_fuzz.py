@@ -31,7 +31,7 @@ from schemathesis import Case, GenerationMode
 from schemathesis.schemas import APIOperation
 
 from tests.api.conftest import platform_on_pg15
-from tests.conftest import PgServer
+from tests.conftest import FaultReport, PgServer
 from tests.e2e.conftest import Platform
 
 EXAMPLES = int(os.environ.get("OPENAPI_FUZZ_EXAMPLES", "25"))
@@ -170,7 +170,7 @@ def _restore(platform: Platform) -> None:
 
 @pytest.mark.parametrize("role", ["admin", "viewer"])
 def test_no_generated_request_gets_a_server_error_or_an_undocumented_answer(
-    platform: Platform, seed: Seed, role: str, capsys: pytest.CaptureFixture[str]
+    platform: Platform, seed: Seed, role: str, fault_report: FaultReport
 ) -> None:
     schema = schemathesis.openapi.from_url(f"{platform.api_url}/openapi.json")
     headers = seed.admin if role == "admin" else seed.viewer
@@ -192,13 +192,12 @@ def test_no_generated_request_gets_a_server_error_or_an_undocumented_answer(
                 failure = "the run's own session no longer works after this operation"
             if failure is not None:  # noted; on with the others
                 failures[(operation.method.upper(), operation.path)] = failure
-    with capsys.disabled():
-        print(
-            f"\nOpenAPI fuzz as {role}: {operations} operations, {tally.statuses.total()}"
-            f" requests in {time.monotonic() - started:.0f} s,"
-            f" answers {dict(sorted(tally.statuses.items()))}, {len(failures)} operations"
-            f" failing, {tally.cut_short} cut short by inconsistent generation"
-        )
+    fault_report.append(
+        f"OpenAPI fuzz as {role}: {operations} operations, {tally.statuses.total()}"
+        f" requests in {time.monotonic() - started:.0f} s,"
+        f" answers {dict(sorted(tally.statuses.items()))}, {len(failures)} operations"
+        f" failing, {tally.cut_short} cut short by inconsistent generation"
+    )
     assert not failures, "\n\n".join(f"{m} {p}: {text}" for (m, p), text in failures.items())
 
 
