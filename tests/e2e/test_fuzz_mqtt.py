@@ -18,7 +18,8 @@ import psycopg
 import pytest
 
 from fieldline.bench.deployment import metric_total
-from fieldline.bench.fuzz import fuzz_passed, observe, publish_fuzz, register
+from fieldline.bench.fuzz import fuzz_passed, observe, publish_fuzz
+from fieldline.bench.local_up import register_devices
 from tests.conftest import PgServer
 from tests.e2e.conftest import (
     ADMIN_PASSWORD,
@@ -60,7 +61,7 @@ async def test_a_fuzz_of_thousands_of_mixed_messages_adds_up_exactly(
 ) -> None:
     # Exact counts: no device may be refused for its pace.
     with running_up(pg15, workdir, "mosquitto", FIELDLINE_DEVICE_RATE_LIMIT="0") as (up, url):
-        devices = await register(up.api_url, ADMIN_PASSWORD, 6)
+        devices = await register_devices(up.api_url, ADMIN_PASSWORD, "fuzz", 6)
         sent = await publish_fuzz(
             devices, mqtt_port=up.mqtt_port, messages=3_000, rate=1_500.0, seed=7
         )

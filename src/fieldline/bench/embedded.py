@@ -12,11 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -28,13 +24,9 @@ import httpx
 from fieldline.bench.deployment import metric_total
 from fieldline.bench.ingest import IDLE_LIMIT_S, POLL_S
 from fieldline.bench.load import METRICS_PER_MESSAGE, LoadPlan, generate
+from fieldline.bench.local_up import ADMIN_PASSWORD, LocalUp, register_devices, start_up, stop_up
 from fieldline.bench.report import Result, Table, common_options, parse_settings, publish
 from fieldline.bench.usage import Usage, commanded, named, pids, tree
-from fieldline.client import ApiAccess, open_client
-from fieldline.ops.sockets import free_port
-
-ADMIN_PASSWORD = "bench-admin-password"
-START_TIMEOUT_S = 120.0
 
 
 @dataclass
@@ -46,58 +38,6 @@ class EmbeddedOptions:
     processes: int = 2
     directory: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class _Up:
-    process: subprocess.Popen[bytes]
-    api: str
-    mqtt_port: int
-    data_dir: Path
-
-    def postgres_pid(self) -> int:
-        return int((self.data_dir / "postgres" / "postmaster.pid").read_text().splitlines()[0])
-
-
-def _start(directory: Path, options: EmbeddedOptions) -> _Up:
-    http_port, mqtt_port = free_port("127.0.0.1"), free_port("127.0.0.1")
-    log = (directory / "fieldline.log").open("wb")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fieldline",
-            "up",
-            "--data-dir",
-            str(directory / "data"),
-            "--http-port",
-            str(http_port),
-            "--mqtt-port",
-            str(mqtt_port),
-            "--broker",
-            options.broker,
-        ],
-        env={
-            **os.environ,
-            "FIELDLINE_ADMIN_PASSWORD": ADMIN_PASSWORD,
-            "FIELDLINE_LOG_LEVEL": os.environ.get("FIELDLINE_LOG_LEVEL", "WARNING"),
-            # The devices deliberately publish faster than a device's default limit.
-            "FIELDLINE_DEVICE_RATE_LIMIT": "0",
-            **options.env,
-        },
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    log.close()
-    up = _Up(process, f"http://127.0.0.1:{http_port}", mqtt_port, directory / "data")
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{up.api}/ready", timeout=1).status_code == 200:
-                return up
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise click.ClickException(f"fieldline up did not start; see {directory}/fieldline.log")
-        time.sleep(0.2)
 
 
 async def run(options: EmbeddedOptions) -> Result:
@@ -113,9 +53,9 @@ async def run(options: EmbeddedOptions) -> Result:
             "load_processes": options.processes,
         },
     )
-    up = await asyncio.to_thread(_start, directory, options)
+    up = await asyncio.to_thread(start_up, directory, broker=options.broker, env=options.env)
     try:
-        devices = await _register(up, options.devices)
+        devices = await register_devices(up.api, ADMIN_PASSWORD, "emb", options.devices)
         usage = Usage()
         usage.watch("fieldline up", pids(up.process.pid))
         if options.broker == "mosquitto":
@@ -136,8 +76,7 @@ async def run(options: EmbeddedOptions) -> Result:
         stored, done_at = await _wait_stored(up, load.acknowledged)
         usage.stop()
     finally:
-        up.process.send_signal(signal.SIGTERM)
-        await asyncio.to_thread(up.process.wait, 60)
+        await stop_up(up, 60)
         if options.directory is None:
             shutil.rmtree(directory, ignore_errors=True)
     rate = stored / max(done_at - load.started, 1e-9)
@@ -175,22 +114,7 @@ async def run(options: EmbeddedOptions) -> Result:
     return result
 
 
-async def _register(up: _Up, count: int) -> list[tuple[str, str]]:
-    access = ApiAccess(url=up.api, username="admin", password=ADMIN_PASSWORD)
-    devices = []
-    http = await open_client(access)  # already open: it has logged in
-    try:
-        for n in range(count):
-            answer = await http.post("/api/v1/devices", json={"device_id": f"emb-{n:05d}"})
-            answer.raise_for_status()
-            body = answer.json()
-            devices.append((body["device_id"], body["mqtt"]["password"]))
-    finally:
-        await http.aclose()
-    return devices
-
-
-async def _wait_stored(up: _Up, expected: int) -> tuple[int, float]:
+async def _wait_stored(up: LocalUp, expected: int) -> tuple[int, float]:
     """Readings stored (from /metrics) once all are or none arrive for a while, and when."""
     last, last_change = -1.0, time.monotonic()
     done_at = time.time()

@@ -13,12 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -31,13 +27,10 @@ import psycopg
 from fieldline.bench.deployment import metric_total
 from fieldline.bench.fuzz_messages import Expected, FuzzDevice
 from fieldline.bench.load import _Device, _remaining_length, _string, connect_packet
+from fieldline.bench.local_up import ADMIN_PASSWORD, register_devices, start_up, stop_up
 from fieldline.bench.report import Result, Table, parse_settings, publish
-from fieldline.client import ApiAccess, open_client
-from fieldline.ops.sockets import free_port
 from fieldline.storage.pgserver import LocalPostgres
 
-ADMIN_PASSWORD = "bench-fuzz-admin-password"
-START_TIMEOUT_S = 120.0
 SETTLE_TIMEOUT_S = 300.0  # for ingest to store what was acknowledged
 ACK_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 60.0
@@ -239,58 +232,6 @@ def _adds_up(counts: dict[str, float]) -> bool:
     return counts["received"] == counts["stored"] + counts["duplicate"] + counts["rejected"]
 
 
-async def register(api_url: str, password: str, count: int) -> list[tuple[str, str]]:
-    """`count` devices registered through the API: (device id, MQTT password)."""
-    http = await open_client(ApiAccess(url=api_url, username="admin", password=password))
-    devices = []
-    try:
-        for n in range(count):
-            answer = await http.post("/api/v1/devices", json={"device_id": f"fuzz-{n:04d}"})
-            answer.raise_for_status()
-            devices.append((answer.json()["device_id"], answer.json()["mqtt"]["password"]))
-    finally:
-        await http.aclose()
-    return devices
-
-
-@dataclass
-class _Up:
-    process: subprocess.Popen[bytes]
-    api: str
-    mqtt_port: int
-
-
-def _start_up(directory: Path, database_url: str, env: dict[str, str]) -> _Up:
-    http_port, mqtt_port = free_port("127.0.0.1"), free_port("127.0.0.1")
-    with (directory / "fieldline.log").open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "fieldline", "up", "--data-dir", str(directory / "data"),
-             "--http-port", str(http_port), "--mqtt-port", str(mqtt_port),
-             "--broker", "mosquitto"],
-            env={
-                **os.environ,
-                "DATABASE_URL": database_url,
-                "FIELDLINE_ADMIN_PASSWORD": ADMIN_PASSWORD,
-                "FIELDLINE_LOG_LEVEL": os.environ.get("FIELDLINE_LOG_LEVEL", "WARNING"),
-                # Exact counts: no message may be refused for its pace.
-                "FIELDLINE_DEVICE_RATE_LIMIT": "0",
-                **env,
-            },
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    up = _Up(process, f"http://127.0.0.1:{http_port}", mqtt_port)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{up.api}/ready", timeout=1).status_code == 200:
-                return up
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise click.ClickException(f"fieldline up did not start; see {directory}/fieldline.log")
-        time.sleep(0.2)
-
-
 async def run(options: FuzzOptions) -> Result:
     directory = options.directory or Path(tempfile.mkdtemp(prefix="fieldline-bench-fuzz-"))
     directory.mkdir(parents=True, exist_ok=True)
@@ -309,9 +250,11 @@ async def run(options: FuzzOptions) -> Result:
         postgres.bin_dir = options.postgres_bin
     url = await asyncio.to_thread(postgres.start)
     try:
-        up = await asyncio.to_thread(_start_up, directory, url, options.env)
+        up = await asyncio.to_thread(
+            start_up, directory, broker="mosquitto", env={"DATABASE_URL": url, **options.env}
+        )
         try:
-            devices = await register(up.api, ADMIN_PASSWORD, options.devices)
+            devices = await register_devices(up.api, ADMIN_PASSWORD, "fuzz", options.devices)
             sent = await publish_fuzz(
                 devices,
                 mqtt_port=up.mqtt_port,
@@ -321,7 +264,7 @@ async def run(options: FuzzOptions) -> Result:
             )
             observed = await observe(up.api, url, sent.expected)
         finally:
-            if not await _stop(up):
+            if not await stop_up(up, STOP_TIMEOUT_S):
                 result.notes.append(
                     f"fieldline up did not stop within {STOP_TIMEOUT_S:g} s of SIGTERM"
                 )
@@ -331,18 +274,6 @@ async def run(options: FuzzOptions) -> Result:
             shutil.rmtree(directory, ignore_errors=True)
     _tabulate(result, sent, observed)
     return result
-
-
-async def _stop(up: _Up) -> bool:
-    """SIGTERM, then SIGKILL past STOP_TIMEOUT_S; whether it stopped by itself."""
-    up.process.send_signal(signal.SIGTERM)
-    try:
-        await asyncio.to_thread(up.process.wait, STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        up.process.kill()
-        await asyncio.to_thread(up.process.wait)
-        return False
-    return True
 
 
 def _tabulate(result: Result, sent: Published, seen: Observed) -> None:
