@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import random
 import signal
 import socket
 import sys
@@ -47,6 +46,7 @@ from fieldline.ingest.child import IngestChild
 from fieldline.ingest.ratelimit import rate_limiter_from
 from fieldline.ingest.service import IngestConsumer, consume, decode_limits
 from fieldline.ingest.writer import BatchWriter
+from fieldline.ops.backoff import Backoff, sleep_unless
 from fieldline.ops.datadir import private_directory
 from fieldline.ops.metrics import Metrics
 from fieldline.ops.secrets import stored_secret
@@ -390,16 +390,14 @@ async def _retrying(
     A process started before its database or broker (a reboot, an orchestrator)
     waits for it instead of failing.
     """
-    delay = 0.5
+    backoff = Backoff(cap=BACKOFF_CAP_SECONDS)
     while not stopping.is_set():
         try:
             return await attempt()
         except errors as exc:
-            wait = delay * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not crypto
+            wait = backoff.next()
             log.warning(message, extra={"error": str(exc), "retry_in": round(wait, 2)})
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), timeout=wait)
-            delay = min(delay * 2, BACKOFF_CAP_SECONDS)
+            await sleep_unless(stopping, wait)
     return None
 
 

@@ -19,13 +19,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from fieldline.domain.readings import RejectReason
+from fieldline.ops.backoff import Backoff
 from fieldline.ops.metrics import WRITE_STALL_SECONDS, Metrics
 from fieldline.storage.commands import ReportedResult
 from fieldline.storage.writer import (
@@ -235,7 +235,7 @@ class Batcher:
     async def _write_until_done(self, batch: Batch, messages: int) -> WriteResult:
         """Write, retrying with capped, jittered backoff; raise _Unstorable when retrying
         cannot help."""
-        delay = BACKOFF_START_SECONDS
+        backoff = Backoff(cap=BACKOFF_CAP_SECONDS, start=BACKOFF_START_SECONDS)
         while True:
             try:
                 return await self._write(batch)
@@ -247,12 +247,12 @@ class Batcher:
                         extra={"messages": messages, "error": str(exc)},
                     )
                     raise _Unstorable(unstorable_detail(exc)) from exc
+                delay = backoff.next()
                 log.exception(
                     "batch write failed; retrying",
-                    extra={"messages": messages, "retry_in": delay},
+                    extra={"messages": messages, "retry_in": round(delay, 2)},
                 )
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311
-                delay = min(delay * 2, BACKOFF_CAP_SECONDS)
+                await asyncio.sleep(delay)
 
 
 def count_outcomes(metrics: Metrics, messages: int, result: WriteResult) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -35,6 +34,7 @@ from fieldline.ingest.decode import (
     reported_firmware,
 )
 from fieldline.ingest.ratelimit import DeviceRateLimiter
+from fieldline.ops.backoff import Backoff, sleep_unless
 from fieldline.ops.metrics import Metrics
 from fieldline.storage.commands import ReportedResult
 from fieldline.storage.writer import DeviceReadings, LimitedMessage, Presence, RejectedMessage
@@ -561,7 +561,7 @@ async def _connect_until_stopped(
     stopping: asyncio.Event,
 ) -> bool:
     """Connect, retrying with capped, jittered backoff while the broker is unreachable."""
-    delay = 0.5
+    backoff = Backoff(cap=CONNECT_BACKOFF_CAP_SECONDS)
     while not stopping.is_set():
         try:
             await asyncio.wait_for(
@@ -572,14 +572,12 @@ async def _connect_until_stopped(
             )
             return True
         except (OSError, TimeoutError, MQTTConnectError) as exc:
-            wait = delay * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not crypto
+            wait = backoff.next()
             log.warning(
                 "ingest cannot reach the broker; retrying",
                 extra={"host": host, "port": port, "error": str(exc), "retry_in": round(wait, 2)},
             )
             with contextlib.suppress(Exception):
                 await client.disconnect()  # gmqtt may hold a half-open socket
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), timeout=wait)
-            delay = min(delay * 2, CONNECT_BACKOFF_CAP_SECONDS)
+            await sleep_unless(stopping, wait)
     return False

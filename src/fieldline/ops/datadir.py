@@ -16,8 +16,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from fieldline.ops.files import PRIVATE_FILE, write_atomically
+
 LOCK_NAME = "fieldline.lock"
-PRIVATE_FILE = 0o600
 PRIVATE_DIR = 0o700
 
 
@@ -81,12 +82,7 @@ def private_directory(path: Path) -> Path:
 
 def write_private(path: Path, text: str) -> None:
     """Write atomically with mode 0600 (the files that hold secrets or their hashes)."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.chmod(tmp, PRIVATE_FILE)
-    os.replace(tmp, path)
+    write_atomically(path, text.encode(), mode=PRIVATE_FILE)
 
 
 def private_file(path: Path) -> Path:

@@ -19,13 +19,14 @@ import ctypes
 import functools
 import logging
 import os
-import random
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+
+from fieldline.ops.backoff import Backoff
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ class SupervisedProcess:
             self._task = None
 
     async def _supervise(self) -> None:
-        backoff = 0.5
+        backoff = Backoff(cap=MAX_BACKOFF_SECONDS)
         while not self._stopping:
             try:
                 process = await asyncio.create_subprocess_exec(
@@ -120,14 +121,13 @@ class SupervisedProcess:
                 logger.info("child stopped", extra={"child": self._name, "returncode": returncode})
                 return
             if time.monotonic() - started > STABLE_SECONDS:
-                backoff = 0.5
-            delay = backoff * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not crypto
+                backoff.reset()
+            delay = backoff.next()
             logger.error(
                 "child exited unexpectedly; restarting",
                 extra={"child": self._name, "returncode": returncode, "delay_s": round(delay, 2)},
             )
             await asyncio.sleep(delay)
-            backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
             self.restarts += 1
 
     async def _relay(self, process: asyncio.subprocess.Process) -> None:

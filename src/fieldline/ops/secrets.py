@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
+
+from fieldline.ops.files import write_atomically
 
 
 def stored_secret(data_dir: Path, name: str, *, nbytes: int = 32) -> str:
@@ -16,10 +17,6 @@ def stored_secret(data_dir: Path, name: str, *, nbytes: int = 32) -> str:
         return path.read_text().strip()
     except FileNotFoundError:
         value = secrets.token_urlsafe(nbytes)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process wrote it first
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as handle:
-        handle.write(value + "\n")
+    if not write_atomically(path, (value + "\n").encode(), exclusive=True):
+        return path.read_text().strip()  # another process wrote it first
     return value

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 import re
 import socket
 import ssl
@@ -25,6 +24,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from fieldline.ops.files import write_atomically
 
 KeyType = Literal["ecdsa", "rsa"]
 SigningKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
@@ -311,9 +312,4 @@ def _spki(key: PublicKeyTypes) -> bytes:
 
 def _write(path: Path, data: bytes, *, mode: int) -> None:
     """Atomically, so a crash never leaves half a key; keys are created 0600, never wider."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    write_atomically(path, data, mode=mode)

@@ -29,6 +29,7 @@ from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 from gmqtt.storage import PersistentStorage
 
 from fieldline.domain.topics import Downlink, TopicScheme, Uplink
+from fieldline.ops.backoff import Backoff, sleep_unless
 from fieldline.sim import payloads
 from fieldline.sim.options import FleetOptions, MqttVersion
 from fieldline.sim.payloads import BAD_KINDS, TimestampForm
@@ -153,7 +154,7 @@ class SimulatedDevice:
         `gate` bounds simultaneous handshakes so a large fleet does not hit the
         broker with thousands of CONNECTs in the same instant.
         """
-        delay = 1.0
+        backoff = Backoff(cap=BACKOFF_CAP_S, start=1.0, rng=self._rng)
         version = MQTTv50 if self._options.mqtt_version is MqttVersion.V5 else MQTTv311
         while not stop.is_set():
             client = self._new_client()
@@ -169,12 +170,7 @@ class SimulatedDevice:
                 self._count_failed_attempt(exc)
                 await _abandon(client)
                 self.attempted.set()
-                try:
-                    async with asyncio.timeout(self._rng.uniform(0.5, 1.0) * delay):
-                        await stop.wait()
-                except TimeoutError:
-                    pass
-                delay = min(delay * 2.0, BACKOFF_CAP_S)
+                await sleep_unless(stop, backoff.next())
                 continue
             self._lost.clear()
             self._client = client

@@ -17,13 +17,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from fieldline.config import Settings
+from fieldline.ops.backoff import Backoff
 from fieldline.ops.datadir import DataDirLock, Holder
 from fieldline.storage.pgserver import LocalPostgres, PostgresServerError
 
@@ -148,7 +148,7 @@ async def served_database(settings: Settings) -> AsyncIterator[Database]:
 
 
 async def _keep_running(server: LocalPostgres, closing: asyncio.Event) -> None:
-    delay = 0.5
+    backoff = Backoff(cap=RESTART_BACKOFF_CAP_SECONDS)
     while not await _wait(closing, CHECK_SECONDS):
         if server.running():
             continue
@@ -160,17 +160,16 @@ async def _keep_running(server: LocalPostgres, closing: asyncio.Event) -> None:
             try:
                 await asyncio.to_thread(server.start)
             except (PostgresServerError, OSError) as exc:
-                wait = delay * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not crypto
+                wait = backoff.next()
                 log.warning(
                     "postgresql did not start; retrying",
                     extra={"error": str(exc), "retry_in": round(wait, 2)},
                 )
-                delay = min(delay * 2, RESTART_BACKOFF_CAP_SECONDS)
                 if await _wait(closing, wait):
                     return
                 continue
             log.info("the embedded postgresql runs again", extra={"port": server.port})
-            delay = 0.5
+            backoff.reset()
             break
 
 
