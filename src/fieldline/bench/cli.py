@@ -42,7 +42,7 @@ class _Scenarios(click.Group):
             if exc.name and exc.name.split(".")[0] in {"psutil", "matplotlib", "playwright"}:
                 raise click.ClickException(
                     f"the benchmarks need the `bench` extra ({exc.name} is missing): "
-                    "install fieldline[bench], or run from a clone with `uv run`"
+                    "install fieldline[bench], or run from a clone with `uv run --extra bench`"
                 ) from exc
             raise
         command: click.Command = module.command
