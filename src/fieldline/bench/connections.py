@@ -16,7 +16,6 @@ import asyncio
 import math
 import resource
 import shutil
-import statistics
 import tempfile
 import time
 from collections import Counter
@@ -29,7 +28,7 @@ import psycopg
 
 from fieldline.bench.connections_load import LoadConfig, LoadGenerator, RampStats, Totals
 from fieldline.bench.connections_seed import DEVICE_HASH_ITERATIONS, device_ids, seed_devices
-from fieldline.bench.report import Result, Table
+from fieldline.bench.report import Result, Table, percentile
 from fieldline.bench.stack import Stack, running_stack
 from fieldline.bench.usage import pids
 
@@ -203,16 +202,10 @@ def _ramp_summary(started: float, parts: list[RampStats]) -> dict[str, Any]:
         "seconds": took,
         "rate": len(connected_at) / took if took else 0.0,
         "peak_rate": max(per_second.values(), default=0),
-        "latency_p50_ms": 1000 * _quantile(latencies, 0.5),
-        "latency_p99_ms": 1000 * _quantile(latencies, 0.99),
+        "latency_p50_ms": 1000 * (percentile(latencies, 0.5) if latencies else 0.0),
+        "latency_p99_ms": 1000 * (percentile(latencies, 0.99) if latencies else 0.0),
         "per_second": [per_second.get(s, 0) for s in range(int(took) + 1)],
     }
-
-
-def _quantile(values: list[float], q: float) -> float:
-    if len(values) < 2:
-        return values[0] if values else 0.0
-    return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1]
 
 
 def _tabulate(

@@ -22,7 +22,14 @@ import psycopg
 
 from fieldline.bench.ingest import IDLE_LIMIT_S, POLL_S
 from fieldline.bench.load import LoadPlan, generate
-from fieldline.bench.report import Result, Table, common_options, parse_settings, publish
+from fieldline.bench.report import (
+    Result,
+    Table,
+    common_options,
+    parse_settings,
+    percentile,
+    publish,
+)
 from fieldline.bench.stack import running_stack
 
 QUANTILES_KEPT = 1_000  # points of each distribution kept in the JSON, for plots
@@ -144,13 +151,8 @@ async def _latencies(database_url: str, since: float, until: float) -> list[floa
 
 
 def _percentiles(values: list[float]) -> list[float]:
-    if not values:
-        return [float("nan")] * 5
-
-    def at(fraction: float) -> float:
-        return values[min(len(values) - 1, int(fraction * len(values)))]
-
-    return [at(0.50), at(0.95), at(0.99), at(0.999), values[-1]]
+    """p50, p95, p99, p99.9 and the maximum of latencies sorted ascending."""
+    return [percentile(values, fraction) for fraction in (0.50, 0.95, 0.99, 0.999, 1.0)]
 
 
 def _thin(values: list[float]) -> list[float]:

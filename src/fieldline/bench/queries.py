@@ -35,7 +35,7 @@ import click
 import httpx
 import psycopg
 
-from fieldline.bench.report import Result, Table
+from fieldline.bench.report import Result, Table, percentile
 from fieldline.bench.stack import Stack, running_stack
 from fieldline.bench.usage import Usage, pids, tree
 from fieldline.storage.writer import create_partition
@@ -278,13 +278,6 @@ class Measurement:
     @property
     def per_second(self) -> float:
         return self.requests / self.seconds
-
-
-def percentile(sorted_values: list[float], fraction: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    index = min(len(sorted_values) - 1, round(fraction * (len(sorted_values) - 1)))
-    return sorted_values[index]
 
 
 async def measure(

@@ -7,13 +7,14 @@ and written as JSON, with the machine it ran on and the exact command, to
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,6 +67,17 @@ class Result:
         path = directory / f"{self.scenario}-{stamp}.json"
         path.write_bytes(orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2))
         return path
+
+
+def percentile(sorted_values: Sequence[float], fraction: float) -> float:
+    """The nearest-rank percentile of values sorted ascending: the smallest value with at
+    least `fraction` of all values at or below it (so p99 of 100 values is the 99th, never
+    an interpolation between two). NaN when there are none. Every benchmark's p50/p95/p99
+    comes from here, so their tables compare."""
+    if not sorted_values:
+        return float("nan")
+    rank = math.ceil(fraction * len(sorted_values))
+    return sorted_values[min(max(rank, 1), len(sorted_values)) - 1]
 
 
 def _cell(value: Any) -> str:
