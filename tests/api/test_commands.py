@@ -14,8 +14,8 @@ import orjson
 import pytest
 
 from fieldline.broker.publisher import Publisher
-from fieldline.commands.dispatch import dispatch_round
 from fieldline.domain.topics import TopicScheme
+from fieldline.downlink.commands import dispatch_round
 from fieldline.ingest.batcher import Batcher
 from fieldline.ingest.decode import DecodeLimits
 from fieldline.ingest.service import IngestConsumer

@@ -13,11 +13,11 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from fieldline import config_delivery
 from fieldline.broker.publisher import Publisher
-from fieldline.commands import dispatch
 from fieldline.config import Settings
 from fieldline.domain.topics import TopicScheme
+from fieldline.downlink import commands as dispatch
+from fieldline.downlink import config as config_delivery
 from fieldline.ops.metrics import Metrics
 from fieldline.security.provisioning import SIGNATURE_MEMORY
 from fieldline.storage import housekeeping
