@@ -14,14 +14,14 @@ import orjson
 import pytest
 
 from fieldline.broker.publisher import Publisher
-from fieldline.commands.dispatch import dispatch_round
 from fieldline.domain.topics import TopicScheme
+from fieldline.downlink.commands import dispatch_round
 from fieldline.ingest.batcher import Batcher
 from fieldline.ingest.decode import DecodeLimits
 from fieldline.ingest.service import IngestConsumer
 from fieldline.ingest.writer import BatchWriter
 from fieldline.ops.metrics import Metrics
-from fieldline.storage import commands as command_store
+from fieldline.storage.locks import JobLock, try_job_lock
 from fieldline.worker.service import Worker
 from tests.api.conftest import Api
 from tests.api.test_auth_and_roles import assert_error
@@ -188,7 +188,7 @@ async def test_an_offline_devices_commands_wait_and_the_worker_sends_them_when_i
             assert sent["status"] == "sent" and sent["sent_at"] is not None
 
         # Sent once: later rounds find nothing more to send.
-        await worker.dispatch_once()
+        await worker.run_job("command_dispatch")
         await asyncio.sleep(0.2)
         assert len(device.messages) == 2
 
@@ -214,7 +214,7 @@ async def test_an_online_devices_new_command_waits_behind_its_older_pending_ones
     worker = Worker(
         settings=api.context.settings, pool=api.pool, metrics=Metrics(), publisher=publisher
     )
-    outcome = await worker.dispatch_once()
+    outcome = await worker.run_job("command_dispatch")
     assert outcome is not None and outcome.sent == 2
     assert await eventually(lambda: len(device.messages) == 2)
     assert [m["name"] for m in received(device)] == ["first", "second"]
@@ -239,7 +239,7 @@ async def test_commands_not_answered_in_time_expire_and_late_answers_are_kept_as
     worker = Worker(
         settings=api.context.settings, pool=api.pool, metrics=Metrics(), publisher=publisher
     )
-    outcome = await worker.dispatch_once()
+    outcome = await worker.run_job("command_dispatch")
     assert outcome is not None and outcome.expired == 2
     for command in (sent, pending):
         expired = await fetch(api, admin, command)
@@ -261,7 +261,7 @@ async def test_commands_not_answered_in_time_expire_and_late_answers_are_kept_as
     # An expired command is never sent, even when its device comes online.
     other = await device_client(api, "gate-5", other_password)
     await ingest.online("gate-5")
-    await worker.dispatch_once()
+    await worker.run_job("command_dispatch")
     await asyncio.sleep(0.2)
     assert other.messages == []
     await device.close()
@@ -462,7 +462,7 @@ async def test_one_dispatcher_at_a_time(api: Api, admin: dict[str, str]) -> None
     online_since = datetime.now(UTC) - timedelta(minutes=5)
     async with api.pool.connection() as holder, api.pool.connection() as other:
         async with holder.transaction():
-            assert await command_store.try_dispatch_lock(holder)
+            assert await try_job_lock(holder, JobLock.COMMAND_DISPATCH)
             skipped = await dispatch_round(
                 other, publisher=None, topics=TopicScheme(), online_since=online_since
             )
@@ -486,12 +486,12 @@ async def test_a_sent_command_goes_again_when_the_device_reconnects_unanswered(
     worker = Worker(
         settings=api.context.settings, pool=api.pool, metrics=Metrics(), publisher=publisher
     )
-    await worker.dispatch_once()
+    await worker.run_job("command_dispatch")
     device = await device_client(api, "valve-9", password)
     await asyncio.sleep(0.2)
     assert device.messages == []  # no reconnect seen yet: nothing is re-sent
     await ingest.online("valve-9")
-    await worker.dispatch_once()
+    await worker.run_job("command_dispatch")
     assert await eventually(lambda: len(device.messages) == 1, within=10)
     assert received(device)[0]["command_id"] == lost["command_id"]
     await ingest.answer(
@@ -500,7 +500,7 @@ async def test_a_sent_command_goes_again_when_the_device_reconnects_unanswered(
     assert (await fetch(api, admin, lost))["status"] == "succeeded"
     # Answered: a further reconnect sends nothing.
     await ingest.online("valve-9")
-    await worker.dispatch_once()
+    await worker.run_job("command_dispatch")
     await asyncio.sleep(0.2)
     assert len(device.messages) == 1
     await device.close()

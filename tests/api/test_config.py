@@ -11,6 +11,7 @@ import pytest
 from fieldline.broker.publisher import Publisher
 from fieldline.domain.config import MAX_CONFIG_BYTES
 from fieldline.ops.metrics import Metrics
+from fieldline.worker.jobs import HOUSEKEEPING
 from fieldline.worker.service import Worker
 from tests.api.conftest import Api
 from tests.broker.conftest import Probe, eventually
@@ -323,7 +324,7 @@ async def test_an_undelivered_configuration_is_published_by_the_worker(
         worker = Worker(
             settings=api.context.settings, pool=api.pool, metrics=Metrics(), publisher=publisher
         )
-        await worker.run_once()
+        await worker.run_round(HOUSEKEEPING)
         # Only the newest version: the device never sees the one it missed.
         assert await eventually(
             lambda: configs(device) == [{"version": 2, "config": {"b": 2, "a": 1}}]
@@ -344,12 +345,12 @@ async def test_a_starting_worker_republishes_what_the_broker_forgot(
     worker = Worker(
         settings=api.context.settings, pool=api.pool, metrics=Metrics(), publisher=publisher
     )
-    await worker.run_once()
+    await worker.run_round(HOUSEKEEPING)
     late = await subscribed("cfg-10", password)
     assert await eventually(lambda: configs(late) == [{"version": 1, "config": {"a": 1}}])
     # Later rounds publish only what is pending.
     await publisher.publish("devices/cfg-10/config", b"", retain=True)
-    await worker.run_once()
+    await worker.run_round(HOUSEKEEPING)
     again = await subscribed("cfg-10", password)
     assert not await eventually(lambda: bool(configs(again)), within=0.5)
 

@@ -26,6 +26,7 @@ from fieldline.api.app import create_app
 from fieldline.ops.metrics import Metrics
 from fieldline.security.passwords import verify_encoded
 from fieldline.storage import housekeeping
+from fieldline.worker.jobs import HOUSEKEEPING
 from fieldline.worker.service import Worker
 from tests.api.conftest import Api
 from tests.api.test_auth_and_roles import assert_error
@@ -584,7 +585,7 @@ async def test_the_worker_forgets_signatures_too_old_to_replay(
             (key_id,),
         )
     worker = Worker(settings=api.context.settings, pool=api.pool, metrics=Metrics())
-    await worker.run_once()
+    await worker.run_round(HOUSEKEEPING)
     assert await scalar(api, "SELECT count(*) FROM provisioning_signatures") == 1
     assert (
         await scalar(api, "SELECT count(*) FROM provisioning_signatures WHERE signature = 'old'")

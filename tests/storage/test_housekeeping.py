@@ -13,8 +13,10 @@ from fieldline.config import Settings
 from fieldline.ops.metrics import Metrics
 from fieldline.storage import housekeeping
 from fieldline.storage.db import Pool, open_pool
+from fieldline.storage.locks import JobLock
 from fieldline.storage.migrate import migrate
 from fieldline.storage.writer import Batch, PartitionCache, Presence, write_batch
+from fieldline.worker.jobs import HOUSEKEEPING
 from fieldline.worker.service import Worker
 from tests.conftest import create_devices
 
@@ -99,9 +101,7 @@ async def test_silent_devices_go_offline_with_a_status_event(pool: Pool) -> None
 async def test_a_job_another_worker_holds_is_skipped(pool: Pool) -> None:
     async with pool.connection() as holder, pool.connection() as other:
         async with holder.transaction():
-            await holder.execute(
-                "SELECT pg_advisory_xact_lock(%s)", (int(housekeeping.Job.SILENT_OFFLINE),)
-            )
+            await holder.execute("SELECT pg_advisory_xact_lock(%s)", (int(JobLock.SILENT_OFFLINE),))
             skipped = await housekeeping.mark_silent_offline(other, NOW, NOW)
         assert skipped is None
         assert await housekeeping.mark_silent_offline(other, NOW, NOW) == []
@@ -119,7 +119,7 @@ async def test_the_worker_runs_every_job_and_counts_them(pool: Pool, tmp_path: P
     worker = Worker(settings=settings, pool=pool, metrics=metrics)
     stopping = asyncio.Event()
     running = asyncio.create_task(worker.run(stopping))
-    while worker.rounds == 0:
+    while worker.rounds[HOUSEKEEPING.name] == 0:
         await asyncio.sleep(0.02)
     stopping.set()
     await asyncio.wait_for(running, timeout=5)  # returns at once, not after the interval

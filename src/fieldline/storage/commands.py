@@ -25,9 +25,6 @@ from fieldline.storage.paging import Page, decode_cursor, encode_cursor
 
 Conn = AsyncConnection[Row]
 
-# Advisory lock of the dispatcher, in fieldline's key space beside housekeeping.Job.
-DISPATCH_LOCK = 0x666C_0107
-
 _COLUMNS = (
     "c.command_id, c.device_id, c.name, c.params, c.status, c.created_at, c.created_by,"
     " c.sent_at, c.completed_at, c.expires_at, c.result"
@@ -120,13 +117,6 @@ async def claim_if_next(conn: Conn, command_id: UUID) -> Command | None:
         )
     ).fetchone()
     return _command(row) if row else None
-
-
-async def try_dispatch_lock(conn: Conn) -> bool:
-    """Inside a transaction: one dispatcher at a time, so commands go out in order, once."""
-    cursor = await conn.execute("SELECT pg_try_advisory_xact_lock(%s) AS got", (DISPATCH_LOCK,))
-    row = await cursor.fetchone()
-    return bool(row and row["got"])
 
 
 # Due: pending, or sent but the device has (re)connected since (it announces itself with

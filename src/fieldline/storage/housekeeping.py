@@ -1,43 +1,27 @@
 """The worker's periodic jobs, each safe to run from several workers at once.
 
-Each job takes a transaction-scoped advisory lock first: a second worker
-running the same job at the same moment skips it instead of doing it twice.
+Each job takes its transaction-scoped advisory lock (`locks.JobLock`) first: a
+second worker running the same job at the same moment skips it instead of doing
+it twice.
 """
 
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
-from enum import IntEnum
 
 from psycopg import AsyncConnection
 
 from fieldline.storage.db import Row
+from fieldline.storage.locks import JobLock, try_job_lock
 from fieldline.storage.writer import create_partition
 
 DELETE_CHUNK = 50_000  # ledger rows forgotten per statement, so no job holds locks for long
 
 
-class Job(IntEnum):
-    """Advisory lock keys, one per job (within fieldline's own key space)."""
-
-    PARTITIONS = 0x666C_0001
-    FORGET_MESSAGE_IDS = 0x666C_0002
-    SILENT_OFFLINE = 0x666C_0003
-    FORGET_PROVISIONING_SIGNATURES = 0x666C_0005
-    FORGET_REJECTED_MESSAGES = 0x666C_0006
-    FORGET_INGEST_ACTIVITY = 0x666C_0007
-
-
-async def _locked(conn: AsyncConnection[Row], job: Job) -> bool:
-    cursor = await conn.execute("SELECT pg_try_advisory_xact_lock(%s) AS got", (int(job),))
-    row = await cursor.fetchone()
-    return bool(row and row["got"])
-
-
 async def create_partitions_ahead(conn: AsyncConnection[Row], today: date, days: int) -> int | None:
     """Telemetry partitions for today and the next `days`, so midnight costs ingest no DDL."""
     async with conn.transaction():
-        if not await _locked(conn, Job.PARTITIONS):
+        if not await try_job_lock(conn, JobLock.PARTITIONS):
             return None
     for offset in range(days + 1):
         await create_partition(conn, today + timedelta(days=offset))
@@ -47,7 +31,7 @@ async def create_partitions_ahead(conn: AsyncConnection[Row], today: date, days:
 async def forget_message_ids(conn: AsyncConnection[Row], received_before: datetime) -> int | None:
     """Drop ledger entries older than the de-duplication window; answer how many."""
     return await _delete_older(
-        conn, Job.FORGET_MESSAGE_IDS, "message_ledger", "received_at", received_before
+        conn, JobLock.FORGET_MESSAGE_IDS, "message_ledger", "received_at", received_before
     )
 
 
@@ -56,19 +40,19 @@ async def forget_rejected_messages(
 ) -> int | None:
     """Drop rejected messages older than their retention; answer how many."""
     return await _delete_older(
-        conn, Job.FORGET_REJECTED_MESSAGES, "rejected_messages", "received_at", received_before
+        conn, JobLock.FORGET_REJECTED_MESSAGES, "rejected_messages", "received_at", received_before
     )
 
 
 async def forget_ingest_activity(conn: AsyncConnection[Row], before: datetime) -> int | None:
     """Drop the dashboard's ingest counts older than `before`; answer how many rows."""
     return await _delete_older(
-        conn, Job.FORGET_INGEST_ACTIVITY, "ingest_activity", "bucket", before
+        conn, JobLock.FORGET_INGEST_ACTIVITY, "ingest_activity", "bucket", before
     )
 
 
 async def _delete_older(
-    conn: AsyncConnection[Row], job: Job, table: str, column: str, before: datetime
+    conn: AsyncConnection[Row], job: JobLock, table: str, column: str, before: datetime
 ) -> int | None:
     """Delete rows with `column` before `before`, in chunks so no statement holds locks long.
 
@@ -82,7 +66,7 @@ async def _delete_older(
     )
     while True:
         async with conn.transaction():
-            if not await _locked(conn, job):
+            if not await try_job_lock(conn, job):
                 return None if deleted_in_all == 0 else deleted_in_all
             cursor = await conn.execute(statement.encode(), (before, DELETE_CHUNK))
             deleted = cursor.rowcount
@@ -100,7 +84,7 @@ async def mark_silent_offline(
     status history shows when and why, like a last will would.
     """
     async with conn.transaction():
-        if not await _locked(conn, Job.SILENT_OFFLINE):
+        if not await try_job_lock(conn, JobLock.SILENT_OFFLINE):
             return None
         cursor = await conn.execute(
             "UPDATE devices SET status = 'offline' "
@@ -124,7 +108,7 @@ async def forget_provisioning_signatures(
 ) -> int | None:
     """Forget used provisioning signatures whose requests are too old to be accepted anyway."""
     async with conn.transaction():
-        if not await _locked(conn, Job.FORGET_PROVISIONING_SIGNATURES):
+        if not await try_job_lock(conn, JobLock.FORGET_PROVISIONING_SIGNATURES):
             return None
         cursor = await conn.execute(
             "DELETE FROM provisioning_signatures WHERE signed_at < %s", (signed_before,)

@@ -1,4 +1,4 @@
-"""Periodic housekeeping: partitions ahead, forgetting old message ids, silent devices.
+"""The worker: runs every registered job on its schedule until told to stop.
 
 Several workers may run (for availability); each job's advisory lock makes
 the others skip it rather than do it twice.
@@ -9,26 +9,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
-from fieldline import config_delivery
 from fieldline.broker.publisher import Publisher
-from fieldline.commands import dispatch
 from fieldline.config import Settings
-from fieldline.domain.topics import TopicScheme
+from fieldline.downlink.jobs import downlink_jobs
 from fieldline.ops.metrics import Metrics
-from fieldline.security.provisioning import SIGNATURE_MEMORY
-from fieldline.storage import housekeeping
 from fieldline.storage.db import Pool
+from fieldline.worker.housekeeping import housekeeping_jobs
+from fieldline.worker.jobs import Job, JobSource, Schedule, WorkerContext
 
 log = logging.getLogger(__name__)
 
-PARTITION_DAYS_AHEAD = 2
-INGEST_ACTIVITY_KEPT = timedelta(days=1)  # the dashboard shows at most the last hour
-# How soon a device that comes back online gets its pending commands.
-COMMAND_DISPATCH_INTERVAL_SECONDS = 1.0
+R = TypeVar("R")
+
+# Every feature's jobs. Jobs sharing a schedule run in this order.
+FEATURES: tuple[JobSource, ...] = (housekeeping_jobs, downlink_jobs)
 
 
 class Worker:
@@ -39,124 +38,73 @@ class Worker:
         pool: Pool,
         metrics: Metrics,
         publisher: Publisher | None = None,
+        features: Sequence[JobSource] = FEATURES,
     ) -> None:
         self._settings = settings
         self._pool = pool
         self._metrics = metrics
-        self._publisher = publisher  # downlinks (commands, configuration), when there is a broker
-        self._configs_republished = False
-        self.rounds = 0
+        context = WorkerContext(settings=settings, metrics=metrics, publisher=publisher)
+        self.jobs: list[Job[Any]] = [job for source in features for job in source(context)]
+        _refuse_clashes(self.jobs)
+        self.rounds: Counter[str] = Counter()  # rounds completed, by schedule name
+
+    @property
+    def schedules(self) -> list[Schedule]:
+        return list(dict.fromkeys(job.schedule for job in self.jobs))
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Run every job now, then every `worker_interval_seconds`, until `stopping`;
-        command dispatch beside them, every COMMAND_DISPATCH_INTERVAL_SECONDS."""
+        """Run each schedule's round now, then again after its interval, until `stopping`."""
         async with asyncio.TaskGroup() as group:
-            group.create_task(self.dispatch_commands(stopping), name="command-dispatch")
-            while not stopping.is_set():
-                await self.run_once()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        stopping.wait(), timeout=self._settings.worker_interval_seconds
-                    )
+            for schedule in self.schedules:
+                group.create_task(self._repeat(schedule, stopping), name=schedule.name)
 
-    async def dispatch_commands(self, stopping: asyncio.Event) -> None:
-        """Send pending commands to devices that are back online, expire overdue ones."""
+    async def _repeat(self, schedule: Schedule, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
-            outcome = await self.dispatch_once()
-            if outcome is not None and outcome.more:
+            if await self.run_round(schedule):
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), timeout=COMMAND_DISPATCH_INTERVAL_SECONDS)
+                await asyncio.wait_for(stopping.wait(), timeout=schedule.seconds(self._settings))
 
-    async def dispatch_once(self) -> dispatch.DispatchRound | None:
-        settings = self._settings
-        online_since = datetime.now(UTC) - timedelta(seconds=settings.online_timeout_seconds)
-        outcome: dispatch.DispatchRound | None = await self._job(
-            "command_dispatch",
-            lambda conn: dispatch.dispatch_round(
-                conn,
-                publisher=self._publisher,
-                topics=TopicScheme(settings.topic_prefix),
-                online_since=online_since,
-            ),
-        )
-        if outcome is not None and (outcome.sent or outcome.expired):
-            log.info(
-                "commands dispatched", extra={"sent": outcome.sent, "expired": outcome.expired}
-            )
-        return outcome
-
-    async def run_once(self) -> None:
+    async def run_round(self, schedule: Schedule) -> bool:
+        """Run the schedule's jobs once, in order; True when one asks to run again at once."""
         now = datetime.now(UTC)
-        settings = self._settings
-        await self._job(
-            "partitions",
-            lambda conn: housekeeping.create_partitions_ahead(
-                conn, now.date(), PARTITION_DAYS_AHEAD
-            ),
-        )
-        forgotten = await self._job(
-            "forget_message_ids",
-            lambda conn: housekeeping.forget_message_ids(
-                conn, now - timedelta(days=settings.dedup_window_days)
-            ),
-        )
-        if forgotten:
-            self._metrics.message_ids_forgotten.inc(forgotten)
-            log.info("message ids forgotten", extra={"count": forgotten})
-        silent = await self._job(
-            "silent_offline",
-            lambda conn: housekeeping.mark_silent_offline(
-                conn, now - timedelta(seconds=settings.online_timeout_seconds), now
-            ),
-        )
-        if silent:
-            self._metrics.devices_timed_out.inc(len(silent))
-            log.info(
-                "silent devices marked offline",
-                extra={"count": len(silent), "device_ids": silent[:20]},
-            )
-        rejected = await self._job(
-            "forget_rejected_messages",
-            lambda conn: housekeeping.forget_rejected_messages(
-                conn, now - timedelta(days=settings.rejected_retention_days)
-            ),
-        )
-        if rejected:
-            log.info("old rejected messages deleted", extra={"count": rejected})
-        await self._job(
-            "forget_ingest_activity",
-            lambda conn: housekeeping.forget_ingest_activity(conn, now - INGEST_ACTIVITY_KEPT),
-        )
-        await self._job(
-            "forget_provisioning_signatures",
-            lambda conn: housekeeping.forget_provisioning_signatures(conn, now - SIGNATURE_MEMORY),
-        )
-        await self._job("config_delivery", self._deliver_configurations)
-        self.rounds += 1
+        again = False
+        for job in self.jobs:
+            if job.schedule == schedule:
+                result = await self._attempt(job, now)
+                again |= (
+                    result is not None
+                    and job.again_at_once is not None
+                    and job.again_at_once(result)
+                )
+        self.rounds[schedule.name] += 1
+        return again
 
-    async def _deliver_configurations(self, conn: Any) -> config_delivery.Delivery:
-        # Once per worker, everything: the in-process broker forgets retained messages on restart.
-        ready = self._publisher is not None and self._publisher.connected
-        delivery = await config_delivery.catch_up(
-            conn,
-            self._publisher,
-            TopicScheme(self._settings.topic_prefix),
-            everything=not self._configs_republished,
-        )
-        if ready and not delivery.failed:
-            self._configs_republished = True
-        return delivery
+    async def run_job(self, name: str) -> Any:
+        """Run one job now (whatever its schedule); its answer, None if skipped or failed."""
+        (job,) = [job for job in self.jobs if job.name == name]
+        return await self._attempt(job, datetime.now(UTC))
 
-    async def _job(self, name: str, job: Callable[[Any], Awaitable[Any]]) -> Any:
+    async def _attempt(self, job: Job[R], now: datetime) -> R | None:
         try:
             async with self._pool.connection() as conn:
-                result = await job(conn)
+                result = await job.run(conn, now)
         except Exception:
             # The next round tries again; a failed job must not stop the others.
-            self._metrics.worker_jobs.labels(job=name, outcome="failed").inc()
-            log.exception("worker job failed", extra={"job": name})
+            self._metrics.worker_jobs.labels(job=job.name, outcome="failed").inc()
+            log.exception("worker job failed", extra={"job": job.name})
             return None
         outcome = "skipped" if result is None else "done"
-        self._metrics.worker_jobs.labels(job=name, outcome=outcome).inc()
+        self._metrics.worker_jobs.labels(job=job.name, outcome=outcome).inc()
         return result
+
+
+def _refuse_clashes(jobs: Sequence[Job[Any]]) -> None:
+    """Two jobs of one name would share their metrics; of one lock, exclude each other."""
+    for what, keys in (
+        ("name", [job.name for job in jobs]),
+        ("lock", [job.lock for job in jobs if job.lock is not None]),
+    ):
+        repeated = sorted(str(key) for key, count in Counter(keys).items() if count > 1)
+        if repeated:
+            raise ValueError(f"worker jobs share a {what}: {', '.join(repeated)}")

@@ -13,7 +13,6 @@ from fieldline.api.deps import Context, DbConn, Operator, Viewer
 from fieldline.api.errors import ApiError
 from fieldline.api.paging import Cursor, Limit
 from fieldline.api.routes.devices import DeviceId
-from fieldline.commands.dispatch import send_new
 from fieldline.domain.commands import (
     MAX_MESSAGE_BYTES,
     Command,
@@ -23,6 +22,7 @@ from fieldline.domain.commands import (
 )
 from fieldline.domain.devices import ConnectionStatus
 from fieldline.domain.topics import TopicScheme
+from fieldline.downlink.commands import send_new
 from fieldline.storage import audit as audit_store
 from fieldline.storage import commands as command_store
 from fieldline.storage import devices as device_store

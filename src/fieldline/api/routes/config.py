@@ -19,7 +19,6 @@ from fieldline.api.deps import Context, DbConn, Operator, Viewer
 from fieldline.api.errors import ApiError
 from fieldline.api.paging import Cursor, Limit
 from fieldline.api.routes.devices import DeviceId
-from fieldline.config_delivery import deliver
 from fieldline.domain.config import (
     MAX_CONFIG_BYTES,
     ConfigChange,
@@ -30,6 +29,7 @@ from fieldline.domain.config import (
 )
 from fieldline.domain.topics import TopicScheme
 from fieldline.domain.users import User
+from fieldline.downlink.config import deliver
 from fieldline.storage import audit as audit_store
 from fieldline.storage import config as config_store
 from fieldline.storage.config import ConfigTooLargeError

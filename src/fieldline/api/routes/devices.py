@@ -13,7 +13,6 @@ from fastapi import APIRouter, Path, Query
 from psycopg import AsyncConnection
 from pydantic import AfterValidator, BaseModel, Field
 
-from fieldline import config_delivery
 from fieldline.api.context import ApiContext
 from fieldline.api.deps import Context, DbConn, Operator, Viewer
 from fieldline.api.errors import ApiError
@@ -28,6 +27,7 @@ from fieldline.domain.devices import (
     is_reserved_client_id,
 )
 from fieldline.domain.topics import TopicScheme
+from fieldline.downlink import config as config_delivery
 from fieldline.security.passwords import generate_secret, hash_secret
 from fieldline.storage import audit as audit_store
 from fieldline.storage import devices as device_store

@@ -22,6 +22,7 @@ from fieldline.domain.commands import Command
 from fieldline.domain.topics import Downlink, TopicScheme
 from fieldline.storage import commands as command_store
 from fieldline.storage.db import Row
+from fieldline.storage.locks import JobLock, try_job_lock
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ async def dispatch_round(
     if not await command_store.dispatch_needed(conn, online_since=online_since, deliver=deliver):
         return DispatchRound(expired=0, sent=0)
     async with conn.transaction():
-        if not await command_store.try_dispatch_lock(conn):
+        if not await try_job_lock(conn, JobLock.COMMAND_DISPATCH):  # one dispatcher: in order, once
             return None
         expired = await command_store.expire_overdue(conn)
         sent: list[UUID] = []

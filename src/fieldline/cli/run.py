@@ -1,0 +1,151 @@
+"""Running fieldline: everything at once (`up`), or one component at a time."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from fieldline.cli.common import data_dir_option, load, run
+
+if TYPE_CHECKING:
+    from fieldline.config import Settings
+    from fieldline.runtime import StartupInfo
+
+
+def _banner(info: StartupInfo) -> None:
+    lines = [
+        "",
+        "fieldline is running",
+        f"  Dashboard      {info.api_url}/",
+        f"  API and docs   {info.api_url}/docs",
+        f"  MQTT broker    {info.mqtt_host}:{info.mqtt_port}  ({info.broker})",
+        *(
+            [f"  MQTT over TLS  {info.mqtt_host}:{info.mqtt_tls_port}"]
+            if info.mqtt_tls_port and info.mqtt_tls_port != info.mqtt_port
+            else []
+        ),
+        f"  Database       {info.database}",
+    ]
+    if info.admin_password:
+        lines += [
+            f"  Admin user     admin / {info.admin_password}",
+            "                 (shown only now; set FIELDLINE_ADMIN_PASSWORD to choose it)",
+        ]
+    else:
+        lines.append("  Admin user     admin (password as set or printed at first start)")
+    lines += [
+        "",
+        "Next: simulate a fleet of 10 devices in another terminal:",
+        f"  fieldline simulate --create --devices 10 --api-url {info.api_url} "
+        f"--mqtt-port {info.mqtt_port} --username admin --password <admin password>",
+        "Or let devices register themselves with a provisioning key (zero-touch):",
+        f"  fieldline provisioning-key create factory --api-url {info.api_url} "
+        "--username admin --password <admin password>",
+        f"  fieldline simulate --provision-key KEY_ID:SECRET --api-url {info.api_url} "
+        f"--mqtt-port {info.mqtt_port}",
+        "Stop with Ctrl-C.",
+        "",
+    ]
+    click.echo("\n".join(lines))
+    sys.stdout.flush()
+
+
+@click.command()
+@click.option("--data-dir", type=click.Path(path_type=Path), help="[FIELDLINE_DATA_DIR]")
+@click.option("--http-host", help="[FIELDLINE_HTTP_HOST]")
+@click.option("--http-port", type=int, help="[FIELDLINE_HTTP_PORT]")
+@click.option("--mqtt-port", type=int, help="[FIELDLINE_MQTT_PORT]")
+@click.option(
+    "--broker",
+    type=click.Choice(["auto", "mosquitto", "amqtt", "external"]),
+    help="[FIELDLINE_BROKER]",
+)
+def up(**overrides: Any) -> None:
+    """Run everything: database, broker, ingest and the HTTP API."""
+    from fieldline.broker.base import BrokerError
+    from fieldline.ops.gctune import tune_for_throughput
+    from fieldline.runtime import run_platform
+
+    settings = load(**overrides)
+    tune_for_throughput()
+    try:
+        run(run_platform(settings, on_ready=_banner))
+    except BrokerError as exc:  # the broker could not start: its message says why
+        raise click.ClickException(str(exc)) from exc
+
+
+def _run_component(component: Callable[..., Awaitable[None]], settings: Settings) -> None:
+    def ready(message: str) -> None:
+        click.echo(message)
+        sys.stdout.flush()
+
+    try:
+        run(component(settings, on_ready=ready))
+    except ValueError as exc:  # ConfigurationError and invalid broker settings
+        raise click.ClickException(str(exc)) from exc
+
+
+@click.command()
+@click.option("--http-host", help="[FIELDLINE_HTTP_HOST]")
+@click.option("--http-port", type=int, help="[FIELDLINE_HTTP_PORT]")
+def api(**overrides: Any) -> None:
+    """Run the HTTP API alone (production: DATABASE_URL and FIELDLINE_BROKER=external)."""
+    from fieldline.runtime import run_api
+
+    _run_component(run_api, load(**overrides))
+
+
+@click.command()
+@click.option("--instance", "ingest_instance", help="[FIELDLINE_INGEST_INSTANCE]")
+@click.option("--ops-port", type=int, help="[FIELDLINE_OPS_PORT]")
+@click.option(
+    "--retire",
+    is_flag=True,
+    help="Take this instance out for good: store what its broker session queued, then end "
+    "the session (scaling down).",
+)
+@click.option(
+    "--supervised",
+    is_flag=True,
+    hidden=True,
+    help="Run by `fieldline up`: stop when standard input closes.",
+)
+def ingest(retire: bool, supervised: bool, **overrides: Any) -> None:
+    """Run one ingest process; several share the uplinks through a shared subscription."""
+    from fieldline.ops.gctune import tune_for_throughput
+    from fieldline.runtime import run_ingest
+
+    settings = load(**overrides)
+    tune_for_throughput()
+    _run_component(functools.partial(run_ingest, retire=retire, supervised=supervised), settings)
+
+
+@click.command()
+@click.option("--ops-port", type=int, help="[FIELDLINE_OPS_PORT]")
+def worker(**overrides: Any) -> None:
+    """Run the housekeeping worker alone (production: DATABASE_URL)."""
+    from fieldline.runtime import run_worker
+
+    _run_component(run_worker, load(**overrides))
+
+
+@click.command()
+@data_dir_option
+def migrate(**overrides: Any) -> None:
+    """Apply pending database migrations (also done by `up`)."""
+    from fieldline.storage.embedded import database
+    from fieldline.storage.migrate import migrate as apply_migrations
+
+    settings = load(**overrides)
+
+    async def apply() -> None:
+        async with database(settings, command="migrate") as db:
+            applied = await apply_migrations(db.url)
+        click.echo(f"{len(applied)} migration(s) applied" if applied else "schema is up to date")
+
+    run(apply())

@@ -1,1 +1,0 @@
-"""Delivering commands to devices: at once when the device is online, else when it is back."""

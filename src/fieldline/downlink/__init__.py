@@ -1,0 +1,1 @@
+"""Platform → device: desired configuration and commands (OTA notifications will join them)."""

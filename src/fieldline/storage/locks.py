@@ -1,0 +1,32 @@
+"""The worker jobs' advisory locks: how several workers share the jobs without doing one twice.
+
+A job takes its lock inside each transaction it runs; a second worker that finds
+the lock held skips the job this round instead of waiting for it.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+from psycopg import AsyncConnection
+
+from fieldline.storage.db import Row
+
+
+class JobLock(IntEnum):
+    """One advisory lock key per job, within fieldline's own key space."""
+
+    PARTITIONS = 0x666C_0001
+    FORGET_MESSAGE_IDS = 0x666C_0002
+    SILENT_OFFLINE = 0x666C_0003
+    FORGET_PROVISIONING_SIGNATURES = 0x666C_0005
+    FORGET_REJECTED_MESSAGES = 0x666C_0006
+    FORGET_INGEST_ACTIVITY = 0x666C_0007
+    COMMAND_DISPATCH = 0x666C_0107
+
+
+async def try_job_lock(conn: AsyncConnection[Row], lock: JobLock) -> bool:
+    """Inside a transaction: hold `lock` until it ends; False when another worker holds it."""
+    cursor = await conn.execute("SELECT pg_try_advisory_xact_lock(%s) AS got", (int(lock),))
+    row = await cursor.fetchone()
+    return bool(row and row["got"])
