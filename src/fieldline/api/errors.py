@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from fieldline.devices.errors import BrokerUpdateError
 from fieldline.storage.errors import AlreadyExistsError, InUseError, NotFoundError
 from fieldline.storage.paging import InvalidCursorError
 
@@ -101,6 +102,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(InUseError)
     async def in_use(_: Request, exc: InUseError) -> JSONResponse:
         return error_response(409, "conflict", str(exc))
+
+    @app.exception_handler(BrokerUpdateError)
+    async def broker_down(_: Request, exc: BrokerUpdateError) -> JSONResponse:
+        return error_response(503, "broker_unavailable", str(exc))
 
     @app.exception_handler(InvalidCursorError)
     async def bad_cursor(_: Request, exc: InvalidCursorError) -> JSONResponse:

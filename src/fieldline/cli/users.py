@@ -29,8 +29,7 @@ def user() -> None:
 @data_dir_option
 def user_create(username: str, role: str, password: str | None, **overrides: Any) -> None:
     """Create a user (also while `fieldline up` runs: in its database)."""
-    from fieldline.security.passwords import USER_ITERATIONS, hash_secret
-    from fieldline.storage import users as user_store
+    from fieldline import users
     from fieldline.storage.db import open_pool
     from fieldline.storage.embedded import database
     from fieldline.storage.errors import AlreadyExistsError
@@ -39,24 +38,25 @@ def user_create(username: str, role: str, password: str | None, **overrides: Any
     settings = load(**overrides)
     if password is None:
         password = getpass.getpass(f"Password for {username}: ")
-    if len(password) < 10:
-        raise click.ClickException("the password must be at least 10 characters")
+    try:
+        users.check_password(password)  # before the database is even opened
+    except users.WeakPasswordError as exc:
+        raise click.ClickException(str(exc)) from exc
 
-    async def create() -> None:
+    async def create(password: str) -> None:
         async with database(settings, command="user create") as db:
             await apply_migrations(db.url)
             pool = await open_pool(db.url, min_size=1, max_size=1)
             try:
                 async with pool.connection() as conn:
-                    hashed = hash_secret(password, iterations=USER_ITERATIONS).encode()
-                    await user_store.create_user(
-                        conn, username=username, password_hash=hashed, role=Role(role)
+                    await users.create_user(
+                        conn, username=username, password=password, role=Role(role), actor=None
                     )
             finally:
                 await pool.close()
 
     try:
-        run(create())
+        run(create(password))
     except AlreadyExistsError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"user {username} created with role {role}")

@@ -14,15 +14,11 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from fieldline.domain.vitals import BATTERY_METRICS, SIGNAL_METRICS
 from fieldline.storage.db import Row
 from fieldline.storage.writer import ACTIVITY_BUCKET_SECONDS
 
 Conn = AsyncConnection[Row]
-
-# The latest value shown in the battery and signal columns: the first of these
-# metrics a device reports.
-BATTERY_METRICS = ("battery_voltage", "battery")
-SIGNAL_METRICS = ("signal_strength", "rssi", "signal")
 
 _SHOWN_STATUS = (
     "CASE WHEN NOT d.enabled THEN 'disabled'"
@@ -181,7 +177,7 @@ def _where(filters: TableFilter) -> tuple[str, dict[str, Any]]:
 
 def _latest_of(metrics: tuple[str, ...]) -> str:
     """The row's latest value of the first of `metrics` its device reports."""
-    names = ", ".join(f"'{name}'" for name in metrics)  # this module's constants
+    names = ", ".join(f"'{name}'" for name in metrics)  # domain.vitals' constants
     order = " ".join(f"WHEN '{name}' THEN {rank}" for rank, name in enumerate(metrics))
     return (
         "(SELECT l.value FROM telemetry_latest l"

@@ -25,12 +25,7 @@ from fieldline.api.deps import (
     user_of_token,
 )
 from fieldline.api.errors import ApiError
-from fieldline.api.routes.users import (
-    MAX_PASSWORD_LENGTH,
-    NewPassword,
-    audit_user_change,
-    hash_password,
-)
+from fieldline.api.routes.users import NewPassword
 from fieldline.api.tokens import (
     InvalidTokenError,
     TokenClaims,
@@ -49,6 +44,7 @@ from fieldline.security.passwords import (
 from fieldline.storage import audit as audit_store
 from fieldline.storage import users as user_store
 from fieldline.storage.db import Row
+from fieldline.users import MAX_PASSWORD_LENGTH, change_own_password, record_user_change
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 
@@ -92,13 +88,7 @@ class ApiKeyOut(BaseModel):
 
     @classmethod
     def of(cls, key: ApiKey) -> ApiKeyOut:
-        return cls(
-            key_id=key.key_id,
-            name=key.name,
-            user_id=key.user_id,
-            created_at=key.created_at,
-            last_used_at=key.last_used_at,
-        )
+        return cls.model_validate(key, from_attributes=True)
 
 
 class ApiKeyCreated(ApiKeyOut):
@@ -243,7 +233,7 @@ async def logout(
     if ending.everywhere:
         async with conn.transaction():
             await user_store.end_sessions(conn, ending.user.id)
-            await audit_user_change(conn, ending.user, "user.sign_out_everywhere", ending.user, {})
+            await record_user_change(conn, ending.user, "user.sign_out_everywhere", ending.user, {})
     elif ending.session is not None:
         # Remembered until the session's refresh token would have expired anyway: no
         # refresh token issued with it lives longer than the refresh lifetime from now.
@@ -273,12 +263,7 @@ async def change_password(
     if user is None:
         # Not 401: the caller is signed in, and a client would take 401 as a lost session.
         raise ApiError(403, "the current password is wrong", code="wrong_password")
-    password_hash = await hash_password(body.new_password)
-    async with conn.transaction():
-        user = await user_store.update_user(
-            conn, user.id, {"password_hash": password_hash}, end_sessions=True
-        )
-        await audit_user_change(conn, user, "user.change_password", user, {})
+    user = await change_own_password(conn, user=user, new_password=body.new_password)
     return _session(issuer, user)
 
 

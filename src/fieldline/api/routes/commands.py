@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -13,16 +13,10 @@ from fieldline.api.deps import Context, DbConn, Operator, Viewer
 from fieldline.api.errors import ApiError
 from fieldline.api.paging import Cursor, Limit
 from fieldline.api.routes.devices import DeviceId
-from fieldline.domain.commands import (
-    MAX_MESSAGE_BYTES,
-    Command,
-    CommandStatus,
-    UnstorableJsonError,
-    command_message,
-)
-from fieldline.domain.devices import ConnectionStatus
+from fieldline.devices.commands import create_command
+from fieldline.devices.errors import DeviceDisabledError, InvalidCommandError
+from fieldline.domain.commands import Command, CommandStatus
 from fieldline.domain.topics import TopicScheme
-from fieldline.downlink.commands import send_new
 from fieldline.storage import audit as audit_store
 from fieldline.storage import commands as command_store
 from fieldline.storage import devices as device_store
@@ -62,19 +56,7 @@ class CommandOut(BaseModel):
 
     @classmethod
     def of(cls, command: Command) -> CommandOut:
-        return cls(
-            command_id=command.command_id,
-            device_id=command.device_id,
-            name=command.name,
-            params=command.params,
-            status=command.status,
-            created_at=command.created_at,
-            created_by=command.created_by,
-            sent_at=command.sent_at,
-            completed_at=command.completed_at,
-            expires_at=command.expires_at,
-            result=command.result,
-        )
+        return cls.model_validate(command, from_attributes=True)
 
 
 class CommandList(BaseModel):
@@ -93,48 +75,23 @@ async def send_command(
 ) -> CommandOut:
     """Send a command: at once when the device is online, else when it is next online."""
     settings = context.settings
-    timeout = body.timeout_seconds or settings.command_timeout_seconds
-    if timeout > settings.command_timeout_seconds:
-        raise ApiError(
-            422, f"timeout_seconds: at most {settings.command_timeout_seconds:g} on this server"
-        )
     try:
-        message = command_message(UUID(int=0), body.name, body.params)
-    except UnstorableJsonError as exc:
-        raise ApiError(422, f"params: {exc}") from exc
-    if len(message.encode()) > MAX_MESSAGE_BYTES:
-        raise ApiError(422, f"the command message is over {MAX_MESSAGE_BYTES} bytes")
-    device = await device_store.get_device(conn, device_id)
-    if not device.enabled:
-        raise ApiError(409, f"device {device_id!r} is disabled")
-    async with conn.transaction():
-        command = await command_store.create_command(
+        command = await create_command(
             conn,
+            publisher=context.publisher,
+            topics=TopicScheme(settings.topic_prefix),
+            actor=audit_store.user_actor(user.username),
             device_id=device_id,
             name=body.name,
             params=body.params,
-            created_by=audit_store.user_actor(user.username),
-            expires_in=timedelta(seconds=timeout),
-        )
-        await audit_store.record(
-            conn,
-            actor=audit_store.user_actor(user.username),
-            action="command.send",
-            target_type="device",
-            target_id=device_id,
-            detail={"command_id": str(command.command_id), "name": body.name},
-        )
-    online = (
-        device.status(
-            now=datetime.now(UTC),
+            timeout_seconds=body.timeout_seconds,
+            max_timeout_seconds=settings.command_timeout_seconds,
             online_timeout=timedelta(seconds=settings.online_timeout_seconds),
         )
-        is ConnectionStatus.ONLINE
-    )
-    if online and context.publisher is not None:
-        command = await send_new(
-            conn, context.publisher, TopicScheme(settings.topic_prefix), command
-        )
+    except InvalidCommandError as exc:
+        raise ApiError(422, str(exc)) from exc
+    except DeviceDisabledError as exc:
+        raise ApiError(409, str(exc)) from exc
     return CommandOut.of(command)
 
 

@@ -2,40 +2,33 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
-from psycopg import AsyncConnection
 from pydantic import AfterValidator, BaseModel, Field
 
+from fieldline import devices
 from fieldline.api.context import ApiContext
 from fieldline.api.deps import Context, DbConn, Operator, Viewer
 from fieldline.api.errors import ApiError
 from fieldline.api.paging import Cursor, Limit
-from fieldline.broker.base import BrokerError
 from fieldline.domain.devices import (
     DEVICE_ID_PATTERN,
     RESERVED_CLIENT_ID_PREFIX,
     ConnectionStatus,
     Device,
-    DeviceAccess,
     is_reserved_client_id,
 )
 from fieldline.domain.topics import TopicScheme
-from fieldline.downlink import config as config_delivery
-from fieldline.security.passwords import generate_secret, hash_secret
+from fieldline.domain.vitals import BATTERY_METRICS, first_reported
 from fieldline.storage import audit as audit_store
 from fieldline.storage import devices as device_store
 from fieldline.storage import telemetry as telemetry_store
-from fieldline.storage.db import Row
 from fieldline.storage.errors import GroupNotFoundError
 
-log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
 
 DeviceId = Annotated[str, Path(pattern=DEVICE_ID_PATTERN.pattern, max_length=128)]
@@ -71,19 +64,8 @@ class DeviceOut(BaseModel):
         if not device.enabled and status is ConnectionStatus.ONLINE:
             # The broker refuses it: a reading in flight when it was disabled says nothing.
             status = ConnectionStatus.OFFLINE
-        return cls(
-            device_id=device.device_id,
-            name=device.name,
-            device_type=device.device_type,
-            group=device.group,
-            metadata=device.metadata,
-            enabled=device.enabled,
-            status=status.value,
-            last_seen=device.last_seen,
-            firmware_version=device.firmware_version,
-            created_at=device.created_at,
-            updated_at=device.updated_at,
-        )
+        stored = {name: getattr(device, name) for name in cls.model_fields if name != "status"}
+        return cls.model_validate(stored | {"status": status.value})
 
 
 def _not_reserved(device_id: str) -> str:
@@ -137,6 +119,17 @@ class MqttCredentials(BaseModel):
         "from a public CA."
     )
 
+    @classmethod
+    def of(cls, context: ApiContext, device_id: str, password: str) -> MqttCredentials:
+        access = devices.mqtt_access(
+            context.broker.endpoint,
+            host=context.settings.advertised_mqtt_host,
+            ca_file=context.settings.tls_ca_file,
+            device_id=device_id,
+            password=password,
+        )
+        return cls.model_validate(access, from_attributes=True)
+
 
 class DeviceCreated(DeviceOut):
     mqtt: MqttCredentials
@@ -162,75 +155,13 @@ class DeviceStatus(BaseModel):
     pending_update: bool
 
 
-@contextlib.asynccontextmanager
-async def _known_group() -> AsyncIterator[None]:
+@contextlib.contextmanager
+def _device_change() -> Iterator[None]:
     """A body naming a group that does not exist is a 422, not a missing resource."""
     try:
         yield
     except GroupNotFoundError as exc:
         raise ApiError(422, str(exc)) from exc
-
-
-async def _new_secret(context: ApiContext) -> tuple[str, str]:
-    password = generate_secret()
-    hashed = await asyncio.to_thread(
-        hash_secret, password, iterations=context.settings.device_hash_iterations
-    )
-    return password, hashed.encode()
-
-
-def _credentials(context: ApiContext, device_id: str, password: str) -> MqttCredentials:
-    endpoint = context.broker.endpoint
-    return MqttCredentials(
-        username=device_id,
-        password=password,
-        host=context.settings.advertised_mqtt_host,
-        port=endpoint.port,
-        # The adapter's, not the setting's: a managed broker settles port 0 on a free port.
-        tls_port=endpoint.tls_port,
-        ca_certificate=_ca_certificate(context) if endpoint.tls_port is not None else None,
-    )
-
-
-def _ca_certificate(context: ApiContext) -> str | None:
-    """The CA PEM devices verify the broker with, if fieldline has one.
-
-    Never raises: the device is already registered when this runs, and its
-    password must still reach the caller.
-    """
-    path = context.settings.tls_ca_file
-    try:
-        pem = path.read_text()
-    except FileNotFoundError:
-        return None  # an external broker with a publicly trusted certificate
-    except (OSError, UnicodeDecodeError) as exc:
-        log.error("cannot read the CA certificate", extra={"path": str(path), "error": str(exc)})
-        return None
-    if "-----BEGIN CERTIFICATE-----" not in pem:
-        log.error("the CA certificate file holds no PEM certificate", extra={"path": str(path)})
-        return None
-    return pem
-
-
-@contextlib.asynccontextmanager
-async def _broker_update(device_id: str) -> AsyncIterator[None]:
-    """Inside the caller's transaction: a broker failure undoes the registry change."""
-    try:
-        yield
-    except BrokerError as exc:
-        log.error("broker update failed", extra={"device_id": device_id, "error": str(exc)})
-        raise ApiError(
-            503,
-            f"the broker could not be updated, nothing was changed: {exc}",
-            code="broker_unavailable",
-        ) from exc
-
-
-async def _apply_to_broker(
-    context: ApiContext, access: DeviceAccess, password: str | None = None
-) -> None:
-    async with _broker_update(access.device_id):
-        await context.broker.apply(access, password=password)
 
 
 @router.get("", response_model=DeviceList)
@@ -248,54 +179,6 @@ async def list_devices(
     )
 
 
-async def register_device(
-    conn: AsyncConnection[Row],
-    context: ApiContext,
-    *,
-    actor: str,
-    device_id: str,
-    name: str = "",
-    device_type: str = "",
-    group: str | None = None,
-    metadata: dict[str, Any] | None = None,
-    action: str = "device.create",
-) -> tuple[Device, str]:
-    """Create a device with a new secret, tell the broker, audit it; answer its password.
-
-    One transaction: if the broker refuses, nothing is registered. Used by
-    registration through the API and by self-provisioning.
-    """
-    password, secret_hash = await _new_secret(context)
-    async with _known_group(), conn.transaction():
-        device = await device_store.create_device(
-            conn,
-            device_id=device_id,
-            name=name,
-            device_type=device_type,
-            group=group,
-            metadata=metadata or {},
-            secret_hash=secret_hash,
-        )
-        await audit_store.record(
-            conn,
-            actor=actor,
-            action=action,
-            target_type="device",
-            target_id=device_id,
-            detail={"group": group, "device_type": device_type},
-        )
-        await _apply_to_broker(context, DeviceAccess(device.device_id, secret_hash, True), password)
-    if group is not None:  # its group's configuration becomes its own
-        await config_delivery.follow_group(
-            conn,
-            context.publisher,
-            TopicScheme(context.settings.topic_prefix),
-            device_id,
-            actor=actor,
-        )
-    return device, password
-
-
 @router.post(
     "", status_code=201, response_model=DeviceCreated, responses={**_EXISTS, **_BROKER_DOWN}
 )
@@ -303,19 +186,24 @@ async def create_device(
     body: DeviceCreate, user: Operator, conn: DbConn, context: Context
 ) -> DeviceCreated:
     """Register a device. The MQTT password is in this answer only."""
-    device, password = await register_device(
-        conn,
-        context,
-        actor=audit_store.user_actor(user.username),
-        device_id=body.device_id,
-        name=body.name,
-        device_type=body.device_type,
-        group=body.group,
-        metadata=body.metadata,
-    )
+    with _device_change():
+        registered = await devices.register_device(
+            conn,
+            broker=context.broker,
+            publisher=context.publisher,
+            topics=TopicScheme(context.settings.topic_prefix),
+            hash_iterations=context.settings.device_hash_iterations,
+            actor=audit_store.user_actor(user.username),
+            device_id=body.device_id,
+            name=body.name,
+            device_type=body.device_type,
+            group=body.group,
+            metadata=body.metadata,
+        )
+    device = registered.device
     return DeviceCreated(
         **DeviceOut.of(device, context).model_dump(),
-        mqtt=_credentials(context, device.device_id, password),
+        mqtt=MqttCredentials.of(context, device.device_id, registered.password),
     )
 
 
@@ -332,33 +220,15 @@ async def update_device(
     for field in ("name", "device_type", "metadata", "enabled"):
         if field in changes and changes[field] is None:
             raise ApiError(422, f"{field} cannot be null")
-    async with _known_group(), conn.transaction():
-        before = await device_store.get_device(conn, device_id)
-        device = await device_store.update_device(conn, device_id, changes)
-        toggled = device.enabled != before.enabled
-        action = "device.update"
-        if toggled:
-            action = "device.enable" if device.enabled else "device.disable"
-        await audit_store.record(
+    with _device_change():
+        device = await devices.update_device(
             conn,
+            broker=context.broker,
+            publisher=context.publisher,
+            topics=TopicScheme(context.settings.topic_prefix),
             actor=audit_store.user_actor(user.username),
-            action=action,
-            target_type="device",
-            target_id=device_id,
-            detail={"changes": sorted(changes)},
-        )
-        if toggled:
-            await _apply_to_broker(context, await device_store.device_access(conn, device_id))
-        if toggled and not device.enabled:  # the broker dropped its session
-            await device_store.mark_dropped(conn, device_id, reason="disabled")
-            device = await device_store.get_device(conn, device_id)
-    if "group" in changes:  # another group's configuration applies now
-        await config_delivery.follow_group(
-            conn,
-            context.publisher,
-            TopicScheme(context.settings.topic_prefix),
-            device_id,
-            actor=audit_store.user_actor(user.username),
+            device_id=device_id,
+            changes=changes,
         )
     return DeviceOut.of(device, context)
 
@@ -368,20 +238,13 @@ async def delete_device(
     device_id: DeviceId, user: Operator, conn: DbConn, context: Context
 ) -> None:
     """Delete the device and drop its connection; its telemetry history is kept."""
-    async with conn.transaction():
-        await device_store.mark_dropped(conn, device_id, reason="deleted")
-        await device_store.delete_device(conn, device_id)
-        await audit_store.record(
-            conn,
-            actor=audit_store.user_actor(user.username),
-            action="device.delete",
-            target_type="device",
-            target_id=device_id,
-        )
-        async with _broker_update(device_id):
-            await context.broker.remove(device_id)
-    await config_delivery.forget(
-        context.publisher, TopicScheme(context.settings.topic_prefix), device_id
+    await devices.delete_device(
+        conn,
+        broker=context.broker,
+        publisher=context.publisher,
+        topics=TopicScheme(context.settings.topic_prefix),
+        actor=audit_store.user_actor(user.username),
+        device_id=device_id,
     )
 
 
@@ -390,21 +253,16 @@ async def rotate_credentials(
     device_id: DeviceId, user: Operator, conn: DbConn, context: Context
 ) -> CredentialsRotated:
     """A new MQTT password; the old one stops working at once."""
-    password, secret_hash = await _new_secret(context)
-    async with conn.transaction():
-        await device_store.set_secret(conn, device_id, secret_hash)
-        await audit_store.record(
-            conn,
-            actor=audit_store.user_actor(user.username),
-            action="device.rotate_credentials",
-            target_type="device",
-            target_id=device_id,
-        )
-        await _apply_to_broker(context, await device_store.device_access(conn, device_id), password)
-        # The broker dropped the session of the old password; the device comes back online
-        # when it reconnects with the new one.
-        await device_store.mark_dropped(conn, device_id, reason="credentials_rotated")
-    return CredentialsRotated(device_id=device_id, mqtt=_credentials(context, device_id, password))
+    password = await devices.rotate_credentials(
+        conn,
+        broker=context.broker,
+        hash_iterations=context.settings.device_hash_iterations,
+        actor=audit_store.user_actor(user.username),
+        device_id=device_id,
+    )
+    return CredentialsRotated(
+        device_id=device_id, mqtt=MqttCredentials.of(context, device_id, password)
+    )
 
 
 class StatusEventOut(BaseModel):
@@ -425,7 +283,7 @@ async def status_history(
     """When the device came online and went offline, newest first."""
     page = await device_store.status_history(conn, device_id, limit=limit, cursor=cursor)
     return StatusHistory(
-        items=[StatusEventOut(time=e.time, status=e.status, detail=e.detail) for e in page.items],
+        items=[StatusEventOut.model_validate(e, from_attributes=True) for e in page.items],
         next_cursor=page.next_cursor,
     )
 
@@ -436,13 +294,12 @@ async def device_status(
 ) -> DeviceStatus:
     device = DeviceOut.of(await device_store.get_device(conn, device_id), context)
     latest = {v.metric: v.value for v in await telemetry_store.latest_values(conn, [device_id])}
-    battery = latest.get("battery_voltage", latest.get("battery"))
     return DeviceStatus(
         device_id=device_id,
         status=device.status,
         enabled=device.enabled,
         last_seen=device.last_seen,
         firmware_version=device.firmware_version,
-        battery_voltage=battery,
+        battery_voltage=first_reported(latest, BATTERY_METRICS),
         pending_update=False,
     )

@@ -13,20 +13,20 @@ revoked, expired or used up), then the body, scope and the device.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-import re
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Path, Request, Response
 from fastapi.exceptions import RequestValidationError
-from psycopg import AsyncConnection
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from fieldline import devices
 from fieldline.api.auth_limits import client_address
 from fieldline.api.context import ApiContext
 from fieldline.api.deps import Context, DbConn, Operator
@@ -36,29 +36,19 @@ from fieldline.api.routes.devices import (
     DeviceId,
     MqttCredentials,
     NewDeviceId,
-    _apply_to_broker,
-    _credentials,
-    _new_secret,
-    register_device,
 )
-from fieldline.domain.devices import Device
+from fieldline.devices.errors import (
+    AlreadyProvisionedError,
+    KeyUnavailableError,
+    OutOfScopeError,
+    ProvisioningRefusedError,
+)
+from fieldline.domain.topics import TopicScheme
 from fieldline.ingest.ratelimit import DeviceRateLimiter
-from fieldline.security.provisioning import (
-    CLOCK_TOLERANCE_SECONDS,
-    DEFAULT_KEY_ID,
-    SealedSecretError,
-    SecretBox,
-    canonical_signature,
-    is_fresh,
-    new_key,
-    parse_timestamp,
-    signature_matches,
-)
+from fieldline.security.provisioning import DEFAULT_KEY_ID, SecretBox, new_key
 from fieldline.storage import audit as audit_store
-from fieldline.storage import devices as device_store
 from fieldline.storage import provisioning as store
-from fieldline.storage.db import Row
-from fieldline.storage.errors import AlreadyExistsError, GroupNotFoundError, NotFoundError
+from fieldline.storage.errors import GroupNotFoundError
 from fieldline.storage.provisioning import KeyState, ProvisioningKey
 
 log = logging.getLogger(__name__)
@@ -66,17 +56,8 @@ router = APIRouter(tags=["provisioning"])
 
 MAX_BODY_BYTES = 16_384
 KEY_ID_MAX_LENGTH = 64
-_KEY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 REPROVISION_WINDOW_SECONDS = 3600
 _WWW_AUTHENTICATE = {"WWW-Authenticate": 'HMAC-SHA256 realm="fieldline provisioning"'}
-_REFUSED_STATE = {
-    KeyState.REVOKED: ("key_revoked", "this provisioning key has been revoked"),
-    KeyState.EXPIRED: ("key_expired", "this provisioning key has expired"),
-    KeyState.EXHAUSTED: (
-        "key_exhausted",
-        "this provisioning key has provisioned as many devices as it may (max_uses)",
-    ),
-}
 
 
 class KeyCreate(BaseModel):
@@ -110,21 +91,9 @@ class KeyOut(BaseModel):
 
     @classmethod
     def of(cls, key: ProvisioningKey, now: datetime) -> KeyOut:
-        return cls(
-            key_id=key.key_id,
-            name=key.name,
-            group=key.group,
-            device_type=key.device_type,
-            expires_at=key.expires_at,
-            max_uses=key.max_uses,
-            uses=key.uses,
-            state=key.state(now),
-            revoked=key.revoked_at is not None,
-            created_by=key.created_by,
-            created_at=key.created_at,
-            last_used_at=key.last_used_at,
-            revoked_at=key.revoked_at,
-        )
+        computed = {"state": key.state(now), "revoked": key.revoked_at is not None}
+        stored = {name: getattr(key, name) for name in cls.model_fields if name not in computed}
+        return cls.model_validate(stored | computed)
 
 
 class KeyCreated(KeyOut):
@@ -178,18 +147,13 @@ class ReprovisionAllowed(BaseModel):
     expires_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class _Signer:
-    key_id: str
-    key: ProvisioningKey | None  # None: the default key from settings, unscoped and unlimited
-
-    @property
-    def actor(self) -> str:
-        return audit_store.provisioning_key_actor(self.key_id)
-
-
 def _box(context: ApiContext) -> SecretBox:
     return SecretBox.from_secret_key(context.secret_key)
+
+
+def _default_secret(context: ApiContext) -> str | None:
+    configured = context.settings.provisioning_secret
+    return configured.get_secret_value() if configured is not None else None
 
 
 def _refused(code: str, message: str) -> ApiError:
@@ -338,81 +302,6 @@ async def _read_body(request: Request) -> bytes:
     return bytes(body)
 
 
-async def _secret_of(
-    conn: AsyncConnection[Row], context: ApiContext, key_id: str
-) -> tuple[str, ProvisioningKey | None]:
-    unknown = _refused("unknown_key", "X-Key-Id names no provisioning key")
-    if key_id == DEFAULT_KEY_ID:
-        configured = context.settings.provisioning_secret
-        if configured is None:
-            raise unknown
-        return configured.get_secret_value(), None
-    found = await store.get_key(conn, key_id) if _KEY_ID.fullmatch(key_id) else None
-    if found is None:
-        raise unknown
-    key, sealed = found
-    try:
-        return _box(context).open(sealed, key_id=key_id), key
-    except SealedSecretError:
-        log.error(
-            "provisioning key does not decrypt; was the secret key changed?",
-            extra={"key_id": key_id},
-        )
-        raise ApiError(
-            503,
-            "this provisioning key cannot be used on this server; ask its operator",
-            code="key_unavailable",
-        ) from None
-
-
-def _refuse_state(key: ProvisioningKey, now: datetime) -> None:
-    state = key.state(now)
-    if state is not KeyState.ACTIVE:
-        raise _refused(*_REFUSED_STATE[state])
-
-
-async def _authenticate(
-    conn: AsyncConnection[Row],
-    context: ApiContext,
-    *,
-    key_id: str | None,
-    timestamp: str | None,
-    signature: str | None,
-    body: bytes,
-) -> _Signer:
-    if not key_id or not timestamp or not signature:
-        raise _refused(
-            "missing_signature", "X-Key-Id, X-Timestamp and X-Signature headers are required"
-        )
-    secret, key = await _secret_of(conn, context, key_id)
-    if not signature_matches(secret, timestamp, body, signature):
-        raise _refused(
-            "bad_signature",
-            'X-Signature is not the hex HMAC-SHA256 of "{X-Timestamp}.{body}" under this key',
-        )
-    now = time.time()
-    signed_at = parse_timestamp(timestamp)
-    if signed_at is None or not is_fresh(signed_at, now):
-        offset = "" if signed_at is None else f" (it is {signed_at - now:+.0f} s off)"
-        raise _refused(
-            "stale_timestamp",
-            f"X-Timestamp must be the current epoch seconds within "
-            f"±{CLOCK_TOLERANCE_SECONDS} s of the server's clock{offset}",
-        )
-    canonical = canonical_signature(signature)
-    assert canonical is not None  # it matched
-    if not await store.remember_signature(
-        conn,
-        key_id=key_id,
-        signature=canonical,
-        signed_at=datetime.fromtimestamp(signed_at, UTC),
-    ):
-        raise _refused("replayed", "this signature was used before; sign each request anew")
-    if key is not None:
-        _refuse_state(key, datetime.now(UTC))
-    return _Signer(key_id, key)
-
-
 def _parse(body: bytes) -> ProvisionRequest:
     try:
         data = orjson.loads(body)
@@ -425,43 +314,26 @@ def _parse(body: bytes) -> ProvisionRequest:
         raise RequestValidationError(errors) from exc
 
 
-def _device_type(key: ProvisioningKey | None, asked: str | None) -> str:
-    scoped = key.device_type if key else None
-    if scoped is None:
-        return asked or ""
-    if asked and asked != scoped:
+@contextlib.contextmanager
+def _refusals() -> Iterator[None]:
+    """The provisioning use-case's refusals as SPEC §3 answers them."""
+    try:
+        yield
+    except ProvisioningRefusedError as exc:
+        raise _refused(exc.code, exc.message) from exc
+    except KeyUnavailableError as exc:
+        raise ApiError(503, str(exc), code="key_unavailable") from exc
+    except OutOfScopeError as exc:
+        raise ApiError(403, str(exc), code="out_of_scope") from exc
+    except AlreadyProvisionedError as exc:
         raise ApiError(
-            403, f"this key provisions devices of type {scoped!r} only", code="out_of_scope"
-        )
-    return scoped
-
-
-def _check_scope(key: ProvisioningKey | None, device: Device) -> None:
-    """A scoped key may provision again only devices inside its scope."""
-    if key is None:
-        return
-    if (key.group is not None and device.group != key.group) or (
-        key.device_type is not None and device.device_type != key.device_type
-    ):
-        raise ApiError(403, "this device is outside this key's group or type", code="out_of_scope")
-
-
-async def _use(conn: AsyncConnection[Row], signer: _Signer, now: datetime) -> None:
-    """Count the use in the caller's transaction; a key used up meanwhile refuses."""
-    if signer.key is None or await store.use_key(conn, signer.key_id, now):
-        return
-    found = await store.get_key(conn, signer.key_id)
-    state = found[0].state(now) if found else KeyState.REVOKED
-    raise _refused(*_REFUSED_STATE.get(state, _REFUSED_STATE[KeyState.EXHAUSTED]))
-
-
-def _already_provisioned(device_id: str) -> ApiError:
-    return ApiError(
-        409,
-        f"device {device_id!r} is provisioned already; an operator can allow it to provision "
-        "again (POST /api/v1/devices/{device_id}/allow-reprovision)",
-        code="already_provisioned",
-    )
+            409,
+            f"device {exc.device_id!r} is provisioned already; an operator can allow it to "
+            "provision again (POST /api/v1/devices/{device_id}/allow-reprovision)",
+            code="already_provisioned",
+        ) from exc
+    except GroupNotFoundError as exc:
+        raise ApiError(422, str(exc)) from exc
 
 
 @router.post(
@@ -497,14 +369,16 @@ async def provision(
     """A device registers itself, signed by a provisioning key; answers its MQTT credentials."""
     raw = await _read_body(request)
     try:
-        signer = await _authenticate(
-            conn,
-            context,
-            key_id=x_key_id,
-            timestamp=x_timestamp,
-            signature=x_signature,
-            body=raw,
-        )
+        with _refusals():
+            signer = await devices.authenticate(
+                conn,
+                box=_box(context),
+                default_secret=_default_secret(context),
+                key_id=x_key_id,
+                timestamp=x_timestamp,
+                signature=x_signature,
+                body=raw,
+            )
     except ApiError as exc:
         log.info(
             "provisioning refused",
@@ -512,14 +386,20 @@ async def provision(
         )
         raise
     body = _parse(raw)
-    device_type = _device_type(signer.key, body.device_type)
-    now = datetime.now(UTC)
-    try:
-        await device_store.get_device(conn, body.device_id)
-    except NotFoundError:
-        password = await _create(conn, context, signer, body, device_type, now)
-    else:
-        password = await _rotate(conn, context, signer, body.device_id, now)
+    with _refusals():
+        provisioned = await devices.provision(
+            conn,
+            broker=context.broker,
+            publisher=context.publisher,
+            topics=TopicScheme(context.settings.topic_prefix),
+            hash_iterations=context.settings.device_hash_iterations,
+            signer=signer,
+            device_id=body.device_id,
+            device_type=body.device_type,
+            name=body.name,
+            metadata=body.metadata,
+        )
+    if not provisioned.created:
         response.status_code = 200
     log.info(
         "device provisioned",
@@ -531,58 +411,5 @@ async def provision(
     )
     return Provisioned(
         device_id=body.device_id,
-        **_credentials(context, body.device_id, password).model_dump(),
+        **MqttCredentials.of(context, body.device_id, provisioned.password).model_dump(),
     )
-
-
-async def _create(
-    conn: AsyncConnection[Row],
-    context: ApiContext,
-    signer: _Signer,
-    body: ProvisionRequest,
-    device_type: str,
-    now: datetime,
-) -> str:
-    async with conn.transaction():
-        await _use(conn, signer, now)
-        try:
-            _, password = await register_device(
-                conn,
-                context,
-                actor=signer.actor,
-                device_id=body.device_id,
-                name=body.name,
-                device_type=device_type,
-                group=signer.key.group if signer.key else None,
-                metadata=body.metadata,
-                action="device.provision",
-            )
-        except AlreadyExistsError as exc:  # another request created it since we looked
-            raise _already_provisioned(body.device_id) from exc
-    return password
-
-
-async def _rotate(
-    conn: AsyncConnection[Row], context: ApiContext, signer: _Signer, device_id: str, now: datetime
-) -> str:
-    """Provision an existing device again if an operator allowed it: new credentials."""
-    async with conn.transaction():
-        if not await store.take_reprovision_allowance(conn, device_id, now):
-            raise _already_provisioned(device_id)
-        device = await device_store.get_device(conn, device_id)
-        _check_scope(signer.key, device)
-        password, secret_hash = await _new_secret(context)
-        await _use(conn, signer, now)
-        await device_store.set_secret(conn, device_id, secret_hash)
-        await audit_store.record(
-            conn,
-            actor=signer.actor,
-            action="device.provision",
-            target_type="device",
-            target_id=device_id,
-            detail={"group": device.group, "device_type": device.device_type, "reprovision": True},
-        )
-        await _apply_to_broker(context, await device_store.device_access(conn, device_id), password)
-        # As a rotation through the API: the broker dropped the old password's session.
-        await device_store.mark_dropped(conn, device_id, reason="credentials_rotated")
-    return password
