@@ -37,6 +37,7 @@ from fieldline.api.routes import auth, emqx
 from fieldline.api.tokens import TokenIssuer, TokenKind
 from fieldline.domain.users import Role
 from tests.api.conftest import Api
+from tests.conftest import FaultReport
 
 # Operations anyone may call, each with the reason. Keep it short.
 PUBLIC = {
@@ -237,7 +238,9 @@ async def kinds(api: Api, admin: dict[str, str]) -> list[Kind]:
     ]
 
 
-async def test_every_operation_answers_as_its_role_says(api: Api, kinds: list[Kind]) -> None:
+async def test_every_operation_answers_as_its_role_says(
+    api: Api, kinds: list[Kind], fault_report: FaultReport
+) -> None:
     app = create_app(api.context)
     protected, public = operations(app)
     assert public <= PUBLIC.keys(), (
@@ -250,6 +253,7 @@ async def test_every_operation_answers_as_its_role_says(api: Api, kinds: list[Ki
     api.context.closing.set()
 
     wrong = []
+    requests = 0
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://fieldline") as http:
         for operation in protected:
@@ -259,6 +263,7 @@ async def test_every_operation_answers_as_its_role_says(api: Api, kinds: list[Ki
                 response = await http.request(
                     operation.method, path, headers=kind.headers(), json=body
                 )
+                requests += 1
                 status = response.status_code
                 if kind.may(operation.needs):
                     ok = status not in (401, 403) and status < 500
@@ -272,6 +277,10 @@ async def test_every_operation_answers_as_its_role_says(api: Api, kinds: list[Ki
                         f"{operation.method} {operation.path} ({operation.needs.name.lower()})"
                         f" as {kind.name}: {status}, expected {expected}"
                     )
+    fault_report.append(
+        f"role matrix: {len(protected)} protected operations x {len(kinds)} callers,"
+        f" {requests} requests, {len(wrong)} answered against their role"
+    )
     assert not wrong, "\n".join(wrong)
 
 
