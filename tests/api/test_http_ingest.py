@@ -18,7 +18,8 @@ from fieldline.api.app import create_app
 from fieldline.api.device_auth import VerifiedSecrets, issue_device_token
 from fieldline.domain.topics import TopicScheme
 from fieldline.ingest.batcher import Batcher
-from fieldline.ingest.service import IngestConsumer, decode_limits
+from fieldline.ingest.consumer import decode_limits
+from fieldline.ingest.service import IngestConsumer
 from fieldline.ingest.writer import BatchWriter
 from tests.api.conftest import Api
 from tests.api.test_auth_and_roles import assert_error
