@@ -18,7 +18,8 @@ from fieldline.api.app import create_app
 from fieldline.api.device_auth import VerifiedSecrets, issue_device_token
 from fieldline.domain.topics import TopicScheme
 from fieldline.ingest.batcher import Batcher
-from fieldline.ingest.service import IngestConsumer, decode_limits
+from fieldline.ingest.consumer import decode_limits
+from fieldline.ingest.service import IngestConsumer
 from fieldline.ingest.writer import BatchWriter
 from tests.api.conftest import Api
 from tests.api.test_auth_and_roles import assert_error
@@ -192,6 +193,35 @@ async def test_http_and_mqtt_share_deduplication(api: Api, admin: Headers) -> No
     before = sample(api, "fieldline_readings_duplicate_total")
     await mqtt_deliver(api, "field-4", orjson.dumps(by_http))
     assert sample(api, "fieldline_readings_duplicate_total") == before + 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b"{", id="not-json"),
+        pytest.param(b'{"t": NaN}', id="nan"),
+        pytest.param(b'{"device_id": "someone-else", "t": 1}', id="spoofed"),
+        pytest.param(b'{"timestamp": 5, "t": 1}', id="1970"),
+        pytest.param(b'{"timestamp": 99999999999, "t": 1}', id="future"),
+        pytest.param(b'{"\\u202etemp": 1}', id="bidi-name"),
+    ],
+)
+async def test_one_rule_rejects_alike_over_mqtt_and_http(
+    api: Api, admin: Headers, body: bytes
+) -> None:
+    """Both doors go through one consumer: the same payload, the same reason and text."""
+    auth = await register(api, admin, "field-both")
+    answer = await post(api, "field-both", body, auth=auth)
+    await mqtt_deliver(api, "field-both", body)
+    by_mqtt, by_http = sorted(
+        await rejected(api, admin, "field-both"), key=lambda kept: str(kept["topic"])
+    )
+    assert (by_mqtt["topic"], by_http["topic"]) == (
+        "devices/field-both/telemetry",
+        "http:/api/v1/devices/field-both/telemetry",
+    )
+    assert by_mqtt["reason"] == by_http["reason"] == answer.json()["error"]["code"]
+    assert by_mqtt["detail"] == by_http["detail"] == answer.json()["error"]["message"]
 
 
 async def test_a_device_token_works_until_rotation(api: Api, admin: Headers) -> None:

@@ -10,8 +10,17 @@ batch for what a message holds (`unstorable`): retrying would fail the same way
 for ever and hold up every device behind it. Such a batch is split in halves,
 each written on its own, down to the one message the database refuses, which
 is kept in the rejected store as `unstorable` instead. Each message's parts are
-remembered beside the batch for that, one tuple per message: the normal case
-pays for nothing else.
+remembered beside the batch for that, one tuple per message (a `Message`, as
+ingest/consumer.py made it): the normal case pays for nothing else.
+
+Where ingest batching is tuned: `FIELDLINE_BATCH_MAX_MESSAGES` (a batch is
+written at this many messages), `FIELDLINE_BATCH_MAX_DELAY_MS` (or this long
+after its first message; under load a batch also grows while the one before it
+is written) and `FIELDLINE_INGEST_MAX_PENDING` (messages held unacknowledged
+before ingest stops reading: back-pressure), in config.py. `Batcher` below
+applies them (`max_messages`, `max_delay`, `max_pending`: `submit`/`add` and
+`_run`); the ingest runner builds it from the settings and also gives the broker
+`FIELDLINE_INGEST_MAX_PENDING` as MQTT 5's receive maximum (ingest/service.py).
 """
 
 from __future__ import annotations
@@ -22,9 +31,8 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
-from fieldline.domain.readings import RejectReason
+from fieldline.ingest.consumer import Message, batch_of, kept_as_unstorable
 from fieldline.ops.backoff import Backoff
 from fieldline.ops.metrics import WRITE_STALL_SECONDS, Metrics
 from fieldline.storage.commands import ReportedResult
@@ -45,22 +53,11 @@ WriteBatch = Callable[[Batch], Awaitable[WriteResult]]
 BACKOFF_START_SECONDS = 0.2
 BACKOFF_CAP_SECONDS = 10.0
 
-# One message's parts, as `submit` got them: topic, payload, then what it became.
-_Message = tuple[
-    str,
-    bytes,
-    DeviceReadings | None,
-    Presence | None,
-    RejectedMessage | None,
-    ReportedResult | None,
-    LimitedMessage | None,
-]
-
 
 @dataclass(slots=True)
 class _Open:
     done: asyncio.Future[None]
-    messages: list[_Message] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
     first_at: float = 0.0
     received_at: list[float] = field(default_factory=list)
 
@@ -139,16 +136,20 @@ class Batcher:
         `topic` and `payload` are the message as it arrived, kept in case the
         database refuses what it became.
         """
+        return self.add((topic, payload, telemetry, presence, rejected, command_result, limited))
+
+    def add(self, message: Message) -> asyncio.Future[None]:
+        """`submit` for a message as the consumer made it (ingest/consumer.py)."""
         current = self._open
-        if not current.messages:
-            current.first_at = time.monotonic()
+        messages = current.messages
+        now = time.monotonic()
+        if not messages:
+            current.first_at = now
         # The batch's lists are built from these at commit, in one pass.
-        current.messages.append(
-            (topic, payload, telemetry, presence, rejected, command_result, limited)
-        )
-        current.received_at.append(time.monotonic())
+        messages.append(message)
+        current.received_at.append(now)
         self._pending += 1
-        count = len(current.messages)
+        count = len(messages)
         if count >= self._max_messages or count == 1:
             self._wake.set()
         return current.done
@@ -196,7 +197,7 @@ class Batcher:
     async def _commit(self, current: _Open) -> None:
         self._writing_since = time.monotonic()
         try:
-            result = await self._store(_batch_of(current.messages), current.messages)
+            result = await self._store(batch_of(current.messages), current.messages)
         finally:
             self._writing_since = None
         now = time.monotonic()
@@ -215,21 +216,19 @@ class Batcher:
         async with self._room:
             self._room.notify_all()
 
-    async def _store(self, batch: Batch, messages: list[_Message]) -> WriteResult:
+    async def _store(self, batch: Batch, messages: list[Message]) -> WriteResult:
         """Write `batch`; split it while the database refuses what one of its messages holds."""
         try:
             return await self._write_until_done(batch, len(messages))
         except _Unstorable as refused:
             if len(messages) == 1:
-                log.warning(
-                    "message refused by the database; kept as rejected",
-                    extra={"topic": messages[0][0], "error": str(refused)},
+                return await self._write_until_done(
+                    kept_as_unstorable(messages[0], str(refused)), 1
                 )
-                return await self._write_until_done(_rejection(messages[0], str(refused)), 1)
         half = len(messages) // 2
         first, second = messages[:half], messages[half:]
-        return await self._store(_batch_of(first), first) + await self._store(
-            _batch_of(second), second
+        return await self._store(batch_of(first), first) + await self._store(
+            batch_of(second), second
         )
 
     async def _write_until_done(self, batch: Batch, messages: int) -> WriteResult:
@@ -266,38 +265,3 @@ def count_outcomes(metrics: Metrics, messages: int, result: WriteResult) -> None
         for reason, count in collections.Counter(reasons).items():
             metrics.messages_rejected.labels(reason=reason).inc(count)
     metrics.messages_stored.inc(messages - len(reasons) - result.duplicate_messages)
-
-
-def _batch_of(messages: list[_Message]) -> Batch:
-    batch = Batch()
-    for _, _, telemetry, presence, rejected, command_result, limited in messages:
-        if telemetry is not None:
-            batch.telemetry.append(telemetry)
-        if presence is not None:
-            batch.presence.append(presence)
-        if rejected is not None:
-            batch.rejected.append(rejected)
-        if command_result is not None:
-            batch.command_results.append(command_result)
-        if limited is not None:
-            batch.limited.append(limited)
-    return batch
-
-
-def _rejection(message: _Message, detail: str) -> Batch:
-    """The message the database refused, as a rejection: raw bytes, device, topic, reason.
-
-    Its own presence is left out too (its status may be what was refused); the
-    writer makes the text of a rejection storable, and bytes are always storable.
-    """
-    topic, payload, telemetry, presence, rejected, _, _ = message
-    device_id: str | None = None
-    received_at = datetime.now(UTC)
-    if presence is not None:  # every message from a device has one: it was heard from
-        device_id, received_at = presence.device_id, presence.seen_at
-    elif rejected is not None:
-        device_id, received_at = rejected.device_id, rejected.received_at
-    elif telemetry is not None:
-        device_id, received_at = telemetry.device_id, telemetry.received_at
-    reason = RejectReason.UNSTORABLE.value
-    return Batch(rejected=[RejectedMessage(received_at, device_id, topic, reason, detail, payload)])

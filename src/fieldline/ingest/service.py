@@ -14,7 +14,7 @@ import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import gmqtt
@@ -22,22 +22,17 @@ from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 from gmqtt.mqtt.handler import MQTTConnectError
 
 from fieldline.broker.base import BrokerEndpoint, ServiceAccount
-from fieldline.domain.devices import ConnectionStatus
-from fieldline.domain.readings import Reading, Rejection, RejectReason
+from fieldline.domain.readings import Rejection, RejectReason
 from fieldline.domain.topics import TopicScheme, Uplink
 from fieldline.ingest.batcher import Batcher
-from fieldline.ingest.decode import (
-    DecodeLimits,
-    decode_command_result,
-    decode_status,
-    decode_telemetry,
-    reported_firmware,
-)
+from fieldline.ingest.consumer import UplinkConsumer
+
+# Re-exported for runtime.py, which imports it from here (until it imports from consumer).
+from fieldline.ingest.consumer import decode_limits as decode_limits  # noqa: PLC0414
+from fieldline.ingest.decode import DecodeLimits
 from fieldline.ingest.ratelimit import DeviceRateLimiter
 from fieldline.ops.backoff import Backoff, sleep_unless
 from fieldline.ops.metrics import Metrics
-from fieldline.storage.commands import ReportedResult
-from fieldline.storage.writer import DeviceReadings, LimitedMessage, Presence, RejectedMessage
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +48,12 @@ SESSION_TAKEN_OVER = 0x8E  # MQTT 5 DISCONNECT reason code
 # this soon after they began, this many times in a row, are read as a take-over.
 SHORT_CONNECTION_SECONDS = 10.0
 SHORT_CONNECTIONS_MEAN_TAKEOVER = 3
-# For its rate limit, a message counts as sent no earlier than this before it arrived
-# (see _sent_at): a broker's backlog younger than this is judged by when it was sent.
-SENT_AT_WINDOW_SECONDS = 3600.0
+UNKNOWN_TOPIC = Rejection(RejectReason.UNKNOWN_TOPIC, "not a device uplink topic")
 
 
 class IngestConsumer:
-    """Decodes uplink messages and hands their outcomes to the batcher."""
+    """MQTT's door to the one consumer: a delivery's topic names its device and kind,
+    what it becomes (ingest/consumer.py) goes to the batcher."""
 
     def __init__(
         self,
@@ -72,21 +66,20 @@ class IngestConsumer:
     ) -> None:
         self._batcher = batcher
         self._topics = topics
-        self._limits = limits
         self._metrics = metrics
         # Bound once: a labels() lookup per message shows in ingest profiles.
         self._received = {
             kind: metrics.messages_received.labels(kind=kind.value) for kind in Uplink
         }
-        # Every message takes one token (a batch too). Telemetry's is taken at the time
-        # it was sent (_sent_at), so a backlog the broker delivers at once after an
-        # outage is not punished; other uplinks carry no time and are limited on
-        # arrival, in buckets of their own.
-        self._rate_limiter = rate_limiter
-        self._presence_limiter = (
-            DeviceRateLimiter(rate_limiter.rate, rate_limiter.burst)
-            if rate_limiter is not None
-            else None
+        self._uplinks = UplinkConsumer(
+            limits=limits,
+            rate_limiter=rate_limiter,
+            presence_limiter=(
+                DeviceRateLimiter(rate_limiter.rate, rate_limiter.burst)
+                if rate_limiter is not None
+                else None
+            ),
+            limit_by_sent_time=True,
         )
 
     @property
@@ -111,141 +104,14 @@ class IngestConsumer:
         parsed = self._topics.parse_uplink(topic)
         if parsed is None:
             self._metrics.messages_received.labels(kind="unknown").inc()
-            return self._reject(
-                topic,
-                None,
-                payload,
-                received_at,
-                Rejection(RejectReason.UNKNOWN_TOPIC, "not a device uplink topic"),
+            return self._batcher.add(
+                self._uplinks.reject(topic, None, payload, received_at, UNKNOWN_TOPIC)
             )
         device_id, kind = parsed
         self._received[kind].inc()
-        if kind is Uplink.TELEMETRY:
-            outcome = decode_telemetry(
-                payload, device_id=device_id, received_at=received_at, limits=self._limits
-            )
-            if isinstance(outcome, Rejection):
-                return self._reject(topic, device_id, payload, received_at, outcome)
-            readings = DeviceReadings(device_id, received_at, outcome)
-            limiter = self._rate_limiter
-            if limiter is not None and not limiter.allow(
-                device_id, _sent_at(outcome, received_at.timestamp())
-            ):
-                # Rejected unless the ledger shows a redelivery: the writer tells.
-                rejection = limiter.rejection()
-                return self._batcher.submit(
-                    topic,
-                    payload,
-                    presence=Presence(device_id, received_at),
-                    limited=LimitedMessage(
-                        readings,
-                        RejectedMessage(
-                            received_at,
-                            device_id,
-                            topic,
-                            rejection.reason.value,
-                            rejection.detail,
-                            payload,
-                        ),
-                    ),
-                )
-            firmware = reported_firmware(outcome)
-            return self._batcher.submit(
-                topic,
-                payload,
-                telemetry=readings,
-                presence=Presence(device_id, received_at, firmware_version=firmware),
-            )
-        presence_limiter = self._presence_limiter
-        if presence_limiter is not None and not presence_limiter.allow(
-            device_id, received_at.timestamp()
-        ):
-            return self._reject(
-                topic, device_id, payload, received_at, presence_limiter.rejection()
-            )
-        if kind is Uplink.STATUS:
-            status = decode_status(payload, device_id=device_id, limits=self._limits)
-            if isinstance(status, Rejection):
-                return self._reject(topic, device_id, payload, received_at, status)
-            reported = ConnectionStatus.ONLINE if status.online else ConnectionStatus.OFFLINE
-            return self._batcher.submit(
-                topic,
-                payload,
-                presence=Presence(
-                    device_id,
-                    received_at,
-                    reported=reported,
-                    firmware_version=status.firmware_version,
-                    attributes=status.attributes,
-                    config_version=status.config_version,
-                ),
-            )
-        if kind is Uplink.HEARTBEAT:
-            if len(payload) > self._limits.max_payload_bytes:
-                return self._reject(
-                    topic,
-                    device_id,
-                    payload,
-                    received_at,
-                    Rejection(RejectReason.TOO_LARGE, "heartbeat payload is too large"),
-                )
-            return self._batcher.submit(topic, payload, presence=Presence(device_id, received_at))
-        answer = decode_command_result(payload, device_id=device_id, limits=self._limits)
-        if isinstance(answer, Rejection):
-            return self._reject(topic, device_id, payload, received_at, answer)
-        # The writer closes the command, or keeps the result as rejected if none is open.
-        return self._batcher.submit(
-            topic,
-            payload,
-            command_result=ReportedResult(device_id, received_at, topic, payload, answer),
-            presence=Presence(device_id, received_at),
+        return self._batcher.add(
+            self._uplinks.consume(device_id, kind, topic, payload, received_at)
         )
-
-    def _reject(
-        self,
-        topic: str,
-        device_id: str | None,
-        payload: bytes,
-        received_at: datetime,
-        rejection: Rejection,
-    ) -> asyncio.Future[None]:
-        """Queue a rejection; it is counted once kept (the batcher counts at commit)."""
-        reason = rejection.reason
-        # A device over its rate limit would otherwise log a line per message it floods
-        # with; the metric and the rejected store already show every one.
-        log.log(
-            logging.DEBUG if reason is RejectReason.RATE_LIMITED else logging.INFO,
-            "message rejected",
-            extra={"device_id": device_id, "topic": topic, "reason": reason.value},
-        )
-        return self._batcher.submit(
-            topic,
-            payload,
-            rejected=RejectedMessage(
-                received_at, device_id, topic, rejection.reason.value, rejection.detail, payload
-            ),
-            presence=Presence(device_id, received_at) if device_id else None,
-        )
-
-
-def _sent_at(readings: list[Reading], received: float) -> float:
-    """When a telemetry message was sent, for its rate limit (epoch seconds).
-
-    Its newest reading's time, as the device stamped it, but never after it
-    arrived nor more than SENT_AT_WINDOW_SECONDS before: a device whose clock
-    jumped back is judged on arrival time after that long, not held for ever.
-    The limiter also never lets a device's time run backwards, so older
-    readings sent after newer ones (a buffer flushed) count as sent with them.
-    """
-    newest = max(reading.time for reading in readings).timestamp()
-    return max(min(newest, received), received - SENT_AT_WINDOW_SECONDS)
-
-
-def decode_limits(max_payload_bytes: int, max_future_skew_seconds: float) -> DecodeLimits:
-    return DecodeLimits(
-        max_payload_bytes=max_payload_bytes,
-        max_future_skew=timedelta(seconds=max_future_skew_seconds),
-    )
 
 
 def subscription_filters(topics: TopicScheme, share_group: str | None) -> list[str]:

@@ -1,9 +1,11 @@
 """HTTP ingest for devices that cannot speak MQTT, and the device tokens it accepts.
 
 A request body is one uplink telemetry message: decoded, limited, de-duplicated and
-stored (or rejected and kept) exactly as MQTT ingest does with a message on
-`devices/{device_id}/telemetry`. The answer waits for the commit, so a 2xx means
-stored and any error status means nothing of the message was stored.
+stored (or rejected and kept) by the consumer MQTT ingest gives each message on
+`devices/{device_id}/telemetry` (ingest/consumer.py), and written through the same
+path, as a batch of one. The answer waits for the commit, so a 2xx means stored
+and any error status means nothing of the message was stored; the database being
+unavailable is answered 503 at once rather than retried.
 
 Rejected messages are kept with the topic label `http:/api/v1/devices/{device_id}/telemetry`.
 """
@@ -25,17 +27,18 @@ from fieldline.api.context import ApiContext
 from fieldline.api.deps import Context
 from fieldline.api.device_auth import AuthenticatedDevice, BasicDevice, issue_device_token
 from fieldline.api.errors import ApiError
-from fieldline.domain.readings import Reading, Rejection, RejectReason
+from fieldline.domain.readings import Rejection, RejectReason
 from fieldline.domain.topics import Uplink
 from fieldline.ingest.batcher import count_outcomes
-from fieldline.ingest.decode import decode_telemetry, reported_firmware
-from fieldline.ingest.service import decode_limits
+from fieldline.ingest.consumer import (
+    Message,
+    UplinkConsumer,
+    batch_of,
+    decode_limits,
+    kept_as_unstorable,
+)
 from fieldline.storage.writer import (
     Batch,
-    DeviceReadings,
-    LimitedMessage,
-    Presence,
-    RejectedMessage,
     WriteResult,
     unstorable,
     unstorable_detail,
@@ -123,45 +126,34 @@ async def post_telemetry(
     received_at = datetime.now(UTC)
     device_id = device.device_id
     settings = context.settings
+    topic = TOPIC_LABEL.format(device_id=device_id)
     payload, too_large = await _read_body(request, settings.max_payload_bytes)
-    outcome: list[Reading] | Rejection = too_large or decode_telemetry(
-        payload,
-        device_id=device_id,
-        received_at=received_at,
-        limits=decode_limits(settings.max_payload_bytes, settings.max_future_skew_seconds),
-    )
-    message = _Message(context, device_id, payload, received_at)
-    if isinstance(outcome, Rejection):
-        await message.reject(outcome)
-        raise ApiError(_STATUS.get(outcome.reason, 422), outcome.detail, code=outcome.reason.value)
-    readings = DeviceReadings(device_id, received_at, outcome)
     limiter = context.device_rate_limiter
-    # Measured on arrival, unlike MQTT: no broker queue delivers an HTTP backlog at once.
-    if limiter is not None and not limiter.allow(device_id, received_at.timestamp()):
-        refusal = limiter.rejection()
-        result = await message.write(
-            Batch(
-                limited=[
-                    LimitedMessage(readings, message.rejected(refusal.reason, refusal.detail))
-                ],
-                presence=[Presence(device_id, received_at)],
-            )
-        )
+    uplinks = UplinkConsumer(
+        limits=decode_limits(settings.max_payload_bytes, settings.max_future_skew_seconds),
+        rate_limiter=limiter,
+        # Measured on arrival, unlike MQTT: no broker queue delivers an HTTP backlog at once.
+        limit_by_sent_time=False,
+    )
+    message = (
+        uplinks.reject(topic, device_id, payload, received_at, too_large)
+        if too_large is not None
+        else uplinks.consume(device_id, Uplink.TELEMETRY, topic, payload, received_at)
+    )
+    result = await _write(context, message)
+    _, _, _, _, rejected, _, limited = message
+    if rejected is not None:
+        reason = RejectReason(rejected.reason)
+        raise ApiError(_STATUS.get(reason, 422), rejected.detail, code=reason.value)
+    if limited is not None and limiter is not None:
         if not result.rejected_reasons:  # a copy of what is stored: not the device's fault
             return IngestAnswer(accepted=0, duplicates=result.duplicates)
         raise ApiError(
             429,
-            refusal.detail,
-            code=refusal.reason.value,
+            limited.rejected.detail,
+            code=limited.rejected.reason,
             headers={"Retry-After": str(math.ceil(1 / limiter.rate))},
         )
-    firmware = reported_firmware(outcome)
-    result = await message.write(
-        Batch(
-            telemetry=[readings],
-            presence=[Presence(device_id, received_at, firmware_version=firmware)],
-        )
-    )
     return IngestAnswer(accepted=result.readings_stored, duplicates=result.duplicates)
 
 
@@ -192,60 +184,25 @@ async def _read_body(request: Request, limit: int) -> tuple[bytes, Rejection | N
     return bytes(body[:limit]), rejection
 
 
-class _Message:
-    """One request's message on its way to the database, counted once its outcome is."""
+async def _write(context: ApiContext, message: Message) -> WriteResult:
+    """Store the request's message as a batch of one and count it; a message the database
+    refuses is kept as `unstorable` and answered 422."""
+    try:
+        result = await _store(context, batch_of([message]))
+    except Exception as exc:
+        if not unstorable(exc):
+            raise
+        detail = unstorable_detail(exc)
+        _count(context, await _store(context, kept_as_unstorable(message, detail)))
+        raise ApiError(422, detail, code=RejectReason.UNSTORABLE.value) from exc
+    _count(context, result)
+    return result
 
-    def __init__(
-        self, context: ApiContext, device_id: str, payload: bytes, received_at: datetime
-    ) -> None:
-        self._context = context
-        self._device_id = device_id
-        self._payload = payload
-        self._received_at = received_at
-        self._topic = TOPIC_LABEL.format(device_id=device_id)
 
-    def rejected(self, reason: RejectReason, detail: str) -> RejectedMessage:
-        return RejectedMessage(
-            self._received_at, self._device_id, self._topic, reason.value, detail, self._payload
-        )
-
-    async def reject(self, rejection: Rejection) -> None:
-        reason = rejection.reason
-        log.log(
-            logging.DEBUG if reason is RejectReason.RATE_LIMITED else logging.INFO,
-            "message rejected",
-            extra={"device_id": self._device_id, "topic": self._topic, "reason": reason.value},
-        )
-        await self.write(
-            Batch(
-                rejected=[self.rejected(reason, rejection.detail)],
-                presence=[Presence(self._device_id, self._received_at)],
-            )
-        )
-
-    async def write(self, batch: Batch) -> WriteResult:
-        """Store `batch` (this message's outcome) and count it; a message the database
-        refuses is kept as `unstorable` and answered 422."""
-        try:
-            result = await _store(self._context, batch)
-        except Exception as exc:
-            if not unstorable(exc):
-                raise
-            detail = unstorable_detail(exc)
-            log.warning(
-                "message refused by the database; kept as rejected",
-                extra={"device_id": self._device_id, "topic": self._topic, "error": detail},
-            )
-            rejection = self.rejected(RejectReason.UNSTORABLE, detail)
-            self._count(await _store(self._context, Batch(rejected=[rejection])))
-            raise ApiError(422, detail, code=RejectReason.UNSTORABLE.value) from exc
-        self._count(result)
-        return result
-
-    def _count(self, result: WriteResult) -> None:
-        metrics = self._context.metrics
-        metrics.messages_received.labels(kind=Uplink.TELEMETRY.value).inc()
-        count_outcomes(metrics, 1, result)
+def _count(context: ApiContext, result: WriteResult) -> None:
+    metrics = context.metrics
+    metrics.messages_received.labels(kind=Uplink.TELEMETRY.value).inc()
+    count_outcomes(metrics, 1, result)
 
 
 async def _store(context: ApiContext, batch: Batch) -> WriteResult:
