@@ -24,7 +24,8 @@ from fieldline.config import Settings, load_settings
 from fieldline.domain.users import Role
 from fieldline.ops.gctune import tune_for_throughput
 from fieldline.ops.logging import configure_logging
-from fieldline.runtime import StartupInfo, run_api, run_ingest, run_platform, run_worker
+from fieldline.runtime.components import run_api, run_ingest, run_worker
+from fieldline.runtime.supervisor import StartupInfo, run_platform
 from fieldline.security.passwords import USER_ITERATIONS, hash_secret
 from fieldline.sim.command import simulate
 from fieldline.storage import devices as device_store

@@ -65,7 +65,7 @@ async def ready(context: Context) -> JSONResponse:
         checks["database"] = False
     try:
         async with asyncio.timeout(PROBE_SECONDS):
-            checks["broker"] = context.broker_started and await context.broker.healthy()
+            checks["broker"] = context.broker_started.is_set() and await context.broker.healthy()
     except Exception:  # any failure means "not ready"
         checks["broker"] = False
     # `fieldline up` runs ingest beside the API (in process, or a child whose metrics it
