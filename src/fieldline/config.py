@@ -12,7 +12,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -40,6 +40,11 @@ PLACEHOLDER_SECRETS = frozenset(
     }
 )
 MIN_SECRET_KEY_LENGTH = 32
+# Also refused by broker/factory.py when `auto` finds no Mosquitto, which Settings cannot know.
+AMQTT_HAS_NO_TLS = (
+    "FIELDLINE_MQTT_TLS_PORT needs Mosquitto (apt-get install mosquitto); "
+    "the in-process amqtt broker has no TLS listener"
+)
 
 
 class BrokerKind(StrEnum):
@@ -352,6 +357,23 @@ class Settings(BaseSettings):
     def _password_is_real(cls, value: SecretStr | None) -> SecretStr | None:
         _refuse_placeholder(value, "password setting")
         return value
+
+    @model_validator(mode="after")
+    def _broker_settings_agree(self) -> Settings:
+        """Combinations no broker could start with, refused by every command at once
+        (what a component needs beyond them: runtime/requirements.py)."""
+        if self.broker == BrokerKind.EXTERNAL:
+            if self.broker_tls and self.mqtt_tls_port is None:
+                raise ValueError("FIELDLINE_BROKER_TLS needs FIELDLINE_MQTT_TLS_PORT")
+            if self.broker_admin_username is not None and self.broker_admin_password is None:
+                raise ValueError("FIELDLINE_BROKER_ADMIN_USERNAME is set without its password")
+            return self
+        if not self.mqtt_plaintext and self.mqtt_tls_port is None:
+            raise ValueError("FIELDLINE_MQTT_PLAINTEXT=false needs FIELDLINE_MQTT_TLS_PORT")
+        if self.broker == BrokerKind.AMQTT and self.mqtt_tls_port is not None:
+            # Devices would be told of a TLS port nothing listens on.
+            raise ValueError(AMQTT_HAS_NO_TLS)
+        return self
 
     @classmethod
     def settings_customise_sources(
