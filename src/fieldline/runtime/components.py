@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable
 
 import psycopg
 
-from fieldline.api.app import create_app
 from fieldline.api.context import ApiContext
 from fieldline.broker.base import BrokerError
 from fieldline.broker.factory import external_client
@@ -24,7 +23,7 @@ from fieldline.config import BrokerKind, Settings
 from fieldline.ops.metrics import Metrics
 from fieldline.ops.server import ReadyChecks, ops_app
 from fieldline.runtime.admin import ensure_admin
-from fieldline.runtime.http import HttpServer, local_url
+from fieldline.runtime.http import HttpServer, api_server, local_url
 from fieldline.runtime.ingest_runner import IngestRunner
 from fieldline.runtime.lifecycle import (
     CLIENT_CLOSE_SECONDS,
@@ -70,14 +69,7 @@ async def run_api(
                 settings, pool=pool, broker=broker, metrics=Metrics(), publisher=publisher
             )
             context.broker_started.set()
-            http = HttpServer(
-                create_app(context),
-                settings.http_host,
-                settings.http_port,
-                on_stopping=context.closing.set,
-                after_stop=context.close,
-                trusted_proxies=settings.trusted_proxies,
-            )
+            http = api_server(context)
 
             async def announce() -> None:
                 await http.wait_started()

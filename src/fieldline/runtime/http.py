@@ -10,6 +10,9 @@ from typing import Any
 
 import uvicorn
 
+from fieldline.api.app import create_app
+from fieldline.api.context import ApiContext
+
 HTTP_GRACE_SECONDS = 5.0  # for requests under way
 
 
@@ -88,3 +91,16 @@ class HttpServer:
         # uvicorn offers no event for "started".
         while not self._server.started:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
+
+
+def api_server(context: ApiContext) -> HttpServer:
+    """The HTTP API on its configured address; open event streams end when it stops."""
+    settings = context.settings
+    return HttpServer(
+        create_app(context),
+        settings.http_host,
+        settings.http_port,
+        on_stopping=context.closing.set,
+        after_stop=context.close,
+        trusted_proxies=settings.trusted_proxies,
+    )

@@ -11,7 +11,6 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from fieldline.api.app import create_app
 from fieldline.api.context import ApiContext
 from fieldline.broker.base import Broker
 from fieldline.broker.embedded import AmqttBroker
@@ -21,7 +20,7 @@ from fieldline.ingest.child import IngestChild
 from fieldline.ops.datadir import private_directory
 from fieldline.ops.metrics import Metrics
 from fieldline.runtime.admin import ensure_admin
-from fieldline.runtime.http import HttpServer, local_url
+from fieldline.runtime.http import api_server, local_url
 from fieldline.runtime.ingest_runner import INGEST_CLIENT_PREFIX, IngestRunner
 from fieldline.runtime.lifecycle import (
     CLIENT_CLOSE_SECONDS,
@@ -120,14 +119,7 @@ async def _serve_all(
     )
     ingest = await _up_ingest(settings, url, broker, metrics)
     worker = Worker(settings=settings, pool=pool, metrics=metrics, publisher=publisher)
-    http = HttpServer(
-        create_app(context),
-        settings.http_host,
-        settings.http_port,
-        on_stopping=context.closing.set,
-        after_stop=context.close,
-        trusted_proxies=settings.trusted_proxies,
-    )
+    http = api_server(context)
 
     async def announce() -> None:
         await http.wait_started()
