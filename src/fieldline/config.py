@@ -6,19 +6,22 @@ fails when one is missing there.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from fieldline.domain.topics import TopicScheme
 
 PLACEHOLDER_SECRETS = frozenset(
     {
@@ -40,6 +43,11 @@ PLACEHOLDER_SECRETS = frozenset(
     }
 )
 MIN_SECRET_KEY_LENGTH = 32
+# Also refused by broker/factory.py when `auto` finds no Mosquitto, which Settings cannot know.
+AMQTT_HAS_NO_TLS = (
+    "FIELDLINE_MQTT_TLS_PORT needs Mosquitto (apt-get install mosquitto); "
+    "the in-process amqtt broker has no TLS listener"
+)
 
 
 class BrokerKind(StrEnum):
@@ -353,6 +361,23 @@ class Settings(BaseSettings):
         _refuse_placeholder(value, "password setting")
         return value
 
+    @model_validator(mode="after")
+    def _broker_settings_agree(self) -> Settings:
+        """Combinations no broker could start with, refused by every command at once
+        (what a component needs beyond them: runtime/requirements.py)."""
+        if self.broker == BrokerKind.EXTERNAL:
+            if self.broker_tls and self.mqtt_tls_port is None:
+                raise ValueError("FIELDLINE_BROKER_TLS needs FIELDLINE_MQTT_TLS_PORT")
+            if self.broker_admin_username is not None and self.broker_admin_password is None:
+                raise ValueError("FIELDLINE_BROKER_ADMIN_USERNAME is set without its password")
+            return self
+        if not self.mqtt_plaintext and self.mqtt_tls_port is None:
+            raise ValueError("FIELDLINE_MQTT_PLAINTEXT=false needs FIELDLINE_MQTT_TLS_PORT")
+        if self.broker == BrokerKind.AMQTT and self.mqtt_tls_port is not None:
+            # Devices would be told of a TLS port nothing listens on.
+            raise ValueError(AMQTT_HAS_NO_TLS)
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -370,6 +395,11 @@ class Settings(BaseSettings):
         return tuple(sources)
 
     @property
+    def topics(self) -> TopicScheme:
+        """The topic scheme of `topic_prefix`: every process reads it from here."""
+        return _topic_scheme(self.topic_prefix)
+
+    @property
     def advertised_mqtt_host(self) -> str:
         return self.mqtt_public_host or self.mqtt_host
 
@@ -384,6 +414,13 @@ class Settings(BaseSettings):
     @property
     def tls_ca_file(self) -> Path:
         return self.mqtt_tls_ca_file or self.data_dir / "certs" / "ca.crt"
+
+
+@functools.cache
+def _topic_scheme(prefix: str) -> TopicScheme:
+    # Keyed by the prefix, not cached on the object: a model_copy with another
+    # topic_prefix must not carry the old scheme along.
+    return TopicScheme(prefix)
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shutil
 import tempfile
 import uuid
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from fieldline.api.app import create_app
 from fieldline.api.context import ApiContext
@@ -20,13 +22,14 @@ from fieldline.broker.publisher import Publisher
 from fieldline.config import Settings
 from fieldline.domain.topics import TopicScheme
 from fieldline.ops.metrics import Metrics
-from fieldline.runtime import ensure_admin
+from fieldline.runtime.admin import ensure_admin
 from fieldline.storage.db import Pool, open_pool
 from fieldline.storage.migrate import migrate
 from tests.conftest import PgServer
 from tests.e2e.conftest import Platform, start_platform, stop_platform
 
 ADMIN_PASSWORD = "correct-horse-battery"
+SECRET_KEY = "k" * 40
 
 
 @dataclass
@@ -35,7 +38,21 @@ class Api:
     pool: Pool
     url: str
     broker: AmqttBroker
-    context: ApiContext
+    app: FastAPI
+
+    @property
+    def context(self) -> ApiContext:
+        """The context the app serves with now (`use` replaces it)."""
+        context: ApiContext = self.app.state.context
+        return context
+
+    def use(self, context: ApiContext) -> None:
+        """Serve further requests with `context` (it is immutable: a test builds another)."""
+        self.app.state.context = context
+
+    def reconfigure(self, **changes: object) -> None:
+        """Serve further requests under settings with `changes`, as if configured so."""
+        self.use(self.context.with_settings(self.context.settings.model_copy(update=changes)))
 
     async def login(self, username: str, password: str) -> dict[str, str]:
         response = await self.http.post(
@@ -63,6 +80,7 @@ async def api(pg15_database_url: str, tmp_path: Path) -> AsyncIterator[Api]:
         data_dir=tmp_path,
         database_url=pg15_database_url,
         admin_password=ADMIN_PASSWORD,
+        secret_key=SECRET_KEY,
         device_hash_iterations=1000,
     )
     await migrate(pg15_database_url)
@@ -70,14 +88,14 @@ async def api(pg15_database_url: str, tmp_path: Path) -> AsyncIterator[Api]:
     broker = AmqttBroker(host="127.0.0.1", port=0, topics=TopicScheme())
     await broker.start([])
     await ensure_admin(pool, settings)
-    context = ApiContext(
-        settings=settings, pool=pool, broker=broker, metrics=Metrics(), secret_key="k" * 40
-    )
-    context.broker_started = True
-    transport = httpx.ASGITransport(app=create_app(context))
+    context = ApiContext.build(settings, pool=pool, broker=broker, metrics=Metrics())
+    context.broker_started.set()
+    app = create_app(context)
+    transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://fieldline") as http:
-        yield Api(http=http, pool=pool, url=pg15_database_url, broker=broker, context=context)
-    await context.close()  # as the server does once it stops
+        api = Api(http=http, pool=pool, url=pg15_database_url, broker=broker, app=app)
+        yield api
+    await api.context.close()  # as the server does once it stops
     await broker.stop()
     await pool.close()
 
@@ -92,9 +110,10 @@ async def publisher(api: Api) -> AsyncIterator[Publisher]:
     """The API's downlink publisher, as `fieldline up` and `fieldline api` give it one."""
     publisher = Publisher(api.broker.endpoint, api.broker.service, role="test")
     await publisher.start()
-    api.context.publisher = publisher
+    without = api.context
+    api.use(dataclasses.replace(without, publisher=publisher))
     yield publisher
-    api.context.publisher = None
+    api.use(without)
     await publisher.stop()
 
 

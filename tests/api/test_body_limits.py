@@ -10,7 +10,7 @@ import json
 import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -76,7 +76,7 @@ async def test_a_streamed_body_is_cut_off_past_the_limit(
 
 async def test_the_limit_is_a_setting_and_bodies_under_it_are_read(api: Api) -> None:
     settings = api.context.settings.model_copy(update={"max_request_body_bytes": 4096})
-    transport = httpx.ASGITransport(app=create_app(replace(api.context, settings=settings)))
+    transport = httpx.ASGITransport(app=create_app(api.context.with_settings(settings)))
     async with httpx.AsyncClient(transport=transport, base_url="http://fieldline") as http:
         login = {"username": "admin", "password": ADMIN_PASSWORD}
         assert (await http.post("/api/v1/auth/login", json=login)).status_code == 200

@@ -21,12 +21,10 @@ TOPICS = TopicScheme()
 @pytest.fixture
 async def emqx(api: Api) -> Api:
     """The API as an EMQX deployment runs it: webhook secret and service account set."""
-    api.context.settings = api.context.settings.model_copy(
-        update={
-            "emqx_webhook_secret": SecretStr(WEBHOOK_SECRET),
-            "broker_service_username": SERVICE_USERNAME,
-            "broker_service_password": SecretStr(SERVICE_PASSWORD),
-        }
+    api.reconfigure(
+        emqx_webhook_secret=SecretStr(WEBHOOK_SECRET),
+        broker_service_username=SERVICE_USERNAME,
+        broker_service_password=SecretStr(SERVICE_PASSWORD),
     )
     return api
 
@@ -245,7 +243,7 @@ async def test_unknown_or_disabled_device_is_denied_everything(emqx: Api) -> Non
 
 async def test_topic_prefix_setting_is_honoured(emqx: Api) -> None:
     await register(emqx, "greenhouse-7")
-    emqx.context.settings = emqx.context.settings.model_copy(update={"topic_prefix": "farm"})
+    emqx.reconfigure(topic_prefix="farm")
     farm = TopicScheme("farm")
     assert await authz(
         emqx, authz_body("greenhouse-7", "publish", farm.uplink("greenhouse-7", Uplink.STATUS))

@@ -7,7 +7,6 @@ import base64
 import math
 import time
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -514,7 +513,7 @@ async def test_a_device_over_its_rate_limit_gets_429_and_the_message_is_kept(
     settings = api.context.settings.model_copy(
         update={"device_rate_limit": 0.5, "device_rate_burst": 2}
     )
-    context = replace(api.context, settings=settings)
+    context = api.context.with_settings(settings)
     assert context.device_rate_limiter is not None
     transport = httpx.ASGITransport(app=create_app(context))
     async with httpx.AsyncClient(transport=transport, base_url="http://fieldline") as http:
@@ -550,7 +549,7 @@ async def test_a_copy_over_the_rate_limit_is_a_duplicate_and_the_counts_add_up(
     settings = api.context.settings.model_copy(
         update={"device_rate_limit": 0.001, "device_rate_burst": 2}
     )
-    context = replace(api.context, settings=settings)
+    context = api.context.with_settings(settings)
     transport = httpx.ASGITransport(app=create_app(context))
     async with httpx.AsyncClient(transport=transport, base_url="http://fieldline") as http:
         created = await http.post("/api/v1/devices", headers=admin, json={"device_id": "resend"})

@@ -5,6 +5,7 @@ log records the lockout (once, not each try)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,7 +20,7 @@ from fieldline.api.app import create_app
 from fieldline.api.auth_limits import AddressFailures, AuthLimits, client_address
 from fieldline.api.device_auth import VerifiedSecrets
 from fieldline.api.routes import auth as auth_routes
-from fieldline.runtime import HttpServer
+from fieldline.runtime.http import HttpServer
 from tests.api.conftest import ADMIN_PASSWORD, Api
 
 Call = Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]
@@ -45,8 +46,8 @@ def set_limits(api: Api, *, per_account: int, per_address: int, clock: Clock | N
             "auth_max_failures_per_address": per_address,
         }
     )
-    api.context.settings = settings
-    api.context.auth_limits = AuthLimits(settings, wall_clock=clock or (lambda: datetime.now(UTC)))
+    limits = AuthLimits(settings, wall_clock=clock or (lambda: datetime.now(UTC)))
+    api.use(dataclasses.replace(api.context.with_settings(settings), auth_limits=limits))
 
 
 @pytest.fixture
@@ -54,7 +55,7 @@ def from_address(api: Api) -> Callable[[str], httpx.AsyncClient]:
     """A client of the same API whose requests come from `address`."""
 
     def client(address: str) -> httpx.AsyncClient:
-        transport = httpx.ASGITransport(app=create_app(api.context), client=(address, 40_000))
+        transport = httpx.ASGITransport(app=api.app, client=(address, 40_000))
         return httpx.AsyncClient(transport=transport, base_url="http://fieldline")
 
     return client
@@ -235,7 +236,8 @@ async def test_a_device_in_use_keeps_working_while_its_password_is_guessed(
         # The device's own password matched a moment ago: no guess, so it is not refused.
         assert (await target.right(device)).status_code == 202
 
-        api.context.device_secrets = VerifiedSecrets()  # a minute later, forgotten
+        # A minute later, forgotten.
+        api.use(dataclasses.replace(api.context, device_secrets=VerifiedSecrets()))
         assert_refused(await target.right(device))  # now it waits for the lock like anyone
         clock.advance(61)
         assert (await target.right(device)).status_code == 202

@@ -7,7 +7,6 @@ device developers to, never with fieldline's own signing code.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import hmac
 import time
@@ -441,9 +440,7 @@ async def test_reprovisioning_respects_scope_and_expiry(api: Api, admin: dict[st
 
 async def test_the_default_key_from_settings(api: Api, admin: dict[str, str]) -> None:
     shared = "fleet-wide-hmac-secret-flashed-in-2023"
-    api.context.settings = api.context.settings.model_copy(
-        update={"provisioning_secret": SecretStr(shared)}
-    )
+    api.reconfigure(provisioning_secret=SecretStr(shared))
     answer = await send(api.http, "default", shared, {"device_id": "legacy-1", "device_type": "x"})
     assert answer.status_code == 201, answer.text
     assert await connects(api, "legacy-1", answer.json()["password"])
@@ -464,7 +461,7 @@ async def from_two_addresses(api: Api) -> AsyncIterator[tuple[httpx.AsyncClient,
     settings = api.context.settings.model_copy(
         update={"provisioning_rate_limit": 0.001, "provisioning_rate_burst": 20}
     )
-    app = create_app(dataclasses.replace(api.context, settings=settings))
+    app = create_app(api.context.with_settings(settings))
     async with (
         httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app, client=("192.0.2.1", 4000)),

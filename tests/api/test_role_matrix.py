@@ -164,11 +164,9 @@ def _user(role: Needs) -> frozenset[Needs]:
 
 @pytest.fixture
 async def kinds(api: Api, admin: dict[str, str]) -> list[Kind]:
-    context = api.context
     secret = "emqx-webhook-secret-for-the-matrix"
-    context.settings = context.settings.model_copy(
-        update={"emqx_webhook_secret": SecretStr(secret)}
-    )
+    api.reconfigure(emqx_webhook_secret=SecretStr(secret))
+    context = api.context
     users = {}
     for role in Role:
         created = await api.http.post(

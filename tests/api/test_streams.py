@@ -16,7 +16,7 @@ import pytest
 from fieldline.api.app import create_app
 from fieldline.api.tokens import TokenIssuer, TokenKind
 from fieldline.domain.readings import Reading
-from fieldline.runtime import HttpServer
+from fieldline.runtime.http import HttpServer
 from fieldline.storage.writer import Batch, DeviceReadings, PartitionCache, write_batch
 from tests.api.conftest import Api
 

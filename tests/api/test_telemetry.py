@@ -215,7 +215,7 @@ async def test_health_ready_and_metrics(api: Api) -> None:
 
 
 async def test_ready_is_503_until_the_broker_is_up(api: Api) -> None:
-    api.context.broker_started = False
+    api.context.broker_started.clear()
     answer = await api.http.get("/ready")
     assert answer.status_code == 503
     assert answer.json() == {
@@ -223,5 +223,5 @@ async def test_ready_is_503_until_the_broker_is_up(api: Api) -> None:
         "checks": {"database": True, "migrations": True, "broker": False},
     }
     await api.broker.stop()
-    api.context.broker_started = True
+    api.context.broker_started.set()
     assert (await api.http.get("/ready")).status_code == 503

@@ -17,11 +17,11 @@ from fieldline.api.context import ApiContext
 from fieldline.broker.factory import create_broker
 from fieldline.config import Settings
 from fieldline.ops.metrics import Metrics
-from fieldline.runtime import ensure_admin
+from fieldline.runtime.admin import ensure_admin
 from fieldline.security.certs import issue_certificates
 from fieldline.storage.db import open_pool
 from fieldline.storage.migrate import migrate
-from tests.api.conftest import ADMIN_PASSWORD, Api
+from tests.api.conftest import ADMIN_PASSWORD, SECRET_KEY, Api
 from tests.mqtt_clients import NoReconnectClient
 
 
@@ -34,6 +34,7 @@ async def tls_api(
         data_dir=tmp_path,
         database_url=pg15_database_url,
         admin_password=ADMIN_PASSWORD,
+        secret_key=SECRET_KEY,
         device_hash_iterations=1000,
         broker="mosquitto",
         mqtt_port=0,
@@ -46,10 +47,8 @@ async def tls_api(
     broker = create_broker(settings)
     await broker.start([])
     await ensure_admin(pool, settings)
-    context = ApiContext(
-        settings=settings, pool=pool, broker=broker, metrics=Metrics(), secret_key="k" * 40
-    )
-    context.broker_started = True
+    context = ApiContext.build(settings, pool=pool, broker=broker, metrics=Metrics())
+    context.broker_started.set()
     transport = httpx.ASGITransport(app=create_app(context))
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://fieldline") as http:

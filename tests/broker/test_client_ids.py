@@ -16,7 +16,7 @@ from fieldline.broker.control import admin_client_id
 from fieldline.broker.publisher import publisher_client_id
 from fieldline.broker.unmanaged import UnmanagedBroker
 from fieldline.domain.devices import is_reserved_client_id, is_valid_device_id
-from fieldline.runtime import INGEST_CLIENT_PREFIX
+from fieldline.runtime.ingest_runner import INGEST_CLIENT_PREFIX
 
 from .conftest import TOPICS, Credential, credential, eventually, refused
 

@@ -24,7 +24,7 @@ from fieldline.broker.mosquitto import ManagedMosquitto
 from fieldline.config import Settings
 from fieldline.domain.topics import TopicScheme
 from fieldline.ingest.child import child_settings
-from fieldline.runtime import run_ingest
+from fieldline.runtime.components import run_ingest
 from fieldline.storage.db import Pool, open_pool
 from fieldline.storage.migrate import migrate
 from tests.broker.conftest import Credential, credential

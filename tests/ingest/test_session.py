@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from fieldline.broker.base import Broker
 from fieldline.config import Settings
 from fieldline.ops.metrics import Metrics
-from fieldline.runtime import INGEST_CLIENT_PREFIX, IngestRunner
+from fieldline.runtime.ingest_runner import INGEST_CLIENT_PREFIX, IngestRunner
 from fieldline.storage import devices as device_store
 from fieldline.storage.db import Pool, open_pool
 from fieldline.storage.migrate import migrate

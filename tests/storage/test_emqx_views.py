@@ -232,9 +232,7 @@ async def test_acl_rows_are_exactly_the_device_contract(api: Api) -> None:
 async def test_acl_rows_agree_with_the_http_authorizer(api: Api) -> None:
     """Both EMQX variants give a device the same rights."""
     secret = "agree-8Hq3zK1wPx"
-    api.context.settings = api.context.settings.model_copy(
-        update={"emqx_webhook_secret": SecretStr(secret)}
-    )
+    api.reconfigure(emqx_webhook_secret=SecretStr(secret))
     await register(api, "greenhouse-7")
     async with api.pool.connection() as conn:
         rows = await emqx_query(conn, EMQX_AUTHZ_QUERY, "greenhouse-7")

@@ -14,7 +14,6 @@ from fieldline.broker.control import LIST_TIMEOUT_SECONDS, DynsecControl
 from fieldline.broker.factory import external_client
 from fieldline.config import BrokerKind, Settings
 from fieldline.domain.devices import DeviceAccess
-from fieldline.domain.topics import TopicScheme
 
 
 def require_administered_broker(settings: Settings) -> tuple[str, str]:
@@ -44,7 +43,7 @@ async def inspect(settings: Settings, devices: Sequence[DeviceAccess]) -> Drift:
     finally:
         await control.close()
     return dynsec.compute_drift(
-        topics=TopicScheme(settings.topic_prefix),
+        topics=settings.topics,
         devices=devices,
         clients=dynsec.parse_clients(listed[0].data.get("clients")),
         roles=dynsec.parse_roles(listed[1].data.get("roles")),

@@ -13,12 +13,12 @@ from fieldline.broker.mosquitto import (
     find_dynsec_plugin,
 )
 from fieldline.broker.unmanaged import UnmanagedBroker
-from fieldline.config import BrokerKind, Settings
+from fieldline.config import AMQTT_HAS_NO_TLS, BrokerKind, Settings
 from fieldline.domain.topics import TopicScheme
 
 
 def create_broker(settings: Settings) -> Broker:
-    topics = TopicScheme(settings.topic_prefix)
+    topics = settings.topics
     kind = settings.broker
     if kind == BrokerKind.EXTERNAL:
         return _external(settings, topics)
@@ -26,8 +26,6 @@ def create_broker(settings: Settings) -> Broker:
     mosquitto_usable = shutil.which(settings.mosquitto_bin) is not None and (
         plugin is not None and plugin.exists()
     )
-    if not settings.mqtt_plaintext and settings.mqtt_tls_port is None:
-        raise ValueError("FIELDLINE_MQTT_PLAINTEXT=false needs FIELDLINE_MQTT_TLS_PORT")
     if kind == BrokerKind.MOSQUITTO or (kind == BrokerKind.AUTO and mosquitto_usable):
         return ManagedMosquitto(
             data_dir=settings.data_dir,
@@ -39,12 +37,8 @@ def create_broker(settings: Settings) -> Broker:
             tls=_tls_listener(settings),
             plaintext=settings.mqtt_plaintext,
         )
-    if settings.mqtt_tls_port is not None:
-        # Devices would be told of a TLS port nothing listens on.
-        raise ValueError(
-            "FIELDLINE_MQTT_TLS_PORT needs Mosquitto (apt-get install mosquitto); "
-            "the in-process amqtt broker has no TLS listener"
-        )
+    if settings.mqtt_tls_port is not None:  # `auto` without Mosquitto (Settings refuses `amqtt`)
+        raise ValueError(AMQTT_HAS_NO_TLS)
     return AmqttBroker(
         host=settings.mqtt_host,
         port=settings.mqtt_port,
@@ -72,8 +66,6 @@ def external_client(settings: Settings) -> tuple[BrokerEndpoint, ServiceAccount]
             "FIELDLINE_BROKER=external needs FIELDLINE_BROKER_SERVICE_USERNAME and "
             "FIELDLINE_BROKER_SERVICE_PASSWORD"
         )
-    if settings.broker_tls and settings.mqtt_tls_port is None:
-        raise ValueError("FIELDLINE_BROKER_TLS needs FIELDLINE_MQTT_TLS_PORT")
     service = ServiceAccount(
         username=settings.broker_service_username,
         password=settings.broker_service_password.get_secret_value(),
@@ -90,10 +82,9 @@ def external_client(settings: Settings) -> tuple[BrokerEndpoint, ServiceAccount]
 
 def _external(settings: Settings, topics: TopicScheme) -> Broker:
     endpoint, service = external_client(settings)
-    if settings.broker_admin_username is None:
+    # Settings refuses an admin username without its password.
+    if settings.broker_admin_username is None or settings.broker_admin_password is None:
         return UnmanagedBroker(endpoint=endpoint, service=service)
-    if settings.broker_admin_password is None:
-        raise ValueError("FIELDLINE_BROKER_ADMIN_USERNAME is set without its password")
     return ExternalMosquitto(
         host=settings.mqtt_host,
         port=settings.mqtt_port,

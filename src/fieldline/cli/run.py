@@ -14,7 +14,7 @@ from fieldline.cli.common import data_dir_option, load, run
 
 if TYPE_CHECKING:
     from fieldline.config import Settings
-    from fieldline.runtime import StartupInfo
+    from fieldline.runtime.supervisor import StartupInfo
 
 
 def _banner(info: StartupInfo) -> None:
@@ -69,7 +69,7 @@ def up(**overrides: Any) -> None:
     """Run everything: database, broker, ingest and the HTTP API."""
     from fieldline.broker.base import BrokerError
     from fieldline.ops.gctune import tune_for_throughput
-    from fieldline.runtime import run_platform
+    from fieldline.runtime.supervisor import run_platform
 
     settings = load(**overrides)
     tune_for_throughput()
@@ -95,7 +95,7 @@ def _run_component(component: Callable[..., Awaitable[None]], settings: Settings
 @click.option("--http-port", type=int, help="[FIELDLINE_HTTP_PORT]")
 def api(**overrides: Any) -> None:
     """Run the HTTP API alone (production: DATABASE_URL and FIELDLINE_BROKER=external)."""
-    from fieldline.runtime import run_api
+    from fieldline.runtime.components import run_api
 
     _run_component(run_api, load(**overrides))
 
@@ -118,7 +118,7 @@ def api(**overrides: Any) -> None:
 def ingest(retire: bool, supervised: bool, **overrides: Any) -> None:
     """Run one ingest process; several share the uplinks through a shared subscription."""
     from fieldline.ops.gctune import tune_for_throughput
-    from fieldline.runtime import run_ingest
+    from fieldline.runtime.components import run_ingest
 
     settings = load(**overrides)
     tune_for_throughput()
@@ -129,7 +129,7 @@ def ingest(retire: bool, supervised: bool, **overrides: Any) -> None:
 @click.option("--ops-port", type=int, help="[FIELDLINE_OPS_PORT]")
 def worker(**overrides: Any) -> None:
     """Run the housekeeping worker alone (production: DATABASE_URL)."""
-    from fieldline.runtime import run_worker
+    from fieldline.runtime.components import run_worker
 
     _run_component(run_worker, load(**overrides))
 

@@ -8,7 +8,6 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from fieldline.domain.topics import TopicScheme
 from fieldline.downlink.commands import DispatchRound, dispatch_round
 from fieldline.downlink.config import Delivery, catch_up
 from fieldline.storage.db import Row
@@ -26,7 +25,7 @@ Conn = AsyncConnection[Row]
 
 def downlink_jobs(worker: WorkerContext) -> list[Job[Any]]:
     publisher = worker.publisher
-    topics = TopicScheme(worker.settings.topic_prefix)
+    topics = worker.settings.topics
     online_timeout = timedelta(seconds=worker.settings.online_timeout_seconds)
     republished = False  # once per worker: the in-process broker forgets retained messages
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import typing
 from collections.abc import Awaitable, Callable
 
 import httpx
@@ -26,11 +27,24 @@ from fieldline.ops.process import SupervisedProcess
 from fieldline.ops.sockets import free_port
 
 LOOPBACK = "127.0.0.1"
-# Ingest writes what it holds before it exits, for at most 10 s (runtime's
-# INGEST_DRAIN_SECONDS); past this it is killed. Either way the database's absence
+# Ingest writes what it holds before it exits, for at most 10 s (INGEST_DRAIN_SECONDS
+# of runtime/ingest_runner.py); past this it is killed. Either way the database's absence
 # loses the wait, not messages (unacknowledged ones stay at the broker).
 STOP_TIMEOUT_SECONDS = 15.0
 SCRAPE_TIMEOUT_SECONDS = 2.0
+
+
+# The secrets ingest uses: the broker account it subscribes with. Every other setting
+# typed SecretStr (today's and any added later) stays with `up`.
+CHILD_SECRETS = frozenset({"broker_service_password"})
+
+
+def _secret_fields() -> frozenset[str]:
+    return frozenset(
+        name
+        for name, field in Settings.model_fields.items()
+        if field.annotation is SecretStr or SecretStr in typing.get_args(field.annotation)
+    )
 
 
 def child_settings(
@@ -38,8 +52,10 @@ def child_settings(
 ) -> Settings:
     """`up`'s settings as the ingest child needs them: its database, broker and account."""
     host, _, _ = endpoint.client_target()
+    withheld = dict.fromkeys(_secret_fields() - CHILD_SECRETS)
     return settings.model_copy(
         update={
+            **withheld,
             "broker": BrokerKind.EXTERNAL,
             "database_url": url,
             "mqtt_host": host,
@@ -50,13 +66,8 @@ def child_settings(
             "broker_mqtt5": endpoint.mqtt5,
             "broker_service_username": service.username,
             "broker_service_password": SecretStr(service.password),
-            # Secrets it has no use for stay with `up`.
+            # It administers nothing: the admin's name goes with the password.
             "broker_admin_username": None,
-            "broker_admin_password": None,
-            "secret_key": None,
-            "admin_password": None,
-            "provisioning_secret": None,
-            "emqx_webhook_secret": None,
             # /metrics for `up` to add to its own, on loopback only.
             "http_host": LOOPBACK,
             "ops_port": free_port(LOOPBACK),

@@ -26,9 +26,6 @@ from fieldline.domain.readings import Rejection, RejectReason
 from fieldline.domain.topics import TopicScheme, Uplink
 from fieldline.ingest.batcher import Batcher
 from fieldline.ingest.consumer import UplinkConsumer
-
-# Re-exported for runtime.py, which imports it from here (until it imports from consumer).
-from fieldline.ingest.consumer import decode_limits as decode_limits  # noqa: PLC0414
 from fieldline.ingest.decode import DecodeLimits
 from fieldline.ingest.ratelimit import DeviceRateLimiter
 from fieldline.ops.backoff import Backoff, sleep_unless

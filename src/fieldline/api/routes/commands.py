@@ -16,7 +16,6 @@ from fieldline.api.routes.devices import DeviceId
 from fieldline.devices.commands import create_command
 from fieldline.devices.errors import DeviceDisabledError, InvalidCommandError
 from fieldline.domain.commands import Command, CommandStatus
-from fieldline.domain.topics import TopicScheme
 from fieldline.storage import audit as audit_store
 from fieldline.storage import commands as command_store
 from fieldline.storage import devices as device_store
@@ -79,7 +78,7 @@ async def send_command(
         command = await create_command(
             conn,
             publisher=context.publisher,
-            topics=TopicScheme(settings.topic_prefix),
+            topics=context.settings.topics,
             actor=audit_store.user_actor(user.username),
             device_id=device_id,
             name=body.name,

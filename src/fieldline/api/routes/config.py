@@ -27,7 +27,6 @@ from fieldline.domain.config import (
     JsonObject,
     config_problem,
 )
-from fieldline.domain.topics import TopicScheme
 from fieldline.domain.users import User
 from fieldline.downlink.config import deliver
 from fieldline.storage import audit as audit_store
@@ -138,10 +137,6 @@ def _checked(config: JsonObject) -> JsonObject:
     return config
 
 
-def _topics(context: ApiContext) -> TopicScheme:
-    return TopicScheme(context.settings.topic_prefix)
-
-
 async def _change_device(
     conn: AsyncConnection[Row],
     context: ApiContext,
@@ -173,7 +168,7 @@ async def _change_device(
     except ConfigTooLargeError as exc:
         raise ApiError(422, f"config: {exc}") from exc
     # Also what an earlier change left pending.
-    await deliver(conn, context.publisher, _topics(context), device_ids=[device_id])
+    await deliver(conn, context.publisher, context.settings.topics, device_ids=[device_id])
     return DeviceConfigOut.of(await config_store.get_device_config(conn, device_id))
 
 
@@ -237,7 +232,10 @@ async def put_group_config(
     except ConfigTooLargeError as exc:
         raise ApiError(422, f"config: {exc}") from exc
     delivery = await deliver(
-        conn, context.publisher, _topics(context), device_ids=[v.device_id for v in versioned]
+        conn,
+        context.publisher,
+        context.settings.topics,
+        device_ids=[v.device_id for v in versioned],
     )
     return GroupConfigChanged(
         **GroupConfigOut.of(group).model_dump(),

@@ -32,9 +32,7 @@ from fieldline.domain.topics import Uplink
 from fieldline.ingest.batcher import count_outcomes
 from fieldline.ingest.consumer import (
     Message,
-    UplinkConsumer,
     batch_of,
-    decode_limits,
     kept_as_unstorable,
 )
 from fieldline.storage.writer import (
@@ -129,12 +127,7 @@ async def post_telemetry(
     topic = TOPIC_LABEL.format(device_id=device_id)
     payload, too_large = await _read_body(request, settings.max_payload_bytes)
     limiter = context.device_rate_limiter
-    uplinks = UplinkConsumer(
-        limits=decode_limits(settings.max_payload_bytes, settings.max_future_skew_seconds),
-        rate_limiter=limiter,
-        # Measured on arrival, unlike MQTT: no broker queue delivers an HTTP backlog at once.
-        limit_by_sent_time=False,
-    )
+    uplinks = context.uplinks
     message = (
         uplinks.reject(topic, device_id, payload, received_at, too_large)
         if too_large is not None

@@ -22,7 +22,6 @@ from fieldline.domain.devices import (
     Device,
     is_reserved_client_id,
 )
-from fieldline.domain.topics import TopicScheme
 from fieldline.domain.vitals import BATTERY_METRICS, first_reported
 from fieldline.storage import audit as audit_store
 from fieldline.storage import devices as device_store
@@ -191,7 +190,7 @@ async def create_device(
             conn,
             broker=context.broker,
             publisher=context.publisher,
-            topics=TopicScheme(context.settings.topic_prefix),
+            topics=context.settings.topics,
             hash_iterations=context.settings.device_hash_iterations,
             actor=audit_store.user_actor(user.username),
             device_id=body.device_id,
@@ -225,7 +224,7 @@ async def update_device(
             conn,
             broker=context.broker,
             publisher=context.publisher,
-            topics=TopicScheme(context.settings.topic_prefix),
+            topics=context.settings.topics,
             actor=audit_store.user_actor(user.username),
             device_id=device_id,
             changes=changes,
@@ -242,7 +241,7 @@ async def delete_device(
         conn,
         broker=context.broker,
         publisher=context.publisher,
-        topics=TopicScheme(context.settings.topic_prefix),
+        topics=context.settings.topics,
         actor=audit_store.user_actor(user.username),
         device_id=device_id,
     )

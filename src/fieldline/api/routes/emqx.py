@@ -46,7 +46,6 @@ from fieldline.api.context import ApiContext
 from fieldline.api.deps import Context
 from fieldline.api.errors import ApiError
 from fieldline.domain.devices import DeviceAccess, is_reserved_client_id, is_valid_device_id
-from fieldline.domain.topics import TopicScheme
 from fieldline.security.passwords import verify_encoded
 from fieldline.storage import devices as device_store
 from fieldline.storage.errors import NotFoundError
@@ -202,7 +201,7 @@ async def authorize(fields: Fields, context: Context) -> AuthzAnswer:
     if device is None or not device.enabled or request.clientid != device.device_id:
         allowed = False
     else:
-        topics = TopicScheme(context.settings.topic_prefix)
+        topics = context.settings.topics
         granted = (
             topics.device_publishes(device.device_id)
             if request.action == "publish"

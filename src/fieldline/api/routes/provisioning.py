@@ -43,7 +43,6 @@ from fieldline.devices.errors import (
     OutOfScopeError,
     ProvisioningRefusedError,
 )
-from fieldline.domain.topics import TopicScheme
 from fieldline.ingest.ratelimit import DeviceRateLimiter
 from fieldline.security.provisioning import DEFAULT_KEY_ID, SecretBox, new_key
 from fieldline.storage import audit as audit_store
@@ -391,7 +390,7 @@ async def provision(
             conn,
             broker=context.broker,
             publisher=context.publisher,
-            topics=TopicScheme(context.settings.topic_prefix),
+            topics=context.settings.topics,
             hash_iterations=context.settings.device_hash_iterations,
             signer=signer,
             device_id=body.device_id,
