@@ -15,6 +15,7 @@ import pytest
 from fieldline.domain.readings import Reading
 from fieldline.domain.topics import TopicScheme
 from fieldline.ingest.batcher import Batcher
+from fieldline.ingest.consumer import Message
 from fieldline.ingest.decode import DecodeLimits
 from fieldline.ingest.ratelimit import DeviceRateLimiter
 from fieldline.ingest.service import IngestConsumer
@@ -27,6 +28,13 @@ from tests.conftest import create_devices
 from tests.e2e.conftest import eventually
 
 LIMITS = DecodeLimits(max_payload_bytes=65_536, max_future_skew=timedelta(minutes=5))
+
+
+def uplink(
+    topic: str, payload: bytes, telemetry: DeviceReadings | None, presence: Presence | None = None
+) -> Message:
+    """A message as the consumer would have made it."""
+    return (topic, payload, telemetry, presence, None, None, None)
 
 
 @pytest.fixture
@@ -97,17 +105,16 @@ async def test_a_message_the_database_refuses_is_rejected_and_the_rest_stored(
             topic = f"devices/dev-{n % 2 + 1}/telemetry"
             item = telemetry(f"dev-{n % 2 + 1}", n, **poison.get(n, {}))
             committed.append(
-                running.batcher.submit(
-                    topic,
-                    b"raw %d" % n,
-                    telemetry=item,
-                    presence=Presence(item.device_id, item.received_at),
+                running.batcher.add(
+                    uplink(topic, b"raw %d" % n, item, Presence(item.device_id, item.received_at))
                 )
             )
         # A status whose attribute the database refuses (the status topic's own path).
         status = Presence("dev-3", datetime.now(UTC), attributes={"note": "\x00"})
         committed.append(
-            running.batcher.submit("devices/dev-3/status", b"raw status", presence=status)
+            running.batcher.add(
+                ("devices/dev-3/status", b"raw status", None, status, None, None, None)
+            )
         )
         assert len(set(committed)) == 1, "not one batch: the test would not test splitting"
         # The batch's outcome is committed (its PUBACKs may go): stored or rejected, each.
@@ -142,7 +149,7 @@ async def test_a_failure_retrying_cures_is_retried_not_split(
         await conn.execute("ALTER TABLE message_ledger RENAME TO message_ledger_away")
     async with Running(pg15_database_url) as running:
         committed = [
-            running.batcher.submit("devices/dev-1/telemetry", b"m", telemetry=telemetry("dev-1", n))
+            running.batcher.add(uplink("devices/dev-1/telemetry", b"m", telemetry("dev-1", n)))
             for n in range(10)
         ]
 

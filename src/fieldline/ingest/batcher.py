@@ -2,7 +2,7 @@
 
 Every message of a batch shares the batch's one future, which resolves only
 after the batch is committed, so the MQTT acknowledgements (sent when it
-resolves) mean "durably stored". Memory is bounded: a producer using `submit()`
+resolves) mean "durably stored". Memory is bounded: a producer using `add()`
 checks `has_room` and stops reading until `on_room` is called.
 
 A failed write is retried until it succeeds, unless the database refused the
@@ -35,13 +35,8 @@ from dataclasses import dataclass, field
 from fieldline.ingest.consumer import Message, batch_of, kept_as_unstorable
 from fieldline.ops.backoff import Backoff
 from fieldline.ops.metrics import WRITE_STALL_SECONDS, Metrics
-from fieldline.storage.commands import ReportedResult
 from fieldline.storage.writer import (
     Batch,
-    DeviceReadings,
-    LimitedMessage,
-    Presence,
-    RejectedMessage,
     WriteResult,
     unstorable,
     unstorable_detail,
@@ -120,26 +115,10 @@ class Batcher:
         async with self._room:
             await self._room.wait_for(lambda: self._pending < self._max_pending)
 
-    def submit(
-        self,
-        topic: str,
-        payload: bytes,
-        *,
-        telemetry: DeviceReadings | None = None,
-        presence: Presence | None = None,
-        rejected: RejectedMessage | None = None,
-        command_result: ReportedResult | None = None,
-        limited: LimitedMessage | None = None,
-    ) -> asyncio.Future[None]:
-        """Queue one message's outcome now; answer the future of its batch's commit.
-
-        `topic` and `payload` are the message as it arrived, kept in case the
-        database refuses what it became.
-        """
-        return self.add((topic, payload, telemetry, presence, rejected, command_result, limited))
-
     def add(self, message: Message) -> asyncio.Future[None]:
-        """`submit` for a message as the consumer made it (ingest/consumer.py)."""
+        """Queue one message as the consumer made it (ingest/consumer.py); answer the
+        future of its batch's commit. Its topic and payload, as it arrived, are kept in
+        case the database refuses what it became."""
         current = self._open
         messages = current.messages
         now = time.monotonic()
