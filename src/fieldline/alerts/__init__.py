@@ -1,0 +1,1 @@
+"""Alert rules evaluated against the fleet, and the alerts they raise (SPEC §6)."""
