@@ -209,6 +209,47 @@ async def test_killed_connections_fire_the_last_will(
         assert len(statuses) == 2
 
 
+async def test_incidents_on_demand_a_hot_device_and_one_that_drops_off(
+    broker: Broker, subscriber: Subscriber
+) -> None:
+    started = time.time()
+    report = await run_fleet(options(broker, duration=3.0, hot=1, drop=1, incident_after=1.5))
+    await subscriber.settle()
+    assert report.devices_connected == 3
+
+    def temperatures(device_id: str, *, after: bool) -> list[float]:
+        return [
+            m.json()["sensors"]["temperature"]
+            for m in subscriber.of_kind("telemetry")
+            if m.device_id == device_id
+            and (epoch_seconds(m.json()["timestamp"]) - started >= 1.7) == after
+            and abs(epoch_seconds(m.json()["timestamp"]) - started - 1.5) > 0.2
+        ]
+
+    # sim-0001 runs hot: 20 °C above its own earlier readings (its daily cycle and
+    # noise move far less than that in three seconds); sim-0002 stays as it was.
+    hot_before, hot_after = (
+        temperatures("sim-0001", after=False),
+        temperatures("sim-0001", after=True),
+    )
+    assert hot_before and hot_after
+    assert min(hot_after) > max(hot_before) + 15
+    calm = temperatures("sim-0002", after=False) + temperatures("sim-0002", after=True)
+    assert max(calm) - min(calm) < 5
+
+    # sim-0003 vanished: the broker sent its bare last will, and nothing came after it.
+    mine = [m for m in subscriber.messages if m.device_id == "sim-0003"]
+    will = next(i for i, m in enumerate(mine) if m.payload == b'{"status":"offline"}')
+    assert mine[will + 1 :] == []
+    last_reading = max(epoch_seconds(m.json()["timestamp"]) for m in mine if m.kind == "telemetry")
+    assert last_reading - started < 2.0
+    # The others said goodbye themselves at the end (not the bare will).
+    for device_id in ("sim-0001", "sim-0002"):
+        statuses = [m for m in subscriber.of_kind("status") if m.device_id == device_id]
+        assert statuses[-1].json()["status"] == "offline"
+        assert "uptime_s" in statuses[-1].json()
+
+
 async def test_unreachable_broker_counts_connect_failures() -> None:
     nobody_listens = Broker("127.0.0.1", free_port("127.0.0.1"))
 
@@ -242,6 +283,9 @@ async def test_devices_split_across_processes(broker: Broker, subscriber: Subscr
         {"qos": 2},
         {"prefix": "bad/prefix"},
         {"create": True},
+        {"devices": 2, "hot": 2, "drop": 1},
+        {"hot": -1},
+        {"incident_after": -1.0},
     ],
 )
 def test_options_refuse_nonsense(bad: dict[str, object]) -> None:

@@ -156,6 +156,29 @@ from fieldline.sim.report import FleetProgress, SimulationReport
     "device's last will.",
 )
 @click.option(
+    "--hot",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="The first N devices run hot: their temperature reads 20 °C above normal "
+    "from --incident-after on (for alert rules to catch).",
+)
+@click.option(
+    "--drop",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="The last N devices drop off at --incident-after: the connection closes without "
+    "DISCONNECT (the broker sends the last will) and they stay silent.",
+)
+@click.option(
+    "--incident-after",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="Seconds after the start when --hot and --drop take effect.",
+)
+@click.option(
     "--processes",
     type=click.IntRange(min=1),
     default=1,
@@ -195,6 +218,9 @@ def simulate(
     batch_size: int,
     heartbeat_interval: float,
     kill: bool,
+    hot: int,
+    drop: int,
+    incident_after: float,
     processes: int,
     connect_concurrency: int,
     seed: int | None,
@@ -218,6 +244,9 @@ def simulate(
             batch_size=batch_size,
             heartbeat_interval=heartbeat_interval,
             kill=kill,
+            hot=hot,
+            drop=drop,
+            incident_after=incident_after,
             api=ApiAccess(url=api_url, username=username, password=password, api_key=api_key),
             create=create,
             provision_key=provision_key,

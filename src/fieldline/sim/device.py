@@ -20,7 +20,7 @@ import random
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import gmqtt
@@ -34,7 +34,7 @@ from fieldline.sim import payloads
 from fieldline.sim.options import FleetOptions, MqttVersion
 from fieldline.sim.payloads import BAD_KINDS, TimestampForm
 from fieldline.sim.report import DeviceStats
-from fieldline.sim.values import SensorModel
+from fieldline.sim.values import Reading, SensorModel
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,8 @@ RECONNECT_DELAY_S = 2
 BACKOFF_CAP_S = 30.0
 # After a stall, catch up at most this many telemetry slots per wake-up.
 MAX_BURST = 100
+# How much warmer a device that runs hot (`--hot`) reports its temperature.
+HOT_DEGREES = 20.0
 RECENT_FOR_DUPLICATES = 16
 _TIMESTAMP_FORMS = tuple(TimestampForm)
 
@@ -99,6 +101,7 @@ class SimulatedDevice:
         "_client",
         "_config",
         "_config_version",
+        "_gone",
         "_heap_free",
         "_identity",
         "_last_ts_ms",
@@ -136,6 +139,7 @@ class SimulatedDevice:
         self._config_version: int | None = None
         self._answered: dict[str, bytes] = {}
         self._lost = asyncio.Event()  # the current connection dropped
+        self._gone = False  # dropped off on purpose (`drop`): never reconnects
         # Set once the first connection attempt has ended, whatever its outcome.
         self.attempted = asyncio.Event()
         self.stats = DeviceStats(
@@ -200,7 +204,7 @@ class SimulatedDevice:
         """Reconnect whenever the connection drops, until stopped (run after `connect`)."""
         while not stop.is_set():
             await self._lost.wait()
-            if stop.is_set():
+            if stop.is_set() or self._gone:
                 return
             self.stats.connections_lost += 1
             log.info("simulated device lost its connection", extra={"device_id": self.device_id})
@@ -338,6 +342,35 @@ class SimulatedDevice:
         await client.disconnect()
         self.stats.connected = False
 
+    @property
+    def runs_hot(self) -> bool:
+        return self._identity.index < self._options.hot
+
+    @property
+    def drops_off(self) -> bool:
+        return self._identity.index >= self._options.devices - self._options.drop
+
+    async def drop_off(self) -> None:
+        """After `incident_after` seconds vanish as a device whose power failed: the
+        connection closes without DISCONNECT (the broker sends the last will) and the
+        device neither publishes nor reconnects again."""
+        await asyncio.sleep(max(self._options.incident_after - self._elapsed_s(), 0.0))
+        self._gone = True
+        client, self._client = self._client, None
+        self.stats.connected = False
+        if client is not None:
+            await _abandon(client)
+        log.info("simulated device dropped off", extra={"device_id": self.device_id})
+
+    def _elapsed_s(self) -> float:
+        return time.monotonic() - self._started
+
+    def _sample(self, timestamp_ms: int) -> Reading:
+        reading = self._model.sample(timestamp_ms)
+        if self.runs_hot and self._elapsed_s() >= self._options.incident_after:
+            return replace(reading, temperature=round(reading.temperature + HOT_DEGREES, 2))
+        return reading
+
     def _uptime_s(self) -> int:
         return int(time.monotonic() - self._started) + 3_600 * self._boot_count
 
@@ -400,7 +433,7 @@ class SimulatedDevice:
             # Devices start at different points of the cycle so a small fleet
             # covers every kind quickly.
             kind = BAD_KINDS[(self._identity.index + stats.bad_total) % len(BAD_KINDS)]
-            reading = self._model.sample(self._next_timestamp_ms())
+            reading = self._sample(self._next_timestamp_ms())
             self._publish(
                 payloads.bad_telemetry(
                     kind,
@@ -422,7 +455,7 @@ class SimulatedDevice:
         message_id = str(uuid.uuid4())
         payload = payloads.telemetry(
             payloads.reading_object(
-                self._model.sample(self._next_timestamp_ms()),
+                self._sample(self._next_timestamp_ms()),
                 device_id=self.device_id,
                 message_id=message_id,
                 form=_TIMESTAMP_FORMS[stats.telemetry_ok % 3],
@@ -449,7 +482,7 @@ class SimulatedDevice:
             ids.append(message_id)
             objs.append(
                 payloads.reading_object(
-                    self._model.sample(ts),
+                    self._sample(ts),
                     device_id=self.device_id,
                     message_id=message_id,
                     form=_TIMESTAMP_FORMS[(self._batch_form + i) % 3],

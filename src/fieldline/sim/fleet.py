@@ -71,6 +71,8 @@ async def run_devices(
                 tasks.create_task(device.publish_heartbeats(), name="heartbeat"),
                 tasks.create_task(device.stay_connected(stop=stop, gate=gate), name="reconnect"),
             ]
+            if device.drops_off:
+                running.append(tasks.create_task(device.drop_off(), name="drop off"))
             await stop.wait()
             for task in running:
                 task.cancel()

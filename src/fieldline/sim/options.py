@@ -34,6 +34,12 @@ class FleetOptions:
     batch_every: int = 0
     batch_size: int = 10
     heartbeat_interval: float = 30.0
+    # Incidents on demand, for alert rules to catch: the first `hot` devices report
+    # temperatures HOT_DEGREES above normal, and the last `drop` devices vanish (no
+    # DISCONNECT: the broker sends their last will), both `incident_after` seconds in.
+    hot: int = 0
+    drop: int = 0
+    incident_after: float = 10.0
     # End by dropping connections without DISCONNECT, so the broker fires every last will.
     kill: bool = False
     api: ApiAccess | None = None
@@ -62,6 +68,10 @@ class FleetOptions:
         for name in ("bad_every", "duplicate_every", "batch_every"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must not be negative")
+        if self.hot < 0 or self.drop < 0 or self.hot + self.drop > self.devices:
+            problems.append("hot and drop must not be negative nor add up to more than devices")
+        if self.incident_after < 0:
+            problems.append("incident_after must not be negative")
         if self.batch_size < 1:
             problems.append("batch_size must be at least 1")
         if self.processes < 1 or self.connect_concurrency < 1 or self.max_inflight < 2:
