@@ -16,6 +16,10 @@ SCENARIOS: dict[str, tuple[str, str]] = {
         "ingest",
         "Sustained ingest, with the bare-subscriber ceiling and the Node-RED peer in one run.",
     ),
+    "alerts": (
+        "alerts",
+        "Ingest without and with 1,000 alert rules; reading-to-webhook latency.",
+    ),
     "latency": ("latency", "Publish-to-queryable latency percentiles at fixed rates."),
     "connections": ("connections", "Ramp to many concurrently connected devices."),
     "queries": ("queries", "Latest values, bucketed charts and raw pages over seeded history."),

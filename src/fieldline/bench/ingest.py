@@ -121,7 +121,7 @@ def _plan(
     )
 
 
-async def _measure(
+async def measure(
     name: str,
     stack: Stack,
     plan: LoadPlan,
@@ -173,7 +173,7 @@ async def _bare_phase(
         async def consumed() -> int:
             return subscriber.counted().messages
 
-        phase = await _measure(
+        phase = await measure(
             "bare subscriber", stack, _plan(stack, devices, options, "c"), consumed
         )
         counted = subscriber.counted()
@@ -205,26 +205,26 @@ async def _fieldline_phase(
                 )
         return int(sum(last.values()))
 
-    phase = await _measure("fieldline", stack, _plan(stack, devices, options, "f"), consumed)
+    phase = await measure("fieldline", stack, _plan(stack, devices, options, "f"), consumed)
     async with await psycopg.AsyncConnection.connect(stack.database_url) as conn:
-        stored = await _scalar(conn, "SELECT count(*) FROM message_ledger")
-        points = await _scalar(conn, "SELECT count(*) FROM telemetry")
-    last_commit = await _last_commit(stack.database_url, "message_ledger")
-    if last_commit is not None:
-        phase.rate = stored / max(last_commit - phase.load.started, 1e-9)
+        stored = await scalar(conn, "SELECT count(*) FROM message_ledger")
+        points = await scalar(conn, "SELECT count(*) FROM telemetry")
+    committed = await last_commit(stack.database_url, "message_ledger")
+    if committed is not None:
+        phase.rate = stored / max(committed - phase.load.started, 1e-9)
     phase.consumed = stored
     phase.points = points
     phase.lost = phase.load.acknowledged - stored
     phase.duplicated = points - stored * METRICS_PER_MESSAGE
     for instance in instances:
-        await _retire(stack, instance)
+        await retire_ingest(stack, instance)
         stack.usage.unwatch(f"fieldline ingest {instance}")
     await stack.stop_component("worker")
     stack.usage.unwatch("fieldline worker")
     return phase
 
 
-async def _retire(stack: Stack, instance: str) -> None:
+async def retire_ingest(stack: Stack, instance: str) -> None:
     """Stop an ingest instance and end its persistent session, so the broker stops
     queueing for it while the next consumer is measured."""
     await stack.stop_component(f"ingest-{instance}")
@@ -262,7 +262,7 @@ async def _peer_phase(
         return await peer.stored_points() // METRICS_PER_MESSAGE
 
     try:
-        phase = await _measure("node-red", stack, _plan(stack, devices, options, "n"), consumed)
+        phase = await measure("node-red", stack, _plan(stack, devices, options, "n"), consumed)
         phase.consumed = await peer.stored_messages()
         phase.points = await peer.stored_points()
     finally:
@@ -270,13 +270,13 @@ async def _peer_phase(
         stack.usage.unwatch("node-red")
     phase.lost = phase.load.acknowledged - phase.consumed
     phase.duplicated = phase.points - phase.consumed * METRICS_PER_MESSAGE
-    last_commit = await _last_commit(stack.database_url, "nodered_readings")
-    if last_commit is not None:
-        phase.rate = phase.consumed / max(last_commit - phase.load.started, 1e-9)
+    committed = await last_commit(stack.database_url, "nodered_readings")
+    if committed is not None:
+        phase.rate = phase.consumed / max(committed - phase.load.started, 1e-9)
     return phase
 
 
-async def _last_commit(database_url: str, table: str) -> float | None:
+async def last_commit(database_url: str, table: str) -> float | None:
     """When the table's last row became visible: its transaction's commit time."""
     query = f"SELECT extract(epoch FROM max(pg_xact_commit_timestamp(xmin))) FROM {table}"
     async with await psycopg.AsyncConnection.connect(database_url) as conn:
@@ -284,7 +284,7 @@ async def _last_commit(database_url: str, table: str) -> float | None:
     return float(row[0]) if row and row[0] is not None else None
 
 
-async def _scalar(conn: psycopg.AsyncConnection[Any], sql: str) -> int:
+async def scalar(conn: psycopg.AsyncConnection[Any], sql: str) -> int:
     row = await (await conn.execute(sql)).fetchone()
     return int(row[0]) if row else 0
 
