@@ -17,8 +17,9 @@ from typing import Any
 @dataclass(frozen=True, slots=True)
 class Delivery:
     arrived: float  # wall clock (time.time())
-    headers: dict[str, str]
+    headers: dict[str, str]  # names in lower case
     body: dict[str, Any]
+    raw: bytes  # as received, for checking a signature
 
 
 @dataclass
@@ -54,7 +55,7 @@ class WebhookReceiver:
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
                 arrived = time.time()
                 with contextlib.suppress(ValueError):
-                    self.deliveries.append(Delivery(arrived, headers, json.loads(body)))
+                    self.deliveries.append(Delivery(arrived, headers, json.loads(body), body))
                 writer.write(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
