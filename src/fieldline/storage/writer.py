@@ -389,9 +389,13 @@ async def _watched_metrics(conn: AsyncConnection[object]) -> frozenset[str]:
     """The metrics some enabled threshold rule watches, read in the batch's transaction.
 
     Read per batch rather than cached: a rule takes effect with the next batch in
-    every ingest process, and the partial index makes this an index-only read of
-    the rules' metrics. MEASURED (scripts/bench_inbox.py, 2 cores, 2,000-message
-    batches of 4 metrics): see the numbers in `alert_inbox`'s paragraph below.
+    every ingest process, and the partial index makes it a read of the rules'
+    metrics only. Measured (scripts/bench_alert_inbox.py, PostgreSQL 15 on the shared
+    2-core machine, 2,000-message batches of 4 metrics, 60 batches per case,
+    interleaved): median 306 ms a batch with no rules, 317 with 1,000 rules on other
+    metrics, 296 with 1,000 rules watching 1 of the 4 metrics (2,000 inbox rows a
+    batch), 291 with every metric watched (8,000 rows): the query and the inbox's
+    COPY are within the machine's noise (about ±5 %).
     """
     cursor = conn.cursor(row_factory=tuple_row)
     await cursor.execute(
