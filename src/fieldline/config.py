@@ -313,6 +313,13 @@ class Settings(BaseSettings):
     worker_interval_seconds: float = Field(
         60.0, gt=0, description="How often the worker runs its housekeeping jobs."
     )
+    alert_interval_seconds: float = Field(
+        0.5,
+        gt=0,
+        le=60,
+        description="How often the worker evaluates alert rules: readings waiting in the "
+        "inbox, durations, offline and no-data timers, repeats and escalations.",
+    )
     ops_port: int | None = Field(
         None,
         ge=0,

@@ -28,6 +28,7 @@ from fieldline.api.middleware import (
     Route,
 )
 from fieldline.api.routes import (
+    alerts,
     audit,
     auth,
     commands,
@@ -110,6 +111,7 @@ def create_app(context: ApiContext) -> FastAPI:
         provisioning,
         commands,
         config,
+        alerts,
     ):
         app.include_router(module.router)
     app.include_router(auth.keys_router)

@@ -148,6 +148,24 @@ class Metrics:
             "Message ids dropped from the de-duplication ledger after the window",
             registry=r,
         )
+        self.alerts_active = Gauge(
+            "fieldline_alerts_active",
+            "Open alerts, by severity and state (firing, acknowledged), as the worker's "
+            "evaluator last counted them",
+            ["severity", "state"],
+            registry=r,
+        )
+        self.alert_evaluations = Counter(
+            "fieldline_alert_evaluations",
+            "Readings applied to a (threshold rule, device) by the evaluator",
+            registry=r,
+        )
+        self.alert_readings_late = Counter(
+            "fieldline_alert_readings_late",
+            "Readings older than the newest one already applied to their (rule, device): "
+            "counted, not applied",
+            registry=r,
+        )
         self.db_pool_size = Gauge(
             "fieldline_db_pool_connections", "Database pool connections", ["state"], registry=r
         )

@@ -23,6 +23,7 @@ class JobLock(IntEnum):
     FORGET_REJECTED_MESSAGES = 0x666C_0006
     FORGET_INGEST_ACTIVITY = 0x666C_0007
     COMMAND_DISPATCH = 0x666C_0107
+    ALERT_EVALUATE = 0x666C_0201
 
 
 async def try_job_lock(conn: AsyncConnection[Row], lock: JobLock) -> bool:

@@ -190,8 +190,9 @@ async def write_batch(
     async with conn.transaction():
         # The ledger is written in the same transaction as the points it guards.
         stored = await _record_ledger(conn, fresh)
-        points = _prepare(stored)
+        points = _prepare(stored, await _watched_metrics(conn) if stored else frozenset())
         await _copy_points(conn, points)
+        await _copy_inbox(conn, points)
         await announce_latest_changes(conn, await _upsert_latest(conn, points))
         await _add_to_hourly(conn, points)
         await _count_activity(conn, len(stored), points.count)
@@ -322,12 +323,14 @@ class _Points:
 
     copy: bytes
     count: int
+    inbox: bytes | None  # the same rows, of watched metrics only, for `alert_inbox`
     latest: dict[Series, tuple[datetime, float]]  # the newest value of each series
     hourly: dict[tuple[str, str, datetime], list[float]]  # count, sum, min, max per hour
 
 
-def _prepare(stored: list[tuple[str, Reading]]) -> _Points:
+def _prepare(stored: list[tuple[str, Reading]], watched: frozenset[str]) -> _Points:
     rows: list[bytes] = [_COPY_SIGNATURE]
+    inbox: list[bytes] = [_COPY_SIGNATURE]
     names: dict[Series, bytes] = {}
     latest: dict[Series, tuple[datetime, float]] = {}
     hourly: dict[tuple[str, str, datetime], list[float]] = {}
@@ -344,7 +347,10 @@ def _prepare(stored: list[tuple[str, Reading]]) -> _Points:
             name = names.get(series)
             if name is None:
                 name = names[series] = _text(device) + _text(metric)
-            rows += (start, name, _VALUE.pack(8, value))
+            row = (start, name, _VALUE.pack(8, value))
+            rows += row
+            if metric in watched:
+                inbox += row
             count += 1
             current = latest.get(series)
             if current is None or current[0] <= time:
@@ -360,7 +366,10 @@ def _prepare(stored: list[tuple[str, Reading]]) -> _Points:
                 elif value > rollup[3]:
                     rollup[3] = value
     rows.append(_COPY_TRAILER)
-    return _Points(b"".join(rows), count, latest, hourly)
+    inbox.append(_COPY_TRAILER)
+    return _Points(
+        b"".join(rows), count, b"".join(inbox) if len(inbox) > 2 else None, latest, hourly
+    )
 
 
 def _text(value: str) -> bytes:
@@ -374,6 +383,37 @@ async def _copy_points(conn: AsyncConnection[object], points: _Points) -> None:
             "COPY telemetry (time, device_id, metric, value) FROM STDIN (FORMAT BINARY)"
         ) as copy:
             await copy.write(points.copy)
+
+
+async def _watched_metrics(conn: AsyncConnection[object]) -> frozenset[str]:
+    """The metrics some enabled threshold rule watches, read in the batch's transaction.
+
+    Read per batch rather than cached: a rule takes effect with the next batch in
+    every ingest process, and the partial index makes it a read of the rules'
+    metrics only. Measured (scripts/bench_alert_inbox.py, PostgreSQL 15 on the shared
+    2-core machine, 2,000-message batches of 4 metrics, 60 batches per case,
+    interleaved): median 306 ms a batch with no rules, 317 with 1,000 rules on other
+    metrics, 296 with 1,000 rules watching 1 of the 4 metrics (2,000 inbox rows a
+    batch), 291 with every metric watched (8,000 rows): the query and the inbox's
+    COPY are within the machine's noise (about ±5 %).
+    """
+    cursor = conn.cursor(row_factory=tuple_row)
+    await cursor.execute(
+        "SELECT array_agg(DISTINCT metric) FROM alert_rules WHERE enabled AND kind = 'threshold'"
+    )
+    row = await cursor.fetchone()
+    return frozenset(row[0]) if row and row[0] else frozenset()
+
+
+async def _copy_inbox(conn: AsyncConnection[object], points: _Points) -> None:
+    """Readings of watched metrics to the evaluator's inbox, in the transaction that
+    stores them: committed together, so no process restart or second ingest process
+    loses or repeats one (the evaluator deletes what it applies)."""
+    if points.inbox is not None:
+        async with conn.cursor().copy(
+            "COPY alert_inbox (time, device_id, metric, value) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            await copy.write(points.inbox)
 
 
 async def _upsert_latest(conn: AsyncConnection[object], points: _Points) -> set[str]:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from fieldline.alerts.jobs import alert_jobs
 from fieldline.broker.publisher import Publisher
 from fieldline.config import Settings
 from fieldline.downlink.jobs import downlink_jobs
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 R = TypeVar("R")
 
 # Every feature's jobs. Jobs sharing a schedule run in this order.
-FEATURES: tuple[JobSource, ...] = (housekeeping_jobs, downlink_jobs)
+FEATURES: tuple[JobSource, ...] = (housekeeping_jobs, downlink_jobs, alert_jobs)
 
 
 class Worker:

@@ -1,0 +1,139 @@
+"""Threshold rules applied to the readings ingest put in the inbox, in reading-time order.
+
+Each (rule, device in scope) runs `domain.alerts.apply_reading` over its readings;
+the state survives in `alert_state`, so a duration does not start over when the
+worker restarts. A reading older than the newest one applied is late (counted, not
+applied: the state already reflects a later moment). A rule with no state for a
+device is first judged on the device's latest value (`telemetry_latest`).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+
+from fieldline.alerts import lifecycle
+from fieldline.domain.alerts import (
+    Change,
+    Lines,
+    Threshold,
+    Transition,
+    apply_reading,
+    start_state,
+)
+from fieldline.storage import alert_state as state_store
+from fieldline.storage.alert_state import ActiveRule, InboxReading, StateKey, StoredState
+from fieldline.storage.alerts import Conn
+
+
+@dataclass(slots=True)
+class Tally:
+    """What a round did (the job's answer, and the metrics')."""
+
+    readings: int = 0  # taken from the inbox
+    evaluations: int = 0  # readings applied to a (rule, device)
+    late: int = 0
+    opened: int = 0
+    resolved: int = 0
+
+
+async def apply_inbox(
+    conn: Conn, rules: list[ActiveRule], readings: list[InboxReading], now: datetime, tally: Tally
+) -> None:
+    by_metric: dict[str, list[tuple[ActiveRule, Threshold]]] = defaultdict(list)
+    for rule in rules:
+        if isinstance(rule.condition, Threshold):
+            by_metric[rule.condition.metric].append((rule, rule.condition))
+    series: dict[tuple[str, str], list[InboxReading]] = defaultdict(list)
+    for reading in readings:
+        if reading.metric in by_metric:  # else no enabled rule watches it any more
+            series[reading.device_id, reading.metric].append(reading)
+    if not series:
+        return
+    device_ids = sorted({device for device, _ in series})
+    devices = await state_store.device_facts(conn, device_ids)
+    states = await state_store.load_states(conn, sorted({r.id for r in rules}), device_ids)
+    changed: dict[StateKey, StoredState] = {}
+    for (device_id, metric), items in sorted(series.items()):
+        facts = devices.get(device_id)
+        if facts is None:  # deleted since: its state went with it
+            continue
+        items.sort(key=lambda r: r.time)
+        for rule, condition in by_metric[metric]:
+            if not rule.scope.covers(device_id, facts.group, facts.device_type):
+                continue
+            lines = condition.lines(facts.metadata)
+            if lines is None:  # no threshold for this device (metadata, no default)
+                continue
+            key = (rule.id, device_id)
+            stored = states.get(key)
+            before = stored.state if stored and stored.revision == rule.revision else None
+            state = before or start_state(items[0].time)
+            for item in items:
+                if state.last_value is not None and item.time < state.last_time:
+                    tally.late += 1
+                    continue
+                step = apply_reading(state, condition, lines, item.time, item.value)
+                tally.evaluations += 1
+                state = step.state
+                if step.change is not None:
+                    await act(conn, rule, device_id, step.change, now, tally, lines)
+            if state != before:
+                changed[key] = StoredState(rule.revision, state)
+    await state_store.save_states(conn, changed)
+
+
+async def seed(
+    conn: Conn, rules: list[ActiveRule], seeded: set[tuple[int, int]], now: datetime, tally: Tally
+) -> list[tuple[int, int]]:
+    """Judge each threshold rule not yet seeded by this worker (new, changed, or the
+    worker just started) on the latest values of devices it has no state for; answer
+    the (rule, revision) seeded, for the caller to remember once committed."""
+    fresh = [
+        rule
+        for rule in rules
+        if isinstance(rule.condition, Threshold) and (rule.id, rule.revision) not in seeded
+    ]
+    if not fresh:
+        return []
+    by_id = {rule.id: rule for rule in fresh}
+    changed: dict[StateKey, StoredState] = {}
+    for found in await state_store.unseeded(conn, fresh):
+        rule = by_id[found.rule_id]
+        assert isinstance(rule.condition, Threshold)
+        lines = rule.condition.lines(found.device.metadata)
+        if lines is None:
+            continue
+        step = apply_reading(
+            start_state(found.time), rule.condition, lines, found.time, found.value
+        )
+        tally.evaluations += 1
+        device_id = found.device.device_id
+        changed[rule.id, device_id] = StoredState(rule.revision, step.state)
+        if step.change is not None:
+            await act(conn, rule, device_id, step.change, now, tally, lines)
+    await state_store.save_states(conn, changed)
+    return [(rule.id, rule.revision) for rule in fresh]
+
+
+async def act(
+    conn: Conn,
+    rule: ActiveRule,
+    device_id: str,
+    change: Change,
+    now: datetime,
+    tally: Tally,
+    lines: Lines | None = None,
+) -> None:
+    """Open or resolve the (rule, device)'s alert as the state machine says."""
+    if change.transition is Transition.OPEN:
+        opened = await lifecycle.open_alert(
+            conn, rule, device_id, at=change.time, value=change.value, now=now, lines=lines
+        )
+        tally.opened += opened is not None
+    else:
+        resolved = await lifecycle.resolve_alert(
+            conn, rule, device_id, at=change.time, value=change.value, now=now, lines=lines
+        )
+        tally.resolved += resolved is not None

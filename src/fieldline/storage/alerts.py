@@ -1,0 +1,336 @@
+"""Alerts: opening, resolving, acknowledging, the timers' due events, and reading them.
+
+Every event on an alert increments `transitions` in the statement that makes it, so
+the event's idempotency key (`alert-{id}-{transitions}`) is decided by the row lock
+that orders events on the alert, whichever process makes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from psycopg import AsyncConnection
+
+from fieldline.storage.db import Row
+from fieldline.storage.paging import Page, decode_cursor, encode_cursor
+
+Conn = AsyncConnection[Row]
+
+_NAMES = [
+    "id",
+    "kind",
+    "rule_id",
+    "rule_name",
+    "channel_id",
+    "severity",
+    "device_id",
+    "metric",
+    "state",
+    "started_at",
+    "started_value",
+    "acknowledged_at",
+    "acknowledged_by",
+    "ack_note",
+    "resolved_at",
+    "resolved_value",
+    "resolved_reason",
+    "escalated_at",
+    "last_notified_at",
+    "transitions",
+]
+_RETURNING = f" RETURNING {', '.join(_NAMES)}"
+_A_COLUMNS = ", ".join(f"a.{name}" for name in _NAMES)  # where `alerts a` is joined
+
+# Whether alert `a` is muted now (%(now)s): a silence of its device, its device's group,
+# or its rule. Channel alerts are never silenced.
+_SILENCE = (
+    "SELECT s.reason FROM silences s WHERE a.kind = 'rule'"
+    " AND s.starts_at <= %(now)s AND %(now)s < s.ends_at AND (s.device_id = a.device_id"
+    " OR s.rule_id = a.rule_id OR s.group_name = (SELECT g.name FROM devices d"
+    "  JOIN groups g ON g.id = d.group_id WHERE d.device_id = a.device_id))"
+    " ORDER BY s.id LIMIT 1"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAlert:
+    id: int
+    kind: str
+    rule_id: int | None
+    rule_name: str
+    channel_id: int | None
+    severity: str
+    device_id: str | None
+    metric: str | None
+    state: str
+    started_at: datetime
+    started_value: float | None
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    ack_note: str | None
+    resolved_at: datetime | None
+    resolved_value: float | None
+    resolved_reason: str | None
+    escalated_at: datetime | None
+    last_notified_at: datetime | None
+    transitions: int
+    silenced: bool = False
+
+
+def _alert(row: Row | None) -> StoredAlert | None:
+    return None if row is None else StoredAlert(**row)
+
+
+@dataclass(frozen=True, slots=True)
+class Opening:
+    rule_id: int
+    rule_name: str
+    severity: str
+    device_id: str
+    metric: str | None
+    started_at: datetime
+    started_value: float | None
+
+
+async def open_alert(conn: Conn, opening: Opening, now: datetime) -> StoredAlert | None:
+    """The (rule, device)'s alert, opened with its first event; None when one is open."""
+    cursor = await conn.execute(
+        "INSERT INTO alerts (rule_id, rule_name, severity, device_id, metric, started_at,"
+        " started_value, last_notified_at, transitions) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 1)"
+        " ON CONFLICT (rule_id, coalesce(device_id, '')) WHERE state <> 'resolved'"
+        f" AND kind = 'rule' DO NOTHING{_RETURNING}".encode(),
+        (
+            opening.rule_id,
+            opening.rule_name,
+            opening.severity,
+            opening.device_id,
+            opening.metric,
+            opening.started_at,
+            opening.started_value,
+            now,
+        ),
+    )
+    return _alert(await cursor.fetchone())
+
+
+async def resolve_open(
+    conn: Conn,
+    *,
+    rule_id: int,
+    device_id: str,
+    at: datetime,
+    value: float | None,
+    reason: str,
+    now: datetime,
+) -> StoredAlert | None:
+    """Resolve the (rule, device)'s open alert, if there is one."""
+    cursor = await conn.execute(
+        "UPDATE alerts SET state = 'resolved', resolved_at = %s, resolved_value = %s,"
+        " resolved_reason = %s, transitions = transitions + 1, last_notified_at = %s"
+        " WHERE rule_id = %s AND device_id = %s AND state <> 'resolved' AND kind = 'rule'"
+        f"{_RETURNING}".encode(),
+        (at, value, reason, now, rule_id, device_id),
+    )
+    return _alert(await cursor.fetchone())
+
+
+async def resolve_by_id(
+    conn: Conn, alert_id: int, *, value: float | None, reason: str, now: datetime
+) -> StoredAlert | None:
+    cursor = await conn.execute(
+        "UPDATE alerts SET state = 'resolved', resolved_at = %s, resolved_value = %s,"
+        " resolved_reason = %s, transitions = transitions + 1, last_notified_at = %s"
+        f" WHERE id = %s AND state <> 'resolved'{_RETURNING}".encode(),
+        (now, value, reason, now, alert_id),
+    )
+    return _alert(await cursor.fetchone())
+
+
+async def resolve_rule(conn: Conn, rule_id: int, reason: str) -> list[StoredAlert]:
+    """Resolve every open alert of a rule (changed, disabled, deleted) at once."""
+    cursor = await conn.execute(
+        "UPDATE alerts SET state = 'resolved', resolved_at = now(), resolved_reason = %s,"
+        " transitions = transitions + 1, last_notified_at = now()"
+        f" WHERE rule_id = %s AND state <> 'resolved' AND kind = 'rule'{_RETURNING}".encode(),
+        (reason, rule_id),
+    )
+    return [StoredAlert(**row) for row in await cursor.fetchall()]
+
+
+async def resolve_orphans(conn: Conn) -> list[StoredAlert]:
+    """Open rule alerts whose rule is gone or disabled: resolved here as a safety net when
+    the rule's change did not resolve them itself."""
+    cursor = await conn.execute(
+        "UPDATE alerts a SET state = 'resolved', resolved_at = now(),"
+        " resolved_reason = CASE WHEN a.rule_id IS NULL THEN 'rule deleted'"
+        "  ELSE 'rule disabled' END, transitions = a.transitions + 1, last_notified_at = now()"
+        " WHERE a.state <> 'resolved' AND a.kind = 'rule' AND (a.rule_id IS NULL OR EXISTS"
+        "  (SELECT 1 FROM alert_rules r WHERE r.id = a.rule_id AND NOT r.enabled))"
+        f" RETURNING {_A_COLUMNS}".encode()
+    )
+    return [StoredAlert(**row) for row in await cursor.fetchall()]
+
+
+async def acknowledge(conn: Conn, alert_id: int, by: str, note: str | None) -> StoredAlert | None:
+    """Acknowledge a firing alert; None when it is not firing (or does not exist)."""
+    cursor = await conn.execute(
+        "UPDATE alerts SET state = 'acknowledged', acknowledged_at = now(),"
+        " acknowledged_by = %s, ack_note = %s, transitions = transitions + 1,"
+        f" last_notified_at = now() WHERE id = %s AND state = 'firing'{_RETURNING}".encode(),
+        (by, note, alert_id),
+    )
+    return _alert(await cursor.fetchone())
+
+
+async def repeats_due(conn: Conn, now: datetime) -> list[StoredAlert]:
+    """Firing, unacknowledged alerts whose rule repeats and whose last event is that old;
+    each takes its `repeat` event here."""
+    return await _take_events(
+        conn,
+        "r.repeat_seconds > 0 AND a.last_notified_at"
+        " + make_interval(secs => r.repeat_seconds) <= %(now)s",
+        "",
+        now,
+    )
+
+
+async def escalations_due(conn: Conn, now: datetime) -> list[StoredAlert]:
+    """Firing alerts unacknowledged for the rule's `escalate_after_seconds` since opened."""
+    return await _take_events(
+        conn,
+        "r.escalate_after_seconds > 0 AND a.escalated_at IS NULL AND a.created_at"
+        " + make_interval(secs => r.escalate_after_seconds) <= %(now)s",
+        ", escalated_at = %(now)s",
+        now,
+    )
+
+
+async def _take_events(conn: Conn, due: str, also: str, now: datetime) -> list[StoredAlert]:
+    cursor = await conn.execute(
+        "UPDATE alerts a SET transitions = a.transitions + 1, last_notified_at = %(now)s"
+        f"{also} FROM alert_rules r WHERE r.id = a.rule_id AND a.state = 'firing'"
+        f" AND a.kind = 'rule' AND {due} RETURNING {_A_COLUMNS}".encode(),
+        {"now": now},
+    )
+    return sorted((StoredAlert(**row) for row in await cursor.fetchall()), key=lambda a: a.id)
+
+
+async def silence_reason(conn: Conn, alert_id: int, now: datetime) -> str | None:
+    """The reason of a silence muting the alert now; None when none does."""
+    cursor = await conn.execute(
+        f"SELECT ({_SILENCE}) AS reason FROM alerts a WHERE a.id = %(id)s".encode(),
+        {"now": now, "id": alert_id},
+    )
+    row = await cursor.fetchone()
+    return None if row is None else row["reason"]
+
+
+async def enabled_channels(conn: Conn, channel_ids: list[int]) -> list[int]:
+    if not channel_ids:
+        return []
+    cursor = await conn.execute(
+        "SELECT id FROM notification_channels WHERE id = ANY(%s) AND enabled ORDER BY id",
+        (channel_ids,),
+    )
+    return [row["id"] for row in await cursor.fetchall()]
+
+
+async def insert_notifications(
+    conn: Conn,
+    *,
+    alert_id: int,
+    channel_ids: list[int],
+    event: str,
+    key: str,
+    body: dict[str, Any],
+    silenced: str | None,
+) -> int:
+    """One outbox row per channel, `suppressed` when silenced; a repeated key is a no-op."""
+    if not channel_ids:
+        return 0
+    cursor = await conn.execute(
+        "INSERT INTO notifications (alert_id, channel_id, event, idempotency_key, body,"
+        " status, last_error) SELECT %s, c, %s, %s, %s::json, %s, %s FROM unnest(%s::bigint[]) c"
+        " ORDER BY c ON CONFLICT (idempotency_key, channel_id) DO NOTHING",
+        (
+            alert_id,
+            event,
+            key,
+            orjson.dumps(body).decode(),
+            "pending" if silenced is None else "suppressed",
+            None if silenced is None else f"silenced: {silenced}",
+            channel_ids,
+        ),
+    )
+    return cursor.rowcount
+
+
+async def device_metadata(conn: Conn, device_id: str | None) -> dict[str, Any]:
+    if device_id is None:
+        return {}
+    cursor = await conn.execute("SELECT metadata FROM devices WHERE device_id = %s", (device_id,))
+    row = await cursor.fetchone()
+    return row["metadata"] if row and isinstance(row["metadata"], dict) else {}
+
+
+async def active_counts(conn: Conn) -> dict[tuple[str, str], int]:
+    """Open alerts by (severity, state)."""
+    cursor = await conn.execute(
+        "SELECT severity, state, count(*) AS n FROM alerts WHERE state <> 'resolved'"
+        " GROUP BY severity, state"
+    )
+    return {(row["severity"], row["state"]): row["n"] for row in await cursor.fetchall()}
+
+
+# ---------------------------------------------------------------------------------------
+# The API's reads
+
+_SELECT = f"SELECT {_A_COLUMNS}, ({_SILENCE}) IS NOT NULL AS silenced FROM alerts a"
+
+
+async def get_alert(conn: Conn, alert_id: int, now: datetime) -> StoredAlert | None:
+    cursor = await conn.execute(
+        f"{_SELECT} WHERE a.id = %(id)s".encode(), {"id": alert_id, "now": now}
+    )
+    return _alert(await cursor.fetchone())
+
+
+async def list_alerts(
+    conn: Conn,
+    *,
+    state: str | None,
+    severity: str | None,
+    device_id: str | None,
+    rule_id: int | None,
+    now: datetime,
+    limit: int,
+    cursor: str | None,
+) -> Page[StoredAlert]:
+    """Newest first. `state` "active" means firing or acknowledged."""
+    before = decode_cursor(cursor, 1)
+    rows = await (
+        await conn.execute(
+            f"{_SELECT} WHERE (%(state)s::text IS NULL"
+            " OR a.state = %(state)s::text"
+            " OR (%(state)s::text = 'active' AND a.state <> 'resolved'))"
+            " AND (%(severity)s::text IS NULL OR a.severity = %(severity)s::text)"
+            " AND (%(device)s::text IS NULL OR a.device_id = %(device)s::text)"
+            " AND (%(rule)s::bigint IS NULL OR a.rule_id = %(rule)s::bigint)"
+            " AND (%(before)s::bigint IS NULL OR a.id < %(before)s::bigint)"
+            " ORDER BY a.id DESC LIMIT %(limit)s".encode(),
+            {
+                "state": state,
+                "severity": severity,
+                "device": device_id,
+                "rule": rule_id,
+                "before": before[0] if before else None,
+                "limit": limit + 1,
+                "now": now,
+            },
+        )
+    ).fetchall()
+    items = [StoredAlert(**row) for row in rows[:limit]]
+    return Page(items, encode_cursor(items[-1].id) if len(rows) > limit else None)
