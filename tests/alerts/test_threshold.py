@@ -199,3 +199,43 @@ async def test_a_rule_change_resolves_its_alerts_and_forgets_its_state(engine: E
         ("resolved", "rule changed"),
         ("resolved", "rule disabled"),
     ]
+
+
+async def test_a_device_deleted_or_moved_out_of_scope_resolves_its_alerts(
+    engine: Engine,
+) -> None:
+    await engine.device("moved", group="cold rooms")
+    await engine.device("deleted", group="cold rooms")
+    await engine.device("stays", group="cold rooms")
+    await engine.device("elsewhere", group="offices")
+    channel = await engine.channel("a")
+    await engine.rule({**WARM, "for_seconds": 0}, scope=("group", "cold rooms"), channels=[channel])
+    for device in ("moved", "deleted", "stays"):
+        await engine.write(device, (at(0), 9.0))
+    await engine.evaluate()
+    assert len(await engine.alerts()) == 3
+    await engine.sql(
+        "UPDATE devices SET group_id = (SELECT group_id FROM devices WHERE device_id = 'elsewhere')"
+        " WHERE device_id = 'moved'"
+    )
+    await engine.sql("DELETE FROM devices WHERE device_id = 'deleted'")
+    await engine.evaluate()
+    states = {a["device_id"]: (a["state"], a["resolved_reason"]) for a in await engine.alerts()}
+    assert states == {
+        "moved": ("resolved", "device left the rule's scope"),
+        "deleted": ("resolved", "device deleted"),
+        "stays": ("firing", None),
+    }
+    resolved = [r for r in await engine.notifications() if r["event"] == "resolved"]
+    assert sorted(r["body"]["device_id"] for r in resolved) == ["deleted", "moved"]
+    # Back in scope, the device starts afresh: a new reading over the line is a new alert.
+    await engine.sql(
+        "UPDATE devices SET group_id = (SELECT group_id FROM devices WHERE device_id = 'stays')"
+        " WHERE device_id = 'moved'"
+    )
+    await engine.write("moved", (at(5), 9.0))
+    await engine.evaluate()
+    assert [a["state"] for a in await engine.alerts() if a["device_id"] == "moved"] == [
+        "resolved",
+        "firing",
+    ]

@@ -67,8 +67,8 @@ async def _silences_of_devices(
 
 
 async def _orphans(conn: Conn, now: datetime, tally: Tally) -> None:
-    """Alerts of rules disabled or deleted without resolving them (a safety net)."""
-    for alert in await alert_store.resolve_orphans(conn):
+    """Alerts whose rule or device is gone, disabled, or no longer covers the device."""
+    for alert in await alert_store.resolve_orphans(conn, state_store.IN_SCOPE):
         tally.resolved += 1
         rule = await state_store.rule_by_id(conn, alert.rule_id) if alert.rule_id else None
         await enqueue(conn, alert, Event.RESOLVED, rule, now)

@@ -222,7 +222,9 @@ async def run_worker(
         return
     metrics = Metrics()
     publisher = await _worker_publisher(settings, stopping)
-    pool = await open_pool(url, min_size=1, max_size=2, name="fieldline-worker")
+    # A connection per schedule (housekeeping, downlinks, alerts, notifications), so that
+    # no schedule's round waits for another's connection.
+    pool = await open_pool(url, min_size=1, max_size=5, name="fieldline-worker")
     try:
         worker = Worker(settings=settings, pool=pool, metrics=metrics, publisher=publisher)
 

@@ -160,15 +160,33 @@ async def resolve_rule(conn: Conn, rule_id: int, reason: str) -> list[StoredAler
     return [StoredAlert(**row) for row in await cursor.fetchall()]
 
 
-async def resolve_orphans(conn: Conn) -> list[StoredAlert]:
-    """Open rule alerts whose rule is gone or disabled: resolved here as a safety net when
-    the rule's change did not resolve them itself."""
+async def resolve_orphans(conn: Conn, in_scope: str) -> list[StoredAlert]:
+    """Open rule alerts that nothing will resolve any more, resolved here: their rule is
+    gone or disabled (a safety net when the rule's change did not resolve them), their
+    device was deleted, or it left the rule's scope (moved to another group, retyped).
+
+    `in_scope` is the SQL condition of device `d` (joined with group `g`) being in rule
+    `r`'s scope. The states of such devices go too, so a device that comes back into
+    scope starts afresh.
+    """
+    await conn.execute(
+        "DELETE FROM alert_state s USING alert_rules r WHERE r.id = s.rule_id AND NOT EXISTS"
+        " (SELECT 1 FROM devices d LEFT JOIN groups g ON g.id = d.group_id"
+        f"  WHERE d.device_id = s.device_id AND {in_scope})".encode()
+    )
     cursor = await conn.execute(
         "UPDATE alerts a SET state = 'resolved', resolved_at = now(),"
         " resolved_reason = CASE WHEN a.rule_id IS NULL THEN 'rule deleted'"
-        "  ELSE 'rule disabled' END, transitions = a.transitions + 1, last_notified_at = now()"
-        " WHERE a.state <> 'resolved' AND a.kind = 'rule' AND (a.rule_id IS NULL OR EXISTS"
-        "  (SELECT 1 FROM alert_rules r WHERE r.id = a.rule_id AND NOT r.enabled))"
+        "  WHEN NOT r.enabled THEN 'rule disabled'"
+        "  WHEN NOT EXISTS (SELECT 1 FROM devices d WHERE d.device_id = a.device_id)"
+        "   THEN 'device deleted'"
+        "  ELSE 'device left the rule''s scope' END,"
+        " transitions = a.transitions + 1, last_notified_at = now()"
+        " FROM alerts o LEFT JOIN alert_rules r ON r.id = o.rule_id"
+        " WHERE o.id = a.id AND a.state <> 'resolved' AND a.kind = 'rule' AND ("
+        "  a.rule_id IS NULL OR NOT r.enabled OR NOT EXISTS"
+        "  (SELECT 1 FROM devices d LEFT JOIN groups g ON g.id = d.group_id"
+        f"   WHERE d.device_id = a.device_id AND {in_scope}))"
         f" RETURNING {_A_COLUMNS}".encode()
     )
     return [StoredAlert(**row) for row in await cursor.fetchall()]
