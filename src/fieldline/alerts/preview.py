@@ -51,8 +51,9 @@ Conn = AsyncConnection[Row]
 DEFAULT_RANGE = timedelta(hours=24)
 MAX_RANGE = timedelta(days=31)
 MAX_DEVICES = 200
-# A week of one-minute readings from 100 devices is 1,008,000 points (measured: see the
-# commit that set this); past this the preview stops and says `truncated`.
+# A week of one-minute readings from 100 devices is 1,008,000 points: replayed in ~4 s of
+# CPU (100k readings in 0.38 s), the whole request 8-13 s on a loaded 2-core machine.
+# Past this the preview stops and says `truncated`.
 MAX_POINTS = 1_500_000
 
 Point = tuple[datetime, float]

@@ -15,6 +15,7 @@ from fieldline.alerts import rules
 from fieldline.api.deps import DbConn, Operator, Viewer
 from fieldline.api.errors import ApiError
 from fieldline.api.paging import Cursor, Limit
+from fieldline.api.timeparams import as_utc
 from fieldline.domain.alerts import (
     MAX_SECONDS,
     RuleError,
@@ -215,7 +216,9 @@ async def preview_rule(body: PreviewIn, _: Viewer, conn: DbConn) -> PreviewOut:
     now = datetime.now(UTC)
     with _rule_refused():
         scope, condition = parse_scope(body.scope), parse_condition(body.condition)
-        start, end = previews.preview_range(_utc(body.start), _utc(body.end), now)
+        start, end = previews.preview_range(
+            body.start and as_utc(body.start), body.end and as_utc(body.end), now
+        )
         result = await previews.preview(
             conn,
             scope=scope,
@@ -249,10 +252,3 @@ async def update_rule(rule_id: RuleId, body: RulePatch, user: Operator, conn: Db
 async def delete_rule(rule_id: RuleId, user: Operator, conn: DbConn) -> None:
     """Delete a rule; its open alerts resolve ('rule deleted') and keep its name."""
     await rules.delete_rule(conn, actor=audit_store.user_actor(user.username), rule_id=rule_id)
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    """A time given without a zone is UTC, as the other time parameters take it."""
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from fieldline.api.deps import DbConn, Operator, Viewer
 from fieldline.api.errors import ApiError
 from fieldline.api.paging import Cursor, Limit
+from fieldline.api.timeparams import as_utc
 from fieldline.storage import audit as audit_store
 from fieldline.storage import silences as silence_store
 from fieldline.storage.silences import Silence, SilenceTargetError
@@ -62,11 +63,6 @@ class SilenceList(BaseModel):
     next_cursor: str | None
 
 
-def _utc(moment: datetime) -> datetime:
-    """A time given without a zone is UTC, as the other time parameters take it."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 @router.get("", response_model=SilenceList)
 async def list_silences(
     _: Viewer,
@@ -97,7 +93,7 @@ async def create_silence(body: SilenceCreate, user: Operator, conn: DbConn) -> S
         raise ApiError(422, "give exactly one of device_id, group or rule_id")
     if not body.reason.strip():
         raise ApiError(422, "reason: say why (it cannot be blank)")
-    ends_at, starts_at = _utc(body.ends_at), body.starts_at and _utc(body.starts_at)
+    ends_at, starts_at = as_utc(body.ends_at), body.starts_at and as_utc(body.starts_at)
     if ends_at <= datetime.now(UTC):
         raise ApiError(422, "ends_at: must be in the future")
     if starts_at is not None and ends_at <= starts_at:
