@@ -19,6 +19,8 @@ from fieldline.storage.silences import Silence, SilenceTargetError
 router = APIRouter(prefix="/api/v1/silences", tags=["alerts"])
 
 SilenceId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+# What a silence mutes: the body's field and the column that keeps it.
+_TARGET_COLUMNS = {"device_id": "device_id", "group": "group_name", "rule_id": "rule_id"}
 
 
 class SilenceOut(BaseModel):
@@ -81,13 +83,7 @@ async def create_silence(body: SilenceCreate, user: Operator, conn: DbConn) -> S
     """Mute exactly one of a device, a group or a rule: its alerts are still recorded,
     their notifications are kept as `suppressed`."""
     given: dict[str, Any] = {
-        column: value
-        for column, value in (
-            ("device_id", body.device_id),
-            ("group_name", body.group),
-            ("rule_id", body.rule_id),
-        )
-        if value is not None
+        field: getattr(body, field) for field in _TARGET_COLUMNS if getattr(body, field) is not None
     }
     if len(given) != 1:
         raise ApiError(422, "give exactly one of device_id, group or rule_id")
@@ -98,12 +94,12 @@ async def create_silence(body: SilenceCreate, user: Operator, conn: DbConn) -> S
         raise ApiError(422, "ends_at: must be in the future")
     if starts_at is not None and ends_at <= starts_at:
         raise ApiError(422, "ends_at: must be after starts_at")
-    [(target, value)] = given.items()
+    [(field, value)] = given.items()
     async with conn.transaction():
         try:
             silence = await silence_store.create_silence(
                 conn,
-                target=target,
+                target=_TARGET_COLUMNS[field],
                 value=value,
                 starts_at=starts_at,
                 ends_at=ends_at,
@@ -111,7 +107,7 @@ async def create_silence(body: SilenceCreate, user: Operator, conn: DbConn) -> S
                 created_by=user.username,
             )
         except SilenceTargetError as exc:
-            raise ApiError(422, f"{'group' if target == 'group_name' else target}: {exc}") from exc
+            raise ApiError(422, f"{field}: {exc}") from exc
         out = SilenceOut.of(silence)
         await audit_store.record(
             conn,
