@@ -137,6 +137,8 @@ def concrete(operation: Operation) -> str:
         "key_id": "absent-key",
         "command_id": str(uuid.uuid4()),
         "name": "absent-group",
+        "rule_id": "999999",
+        "silence_id": "999999",
     }
     path = operation.path
     for name, value in values.items():

@@ -28,6 +28,7 @@ from fieldline.api.middleware import (
     Route,
 )
 from fieldline.api.routes import (
+    alert_rules,
     alerts,
     audit,
     auth,
@@ -41,6 +42,7 @@ from fieldline.api.routes import (
     ops,
     provisioning,
     rejected,
+    silences,
     streams,
     telemetry,
     users,
@@ -111,7 +113,9 @@ def create_app(context: ApiContext) -> FastAPI:
         provisioning,
         commands,
         config,
+        alert_rules,
         alerts,
+        silences,
     ):
         app.include_router(module.router)
     app.include_router(auth.keys_router)

@@ -20,7 +20,12 @@ def parse_instant(value: str | None, name: str) -> datetime | None:
         parsed = datetime.fromisoformat(value)
     except (ValueError, OverflowError, OSError) as exc:
         raise ApiError(422, f"{name} must be ISO 8601 or epoch seconds, not {value!r}") from exc
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    return as_utc(parsed)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """In UTC; a time given without a zone is taken as UTC."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def parse_duration(value: str, name: str) -> timedelta:

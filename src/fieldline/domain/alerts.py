@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -242,7 +242,7 @@ def apply_reading(
     match state.phase:
         case Phase.OK:
             if not lines.tripped(value):
-                return Step(replace(state, last_time=time, last_value=value))
+                return _heard(state, time, value)
             if hold:
                 return Step(SeriesState(Phase.PENDING, time, time, value))
             return _open(time, time, value)
@@ -251,10 +251,10 @@ def apply_reading(
                 return Step(SeriesState(Phase.OK, time, time, value))
             if time - state.since >= hold:
                 return _open(state.since + hold, time, value)
-            return Step(replace(state, last_time=time, last_value=value))
+            return _heard(state, time, value)
         case Phase.FIRING:
             if not lines.cleared(value):
-                return Step(replace(state, last_time=time, last_value=value))
+                return _heard(state, time, value)
             if clear_hold:
                 return Step(SeriesState(Phase.CLEARING, time, time, value))
             return _resolve_at(time, time, value)
@@ -263,7 +263,7 @@ def apply_reading(
                 return Step(SeriesState(Phase.FIRING, time, time, value))
             if time - state.since >= clear_hold:
                 return _resolve_at(state.since + clear_hold, time, value)
-            return Step(replace(state, last_time=time, last_value=value))
+            return _heard(state, time, value)
 
 
 def advance(state: SeriesState, rule: Threshold, now: datetime) -> Step:
@@ -282,6 +282,13 @@ def advance(state: SeriesState, rule: Threshold, now: datetime) -> Step:
             Change(Transition.RESOLVE, due, state.last_value),
         )
     return Step(state)
+
+
+def _heard(state: SeriesState, time: datetime, value: float) -> Step:
+    """The phase goes on; only the newest reading changes. Built directly rather than with
+    `dataclasses.replace`, which costs half of a reading's evaluation (the preview replays
+    a million readings; the evaluator sees every reading of a watched metric)."""
+    return Step(SeriesState(state.phase, state.since, time, value))
 
 
 def _open(at: datetime, time: datetime, value: float) -> Step:
