@@ -188,4 +188,5 @@ def test_jobs_that_would_share_metrics_or_a_lock_are_refused(
             "config_delivery",
         ],
         "command-dispatch": ["command_dispatch"],
+        "notify": ["notify_dispatch"],
     }

@@ -30,6 +30,7 @@ from fieldline.api.middleware import (
 from fieldline.api.routes import (
     audit,
     auth,
+    channels,
     commands,
     config,
     device_http,
@@ -37,6 +38,7 @@ from fieldline.api.routes import (
     emqx,
     fleet,
     groups,
+    notifications,
     ops,
     provisioning,
     rejected,
@@ -110,6 +112,8 @@ def create_app(context: ApiContext) -> FastAPI:
         provisioning,
         commands,
         config,
+        channels,
+        notifications,
     ):
         app.include_router(module.router)
     app.include_router(auth.keys_router)
