@@ -252,3 +252,7 @@ async def enqueue(pool: Pool, alert_id: int, channel_ids: list[int], event: str)
                 (alert_id, channel_id, event, key, json.dumps(body(alert_id, event))),
             )
     return key
+
+
+# The API in-process, as tests/api runs it.
+from tests.api.conftest import admin, api  # noqa: E402, F401

@@ -10,7 +10,7 @@ sent again.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
@@ -25,7 +25,7 @@ from fieldline.storage.notification_channels import NotificationChannel
 
 router = APIRouter(prefix="/api/v1/notification-channels", tags=["notification channels"])
 
-Name = Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f]+$")
+ChannelName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f]+$")]
 
 
 class ChannelOut(BaseModel):
@@ -62,7 +62,7 @@ class ChannelOut(BaseModel):
 
 
 class ChannelCreate(BaseModel):
-    name: str = Name
+    name: ChannelName
     type: ChannelType
     config: dict[str, Any] = Field(
         description='webhook {"url","secret"}; discord, slack, apprise {"url"}; email {"host",'
@@ -72,7 +72,7 @@ class ChannelCreate(BaseModel):
 
 
 class ChannelPatch(BaseModel):
-    name: str | None = Name
+    name: ChannelName | None = None
     config: dict[str, Any] | None = Field(
         None, description="Laid over the stored config; a key given null is removed"
     )
