@@ -17,6 +17,7 @@ from fieldline.config import Settings
 from fieldline.notify.dispatcher import Dispatcher, notify_jobs, retry_delay
 from fieldline.notify.webhook import signature
 from fieldline.ops.metrics import Metrics
+from fieldline.storage import notifications as outbox
 from fieldline.storage.db import Pool
 from fieldline.worker.service import Worker
 from tests.notify.conftest import Receiver, add_alert, add_channel, enqueue
@@ -305,3 +306,33 @@ async def test_every_failed_attempt_is_recorded_with_its_status_and_error(
     )
     assert all(not a["ok"] and a["status_code"] == status for a in attempts)
     assert all(a["error"].startswith(f"HTTP {status}") and a["duration_ms"] > 0 for a in attempts)
+
+
+async def test_a_send_whose_record_is_lost_is_sent_again_with_the_same_key(
+    pool: Pool, receiver: Receiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker dies (here: its database write fails) after a receiver accepted a
+    notification and before that was recorded: the next round sends it again, with the
+    same idempotency key, and nothing after it is lost or reordered."""
+    channel = await webhook(pool, "ops", receiver, "/hook")
+    alert = await add_alert(pool)
+    keys = [await enqueue(pool, alert, [channel], event) for event in ("firing", "resolved")]
+    dispatcher = Dispatcher(settings(tmp_path), Metrics())
+    record = outbox.record_attempt
+
+    async def lost(*args: Any, **kwargs: Any) -> str | None:
+        raise ConnectionError("the database went away")
+
+    monkeypatch.setattr(outbox, "record_attempt", lost)
+    async with pool.connection() as conn:
+        with pytest.raises(ExceptionGroup):
+            await dispatcher.round(conn, None)  # type: ignore[arg-type]
+    assert [r.headers["X-Fieldline-Idempotency-Key"] for r in receiver.received()] == keys[:1]
+    monkeypatch.setattr(outbox, "record_attempt", record)
+
+    async def all_delivered() -> bool:
+        return not await rows(pool, "SELECT 1 FROM notifications WHERE status <> 'delivered'")
+
+    await run_rounds(pool, dispatcher, all_delivered)
+    arrived = [r.headers["X-Fieldline-Idempotency-Key"] for r in receiver.received()]
+    assert arrived == [keys[0], keys[0], keys[1]]

@@ -85,10 +85,14 @@ class Dispatcher:
                 return None
             channels = await outbox.due_channels(conn)
             database = asyncio.Lock()  # the channels' tasks share the one connection
-            async with http_client() as client:
-                drained = await asyncio.gather(
-                    *(self._drain(conn, database, channel, client) for channel in channels)
-                )
+            # A task group: if recording fails (the database went away), the other
+            # channels' tasks stop too before the connection goes back to the pool.
+            async with http_client() as client, asyncio.TaskGroup() as group:
+                tasks = [
+                    group.create_task(self._drain(conn, database, channel, client))
+                    for channel in channels
+                ]
+            drained = [task.result() for task in tasks]
             self._metrics.notifications_pending.set(await outbox.pending_count(conn))
         outcome = DispatchRound(
             delivered=sum(d.delivered for d in drained),
