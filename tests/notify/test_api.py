@@ -281,6 +281,10 @@ async def test_operators_list_notifications_with_their_attempts_by_alert_channel
     error_of(
         await api.http.get("/api/v1/notifications", headers=operator, params={"status": "x"}), 422
     )
+    # One failure is shown, but does not make the channel failing (that takes 3 in a row).
+    shown = await api.http.get(f"/api/v1/notification-channels/{bad['id']}", headers=admin)
+    assert shown.json()["last_error"] == failing["last_error"]
+    assert shown.json()["failing_since"] is None
     viewer = await api.user("viewer")
     error_of(await api.http.get("/api/v1/notifications", headers=viewer), 403)
     error_of(await api.http.get("/api/v1/notification-channels", headers=operator), 403)

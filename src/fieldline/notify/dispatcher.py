@@ -184,8 +184,9 @@ class Dispatcher:
                 await failing.channel_back(conn, channel.id, channel.name, "channel delivers")
             return status
         error = delivery.error or "failed"
-        await outbox.channel_failed(conn, channel.id, error)
-        if attempts >= settings.notify_failing_after_attempts:
+        declared = attempts >= settings.notify_failing_after_attempts
+        await outbox.channel_failed(conn, channel.id, error, failing=declared)
+        if declared:
             await failing.channel_failing(conn, channel.id, channel.name, error)
         if status == "failed":
             log.warning(

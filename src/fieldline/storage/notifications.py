@@ -138,12 +138,15 @@ async def record_attempt(
     return status
 
 
-async def channel_failed(conn: Conn, channel_id: int, error: str) -> None:
-    """failing_since keeps the time of the first failure in a row; last_error the newest."""
+async def channel_failed(conn: Conn, channel_id: int, error: str, *, failing: bool) -> None:
+    """last_error is the newest failure's; failing_since is set (once) when the channel is
+    declared failing, when its channel alert opens, so that one failure retried at once
+    does not mark it."""
     await conn.execute(
-        "UPDATE notification_channels SET failing_since = coalesce(failing_since, now()),"
-        " last_error = %s WHERE id = %s",
-        (error, channel_id),
+        "UPDATE notification_channels SET last_error = %s,"
+        " failing_since = CASE WHEN %s THEN coalesce(failing_since, now()) ELSE failing_since END"
+        " WHERE id = %s",
+        (error, failing, channel_id),
     )
 
 
