@@ -25,6 +25,7 @@ from fieldline.ops.sockets import free_port
 from fieldline.security.certs import IssuedCertificates, issue_certificates
 from fieldline.storage.db import Pool, open_pool
 from fieldline.storage.migrate import migrate
+from tests.api.conftest import admin, api  # noqa: F401  (the API in-process, as tests/api runs it)
 
 HOST = "127.0.0.1"
 
@@ -252,7 +253,3 @@ async def enqueue(pool: Pool, alert_id: int, channel_ids: list[int], event: str)
                 (alert_id, channel_id, event, key, json.dumps(body(alert_id, event))),
             )
     return key
-
-
-# The API in-process, as tests/api runs it.
-from tests.api.conftest import admin, api  # noqa: E402, F401
