@@ -320,6 +320,37 @@ class Settings(BaseSettings):
         description="How often the worker evaluates alert rules: readings waiting in the "
         "inbox, durations, offline and no-data timers, repeats and escalations.",
     )
+    notify_interval_seconds: float = Field(
+        0.5,
+        gt=0,
+        description="How often the worker looks for notifications due for delivery (a round "
+        "that delivered some looks again at once).",
+    )
+    notify_retry_start_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="A failed notification is retried after a random wait of up to this, "
+        "doubling with each failure of the same notification (full jitter)...",
+    )
+    notify_retry_cap_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="...up to at most this; a receiver's Retry-After (429, 503) is waited "
+        "for when longer.",
+    )
+    notify_give_up_seconds: float = Field(
+        86_400.0,
+        gt=0,
+        description="A notification still undelivered this long after it was queued is "
+        "`failed` at its next failed attempt, and the channel's next one is tried.",
+    )
+    notify_failing_after_attempts: int = Field(
+        3,
+        ge=1,
+        description="A channel whose oldest pending notification failed this many times in a "
+        "row is failing: an alert of kind `channel` is raised on every other channel, and "
+        "resolved when it delivers again.",
+    )
     ops_port: int | None = Field(
         None,
         ge=0,

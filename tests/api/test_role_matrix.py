@@ -134,6 +134,7 @@ def concrete(operation: Operation) -> str:
         "device_id": MATRIX_DEVICE if operation.needs in DEVICE_AUTH.values() else "matrix-absent",
         "user_id": "999999",
         "alert_id": "999999",
+        "channel_id": "999999",
         "key_id": "absent-key",
         "command_id": str(uuid.uuid4()),
         "name": "absent-group",

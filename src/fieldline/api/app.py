@@ -32,6 +32,7 @@ from fieldline.api.routes import (
     alerts,
     audit,
     auth,
+    channels,
     commands,
     config,
     device_http,
@@ -39,6 +40,7 @@ from fieldline.api.routes import (
     emqx,
     fleet,
     groups,
+    notifications,
     ops,
     provisioning,
     rejected,
@@ -116,6 +118,8 @@ def create_app(context: ApiContext) -> FastAPI:
         alert_rules,
         alerts,
         silences,
+        channels,
+        notifications,
     ):
         app.include_router(module.router)
     app.include_router(auth.keys_router)

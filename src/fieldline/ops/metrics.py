@@ -169,6 +169,18 @@ class Metrics:
         self.db_pool_size = Gauge(
             "fieldline_db_pool_connections", "Database pool connections", ["state"], registry=r
         )
+        self.notifications = Counter(
+            "fieldline_notifications",
+            "Notification delivery outcomes: delivered, retried (an attempt failed, another "
+            "follows), failed (given up), suppressed (silenced, queued but not sent)",
+            ["outcome"],
+            registry=r,
+        )
+        self.notifications_pending = Gauge(
+            "fieldline_notifications_pending",
+            "Notifications waiting for delivery (as the dispatcher last counted)",
+            registry=r,
+        )
 
     def watch_ingest_writes(self, stalled: Callable[[], float]) -> None:
         """Report this process's ingest writer: `stalled()` as WRITE_STALL_METRIC."""

@@ -6,6 +6,8 @@ the lock held skips the job this round instead of waiting for it.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from enum import IntEnum
 
 from psycopg import AsyncConnection
@@ -24,6 +26,7 @@ class JobLock(IntEnum):
     FORGET_INGEST_ACTIVITY = 0x666C_0007
     COMMAND_DISPATCH = 0x666C_0107
     ALERT_EVALUATE = 0x666C_0201
+    NOTIFY_DISPATCH = 0x666C_0301
 
 
 async def try_job_lock(conn: AsyncConnection[Row], lock: JobLock) -> bool:
@@ -31,3 +34,21 @@ async def try_job_lock(conn: AsyncConnection[Row], lock: JobLock) -> bool:
     cursor = await conn.execute("SELECT pg_try_advisory_xact_lock(%s) AS got", (int(lock),))
     row = await cursor.fetchone()
     return bool(row and row["got"])
+
+
+@contextlib.asynccontextmanager
+async def session_job_lock(conn: AsyncConnection[Row], lock: JobLock) -> AsyncIterator[bool]:
+    """Outside a transaction: hold `lock` for the block, whether it was got.
+
+    For a job that must not hold a transaction open while it waits on the network (the
+    notification dispatcher): the lock lives on the connection, not in a transaction,
+    and ends with the connection if the process dies.
+    """
+    cursor = await conn.execute("SELECT pg_try_advisory_lock(%s) AS got", (int(lock),))
+    row = await cursor.fetchone()
+    got = bool(row and row["got"])
+    try:
+        yield got
+    finally:
+        if got:
+            await conn.execute("SELECT pg_advisory_unlock(%s)", (int(lock),))

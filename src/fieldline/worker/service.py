@@ -18,6 +18,7 @@ from fieldline.alerts.jobs import alert_jobs
 from fieldline.broker.publisher import Publisher
 from fieldline.config import Settings
 from fieldline.downlink.jobs import downlink_jobs
+from fieldline.notify.dispatcher import notify_jobs
 from fieldline.ops.metrics import Metrics
 from fieldline.storage.db import Pool
 from fieldline.worker.housekeeping import housekeeping_jobs
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 R = TypeVar("R")
 
 # Every feature's jobs. Jobs sharing a schedule run in this order.
-FEATURES: tuple[JobSource, ...] = (housekeeping_jobs, downlink_jobs, alert_jobs)
+FEATURES: tuple[JobSource, ...] = (housekeeping_jobs, downlink_jobs, alert_jobs, notify_jobs)
 
 
 class Worker:
