@@ -75,7 +75,7 @@ function required(input, what) {
  * Answers { element, set(rule), get() → body, draft() → { scope, condition } }.
  */
 export function buildRuleForm({ channels, groups = [], editable }) {
-  const name = h("input", { name: "name", required: true, maxlength: 200, autocomplete: "off" });
+  const name = h("input", { name: "name", required: true, maxlength: 128, autocomplete: "off" });
   const severity = h("select", { name: "severity" }, SEVERITIES.map((s) => h("option", { value: s }, s)));
   const scopeKind = h("select", { name: "scope_kind" }, SCOPES.map(([value, label]) => h("option", { value }, label)));
   const scopeValue = h("input", { name: "scope_value", autocomplete: "off", list: "rule-groups", "aria-label": "Device id, group or type" });
