@@ -28,6 +28,7 @@ from fieldline.api.middleware import (
     Route,
 )
 from fieldline.api.routes import (
+    alert_rules,
     audit,
     auth,
     commands,
@@ -40,6 +41,7 @@ from fieldline.api.routes import (
     ops,
     provisioning,
     rejected,
+    silences,
     streams,
     telemetry,
     users,
@@ -110,6 +112,8 @@ def create_app(context: ApiContext) -> FastAPI:
         provisioning,
         commands,
         config,
+        alert_rules,
+        silences,
     ):
         app.include_router(module.router)
     app.include_router(auth.keys_router)

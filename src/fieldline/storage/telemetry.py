@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -248,3 +248,41 @@ async def device_attributes(conn: Conn, device_id: str) -> dict[str, tuple[str, 
         )
     ).fetchall()
     return {row["key"]: (row["value"], row["time"]) for row in rows}
+
+
+SERIES_CHUNK = 10_000
+
+
+async def stream_series(
+    conn: Conn, *, device_id: str, metric: str, start: datetime, end: datetime, limit: int
+) -> AsyncGenerator[list[tuple[datetime, float]]]:
+    """Raw `(time, value)` points of one series in time order, at most `limit`, a chunk at a
+    time from a server-side cursor: a month of a busy series is never all in memory, and
+    the caller's event loop gets a turn between chunks. Close it (`aclosing`) if not drained.
+    """
+    async with conn.transaction():
+        cursor = conn.cursor("fieldline_series", row_factory=tuple_row, binary=True)
+        await cursor.execute(
+            "SELECT time, value FROM telemetry WHERE device_id = %s AND metric = %s"
+            " AND time >= %s AND time < %s ORDER BY time LIMIT %s",
+            (device_id, metric, start, end, limit),
+        )
+        try:
+            while rows := await cursor.fetchmany(SERIES_CHUNK):
+                yield rows
+        finally:
+            await cursor.close()
+
+
+async def last_time_before(
+    conn: Conn, *, device_id: str, metric: str, before: datetime
+) -> datetime | None:
+    """When the series last had a point before `before`."""
+    row = await (
+        await conn.execute(
+            "SELECT max(time) AS time FROM telemetry"
+            " WHERE device_id = %s AND metric = %s AND time < %s",
+            (device_id, metric, before),
+        )
+    ).fetchone()
+    return row["time"] if row else None
