@@ -1,5 +1,7 @@
 // A notification channel's form, its fields by type (SPEC §6). Secrets are never sent
-// back by the API: editing a channel, a secret left blank keeps the stored one.
+// back by the API (a Discord, Slack or Apprise URL is one: shown as its host only), and
+// a PATCH merges into the stored config: so editing sends only the fields changed, and
+// a secret left blank keeps the stored one.
 
 import { api } from "../api.js";
 import { field, fill, h } from "../dom.js";
@@ -17,13 +19,14 @@ export const TYPES = {
 const FIELDS = {
   webhook: [
     ["url", "URL", { type: "url", required: true, placeholder: "https://host/path" }],
-    ["secret", "Signing secret", { type: "password", autocomplete: "new-password", secret: true }, "HMAC-SHA256 key for X-Fieldline-Signature"],
+    ["secret", "Signing secret", { type: "password", autocomplete: "new-password", required: true, minlength: 16, secret: true },
+      "At least 16 characters: the HMAC-SHA256 key of X-Fieldline-Signature"],
   ],
   discord: [["url", "Webhook URL", { type: "url", required: true, secret: true }]],
   slack: [["url", "Webhook URL", { type: "url", required: true, secret: true }]],
   email: [
     ["host", "SMTP host", { required: true }],
-    ["port", "Port", { type: "number", min: 1, max: 65535, value: 587, required: true }],
+    ["port", "Port", { type: "number", min: 1, max: 65535, placeholder: "587, or 465 for tls" }],
     ["security", "Security", { options: ["starttls", "tls", "none"] }],
     ["username", "Username", { autocomplete: "off" }],
     ["password", "Password", { type: "password", autocomplete: "new-password", secret: true }],
@@ -33,7 +36,7 @@ const FIELDS = {
   apprise: [["url", "Apprise URL", { required: true, secret: true, placeholder: "ntfys://host/topic" }, "Any URL Apprise understands"]],
 };
 
-function control(name, props, current, editing) {
+function control(name, props, current, stored) {
   const { options, secret, ...attrs } = props;
   if (options) {
     const select = h("select", { name }, options.map((o) => h("option", { value: o }, o)));
@@ -41,10 +44,10 @@ function control(name, props, current, editing) {
     return select;
   }
   const input = h("input", { name, autocomplete: "off", spellcheck: "false", ...attrs });
-  if (secret && editing) {
+  if (secret && stored !== undefined) {
     // The stored value is not shown: blank keeps it.
     input.required = false;
-    input.placeholder = "unchanged";
+    input.placeholder = stored ? "unchanged (set)" : "not set";
   } else if (current !== undefined && current !== null) {
     input.value = Array.isArray(current) ? current.join(", ") : String(current);
   }
@@ -54,7 +57,7 @@ function control(name, props, current, editing) {
 /** Create (channel undefined) or edit a channel in a dialog; answers the saved channel. */
 export function editChannel(channel) {
   const editing = Boolean(channel);
-  const name = h("input", { name: "name", required: true, maxlength: 200, autocomplete: "off", value: channel?.name || "" });
+  const name = h("input", { name: "name", required: true, maxlength: 100, autocomplete: "off", value: channel?.name || "" });
   const type = h("select", { name: "type", disabled: editing }, Object.entries(TYPES).map(([value, label]) => h("option", { value }, label)));
   if (editing) type.value = channel.type;
   const enabled = h("input", { type: "checkbox", name: "enabled", checked: channel ? channel.enabled : true });
@@ -65,7 +68,9 @@ export function editChannel(channel) {
     const config = editing && channel.type === type.value ? channel.config || {} : {};
     controls = {};
     fill(area, FIELDS[type.value].map(([key, label, props, hint]) => {
-      controls[key] = { input: control(key, props, config[key], editing), secret: Boolean(props.secret) };
+      const stored = editing ? (channel.secrets_set || []).includes(key) : undefined;
+      const input = control(key, props, config[key], stored);
+      controls[key] = { input, secret: Boolean(props.secret), shown: input.value };
       return field(label, controls[key].input, hint);
     }));
   }
@@ -74,13 +79,15 @@ export function editChannel(channel) {
 
   function config() {
     const out = {};
-    for (const [key, { input, secret }] of Object.entries(controls)) {
+    for (const [key, { input, secret, shown }] of Object.entries(controls)) {
       const text = input.value.trim();
-      if (secret && editing && !text) continue;
+      if (editing && (secret ? !text : input.value === shown)) continue;
       if (input.required && !text) throw new Error(`${input.closest("label").firstChild.textContent}: required`);
       if (key === "to") out.to = text.split(/[\s,;]+/).filter(Boolean);
-      else if (key === "port") out.port = Number(text);
-      else if (text || !secret) out[key] = text;
+      else if (key === "port") {
+        if (text) out.port = Number(text);
+      }
+      else if (text) out[key] = text; // a blank optional field is left out: the server's default
     }
     return out;
   }
