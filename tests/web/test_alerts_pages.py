@@ -65,12 +65,15 @@ def send(platform: Platform, device: Device, readings: list[dict[str, Any]]) -> 
     assert answer.json()["accepted"] == len(readings), answer.text
 
 
-def create_rule(http: httpx.Client, device: Device, **condition: Any) -> dict[str, Any]:
+def create_rule(
+    http: httpx.Client, device: Device, channels: tuple[int, ...] | list[int] = (), **condition: Any
+) -> dict[str, Any]:
     body = {
         "name": unique("cold room warm"),
         "severity": "critical",
         "scope": {"device_id": device.device_id},
         "condition": {"type": "threshold", "metric": "temperature", **condition},
+        "channels": list(channels),
     }
     answer = http.post("/api/v1/alert-rules", json=body)
     assert answer.status_code == 201, answer.text
@@ -88,6 +91,17 @@ def wait_for_alert(http: httpx.Client, device: Device, state: str) -> dict[str, 
             alert: dict[str, Any] = found[0]
             return alert
         assert time.monotonic() < deadline, f"no {state} alert for {device.device_id}"
+        time.sleep(0.3)
+
+
+def wait_for_delivery(http: httpx.Client, alert_id: int) -> None:
+    deadline = time.monotonic() + ALERT_TIMEOUT
+    while True:
+        answer = http.get("/api/v1/notifications", params={"alert_id": alert_id})
+        assert answer.status_code == 200, answer.text
+        if any(n["status"] == "delivered" for n in answer.json()["items"]):
+            return
+        assert time.monotonic() < deadline, f"alert {alert_id}'s notification never delivered"
         time.sleep(0.3)
 
 
@@ -318,14 +332,31 @@ def test_an_admin_adds_a_webhook_channel_and_sends_a_test(
     assert lowered["x-fieldline-signature"] == f"sha256={expected}"
     assert json.loads(body)["event"] == "test"
 
+    # An alert on a rule naming the channel: its notification shows in the log, delivered.
+    channel = next(
+        c for c in http.get("/api/v1/notification-channels").json()["items"] if c["name"] == name
+    )
+    device = register(http)
+    create_rule(http, device, op=">", value=8, for_seconds=0, channels=[channel["id"]])
+    send(platform, device, [{"timestamp": time.time(), "sensors": {"temperature": 12.5}}])
+    alert = wait_for_alert(http, device, "firing")
+    wait_for_delivery(http, alert["id"])
+    open_page(page, platform, "/channels")
+    log = page.locator("section").filter(has=page.get_by_role("heading", name="Notifications"))
+    delivered = log.locator("tbody tr").filter(has_text=f"#{alert['id']}")
+    expect(delivered).to_contain_text("firing")
+    expect(delivered).to_contain_text("delivered")
+    delivered.get_by_role("button", name="Attempts").click()
+    expect(log.locator("tr.detail-row")).to_contain_text("HTTP 204")
+
     # A receiver that is gone: the test says so, with the error.
     row.get_by_role("button", name="Edit").click()
     dialog = page.get_by_role("dialog")
     dialog.get_by_label("URL").fill("http://127.0.0.1:9/hook")
     dialog.get_by_role("button", name="Save channel").click()
+    expect(page.locator(".toast").filter(has_text=f"Channel {name} saved")).to_be_visible()
     row.get_by_role("button", name="Send test").click()
     expect(row.locator(".test-result")).to_contain_text("error")
-    channel = next(
-        c for c in http.get("/api/v1/notification-channels").json()["items"] if c["name"] == name
-    )
-    assert channel["config"]["url"] == "http://127.0.0.1:9/hook"
+    changed = http.get(f"/api/v1/notification-channels/{channel['id']}").json()
+    assert changed["config"]["url"] == "http://127.0.0.1:9/hook"
+    assert changed["secrets_set"] == ["secret"], "an edit leaves the secret it did not touch"

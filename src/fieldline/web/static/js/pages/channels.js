@@ -60,8 +60,8 @@ export async function render(main, ctx) {
   async function edit(channel) {
     const saved = await editChannel(channel);
     if (!saved) return;
+    await reload();
     toast(`Channel ${saved.name} ${channel ? "saved" : "created"}`, "ok");
-    reload();
   }
 
   async function remove(channel) {
