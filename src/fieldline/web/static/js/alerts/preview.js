@@ -65,6 +65,11 @@ export function renderPreview(draft) {
       error.textContent = failure.message;
       return;
     }
+    if (body.condition.type === "offline") {
+      // The server says so too; said here in words a user can act on.
+      error.textContent = "Offline rules cannot be previewed: the stored history does not say when devices were offline.";
+      return;
+    }
     const end = Date.now();
     body = { ...body, start: new Date(end - range[2]).toISOString(), end: new Date(end).toISOString() };
     run.disabled = true;
@@ -97,10 +102,6 @@ export function renderPreview(draft) {
     const { condition } = sent || {};
     if (!shown) {
       fill(chartBox, answer ? empty("No device in scope", "The rule watches no device yet.") : null);
-      return;
-    }
-    if (condition.type === "offline") {
-      fill(chartBox, h("p.muted", {}, "An offline rule watches no metric: its intervals are listed below."));
       return;
     }
     const start = Date.parse(answer.start);
