@@ -12,12 +12,16 @@ const ROLE_RANK = { viewer: 0, operator: 1, admin: 2 };
 const PAGES = [
   { path: /^\/?$/, module: "./pages/overview.js", nav: "Overview", href: "#/", role: "viewer" },
   { path: /^\/devices\/([^/]+)$/, module: "./pages/device.js", role: "viewer" },
+  { path: /^\/alerts$/, module: "./pages/alerts.js", nav: "Alerts", href: "#/alerts", role: "viewer" },
+  { path: /^\/rules$/, module: "./pages/rules.js", nav: "Rules", href: "#/rules", role: "viewer" },
+  { path: /^\/rules\/(new|\d+)$/, module: "./pages/rule-edit.js", role: "viewer" },
   { path: /^\/rejected$/, module: "./pages/rejected.js", nav: "Rejected", href: "#/rejected", role: "operator" },
   { path: /^\/groups$/, module: "./pages/groups.js", nav: "Groups", href: "#/groups", role: "viewer" },
   {
     path: /^\/provisioning$/, module: "./pages/provisioning.js", nav: "Provisioning", href: "#/provisioning",
     role: "operator",
   },
+  { path: /^\/channels$/, module: "./pages/channels.js", nav: "Channels", href: "#/channels", role: "admin" },
   { path: /^\/users$/, module: "./pages/users.js", nav: "Users", href: "#/users", role: "admin" },
   { path: /^\/audit$/, module: "./pages/audit.js", nav: "Audit log", href: "#/audit", role: "admin" },
 ];

@@ -2,15 +2,16 @@
 // static layer from scratch: the series is a single path string, so even
 // thousands of points cost only a few milliseconds and no diffing is needed.
 
+import { formatTime, formatValue, timeTicks, valueScale } from "./chart-axis.js";
+
+export { formatTime, formatValue };
+
 const SVG_NS = "http://www.w3.org/2000/svg";
 const MARGIN = { top: 12, right: 24, bottom: 26 };
 const MAX_DOTS = 60;
 const DRAG_MIN_PX = 5;
 const GAP_BUCKETS = 2.5;
-const SEC = 1000;
-const MIN = 60 * SEC;
-const HOUR = 60 * MIN;
-const DAY = 24 * HOUR;
+const HOUR = 3600 * 1000;
 
 // clipPath ids must be unique in the document when several charts share a page.
 let nextId = 0;
@@ -34,127 +35,6 @@ const htmlEl = (name, className, parent = null) => {
 };
 
 const clamp = (x, lo, hi) => Math.min(hi, Math.max(lo, x));
-const pad2 = (n) => String(n).padStart(2, "0");
-
-// ---- value axis ------------------------------------------------------------
-
-// Round step of 1, 2 or 5 × 10^k giving about `count` intervals over `span`.
-const niceStep = (span, count) => {
-  const raw = span / Math.max(1, count);
-  const mag = 10 ** Math.floor(Math.log10(raw));
-  const f = raw / mag;
-  return mag * (f <= 1 ? 1 : f <= 2 ? 2 : f <= 5 ? 5 : 10);
-};
-
-const valueScale = (lo, hi, count) => {
-  const pad = (hi - lo) * 0.05 || Math.abs(hi) * 0.1 || 1;
-  // Non-negative series (counts, percentages) should not get a negative axis.
-  const low = lo >= 0 ? Math.max(0, lo - pad) : lo - pad;
-  const step = niceStep(hi + pad - low, count);
-  const min = Math.floor(low / step) * step;
-  const max = Math.ceil((hi + pad) / step) * step;
-  const ticks = [];
-  // Multiply rather than accumulate so float error cannot drift across ticks.
-  for (let i = 0; min + i * step <= max + step / 2; i++) ticks.push(min + i * step);
-  return { min, max, ticks, label: tickLabeller(step, Math.max(-min, max)) };
-};
-
-// Large axes read better as 250k / 1.5M than as long digit runs.
-const SI = [[1e9, "G"], [1e6, "M"], [1e4, "k"]];
-
-const tickLabeller = (step, maxAbs) => {
-  const [div, suffix] = SI.find(([d]) => maxAbs >= d) ?? [1, ""];
-  const scale = div === 1e4 ? 1e3 : div;
-  const decimals = Math.max(0, -Math.floor(Math.log10(step / scale) + 1e-9));
-  return (v) => {
-    const x = Math.abs(v) < step / 2 ? 0 : v / scale; // snaps float noise, avoids "-0"
-    if (!suffix) return x.toFixed(decimals);
-    return x === 0 ? "0" : `${Number(x.toFixed(decimals))}${suffix}`;
-  };
-};
-
-// At most three decimals, fewer as the magnitude grows; trailing zeros dropped.
-export const formatValue = (v) => {
-  if (v === 0) return "0";
-  const decimals = clamp(3 - Math.floor(Math.log10(Math.abs(v))), 0, 3);
-  return String(Number(v.toFixed(decimals)));
-};
-
-// ---- time axis -------------------------------------------------------------
-
-// Ticks are computed on local calendar fields so they land on round local
-// times even in zones with half-hour offsets and across DST changes.
-const toMidnight = (d) => d.setHours(0, 0, 0, 0);
-const toMonthStart = (d) => {
-  toMidnight(d);
-  d.setDate(1);
-};
-const toYearStart = (d) => {
-  toMonthStart(d);
-  d.setMonth(0);
-};
-
-const UNITS = {
-  second: { ms: SEC, field: "Seconds", reset: (d) => d.setMilliseconds(0) },
-  minute: { ms: MIN, field: "Minutes", reset: (d) => d.setSeconds(0, 0) },
-  hour: { ms: HOUR, field: "Hours", reset: (d) => d.setMinutes(0, 0, 0) },
-  day: { ms: DAY, field: "Date", reset: toMidnight },
-  month: { ms: 30 * DAY, field: "Month", reset: toMonthStart },
-  year: { ms: 365 * DAY, field: "FullYear", reset: toYearStart },
-};
-
-const TIME_STEPS = [
-  ["second", 1], ["second", 2], ["second", 5], ["second", 10], ["second", 15], ["second", 30],
-  ["minute", 1], ["minute", 2], ["minute", 5], ["minute", 10], ["minute", 15], ["minute", 30],
-  ["hour", 1], ["hour", 2], ["hour", 3], ["hour", 6], ["hour", 12],
-  ["day", 1], ["day", 7], ["month", 1], ["month", 3], ["month", 6],
-  ["year", 1], ["year", 2], ["year", 5], ["year", 10], ["year", 25], ["year", 100],
-];
-
-const floorTime = (t, unit, n) => {
-  const d = new Date(t);
-  const { field, reset } = UNITS[unit];
-  reset(d);
-  if (unit === "day" && n === 7) d.setDate(d.getDate() - ((d.getDay() + 6) % 7)); // Monday
-  else if (unit === "day") d.setDate(d.getDate() - ((d.getDate() - 1) % n));
-  else d[`set${field}`](d[`get${field}`]() - (d[`get${field}`]() % n));
-  return d.getTime();
-};
-
-const addTime = (t, unit, n) => {
-  const d = new Date(t);
-  const { field, ms } = UNITS[unit];
-  d[`set${field}`](d[`get${field}`]() + n);
-  // A skipped DST hour can map back onto the same instant; never stall.
-  return d.getTime() > t ? d.getTime() : t + n * ms;
-};
-
-const dateFormat = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric" });
-const monthFormat = new Intl.DateTimeFormat(undefined, { month: "short" });
-const hhmm = (d) => `${pad2(d.getHours())}:${pad2(d.getMinutes())}`;
-const hhmmss = (d) => `${hhmm(d)}:${pad2(d.getSeconds())}`;
-
-const timeLabel = (t, unit) => {
-  const d = new Date(t);
-  const midnight = d.getHours() === 0 && d.getMinutes() === 0 && d.getSeconds() === 0;
-  if (unit === "year" || (unit === "month" && d.getMonth() === 0)) return String(d.getFullYear());
-  if (unit === "month") return monthFormat.format(d);
-  if (unit === "day" || midnight) return dateFormat.format(d);
-  return unit === "second" ? hhmmss(d) : hhmm(d);
-};
-
-const timeTicks = (start, end, maxTicks) => {
-  const span = end - start;
-  const [unit, n] =
-    TIME_STEPS.find(([u, k]) => span / (k * UNITS[u].ms) <= maxTicks) ?? TIME_STEPS.at(-1);
-  const ticks = [];
-  for (let t = floorTime(start, unit, n); t <= end && ticks.length < 200; t = addTime(t, unit, n)) {
-    if (t >= start) ticks.push({ t, label: timeLabel(t, unit) });
-  }
-  return ticks;
-};
-
-export const formatTime = (t) => `${dateFormat.format(new Date(t))} ${hhmmss(new Date(t))}`;
 
 // ---- series ----------------------------------------------------------------
 
@@ -227,6 +107,9 @@ export const createChart = (container, { label = "", height = 220, onZoom = null
   let start = 0;
   let end = 1;
   let bucketMs = 0;
+  // Marks drawn under the series: shaded time bands (alert periods) and value lines (thresholds).
+  let bands = [];
+  let lines = [];
   let loaded = false; // until the first setData there is no domain to label
   let width = container.clientWidth;
   // Geometry of the last render, reused by pointer handlers.
@@ -244,6 +127,10 @@ export const createChart = (container, { label = "", height = 220, onZoom = null
     // Scale to what is visible; fall back to everything if nothing is.
     let [lo, hi] = extent(points, (t) => t >= start && t <= end);
     if (lo > hi) [lo, hi] = extent(points, () => true);
+    // A threshold the data never reaches must still be on the scale, or it is not drawn.
+    for (const { value } of lines) {
+      if (Number.isFinite(value)) [lo, hi] = [Math.min(lo, value), Math.max(hi, value)];
+    }
     const plotH = height - MARGIN.top - MARGIN.bottom;
     const scale = lo <= hi ? valueScale(lo, hi, Math.max(2, Math.round(plotH / 45))) : null;
     const yLabels = scale ? scale.ticks.map(scale.label) : [];
@@ -258,6 +145,7 @@ export const createChart = (container, { label = "", height = 220, onZoom = null
     setAttrs(clipRect, plotRect);
     setAttrs(overlay, plotRect);
     drawAxes(scale, yLabels);
+    if (loaded && scale) drawMarks();
     if (points.length && scale) drawSeries();
     else if (loaded) {
       const center = { x: plot.x + plot.w / 2, y: plot.y + plot.h / 2 };
@@ -288,6 +176,26 @@ export const createChart = (container, { label = "", height = 220, onZoom = null
       if (x - text.length * 3.3 < 0 || x + text.length * 3.3 > width) continue;
       svgEl("line", { x1: x, x2: x, y1: bottom, y2: bottom + 4 }, xAxis);
       svgEl("text", { x, y: bottom + 16 }, xAxis).textContent = text;
+    }
+  };
+
+  const drawMarks = () => {
+    const marks = svgEl("g", { class: "chart-marks", "clip-path": `url(#${clipId})` }, layer);
+    for (const band of bands) {
+      const x1 = clamp(xOf(band.start), plot.x, plot.x + plot.w);
+      const x2 = clamp(xOf(band.end ?? end), plot.x, plot.x + plot.w);
+      if (x2 <= x1 && band.end !== null) continue;
+      const rect = { x: x1, y: plot.y, width: Math.max(2, x2 - x1), height: plot.h, "data-start": band.start };
+      const shaded = svgEl("rect", { class: `chart-band ${band.className || ""}`, ...rect }, marks);
+      if (band.label) svgEl("title", {}, shaded).textContent = band.label;
+    }
+    for (const line of lines) {
+      const y = yOf(line.value).toFixed(1);
+      svgEl("line", { class: "chart-threshold", x1: plot.x, x2: plot.x + plot.w, y1: y, y2: y, "data-value": line.value }, marks);
+      if (line.label) {
+        const text = svgEl("text", { class: "chart-threshold-label", x: plot.x + plot.w - 4, y, dy: "-0.35em" }, marks);
+        text.textContent = line.label;
+      }
     }
   };
 
@@ -392,12 +300,15 @@ export const createChart = (container, { label = "", height = 220, onZoom = null
   render();
 
   return {
-    setData(data, { start: s, end: e, bucketMs: b } = {}) {
+    // bands: [{ start, end (ms; null = still open), label, className }]; lines: [{ value, label }].
+    setData(data, { start: s, end: e, bucketMs: b, bands: shaded = [], lines: ruled = [] } = {}) {
       points = Array.isArray(data) ? data : [];
       start = s ?? points[0]?.t ?? Date.now() - HOUR;
       end = e ?? points.at(-1)?.t ?? Date.now();
       if (!(end > start)) end = start + 1; // keep the x scale finite
       bucketMs = b || 0;
+      bands = shaded;
+      lines = ruled;
       loaded = true;
       hideHover();
       render();

@@ -70,7 +70,8 @@ export function pagedTable({ path, query = () => ({}), columns, row, empty, summ
   };
 }
 
-function headCell(column) {
+/** A header cell: "Name", or { label, className, hidden } as pagedTable's columns take. */
+export function headCell(column) {
   const { label, className, hidden } = typeof column === "string" ? { label: column } : column;
   return h("th", { class: className }, hidden ? h("span.visually-hidden", {}, label) : label);
 }

@@ -7,7 +7,9 @@
 
 import { api, stream } from "../api.js";
 import { createChart } from "../chart.js";
+import { loadSeries } from "../series.js";
 import { renderCommands, renderConfig } from "./device-control.js";
+import { renderDeviceAlerts } from "../alerts/device-alerts.js";
 import {
   ago, clear, fill, confirmAction, empty, errorBox, fmtNumber, fmtTime, h, showSecret, statusBadge, toast,
 } from "../dom.js";
@@ -21,18 +23,6 @@ const RANGES = [
   { key: "30d", label: "30 d", ms: 30 * 86400e3 },
   { key: "90d", label: "90 d", ms: 90 * 86400e3 },
 ];
-// Bucket widths the API understands, smallest first; a chart asks for ~300 points.
-const BUCKETS = [
-  ["1s", 1e3], ["2s", 2e3], ["5s", 5e3], ["10s", 10e3], ["30s", 30e3], ["1m", 60e3], ["2m", 120e3],
-  ["5m", 300e3], ["10m", 600e3], ["15m", 900e3], ["30m", 1800e3], ["1h", 3600e3], ["2h", 7200e3],
-  ["3h", 10800e3], ["6h", 21600e3], ["12h", 43200e3], ["1d", 86400e3],
-];
-const TARGET_POINTS = 300;
-
-export function bucketFor(spanMs) {
-  return BUCKETS.find(([, ms]) => spanMs / ms <= TARGET_POINTS) || BUCKETS[BUCKETS.length - 1];
-}
-
 export async function render(main, ctx) {
   const deviceId = ctx.params[0];
   const base = `/api/v1/devices/${encodeURIComponent(deviceId)}`;
@@ -61,6 +51,7 @@ export async function render(main, ctx) {
   const statusHistory = h("div");
   const configArea = h("div");
   const commandsArea = h("div");
+  const alertsArea = h("div");
   const chartError = errorBox();
 
   const view = { range: ctx.query.get("range") || "1h", zoom: null };
@@ -194,8 +185,6 @@ export async function render(main, ctx) {
       return;
     }
     const { start, end } = domain();
-    const [bucket, bucketMs] = bucketFor(end - start);
-    const query = { start: new Date(start).toISOString(), end: new Date(end).toISOString(), bucket, agg: "avg" };
     const cards = metrics.map((metric) => chartFor(metric).card);
     // Moving a chart in the page would cancel a drag the user is making on it.
     const same = cards.length === charts.children.length && cards.every((card, i) => charts.children[i] === card);
@@ -203,9 +192,8 @@ export async function render(main, ctx) {
     try {
       await Promise.all(
         metrics.map(async (metric) => {
-          const series = await api("GET", `${base}/telemetry`, { query: { ...query, metric } });
-          const points = series.points.map((p) => ({ t: new Date(p.time).getTime(), v: p.value }));
-          chartFor(metric).chart.setData(points, { start, end, bucketMs });
+          const { points, bucketMs } = await loadSeries(deviceId, metric, start, end);
+          chartFor(metric).chart.setData(points, { start, end, bucketMs, bands: alerts.bands(metric) });
         }),
       );
       chartError.textContent = "";
@@ -313,6 +301,7 @@ export async function render(main, ctx) {
   main.append(
     head,
     h("section", { "aria-label": "Latest values" }, tiles),
+    h("section.card.device-alerts", { "aria-labelledby": "device-alerts-title" }, h("h2", { id: "device-alerts-title" }, "Alerts"), alertsArea),
     h(
       "section.card.charts",
       { "aria-label": "Charts" },
@@ -335,9 +324,11 @@ export async function render(main, ctx) {
   renderRangePicker();
   const config = renderConfig(configArea, ctx, base);
   const commands = renderCommands(commandsArea, ctx, base);
+  // Alert periods shade the charts, so the charts wait for the alerts' first answer.
+  const alerts = renderDeviceAlerts(alertsArea, ctx, deviceId, () => loadCharts());
   const sides = Promise.all([loadHistory(), loadAttributes()]);
   renderTiles((await firstLatest).metrics);
-  await Promise.all([loadCharts(), sides]);
+  await Promise.all([alerts.ready.then(loadCharts), sides]);
 
   const stop = stream(
     `${base}/stream`,
@@ -385,6 +376,7 @@ export async function render(main, ctx) {
 
   return () => {
     stop();
+    alerts.stop();
     clearInterval(clock);
     clearTimeout(refreshTimer);
     clearTimeout(attributesTimer);

@@ -3,6 +3,7 @@
 // the browser one page of rows).
 
 import { api, stream } from "../api.js";
+import { renderAlertSummary } from "../alerts/summary.js";
 import { ago, attempt, clear, fill, empty, errorBox, field, fmtNumber, fmtRate, h, showSecret, statusBadge } from "../dom.js";
 
 const PAGE_SIZES = [25, 50, 100, 200];
@@ -291,9 +292,11 @@ export async function render(main, ctx) {
 
   const actions = h("div.actions");
   if (ctx.can("operator")) actions.append(h("button.btn.primary", { type: "button", onclick: () => addDevice(ctx, facets) }, "Add device"));
+  const alertSummary = renderAlertSummary();
   main.append(
     h("div.page-head", {}, h("div", {}, h("h1", {}, "Fleet"), subtitle), actions),
     stats,
+    alertSummary.element,
     h("section.card", { "aria-label": "Devices" }, toolbar, tableError, tableArea, pager),
   );
   renderToolbar();
@@ -303,6 +306,7 @@ export async function render(main, ctx) {
   await loadTable();
   return () => {
     stop();
+    alertSummary.stop();
     clearInterval(timer);
     clearTimeout(searchTimer);
   };
