@@ -287,4 +287,13 @@ async def test_operators_list_notifications_with_their_attempts_by_alert_channel
     assert shown.json()["failing_since"] is None
     viewer = await api.user("viewer")
     error_of(await api.http.get("/api/v1/notifications", headers=viewer), 403)
-    error_of(await api.http.get("/api/v1/notification-channels", headers=operator), 403)
+    # Operators list the channels (secrets redacted) to name them in rules; only admins change them.
+    listed = await api.http.get("/api/v1/notification-channels", headers=operator)
+    assert listed.status_code == 200 and {c["name"] for c in listed.json()["items"]} >= {
+        bad["name"]
+    }
+    error_of(await api.http.get("/api/v1/notification-channels", headers=viewer), 403)
+    error_of(
+        await api.http.post(f"/api/v1/notification-channels/{bad['id']}/test", headers=operator),
+        403,
+    )

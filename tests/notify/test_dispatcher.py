@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from fieldline.alerts.acknowledge import acknowledge
 from fieldline.config import Settings
 from fieldline.notify.dispatcher import Dispatcher, notify_jobs, retry_delay
 from fieldline.notify.webhook import signature
@@ -239,21 +240,35 @@ async def test_a_failing_channel_raises_an_alert_on_the_other_channel_and_resolv
     assert state["failing_since"] == opened["started_at"]  # declared failing with the alert
     assert "Connect" in state["last_error"]
 
+    # Someone acknowledges it: the other channel hears who, with its own key.
+    async with pool.connection() as conn:
+        acknowledged = await acknowledge(conn, opened["id"], username="oncall", note="on it")
+    assert acknowledged.state == "acknowledged"
+
+    async def ack_told() -> bool:
+        return len(receiver.received("/chat")) == 2
+
+    await run_rounds(pool, dispatcher, ack_told)
+    ack = receiver.received("/chat")[1]
+    assert (ack.json()["event"], ack.json()["state"]) == ("acknowledged", "acknowledged")
+    assert (ack.json()["acknowledged_by"], ack.json()["note"]) == ("oncall", "on it")
+    assert ack.headers["X-Fieldline-Idempotency-Key"] == f"alert-{opened['id']}-2"
+
     down.start()
     try:
 
         async def resolved_elsewhere() -> bool:
-            return len(receiver.received("/chat")) == 2 and bool(down.received())
+            return len(receiver.received("/chat")) == 3 and bool(down.received())
 
         await run_rounds(pool, dispatcher, resolved_elsewhere)
     finally:
         down.stop()
     (closed,) = await rows(pool, "SELECT * FROM alerts WHERE kind = 'channel'")
     assert closed["state"] == "resolved"
-    resolved = receiver.received("/chat")[1]
+    resolved = receiver.received("/chat")[2]
     assert resolved.json()["event"] == "resolved"
     assert resolved.json()["resolved_at"] is not None
-    assert resolved.headers["X-Fieldline-Idempotency-Key"] == f"alert-{opened['id']}-2"
+    assert resolved.headers["X-Fieldline-Idempotency-Key"] == f"alert-{opened['id']}-3"
     assert receiver.received("/off") == []  # a disabled channel is told nothing
     (state,) = await rows(
         pool,

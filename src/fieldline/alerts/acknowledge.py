@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from fieldline.alerts.body import Event
 from fieldline.alerts.enqueue import enqueue
+from fieldline.notify.failing import channel_alert_acknowledged
 from fieldline.storage import alert_state as state_store
 from fieldline.storage import alerts as alert_store
 from fieldline.storage import audit
@@ -35,8 +36,13 @@ async def acknowledge(conn: Conn, alert_id: int, *, username: str, note: str | N
             target_id=str(alert_id),
             detail={"note": note} if note else None,
         )
-        rule = None if alert.rule_id is None else await state_store.rule_by_id(conn, alert.rule_id)
-        await enqueue(conn, alert, Event.ACKNOWLEDGED, rule, now)
+        if alert.kind == "channel":
+            await channel_alert_acknowledged(conn, alert)
+        else:
+            rule = (
+                None if alert.rule_id is None else await state_store.rule_by_id(conn, alert.rule_id)
+            )
+            await enqueue(conn, alert, Event.ACKNOWLEDGED, rule, now)
         found = await alert_store.get_alert(conn, alert_id, now)
     assert found is not None  # updated in this transaction
     return found

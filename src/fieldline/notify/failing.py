@@ -15,6 +15,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from fieldline.storage import alerts as alert_store
 from fieldline.storage import notification_channels as channel_store
 from fieldline.storage import notifications as outbox
 from fieldline.storage.db import Row
@@ -61,13 +62,40 @@ async def _tell_others(
     conn: Conn, alert: outbox.ChannelAlert, channel_id: int, body: dict[str, Any]
 ) -> None:
     others = await channel_store.enabled_channel_ids(conn, excluding=channel_id)
-    await outbox.enqueue(
+    await alert_store.insert_notifications(
         conn,
         alert_id=alert.id,
         channel_ids=others,
         event=body["event"],
-        idempotency_key=f"alert-{alert.id}-{alert.transitions}",
+        key=f"alert-{alert.id}-{alert.transitions}",
         body=body,
+        silenced=None,  # channel alerts are never silenced
+    )
+
+
+async def channel_alert_acknowledged(conn: Conn, alert: alert_store.StoredAlert) -> None:
+    """Inside the acknowledgement's transaction: tell the other channels who is on it."""
+    if alert.channel_id is None:
+        return
+    channel = await channel_store.get_channel(conn, alert.channel_id)
+    summary = alert_body(
+        outbox.ChannelAlert(alert.id, alert.transitions, alert.started_at, alert.resolved_at),
+        channel_name=channel.name,
+        event="acknowledged",
+        error=None,
+        sent_at=datetime.now(UTC),
+    )
+    body = summary | {
+        "state": "acknowledged",
+        "acknowledged_by": alert.acknowledged_by,
+        "note": alert.ack_note,
+        "summary": f"{summary['summary']} (acknowledged by {alert.acknowledged_by})",
+    }
+    await _tell_others(
+        conn,
+        outbox.ChannelAlert(alert.id, alert.transitions, alert.started_at, alert.resolved_at),
+        alert.channel_id,
+        body,
     )
 
 

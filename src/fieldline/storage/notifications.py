@@ -8,13 +8,10 @@ the same idempotency key, which receivers use to drop the repeat.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from psycopg import AsyncConnection
-from psycopg.types.json import Json
 
 from fieldline.storage.db import Row
 from fieldline.storage.notification_channels import NotificationChannel
@@ -197,24 +194,6 @@ async def resolve_channel_alert(conn: Conn, channel_id: int, reason: str) -> Cha
         )
     ).fetchone()
     return ChannelAlert(**row) if row else None
-
-
-async def enqueue(
-    conn: Conn,
-    *,
-    alert_id: int,
-    channel_ids: Sequence[int],
-    event: str,
-    idempotency_key: str,
-    body: dict[str, Any],
-) -> None:
-    """One pending row per channel (a repeat of the same key on a channel is ignored)."""
-    for channel_id in channel_ids:
-        await conn.execute(
-            "INSERT INTO notifications (alert_id, channel_id, event, idempotency_key, body)"
-            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (idempotency_key, channel_id) DO NOTHING",
-            (alert_id, channel_id, event, idempotency_key, Json(body)),
-        )
 
 
 async def pending_count(conn: Conn) -> int:

@@ -1,4 +1,5 @@
-"""Notification channels (admin): where alerts are sent, and a test send to each.
+"""Notification channels: where alerts are sent, and a test send to each. Admins manage them;
+operators list them (to name them in rules), secrets redacted as for everyone.
 
 Secrets are never answered: a webhook's `secret` and an e-mail `password` are left out
 of `config`, and the URLs of Discord, Slack and Apprise (their path or host is the
@@ -15,7 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from fieldline.api.deps import Admin, DbConn
+from fieldline.api.deps import Admin, DbConn, Operator
 from fieldline.api.errors import ApiError
 from fieldline.api.paging import Cursor, Limit
 from fieldline.notify import changes
@@ -97,7 +98,7 @@ def _invalid(exc: ChannelConfigError) -> ApiError:
 
 @router.get("", response_model=ChannelList)
 async def list_channels(
-    _: Admin, conn: DbConn, limit: Limit = 100, cursor: Cursor = None
+    _: Operator, conn: DbConn, limit: Limit = 100, cursor: Cursor = None
 ) -> ChannelList:
     page = await channel_store.list_channels(conn, limit=limit, cursor=cursor)
     return ChannelList(items=[ChannelOut.of(c) for c in page.items], next_cursor=page.next_cursor)
@@ -125,7 +126,7 @@ async def create_channel(body: ChannelCreate, admin: Admin, conn: DbConn) -> Cha
 
 
 @router.get("/{channel_id}", response_model=ChannelOut)
-async def get_channel(channel_id: int, _: Admin, conn: DbConn) -> ChannelOut:
+async def get_channel(channel_id: int, _: Operator, conn: DbConn) -> ChannelOut:
     return ChannelOut.of(await channel_store.get_channel(conn, channel_id))
 
 

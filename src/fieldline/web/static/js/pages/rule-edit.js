@@ -8,9 +8,9 @@ import { listAll } from "../alerts/common.js";
 import { TEMPLATES, buildRuleForm } from "../alerts/rule-form.js";
 import { renderPreview } from "../alerts/preview.js";
 
-/** The channels this user may see; null when the role may not list them (operators). */
+/** The channels a rule may name (operators list them; admins manage them); null for viewers. */
 async function channelsSeen(ctx) {
-  if (!ctx.can("admin")) return null;
+  if (!ctx.can("operator")) return null;
   try {
     return (await listAll("/api/v1/notification-channels")).items;
   } catch {
