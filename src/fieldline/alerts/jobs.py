@@ -43,7 +43,14 @@ def alert_jobs(worker: WorkerContext) -> list[Job[Any]]:
             tally.readings = len(readings)
             await apply_inbox(conn, rules, readings, now, tally)
             judged = await seed(conn, rules, seeded, now, tally)
-            await run_timers(conn, rules, now, settings.online_timeout_seconds, tally)
+            await run_timers(
+                conn,
+                rules,
+                now,
+                settings.online_timeout_seconds,
+                tally,
+                caught_up=tally.readings < INBOX_CHUNK,
+            )
             counts = await alert_store.active_counts(conn)
         seeded.update(judged)
         metrics.alert_evaluations.inc(tally.evaluations)

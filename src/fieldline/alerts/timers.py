@@ -3,7 +3,7 @@ repeats and escalations of alerts nobody acknowledged. Run every round."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from fieldline.alerts import lifecycle
 from fieldline.alerts.body import Event
@@ -15,12 +15,26 @@ from fieldline.storage import alerts as alert_store
 from fieldline.storage.alert_state import ActiveRule, StateKey, StoredState
 from fieldline.storage.alerts import Conn
 
+# How long after a duration ran out, with no reading to say otherwise, it counts as held:
+# a reading from before that moment may still be in an ingest process's batch, not yet
+# committed (ingest's publish-to-queryable p99 is well under a second; docs/benchmarks.md).
+DURATION_GRACE = timedelta(seconds=2)
+
 
 async def run_timers(
-    conn: Conn, rules: list[ActiveRule], now: datetime, online_timeout: float, tally: Tally
+    conn: Conn,
+    rules: list[ActiveRule],
+    now: datetime,
+    online_timeout: float,
+    tally: Tally,
+    *,
+    caught_up: bool = True,
 ) -> None:
+    """`caught_up`: the round took the whole inbox. Otherwise readings that may end a
+    pending duration are still waiting, so durations are not run out this round."""
     by_id = {rule.id: rule for rule in rules}
-    await _durations(conn, by_id, now, tally)
+    if caught_up:
+        await _durations(conn, by_id, now, tally)
     await _silences_of_devices(conn, by_id, now, online_timeout, tally)
     await _orphans(conn, now, tally)
     for alert in await alert_store.escalations_due(conn, now):
@@ -38,7 +52,7 @@ async def _durations(conn: Conn, rules: dict[int, ActiveRule], now: datetime, ta
         rule = rules.get(rule_id)
         if rule is None or not isinstance(rule.condition, Threshold):
             continue
-        step = advance(stored.state, rule.condition, now)
+        step = advance(stored.state, rule.condition, now - DURATION_GRACE)
         if step.change is not None:
             changed[rule_id, device_id] = StoredState(stored.revision, step.state)
             await act(conn, rule, device_id, step.change, now, tally)
