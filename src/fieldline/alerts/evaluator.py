@@ -18,6 +18,7 @@ from fieldline.domain.alerts import (
     Change,
     Lines,
     Phase,
+    ScopeKind,
     SeriesState,
     Threshold,
     Transition,
@@ -25,7 +26,13 @@ from fieldline.domain.alerts import (
     start_state,
 )
 from fieldline.storage import alert_state as state_store
-from fieldline.storage.alert_state import ActiveRule, InboxReading, StateKey, StoredState
+from fieldline.storage.alert_state import (
+    ActiveRule,
+    DeviceFacts,
+    InboxReading,
+    StateKey,
+    StoredState,
+)
 from fieldline.storage.alerts import Conn
 
 
@@ -40,16 +47,41 @@ class Tally:
     resolved: int = 0
 
 
+class RulesByScope:
+    """A metric's threshold rules, found by what they cover: a device meets only its own.
+
+    With 1,000 rules each on one group, matching every device against every rule cost
+    10 million scope checks a round (`fieldline bench alerts`); this costs four lookups.
+    """
+
+    def __init__(self, rules: list[ActiveRule]) -> None:
+        self._by: dict[tuple[ScopeKind, str, str], list[tuple[ActiveRule, Threshold]]] = (
+            defaultdict(list)
+        )
+        self.metrics: set[str] = set()
+        for rule in rules:
+            if isinstance(rule.condition, Threshold):
+                metric = rule.condition.metric
+                self._by[rule.scope.kind, rule.scope.value, metric].append((rule, rule.condition))
+                self.metrics.add(metric)
+
+    def covering(self, facts: DeviceFacts, metric: str) -> list[tuple[ActiveRule, Threshold]]:
+        by = self._by
+        return [
+            *by.get((ScopeKind.FLEET, "", metric), ()),
+            *by.get((ScopeKind.DEVICE, facts.device_id, metric), ()),
+            *(by.get((ScopeKind.GROUP, facts.group, metric), ()) if facts.group else ()),
+            *by.get((ScopeKind.DEVICE_TYPE, facts.device_type, metric), ()),
+        ]
+
+
 async def apply_inbox(
     conn: Conn, rules: list[ActiveRule], readings: list[InboxReading], now: datetime, tally: Tally
 ) -> None:
-    by_metric: dict[str, list[tuple[ActiveRule, Threshold]]] = defaultdict(list)
-    for rule in rules:
-        if isinstance(rule.condition, Threshold):
-            by_metric[rule.condition.metric].append((rule, rule.condition))
+    watching = RulesByScope(rules)
     series: dict[tuple[str, str], list[InboxReading]] = defaultdict(list)
     for reading in readings:
-        if reading.metric in by_metric:  # else no enabled rule watches it any more
+        if reading.metric in watching.metrics:  # else no enabled rule watches it any more
             series[reading.device_id, reading.metric].append(reading)
     if not series:
         return
@@ -62,9 +94,7 @@ async def apply_inbox(
         if facts is None:  # deleted since: its state went with it
             continue
         items.sort(key=lambda r: r.time)
-        for rule, condition in by_metric[metric]:
-            if not rule.scope.covers(device_id, facts.group, facts.device_type):
-                continue
+        for rule, condition in watching.covering(facts, metric):
             lines = condition.lines(facts.metadata)
             if lines is None:  # no threshold for this device (metadata, no default)
                 continue
