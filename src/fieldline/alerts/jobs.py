@@ -50,7 +50,6 @@ def alert_jobs(worker: WorkerContext) -> list[Job[Any]]:
                 settings.online_timeout_seconds,
                 tally,
                 caught_up=tally.readings < INBOX_CHUNK,
-                newest_reading=max((r.time for r in readings), default=None),
             )
             counts = await alert_store.active_counts(conn)
         seeded.update(judged)

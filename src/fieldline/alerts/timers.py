@@ -3,7 +3,7 @@ repeats and escalations of alerts nobody acknowledged. Run every round."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from fieldline.alerts import lifecycle
 from fieldline.alerts.body import Event
@@ -15,24 +15,6 @@ from fieldline.storage import alerts as alert_store
 from fieldline.storage.alert_state import ActiveRule, StateKey, StoredState
 from fieldline.storage.alerts import Conn
 
-# How long after a duration ran out, with no reading to say otherwise, it counts as held
-# when the inbox is quiet: a reading from before that moment may still be in an ingest
-# process's batch, not yet committed (publish-to-queryable p99 is well under a second).
-DURATION_GRACE = timedelta(seconds=2)
-
-
-def duration_clock(now: datetime, newest_reading: datetime | None) -> datetime:
-    """The moment up to which durations may run out without a reading.
-
-    While readings flow, that is the newest reading the round took: ingest commits in
-    receive order, so anything older may still be in flight when ingest lags (at 20,000
-    msg/s a wall-clock grace alone opened alerts that the next reading, two seconds
-    late, would have prevented: `fieldline bench alerts`). Never later than `now` less
-    the grace, so a device whose clock runs ahead cannot make the others' time pass.
-    """
-    quiet = now - DURATION_GRACE
-    return quiet if newest_reading is None else min(quiet, newest_reading)
-
 
 async def run_timers(
     conn: Conn,
@@ -42,13 +24,12 @@ async def run_timers(
     tally: Tally,
     *,
     caught_up: bool = True,
-    newest_reading: datetime | None = None,
 ) -> None:
     """`caught_up`: the round took the whole inbox. Otherwise readings that may end a
     pending duration are still waiting, so durations are not run out this round."""
     by_id = {rule.id: rule for rule in rules}
     if caught_up:
-        await _durations(conn, by_id, now, duration_clock(now, newest_reading), tally)
+        await _durations(conn, by_id, now, tally)
     await _silences_of_devices(conn, by_id, now, online_timeout, tally)
     await _orphans(conn, now, tally)
     for alert in await alert_store.escalations_due(conn, now):
@@ -59,16 +40,15 @@ async def run_timers(
         await enqueue(conn, alert, Event.REPEAT, rule, now)
 
 
-async def _durations(
-    conn: Conn, rules: dict[int, ActiveRule], now: datetime, clock: datetime, tally: Tally
-) -> None:
-    """Pending and clearing states whose `for_seconds` / `clear_for_seconds` ran out."""
+async def _durations(conn: Conn, rules: dict[int, ActiveRule], now: datetime, tally: Tally) -> None:
+    """Pending and clearing states whose `for_seconds` / `clear_for_seconds` ran out while
+    their device was silent (domain.alerts.SILENCE)."""
     changed: dict[StateKey, StoredState] = {}
     for (rule_id, device_id), stored in (await state_store.timed_states(conn)).items():
         rule = rules.get(rule_id)
         if rule is None or not isinstance(rule.condition, Threshold):
             continue
-        step = advance(stored.state, rule.condition, clock)
+        step = advance(stored.state, rule.condition, now)
         if step.change is not None:
             changed[rule_id, device_id] = StoredState(stored.revision, step.state)
             await act(conn, rule, device_id, step.change, now, tally)

@@ -266,19 +266,35 @@ def apply_reading(
             return _heard(state, time, value)
 
 
+# A duration runs out without a reading only once the device has been silent this long:
+# until then its next reading may still be on its way. The broker delivers each device's
+# messages in order but not in order across devices: under load (`fieldline bench
+# alerts`, Mosquitto at 100% of a core) one device's reading arrived 5 s after others'
+# newer ones, so no fleet-wide clock says a device's next reading is not coming. A device
+# that keeps reporting ends its duration with its own next reading (opened at the due
+# time all the same); one that stopped reporting is judged this much after it did.
+SILENCE = timedelta(seconds=10)
+
+
 def advance(state: SeriesState, rule: Threshold, now: datetime) -> Step:
-    """The timers, with no new reading: the last value still stands until one comes."""
+    """The timers, with no new reading: the last value still stands until one comes.
+
+    Only once the device has been silent for SILENCE; the state then stands at the due
+    time, so a reading from before it that arrives afterwards is late, never a
+    resolution before the opening."""
+    if now - state.last_time < SILENCE:
+        return Step(state)
     if state.phase is Phase.PENDING and now - state.since >= timedelta(seconds=rule.for_seconds):
         due = state.since + timedelta(seconds=rule.for_seconds)
         return Step(
-            SeriesState(Phase.FIRING, due, state.last_time, state.last_value),
+            SeriesState(Phase.FIRING, due, max(due, state.last_time), state.last_value),
             Change(Transition.OPEN, due, state.last_value),
         )
     clear_hold = timedelta(seconds=rule.clear_for_seconds)
     if state.phase is Phase.CLEARING and now - state.since >= clear_hold:
         due = state.since + clear_hold
         return Step(
-            SeriesState(Phase.OK, due, state.last_time, state.last_value),
+            SeriesState(Phase.OK, due, max(due, state.last_time), state.last_value),
             Change(Transition.RESOLVE, due, state.last_value),
         )
     return Step(state)
