@@ -1,5 +1,4 @@
-"""The ingest, latency, embedded and alerts scenarios at toy scale (seconds), so their code
-cannot rot.
+"""The ingest, latency and embedded scenarios at toy scale (seconds), so their code cannot rot.
 
 They assert what the scenarios report about correctness (everything acknowledged is
 stored, once), never anything about speed: that is measured, in docs/benchmarks.md.
@@ -9,8 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fieldline.bench.alerts import AlertsOptions
-from fieldline.bench.alerts import run as run_alerts
 from fieldline.bench.embedded import EmbeddedOptions
 from fieldline.bench.embedded import run as run_embedded
 from fieldline.bench.ingest import IngestOptions
@@ -62,21 +59,3 @@ async def test_embedded_defaults_store_everything_through_amqtt(workdir: Path) -
     )
 
     assert result.data["stored"] == result.data["acknowledged"] == result.data["published"] > 0
-
-
-async def test_alerts_scenario_stores_everything_and_every_probe_reaches_the_webhook(
-    workdir: Path,
-) -> None:
-    result = await run_alerts(
-        AlertsOptions(devices=40, rules=4, rate=200, duration=6, processes=1, directory=workdir)
-    )
-
-    baseline, ruled = result.data["phases"]
-    for phase in (baseline, ruled):
-        assert phase["published"] == phase["acknowledged"] == phase["stored"] > 0
-        assert phase["lost"] == 0
-    assert baseline["alerts_opened"] == 0
-    # Every probe reading opened or resolved the probe rule's alert and was delivered.
-    latencies = result.data["latency_ms"]
-    assert latencies and all(value > 0 for value in latencies)
-    assert "| 4 rules |" in result.markdown()
