@@ -15,6 +15,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from fieldline.alerts.body import Event, idempotency_key, webhook_body
 from fieldline.storage import alerts as alert_store
 from fieldline.storage import notification_channels as channel_store
 from fieldline.storage import notifications as outbox
@@ -25,41 +26,20 @@ log = logging.getLogger(__name__)
 Conn = AsyncConnection[Row]
 
 
-def alert_body(
-    alert: outbox.ChannelAlert,
-    *,
-    channel_name: str,
-    event: str,
-    error: str | None,
-    sent_at: datetime,
-) -> dict[str, Any]:
-    """The webhook body (SPEC §6) of a channel alert's event."""
-    name = f'notification channel "{channel_name}" failing'
-    if event == "resolved":
-        summary = f'notification channel "{channel_name}" delivers again'
-    else:
-        summary = f"{name}: {error}" if error else name
-    return {
-        "alert_id": alert.id,
-        "kind": "channel",
-        "state": "resolved" if event == "resolved" else "firing",
-        "event": event,
-        "rule": {"id": None, "name": name},
-        "severity": "critical",
-        "device_id": None,
-        "metric": None,
-        "value": None,
-        "started_at": alert.started_at.astimezone(UTC).isoformat(),
-        "resolved_at": alert.resolved_at.astimezone(UTC).isoformat() if alert.resolved_at else None,
-        "acknowledged_by": None,
-        "note": None,
-        "summary": summary,
-        "sent_at": sent_at.astimezone(UTC).isoformat(),
-    }
+async def _body(
+    conn: Conn, alert_id: int, event: Event, summary: str
+) -> tuple[alert_store.StoredAlert, dict[str, Any]]:
+    """The alert's webhook body (alerts.body, the one SPEC §6 shape), with the channel's
+    own summary line."""
+    now = datetime.now(UTC)
+    alert = await alert_store.get_alert(conn, alert_id, now)
+    assert alert is not None  # opened, resolved or acknowledged in this transaction
+    body = webhook_body(alert, event, condition=None, lines=None, sent_at=now)
+    return alert, body | {"summary": summary}
 
 
 async def _tell_others(
-    conn: Conn, alert: outbox.ChannelAlert, channel_id: int, body: dict[str, Any]
+    conn: Conn, alert: alert_store.StoredAlert, channel_id: int, body: dict[str, Any]
 ) -> None:
     others = await channel_store.enabled_channel_ids(conn, excluding=channel_id)
     await alert_store.insert_notifications(
@@ -67,7 +47,7 @@ async def _tell_others(
         alert_id=alert.id,
         channel_ids=others,
         event=body["event"],
-        key=f"alert-{alert.id}-{alert.transitions}",
+        key=idempotency_key(alert),
         body=body,
         silenced=None,  # channel alerts are never silenced
     )
@@ -77,26 +57,9 @@ async def channel_alert_acknowledged(conn: Conn, alert: alert_store.StoredAlert)
     """Inside the acknowledgement's transaction: tell the other channels who is on it."""
     if alert.channel_id is None:
         return
-    channel = await channel_store.get_channel(conn, alert.channel_id)
-    summary = alert_body(
-        outbox.ChannelAlert(alert.id, alert.transitions, alert.started_at, alert.resolved_at),
-        channel_name=channel.name,
-        event="acknowledged",
-        error=None,
-        sent_at=datetime.now(UTC),
-    )
-    body = summary | {
-        "state": "acknowledged",
-        "acknowledged_by": alert.acknowledged_by,
-        "note": alert.ack_note,
-        "summary": f"{summary['summary']} (acknowledged by {alert.acknowledged_by})",
-    }
-    await _tell_others(
-        conn,
-        outbox.ChannelAlert(alert.id, alert.transitions, alert.started_at, alert.resolved_at),
-        alert.channel_id,
-        body,
-    )
+    summary = f"{alert.rule_name} (acknowledged by {alert.acknowledged_by})"
+    current, body = await _body(conn, alert.id, Event.ACKNOWLEDGED, summary)
+    await _tell_others(conn, current, alert.channel_id, body)
 
 
 async def channel_failing(conn: Conn, channel_id: int, channel_name: str, error: str) -> bool:
@@ -104,10 +67,9 @@ async def channel_failing(conn: Conn, channel_id: int, channel_name: str, error:
     alert = await outbox.open_channel_alert(conn, channel_id, channel_name)
     if alert is None:
         return False
-    body = alert_body(
-        alert, channel_name=channel_name, event="firing", error=error, sent_at=datetime.now(UTC)
-    )
-    await _tell_others(conn, alert, channel_id, body)
+    name = f'notification channel "{channel_name}" failing'
+    current, body = await _body(conn, alert.id, Event.FIRING, f"{name}: {error}" if error else name)
+    await _tell_others(conn, current, channel_id, body)
     log.warning(
         "notification channel failing",
         extra={"channel_id": channel_id, "channel": channel_name, "alert_id": alert.id},
@@ -120,10 +82,9 @@ async def channel_back(conn: Conn, channel_id: int, channel_name: str, reason: s
     alert = await outbox.resolve_channel_alert(conn, channel_id, reason)
     if alert is None:
         return False
-    body = alert_body(
-        alert, channel_name=channel_name, event="resolved", error=None, sent_at=datetime.now(UTC)
-    )
-    await _tell_others(conn, alert, channel_id, body)
+    summary = f'notification channel "{channel_name}" delivers again'
+    current, body = await _body(conn, alert.id, Event.RESOLVED, summary)
+    await _tell_others(conn, current, channel_id, body)
     log.info(
         "notification channel alert resolved",
         extra={"channel_id": channel_id, "channel": channel_name, "alert_id": alert.id},

@@ -20,6 +20,7 @@ from fieldline.domain.alerts import (
     condition_json,
     parse_condition,
 )
+from fieldline.storage.alert_state import IN_SCOPE
 from fieldline.storage.db import Row
 from fieldline.storage.errors import NotFoundError
 from fieldline.storage.paging import Page, decode_cursor, encode_cursor
@@ -200,13 +201,13 @@ async def devices_in_scope(
     """The devices `scope` covers (only `device_id`, if given), in id order, at most `limit`."""
     rows = await (
         await conn.execute(
+            # The draft's scope as the row `r` that alert_state.IN_SCOPE reads a rule from.
             "SELECT d.device_id, d.metadata, d.created_at"
-            " FROM devices d LEFT JOIN groups g ON g.id = d.group_id"
-            " WHERE CASE %(kind)s::text WHEN 'device' THEN d.device_id = %(value)s::text"
-            "  WHEN 'group' THEN g.name = %(value)s::text"
-            "  WHEN 'device_type' THEN d.device_type = %(value)s::text ELSE true END"
+            " FROM devices d LEFT JOIN groups g ON g.id = d.group_id,"
+            " (SELECT %(kind)s::text AS scope_kind, %(value)s::text AS scope_value) r"
+            f" WHERE {IN_SCOPE}"
             " AND (%(device)s::text IS NULL OR d.device_id = %(device)s::text)"
-            " ORDER BY d.device_id LIMIT %(limit)s",
+            " ORDER BY d.device_id LIMIT %(limit)s".encode(),
             {"kind": scope.kind.value, "value": scope.value, "device": device_id, "limit": limit},
         )
     ).fetchall()
