@@ -86,6 +86,42 @@ async def test_hovering_inside_the_hysteresis_band_opens_nothing_new_then_resolv
     assert [a["state"] for a in await engine.alerts()] == ["resolved", "firing"]
 
 
+async def test_a_round_that_opens_resolves_and_opens_again_keeps_each_events_order(
+    engine: Engine,
+) -> None:
+    """A device flushing its buffer: three changes of one (rule, device) in one round,
+    beside another device's one, each notified once and in order."""
+    await engine.device("cold-1")
+    await engine.device("cold-2")
+    channel = await engine.channel("a")
+    await engine.rule({**WARM, "for_seconds": 0, "clear_value": 7}, channels=[channel])
+    await engine.write("cold-1", (at(0), 9.0), (at(1), 6.0), (at(2), 9.5))
+    await engine.write("cold-2", (at(0), 9.9))
+    await engine.evaluate()
+    first, second, third = await engine.alerts()  # by id
+    assert (first["device_id"], first["state"], first["started_value"]) == (
+        "cold-1",
+        "resolved",
+        9.0,
+    )
+    assert (first["resolved_at"], first["resolved_value"]) == (at(1), 6.0)
+    assert {(a["device_id"], a["state"], a["started_value"]) for a in (second, third)} == {
+        ("cold-1", "firing", 9.5),
+        ("cold-2", "firing", 9.9),
+    }
+    again = second if second["device_id"] == "cold-1" else third
+    rows = await engine.notifications()
+    cold_1 = [
+        (r["event"], r["idempotency_key"]) for r in rows if r["body"]["device_id"] == "cold-1"
+    ]
+    assert cold_1 == [
+        ("firing", f"alert-{first['id']}-1"),
+        ("resolved", f"alert-{first['id']}-2"),
+        ("firing", f"alert-{again['id']}-1"),
+    ]
+    assert len(rows) == 4
+
+
 async def test_thresholds_come_from_each_devices_metadata(engine: Engine) -> None:
     await engine.device("fridge", metadata={"max_temp": 5})
     await engine.device("room")  # no key: the default

@@ -17,7 +17,7 @@ from fieldline.config import Settings
 from fieldline.ops.metrics import Metrics
 from fieldline.storage.db import Pool, Row, open_pool
 from fieldline.storage.locks import JobLock
-from fieldline.worker.jobs import Job, JobSource, Schedule
+from fieldline.worker.jobs import Job, JobSource, Schedule, WorkerContext
 from fieldline.worker.service import Worker
 
 OFTEN = Schedule("often", lambda _: 0.01)
@@ -135,6 +135,32 @@ async def test_a_job_that_did_all_it_may_at_once_runs_again_without_waiting(
     )
     await running(worker, until=lambda: not backlog)
     assert worker.rounds["seldom"] == 4
+
+
+async def test_a_job_wakes_another_schedule_instead_of_it_waiting_its_interval(
+    pool: Pool, settings: Settings
+) -> None:
+    """The alert evaluator wakes the notification dispatcher when it queued something."""
+    ran: Counter[str] = Counter()
+
+    def sources(context: WorkerContext) -> list[Job[Any]]:
+        async def produce(conn: AsyncConnection[Row], now: datetime) -> int:
+            # Wakes coalesce like any signal: wake again once the last one was answered.
+            if ran["woke"] < 3 and ran["consume"] == ran["woke"] + 1:
+                ran["woke"] += 1
+                context.wake(SELDOM)
+            return 1
+
+        return [
+            Job("produce", OFTEN, None, produce),
+            Job("consume", SELDOM, None, counting(ran, "consume")),
+        ]
+
+    worker = Worker(settings=settings, pool=pool, metrics=Metrics(), features=[sources])
+    await running(worker, until=lambda: ran["consume"] >= 4)
+    # Its first round at start, then one per wake: not an hour apart.
+    await asyncio.sleep(0.2)
+    assert ran["consume"] == 4
 
 
 async def test_a_job_another_worker_holds_is_counted_as_skipped(

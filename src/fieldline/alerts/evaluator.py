@@ -14,14 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from fieldline.alerts import lifecycle
+from fieldline.alerts.lifecycle import Applied, RuleChange
 from fieldline.domain.alerts import (
-    Change,
-    Lines,
     Phase,
     ScopeKind,
     SeriesState,
     Threshold,
-    Transition,
     apply_reading,
     start_state,
 )
@@ -45,6 +43,12 @@ class Tally:
     late: int = 0
     opened: int = 0
     resolved: int = 0
+    notified: int = 0  # outbox rows written
+
+    def add(self, applied: Applied) -> None:
+        self.opened += applied.opened
+        self.resolved += applied.resolved
+        self.notified += applied.notified
 
 
 class RulesByScope:
@@ -89,6 +93,7 @@ async def apply_inbox(
     devices = await state_store.device_facts(conn, device_ids)
     states = await state_store.load_states(conn, sorted({r.id for r in rules}), device_ids)
     changed: dict[StateKey, StoredState] = {}
+    changes: list[RuleChange] = []
     for (device_id, metric), items in sorted(series.items()):
         facts = devices.get(device_id)
         if facts is None:  # deleted since: its state went with it
@@ -110,10 +115,11 @@ async def apply_inbox(
                 tally.evaluations += 1
                 state = step.state
                 if step.change is not None:
-                    await act(conn, rule, device_id, step.change, now, tally, lines)
+                    changes.append(RuleChange(rule, device_id, step.change, lines))
             if worth_saving(before, state):
                 changed[key] = StoredState(rule.revision, state)
     await state_store.save_states(conn, changed)
+    tally.add(await lifecycle.apply_changes(conn, changes, now))
 
 
 # A state that only moved on in time (ok or firing, same phase since the same moment) is
@@ -147,6 +153,7 @@ async def seed(
         return []
     by_id = {rule.id: rule for rule in fresh}
     changed: dict[StateKey, StoredState] = {}
+    changes: list[RuleChange] = []
     for found in await state_store.unseeded(conn, fresh):
         rule = by_id[found.rule_id]
         assert isinstance(rule.condition, Threshold)
@@ -160,28 +167,7 @@ async def seed(
         device_id = found.device.device_id
         changed[rule.id, device_id] = StoredState(rule.revision, step.state)
         if step.change is not None:
-            await act(conn, rule, device_id, step.change, now, tally, lines)
+            changes.append(RuleChange(rule, device_id, step.change, lines))
     await state_store.save_states(conn, changed)
+    tally.add(await lifecycle.apply_changes(conn, changes, now))
     return [(rule.id, rule.revision) for rule in fresh]
-
-
-async def act(
-    conn: Conn,
-    rule: ActiveRule,
-    device_id: str,
-    change: Change,
-    now: datetime,
-    tally: Tally,
-    lines: Lines | None = None,
-) -> None:
-    """Open or resolve the (rule, device)'s alert as the state machine says."""
-    if change.transition is Transition.OPEN:
-        opened = await lifecycle.open_alert(
-            conn, rule, device_id, at=change.time, value=change.value, now=now, lines=lines
-        )
-        tally.opened += opened is not None
-    else:
-        resolved = await lifecycle.resolve_alert(
-            conn, rule, device_id, at=change.time, value=change.value, now=now, lines=lines
-        )
-        tally.resolved += resolved is not None

@@ -15,6 +15,7 @@ from typing import Any
 from fieldline.alerts.evaluator import Tally, apply_inbox, seed
 from fieldline.alerts.timers import run_timers
 from fieldline.domain.alerts import AlertState, Severity
+from fieldline.notify.dispatcher import NOTIFY
 from fieldline.storage import alert_state as state_store
 from fieldline.storage import alerts as alert_store
 from fieldline.storage.alerts import Conn
@@ -53,6 +54,8 @@ def alert_jobs(worker: WorkerContext) -> list[Job[Any]]:
             )
             counts = await alert_store.active_counts(conn)
         seeded.update(judged)
+        if tally.notified:
+            worker.wake(NOTIFY)  # committed: the dispatcher need not wait for its interval
         metrics.alert_evaluations.inc(tally.evaluations)
         metrics.alert_readings_late.inc(tally.late)
         for severity in Severity:

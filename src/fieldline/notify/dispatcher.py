@@ -118,31 +118,31 @@ class Dispatcher:
         channel: NotificationChannel,
         client: httpx.AsyncClient,
     ) -> DispatchRound:
-        """Send the channel's due rows in order until one fails or none is due."""
+        """Send the channel's due rows in order until one fails or none is due (read in
+        one query: a query per row was a fifth of the dispatcher's statements)."""
         try:
             sender: Channel | None = build_channel(channel.type, channel.config, client)
             unusable = None
         except ValueError as exc:  # a config stored before a stricter check, or edited by hand
             sender, unusable = None, f"the channel's stored config is unusable: {exc}"
         counts: Counter[str] = Counter()
-        for _ in range(MAX_PER_CHANNEL_ROUND):
-            async with database:
-                head = await outbox.due_head(conn, channel.id)
-            if head is None:
-                return _drained(counts)
+        async with database:
+            heads = await outbox.due_heads(conn, channel.id, MAX_PER_CHANNEL_ROUND)
+        for head in heads:
             notice = Notice(head.body, head.event, head.idempotency_key)
             started = time.perf_counter()
             delivery = await self._send(sender, notice) if sender else failed(unusable or "")
             duration_ms = (time.perf_counter() - started) * 1000
             async with database, conn.transaction():
                 status = await self._record(channel, head, delivery, duration_ms, conn)
-            if status is not None:
-                outcome = "retried" if status == "pending" else status
-                counts[outcome] += 1
-                self._metrics.notifications.labels(outcome=outcome).inc()
+            if status is None:  # recorded meanwhile by someone else: read the channel anew
+                return _drained(counts, more=True)
+            outcome = "retried" if status == "pending" else status
+            counts[outcome] += 1
+            self._metrics.notifications.labels(outcome=outcome).inc()
             if not delivery.ok:
                 return _drained(counts)
-        return _drained(counts, more=True)
+        return _drained(counts, more=len(heads) == MAX_PER_CHANNEL_ROUND)
 
     async def _send(self, sender: Channel, notice: Notice) -> Delivery:
         try:

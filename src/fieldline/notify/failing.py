@@ -13,6 +13,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from psycopg import AsyncConnection
 
 from fieldline.alerts.body import Event, idempotency_key, webhook_body
@@ -42,14 +43,9 @@ async def _tell_others(
     conn: Conn, alert: alert_store.StoredAlert, channel_id: int, body: dict[str, Any]
 ) -> None:
     others = await channel_store.enabled_channel_ids(conn, excluding=channel_id)
-    await alert_store.insert_notifications(
-        conn,
-        alert_id=alert.id,
-        channel_ids=others,
-        event=body["event"],
-        key=idempotency_key(alert),
-        body=body,
-        silenced=None,  # channel alerts are never silenced
+    key, json = idempotency_key(alert), orjson.dumps(body).decode()
+    await alert_store.insert_notifications(  # channel alerts are never silenced
+        conn, [alert_store.Outgoing(alert.id, other, body["event"], key, json) for other in others]
     )
 
 

@@ -7,11 +7,11 @@ that orders events on the alert, whichever process makes them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import orjson
 from psycopg import AsyncConnection
 
 from fieldline.storage.db import Row
@@ -95,58 +95,89 @@ class Opening:
     started_value: float | None
 
 
-async def open_alert(conn: Conn, opening: Opening, now: datetime) -> StoredAlert | None:
-    """The (rule, device)'s alert, opened with its first event; None when one is open."""
+async def open_alerts(conn: Conn, openings: Sequence[Opening], now: datetime) -> list[StoredAlert]:
+    """Each (rule, device)'s alert, opened with its first event, in one statement; a
+    (rule, device) with an alert open already is skipped. Answered by id (the order given)."""
+    if not openings:
+        return []
     cursor = await conn.execute(
         "INSERT INTO alerts (rule_id, rule_name, severity, device_id, metric, started_at,"
-        " started_value, last_notified_at, transitions) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 1)"
-        " ON CONFLICT (rule_id, coalesce(device_id, '')) WHERE state <> 'resolved'"
+        " started_value, last_notified_at, transitions) SELECT r, n, s, d, m, t, v, %s, 1"
+        " FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[],"
+        " %s::timestamptz[], %s::float8[]) WITH ORDINALITY AS o(r, n, s, d, m, t, v, i)"
+        " ORDER BY i ON CONFLICT (rule_id, coalesce(device_id, '')) WHERE state <> 'resolved'"
         f" AND kind = 'rule' DO NOTHING{_RETURNING}".encode(),
         (
-            opening.rule_id,
-            opening.rule_name,
-            opening.severity,
-            opening.device_id,
-            opening.metric,
-            opening.started_at,
-            opening.started_value,
             now,
+            [o.rule_id for o in openings],
+            [o.rule_name for o in openings],
+            [o.severity for o in openings],
+            [o.device_id for o in openings],
+            [o.metric for o in openings],
+            [o.started_at for o in openings],
+            [o.started_value for o in openings],
         ),
     )
-    return _alert(await cursor.fetchone())
+    return sorted((StoredAlert(**row) for row in await cursor.fetchall()), key=lambda a: a.id)
+
+
+async def open_alert(conn: Conn, opening: Opening, now: datetime) -> StoredAlert | None:
+    """The (rule, device)'s alert, opened with its first event; None when one is open."""
+    opened = await open_alerts(conn, [opening], now)
+    return opened[0] if opened else None
+
+
+@dataclass(frozen=True, slots=True)
+class Clearing:
+    """A (rule, device)'s condition cleared: the reading's time and value."""
+
+    rule_id: int
+    device_id: str
+    at: datetime
+    value: float | None
 
 
 async def resolve_open(
-    conn: Conn,
-    *,
-    rule_id: int,
-    device_id: str,
-    at: datetime,
-    value: float | None,
-    reason: str,
-    now: datetime,
-) -> StoredAlert | None:
-    """Resolve the (rule, device)'s open alert, if there is one."""
+    conn: Conn, clearings: Sequence[Clearing], *, reason: str, now: datetime
+) -> list[StoredAlert]:
+    """Resolve the open alert of each (rule, device) that has one, in one statement;
+    answered by id. A (rule, device) appears at most once."""
+    if not clearings:
+        return []
     cursor = await conn.execute(
-        "UPDATE alerts SET state = 'resolved', resolved_at = %s, resolved_value = %s,"
-        " resolved_reason = %s, transitions = transitions + 1, last_notified_at = %s"
-        " WHERE rule_id = %s AND device_id = %s AND state <> 'resolved' AND kind = 'rule'"
-        f"{_RETURNING}".encode(),
-        (at, value, reason, now, rule_id, device_id),
+        "UPDATE alerts a SET state = 'resolved', resolved_at = u.at, resolved_value = u.value,"
+        " resolved_reason = %s, transitions = a.transitions + 1, last_notified_at = %s"
+        " FROM unnest(%s::bigint[], %s::text[], %s::timestamptz[], %s::float8[])"
+        " AS u(rule_id, device_id, at, value)"
+        " WHERE a.rule_id = u.rule_id AND a.device_id = u.device_id"
+        f" AND a.state <> 'resolved' AND a.kind = 'rule' RETURNING {_A_COLUMNS}".encode(),
+        (
+            reason,
+            now,
+            [c.rule_id for c in clearings],
+            [c.device_id for c in clearings],
+            [c.at for c in clearings],
+            [c.value for c in clearings],
+        ),
     )
-    return _alert(await cursor.fetchone())
+    return sorted((StoredAlert(**row) for row in await cursor.fetchall()), key=lambda a: a.id)
 
 
-async def resolve_by_id(
-    conn: Conn, alert_id: int, *, value: float | None, reason: str, now: datetime
-) -> StoredAlert | None:
+async def resolve_by_ids(
+    conn: Conn, values: dict[int, float | None], *, reason: str, now: datetime
+) -> list[StoredAlert]:
+    """Resolve the given open alerts now, each with its closing value; answered by id."""
+    if not values:
+        return []
+    ids = sorted(values)
     cursor = await conn.execute(
-        "UPDATE alerts SET state = 'resolved', resolved_at = %s, resolved_value = %s,"
-        " resolved_reason = %s, transitions = transitions + 1, last_notified_at = %s"
-        f" WHERE id = %s AND state <> 'resolved'{_RETURNING}".encode(),
-        (now, value, reason, now, alert_id),
+        "UPDATE alerts a SET state = 'resolved', resolved_at = %s, resolved_value = u.value,"
+        " resolved_reason = %s, transitions = a.transitions + 1, last_notified_at = %s"
+        " FROM unnest(%s::bigint[], %s::float8[]) AS u(id, value)"
+        f" WHERE a.id = u.id AND a.state <> 'resolved' RETURNING {_A_COLUMNS}".encode(),
+        (now, reason, now, ids, [values[i] for i in ids]),
     )
-    return _alert(await cursor.fetchone())
+    return sorted((StoredAlert(**row) for row in await cursor.fetchall()), key=lambda a: a.id)
 
 
 async def resolve_rule(conn: Conn, rule_id: int, reason: str) -> list[StoredAlert]:
@@ -236,14 +267,15 @@ async def _take_events(conn: Conn, due: str, also: str, now: datetime) -> list[S
     return sorted((StoredAlert(**row) for row in await cursor.fetchall()), key=lambda a: a.id)
 
 
-async def silence_reason(conn: Conn, alert_id: int, now: datetime) -> str | None:
-    """The reason of a silence muting the alert now; None when none does."""
+async def silence_reasons(conn: Conn, alert_ids: Sequence[int], now: datetime) -> dict[int, str]:
+    """The reason of a silence muting each alert now, for those a silence mutes."""
+    if not alert_ids:
+        return {}
     cursor = await conn.execute(
-        f"SELECT ({_SILENCE}) AS reason FROM alerts a WHERE a.id = %(id)s".encode(),
-        {"now": now, "id": alert_id},
+        f"SELECT a.id, ({_SILENCE}) AS reason FROM alerts a WHERE a.id = ANY(%(ids)s)".encode(),
+        {"now": now, "ids": list(alert_ids)},
     )
-    row = await cursor.fetchone()
-    return None if row is None else row["reason"]
+    return {row["id"]: row["reason"] for row in await cursor.fetchall() if row["reason"]}
 
 
 async def enabled_channels(conn: Conn, channel_ids: list[int]) -> list[int]:
@@ -256,42 +288,53 @@ async def enabled_channels(conn: Conn, channel_ids: list[int]) -> list[int]:
     return [row["id"] for row in await cursor.fetchall()]
 
 
-async def insert_notifications(
-    conn: Conn,
-    *,
-    alert_id: int,
-    channel_ids: list[int],
-    event: str,
-    key: str,
-    body: dict[str, Any],
-    silenced: str | None,
-) -> int:
-    """One outbox row per channel, `suppressed` when silenced; a repeated key is a no-op."""
-    if not channel_ids:
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One outbox row: an alert's event for one channel; `silenced` holds it back."""
+
+    alert_id: int
+    channel_id: int
+    event: str
+    key: str
+    body: str  # JSON
+    silenced: str | None = None
+
+
+async def insert_notifications(conn: Conn, rows: Sequence[Outgoing]) -> int:
+    """The outbox rows in one statement, their ids in the order given; `suppressed` when
+    silenced; a repeated (key, channel) is a no-op. Answers how many were inserted."""
+    if not rows:
         return 0
     cursor = await conn.execute(
         "INSERT INTO notifications (alert_id, channel_id, event, idempotency_key, body,"
-        " status, last_error) SELECT %s, c, %s, %s, %s::json, %s, %s FROM unnest(%s::bigint[]) c"
-        " ORDER BY c ON CONFLICT (idempotency_key, channel_id) DO NOTHING",
+        " status, last_error) SELECT a, c, e, k, b::json, s, l FROM unnest(%s::bigint[],"
+        " %s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[])"
+        " WITH ORDINALITY AS o(a, c, e, k, b, s, l, i) ORDER BY i"
+        " ON CONFLICT (idempotency_key, channel_id) DO NOTHING",
         (
-            alert_id,
-            event,
-            key,
-            orjson.dumps(body).decode(),
-            "pending" if silenced is None else "suppressed",
-            None if silenced is None else f"silenced: {silenced}",
-            channel_ids,
+            [r.alert_id for r in rows],
+            [r.channel_id for r in rows],
+            [r.event for r in rows],
+            [r.key for r in rows],
+            [r.body for r in rows],
+            ["pending" if r.silenced is None else "suppressed" for r in rows],
+            [None if r.silenced is None else f"silenced: {r.silenced}" for r in rows],
         ),
     )
     return cursor.rowcount
 
 
-async def device_metadata(conn: Conn, device_id: str | None) -> dict[str, Any]:
-    if device_id is None:
+async def devices_metadata(conn: Conn, device_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    if not device_ids:
         return {}
-    cursor = await conn.execute("SELECT metadata FROM devices WHERE device_id = %s", (device_id,))
-    row = await cursor.fetchone()
-    return row["metadata"] if row and isinstance(row["metadata"], dict) else {}
+    cursor = await conn.execute(
+        "SELECT device_id, metadata FROM devices WHERE device_id = ANY(%s)", (list(device_ids),)
+    )
+    return {
+        row["device_id"]: row["metadata"]
+        for row in await cursor.fetchall()
+        if isinstance(row["metadata"], dict)
+    }
 
 
 async def active_counts(conn: Conn) -> dict[tuple[str, str], int]:

@@ -22,7 +22,7 @@ Conn = AsyncConnection[Row]
 
 @dataclass(frozen=True, slots=True)
 class Head:
-    """A channel's oldest pending notification, due now."""
+    """A channel's pending notification, due now (sent once those before it are)."""
 
     id: int
     channel_id: int
@@ -73,19 +73,24 @@ async def due_channels(conn: Conn) -> list[NotificationChannel]:
     return [NotificationChannel(**row) for row in rows]
 
 
-async def due_head(conn: Conn, channel_id: int) -> Head | None:
-    row = await (
+async def due_heads(conn: Conn, channel_id: int, limit: int) -> list[Head]:
+    """The channel's oldest pending rows, in id order, while due: its head first (a head
+    waiting on its backoff holds back the rest), at most `limit`."""
+    rows = await (
         await conn.execute(
             "SELECT id, channel_id, event, idempotency_key, body::text AS body, attempts,"
             " next_attempt_at <= now() AS due"
             " FROM notifications WHERE channel_id = %s AND status = 'pending'"
-            " ORDER BY id LIMIT 1",
-            (channel_id,),
+            " ORDER BY id LIMIT %s",
+            (channel_id, limit),
         )
-    ).fetchone()
-    if row is None or not row.pop("due"):
-        return None
-    return Head(**{**row, "body": row["body"].encode()})
+    ).fetchall()
+    heads = []
+    for row in rows:
+        if not row.pop("due"):
+            break
+        heads.append(Head(**{**row, "body": row["body"].encode()}))
+    return heads
 
 
 async def record_attempt(

@@ -46,6 +46,9 @@ class WorkerContext:
     settings: Settings
     metrics: Metrics
     publisher: Publisher | None  # downlinks, when the worker has a broker connection
+    # Run a schedule's next round now rather than after its interval (work was just
+    # committed for it, e.g. notifications for the dispatcher).
+    wake: Callable[[Schedule], None] = lambda _schedule: None
 
 
 @dataclass(frozen=True, slots=True)

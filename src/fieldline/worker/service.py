@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -45,7 +45,10 @@ class Worker:
         self._settings = settings
         self._pool = pool
         self._metrics = metrics
-        context = WorkerContext(settings=settings, metrics=metrics, publisher=publisher)
+        self._woken: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
+        context = WorkerContext(
+            settings=settings, metrics=metrics, publisher=publisher, wake=self.wake
+        )
         self.jobs: list[Job[Any]] = [job for source in features for job in source(context)]
         _refuse_clashes(self.jobs)
         self.rounds: Counter[str] = Counter()  # rounds completed, by schedule name
@@ -60,12 +63,20 @@ class Worker:
             for schedule in self.schedules:
                 group.create_task(self._repeat(schedule, stopping), name=schedule.name)
 
+    def wake(self, schedule: Schedule) -> None:
+        """Run `schedule`'s next round at once (after the one running, if any)."""
+        self._woken[schedule.name].set()
+
     async def _repeat(self, schedule: Schedule, stopping: asyncio.Event) -> None:
+        woken = self._woken[schedule.name]
         while not stopping.is_set():
+            woken.clear()  # a wake during the round runs it again: it may have missed that
             if await self.run_round(schedule):
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), timeout=schedule.seconds(self._settings))
+                await asyncio.wait_for(
+                    _first(stopping, woken), timeout=schedule.seconds(self._settings)
+                )
 
     async def run_round(self, schedule: Schedule) -> bool:
         """Run the schedule's jobs once, in order; True when one asks to run again at once."""
@@ -99,6 +110,16 @@ class Worker:
         outcome = "skipped" if result is None else "done"
         self._metrics.worker_jobs.labels(job=job.name, outcome=outcome).inc()
         return result
+
+
+async def _first(*events: asyncio.Event) -> None:
+    """Return once any of `events` is set."""
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
 
 
 def _refuse_clashes(jobs: Sequence[Job[Any]]) -> None:
