@@ -128,13 +128,16 @@ class Dispatcher:
         counts: Counter[str] = Counter()
         async with database:
             heads = await outbox.due_heads(conn, channel.id, MAX_PER_CHANNEL_ROUND)
+        # Whether a delivery must clear the channel's failure (read with the channel).
+        troubled = channel.failing_since is not None or channel.last_error is not None
         for head in heads:
             notice = Notice(head.body, head.event, head.idempotency_key)
             started = time.perf_counter()
             delivery = await self._send(sender, notice) if sender else failed(unusable or "")
             duration_ms = (time.perf_counter() - started) * 1000
             async with database, conn.transaction():
-                status = await self._record(channel, head, delivery, duration_ms, conn)
+                status = await self._record(channel, head, delivery, duration_ms, conn, troubled)
+            troubled = False  # cleared by that delivery; a failure ends the channel's turn
             if status is None:  # recorded meanwhile by someone else: read the channel anew
                 return _drained(counts, more=True)
             outcome = "retried" if status == "pending" else status
@@ -158,6 +161,7 @@ class Dispatcher:
         delivery: Delivery,
         duration_ms: float,
         conn: Conn,
+        troubled: bool,
     ) -> str | None:
         settings = self._settings
         attempts = head.attempts + 1
@@ -180,7 +184,7 @@ class Dispatcher:
         if status is None:
             return None
         if delivery.ok:
-            if await outbox.channel_recovered(conn, channel.id):
+            if troubled and await outbox.channel_recovered(conn, channel.id):
                 await failing.channel_back(conn, channel.id, channel.name, "channel delivers")
             return status
         error = delivery.error or "failed"

@@ -104,12 +104,12 @@ async def record_attempt(
     retry_in: float,
     give_up_after: float,
 ) -> str | None:
-    """Inside a transaction: the attempt, and the row's new status (delivered, pending
-    again in `retry_in` seconds, or failed once older than `give_up_after` seconds).
+    """The attempt, and the row's new status (delivered, pending again in `retry_in`
+    seconds, or failed once older than `give_up_after` seconds), in one statement.
     None when the row was no longer this head (another party recorded it)."""
     row = await (
         await conn.execute(
-            "UPDATE notifications SET attempts = attempts + 1,"
+            "WITH done AS (UPDATE notifications SET attempts = attempts + 1,"
             " status = CASE WHEN %(ok)s THEN 'delivered'"
             "   WHEN created_at <= now() - make_interval(secs => %(give_up)s) THEN 'failed'"
             "   ELSE 'pending' END,"
@@ -118,12 +118,17 @@ async def record_attempt(
             " next_attempt_at = CASE WHEN %(ok)s THEN next_attempt_at"
             "   ELSE now() + make_interval(secs => %(retry_in)s) END"
             " WHERE id = %(id)s AND status = 'pending' AND attempts = %(attempts)s"
-            " RETURNING status",
+            " RETURNING id, status),"
+            " attempt AS (INSERT INTO notification_attempts (notification_id, ok, status_code,"
+            "  error, duration_ms) SELECT id, %(ok)s, %(code)s, %(error)s, %(ms)s FROM done)"
+            " SELECT status FROM done",
             {
                 "id": head.id,
                 "attempts": head.attempts,
                 "ok": ok,
+                "code": status_code,
                 "error": error,
+                "ms": duration_ms,
                 "retry_in": retry_in,
                 "give_up": give_up_after,
             },
@@ -131,11 +136,6 @@ async def record_attempt(
     ).fetchone()
     if row is None:
         return None
-    await conn.execute(
-        "INSERT INTO notification_attempts (notification_id, ok, status_code, error, duration_ms)"
-        " VALUES (%s, %s, %s, %s, %s)",
-        (head.id, ok, status_code, error, duration_ms),
-    )
     status: str = row["status"]
     return status
 
