@@ -324,7 +324,8 @@ class Settings(BaseSettings):
         0.5,
         gt=0,
         description="How often the worker looks for notifications due for delivery (a round "
-        "that delivered some looks again at once).",
+        "that delivered some looks again at once, and the alert evaluator wakes it when it "
+        "queued some).",
     )
     notify_retry_start_seconds: float = Field(
         1.0,

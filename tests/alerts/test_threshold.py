@@ -237,6 +237,31 @@ async def test_a_rule_change_resolves_its_alerts_and_forgets_its_state(engine: E
     ]
 
 
+async def test_the_evaluator_applies_a_rules_new_version_from_its_next_round(
+    engine: Engine,
+) -> None:
+    """The worker keeps parsed rules between rounds; a changed row is read again."""
+    await engine.device("cold-1")
+    channel = await engine.channel("a")
+    await engine.rule({**WARM, "for_seconds": 0}, channels=[channel], name="warm")
+    await engine.write("cold-1", (at(0), 7.0))
+    await engine.evaluate()
+    assert await engine.alerts() == []
+    # Edited by hand (no revision bump, no resolution): the lower line and a new name.
+    await engine.sql(
+        "UPDATE alert_rules SET name = 'warmer', condition = jsonb_set(condition::jsonb,"
+        " '{value}', '6')::json"
+    )
+    await engine.write("cold-1", (at(1), 7.0))
+    await engine.evaluate()
+    (alert,) = await engine.alerts()
+    assert (alert["rule_name"], alert["started_value"]) == ("warmer", 7.0)
+    await engine.sql("UPDATE alert_rules SET enabled = false")
+    await engine.write("cold-1", (at(2), 99.0))
+    await engine.evaluate()
+    assert [a["resolved_reason"] for a in await engine.alerts()] == ["rule disabled"]
+
+
 async def test_a_device_deleted_or_moved_out_of_scope_resolves_its_alerts(
     engine: Engine,
 ) -> None:

@@ -63,11 +63,13 @@ class RulesByScope:
             defaultdict(list)
         )
         self.metrics: set[str] = set()
+        self.per_device = False  # some rule's threshold comes from device metadata
         for rule in rules:
             if isinstance(rule.condition, Threshold):
                 metric = rule.condition.metric
                 self._by[rule.scope.kind, rule.scope.value, metric].append((rule, rule.condition))
                 self.metrics.add(metric)
+                self.per_device |= rule.condition.per_device
 
     def covering(self, facts: DeviceFacts, metric: str) -> list[tuple[ActiveRule, Threshold]]:
         by = self._by
@@ -90,7 +92,7 @@ async def apply_inbox(
     if not series:
         return
     device_ids = sorted({device for device, _ in series})
-    devices = await state_store.device_facts(conn, device_ids)
+    devices = await state_store.device_facts(conn, device_ids, metadata=watching.per_device)
     states = await state_store.load_states(conn, sorted({r.id for r in rules}), device_ids)
     changed: dict[StateKey, StoredState] = {}
     changes: list[RuleChange] = []

@@ -33,13 +33,14 @@ INBOX_CHUNK = 20_000
 def alert_jobs(worker: WorkerContext) -> list[Job[Any]]:
     settings, metrics = worker.settings, worker.metrics
     seeded: set[tuple[int, int]] = set()  # (rule, revision) judged on latest values
+    parsed: state_store.RuleCache = {}  # rules as of their last change
 
     async def evaluate(conn: Conn, now: datetime) -> Tally | None:
         tally = Tally()
         async with conn.transaction():
             if not await try_job_lock(conn, JobLock.ALERT_EVALUATE):
                 return None
-            rules = await state_store.enabled_rules(conn)
+            rules = await state_store.enabled_rules(conn, parsed)
             readings = await state_store.take_inbox(conn, INBOX_CHUNK)
             tally.readings = len(readings)
             await apply_inbox(conn, rules, readings, now, tally)

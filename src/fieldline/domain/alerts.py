@@ -110,6 +110,11 @@ class Threshold:
     clear_value: Bound | Band | None = None  # None: the threshold itself
     clear_for_seconds: int = 0
 
+    @property
+    def per_device(self) -> bool:
+        """Whether a line comes from the device's metadata."""
+        return isinstance(self.value, FromMetadata) or isinstance(self.clear_value, FromMetadata)
+
     def lines(self, metadata: Mapping[str, Any]) -> Lines | None:
         """The lines for one device, or None when its metadata gives no threshold."""
         trip = _resolve(self.value, metadata)

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection
+from psycopg.rows import tuple_row
 
 from fieldline.domain.alerts import (
     Condition,
@@ -81,12 +82,35 @@ def _rule(row: Row) -> ActiveRule | None:
     )
 
 
-async def enabled_rules(conn: Conn) -> list[ActiveRule]:
-    """Inside the round's transaction: every enabled rule, share-locked until it ends."""
-    cursor = await conn.execute(
-        f"SELECT {_RULE_COLUMNS} FROM alert_rules WHERE enabled ORDER BY id FOR SHARE".encode()
+# Parsed rules by id, with the row version (`xmin`) they were parsed from.
+RuleCache = dict[int, tuple[str, ActiveRule | None]]
+
+
+async def enabled_rules(conn: Conn, cache: RuleCache | None = None) -> list[ActiveRule]:
+    """Inside the round's transaction: every enabled rule, share-locked until it ends.
+
+    With a `cache` (kept by the caller across rounds), only rules whose row changed
+    since are read and parsed again: reading and parsing 1,000 rules each round was a
+    sixth of the evaluator's time (`fieldline bench alerts`)."""
+    cache = {} if cache is None else cache
+    cursor = conn.cursor(row_factory=tuple_row)
+    await cursor.execute(
+        "SELECT id, xmin::text FROM alert_rules WHERE enabled ORDER BY id FOR SHARE"
     )
-    return [rule for row in await cursor.fetchall() if (rule := _rule(row)) is not None]
+    versions: list[tuple[int, str]] = await cursor.fetchall()
+    stale = [rule_id for rule_id, version in versions if cache.get(rule_id, ("",))[0] != version]
+    if stale:
+        fresh = await conn.execute(
+            f"SELECT xmin::text AS version, {_RULE_COLUMNS} FROM alert_rules"
+            " WHERE id = ANY(%b::bigint[])".encode(),
+            (stale,),
+        )
+        for row in await fresh.fetchall():
+            cache[row["id"]] = (row.pop("version"), _rule(row))
+    enabled = {rule_id for rule_id, _ in versions}
+    for gone in set(cache) - enabled:
+        del cache[gone]
+    return [rule for rule_id, _ in versions if (rule := cache[rule_id][1]) is not None]
 
 
 async def rule_by_id(conn: Conn, rule_id: int) -> ActiveRule | None:
@@ -109,13 +133,14 @@ class InboxReading:
 async def take_inbox(conn: Conn, limit: int) -> list[InboxReading]:
     """Delete and answer the `limit` oldest committed readings of the inbox (by reading
     time, so a series split over two chunks is still applied in time order)."""
-    cursor = await conn.execute(
+    cursor = conn.cursor(row_factory=tuple_row)
+    await cursor.execute(
         "DELETE FROM alert_inbox WHERE ctid = ANY(ARRAY("
         " SELECT ctid FROM alert_inbox ORDER BY time LIMIT %s))"
         " RETURNING device_id, metric, time, value",
         (limit,),
     )
-    return [InboxReading(**row) for row in await cursor.fetchall()]
+    return [InboxReading(*row) for row in await cursor.fetchall()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,17 +153,24 @@ class DeviceFacts:
     metadata: dict[str, Any]
 
 
-_DEVICE_FACTS = (
-    'SELECT d.device_id, g.name AS "group", d.device_type, d.metadata'
-    " FROM devices d LEFT JOIN groups g ON g.id = d.group_id"
-)
-
-
-async def device_facts(conn: Conn, device_ids: list[str]) -> dict[str, DeviceFacts]:
-    cursor = await conn.execute(
-        f"{_DEVICE_FACTS} WHERE d.device_id = ANY(%s)".encode(), (device_ids,)
+async def device_facts(
+    conn: Conn, device_ids: list[str], *, metadata: bool = True
+) -> dict[str, DeviceFacts]:
+    """Scope facts of the devices; their metadata only when asked (a rule's threshold
+    comes from it): decoding 10,000 devices' JSON each round was a tenth of the
+    evaluator's time when no rule used it."""
+    cursor = conn.cursor(row_factory=tuple_row)
+    await cursor.execute(
+        'SELECT d.device_id, g.name AS "group", d.device_type,'
+        f" {'d.metadata' if metadata else 'NULL'}"
+        " FROM devices d LEFT JOIN groups g ON g.id = d.group_id"
+        " WHERE d.device_id = ANY(%b::text[])".encode(),
+        (device_ids,),
     )
-    return {row["device_id"]: _facts(row) for row in await cursor.fetchall()}
+    return {
+        row[0]: DeviceFacts(row[0], row[1], row[2], row[3] if isinstance(row[3], dict) else {})
+        for row in await cursor.fetchall()
+    }
 
 
 def _facts(row: Row) -> DeviceFacts:
@@ -163,12 +195,24 @@ class StoredState:
 async def load_states(
     conn: Conn, rule_ids: list[int], device_ids: list[str]
 ) -> dict[StateKey, StoredState]:
-    cursor = await conn.execute(
+    cursor = conn.cursor(row_factory=tuple_row)
+    await cursor.execute(
         "SELECT rule_id, device_id, revision, phase, since, last_time, last_value"
-        " FROM alert_state WHERE rule_id = ANY(%s) AND device_id = ANY(%s)",
+        " FROM alert_state WHERE rule_id = ANY(%b::bigint[]) AND device_id = ANY(%b::text[])",
         (rule_ids, device_ids),
     )
-    return {(row["rule_id"], row["device_id"]): _stored(row) for row in await cursor.fetchall()}
+    phases = _PHASES
+    return {
+        (rule_id, device_id): StoredState(
+            revision, SeriesState(phases[phase], since, last_time, last_value)
+        )
+        for rule_id, device_id, revision, phase, since, last_time, last_value in (
+            await cursor.fetchall()
+        )
+    }
+
+
+_PHASES = {str(phase): phase for phase in Phase}
 
 
 def _stored(row: Row) -> StoredState:
@@ -193,8 +237,8 @@ async def save_states(conn: Conn, states: dict[StateKey, StoredState]) -> None:
     keys = sorted(states)
     await conn.execute(
         "INSERT INTO alert_state (rule_id, device_id, revision, phase, since, last_time,"
-        " last_value) SELECT * FROM unnest(%s::bigint[], %s::text[], %s::int[], %s::text[],"
-        " %s::timestamptz[], %s::timestamptz[], %s::float8[])"
+        " last_value) SELECT * FROM unnest(%b::bigint[], %b::text[], %b::int[], %b::text[],"
+        " %b::timestamptz[], %b::timestamptz[], %b::float8[])"
         " ON CONFLICT (rule_id, device_id) DO UPDATE SET revision = EXCLUDED.revision,"
         " phase = EXCLUDED.phase, since = EXCLUDED.since, last_time = EXCLUDED.last_time,"
         " last_value = EXCLUDED.last_value",
