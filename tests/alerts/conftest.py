@@ -140,7 +140,10 @@ async def engine(pg15_database_url: str, tmp_path: Path) -> AsyncIterator[Engine
     await pool.close()
 
 
-T0 = datetime(2026, 12, 7, 10, 0, 0, tzinfo=UTC)
+# The readings' time in tests that drive rules by readings alone: tomorrow, on the hour,
+# ahead of the wall clock, so the timers (which run every round and count a device's
+# silence by the wall clock) never run a duration out in them, whatever day they run.
+T0 = (datetime.now(UTC) + timedelta(days=1)).replace(minute=0, second=0, microsecond=0)
 
 
 def at(seconds: float, base: datetime = T0) -> datetime:

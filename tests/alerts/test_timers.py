@@ -135,6 +135,31 @@ async def test_a_worker_restarted_mid_duration_neither_restarts_nor_repeats_it(
     assert len(await engine.notifications()) == 1
 
 
+async def test_a_broker_running_late_does_not_make_devices_look_silent(
+    engine: Engine,
+) -> None:
+    """Readings reach fieldline 30 s after they were taken (a backlog at the broker): a
+    pending device with nothing newer is not silent on the stream's clock while the
+    others' readings come; once the stream is quiet, the wall clock runs its duration out."""
+    await engine.device("pending")
+    await engine.device("other")
+    hold = 2
+    await engine.rule(
+        {"type": "threshold", "metric": "t", "op": ">", "value": 8, "for_seconds": hold}
+    )
+    late = datetime.now(UTC) - timedelta(seconds=30)
+    await engine.write("pending", (late, 9.0))
+    await engine.write("other", (late, 1.0))
+    await engine.evaluate()
+    for second in range(1, 4):  # the backlog drains: newer readings, still 30 s late
+        await engine.write("other", (late + timedelta(seconds=second), 1.0))
+        await engine.evaluate()
+    assert await engine.alerts() == []  # by the wall clock it was silent 30 s
+    await engine.evaluate()  # nothing more comes
+    (alert,) = await engine.alerts()
+    assert (alert["device_id"], alert["started_at"]) == ("pending", late + timedelta(seconds=hold))
+
+
 async def test_a_round_that_fails_commits_nothing_and_the_next_one_applies_it(
     engine: Engine,
 ) -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from fieldline.domain.alerts import (
     SILENCE,
+    STREAM_HOLD,
     Phase,
     RuleError,
     SeriesState,
@@ -17,6 +18,7 @@ from fieldline.domain.alerts import (
     apply_reading,
     parse_condition,
     start_state,
+    stream_clock,
 )
 
 T0 = datetime(2026, 12, 7, 10, tzinfo=UTC)
@@ -77,6 +79,14 @@ def test_the_timer_runs_a_duration_out_only_after_the_device_fell_silent() -> No
     lines = warm.lines({})
     assert lines is not None
     assert apply_reading(step.state, warm, lines, at(58), 5.0).change is None
+
+
+def test_silence_is_judged_on_the_streams_clock_when_the_stream_runs_late() -> None:
+    now = at(100)
+    assert stream_clock(now, None) == now  # nothing taken: the wall clock
+    assert stream_clock(now, at(70)) == at(70)  # readings waited 30 s in the broker
+    assert stream_clock(now, at(101)) == now  # a device whose clock runs ahead
+    assert stream_clock(now, at(0)) == now - STREAM_HOLD  # one far behind holds back 60 s
 
 
 @pytest.mark.parametrize(

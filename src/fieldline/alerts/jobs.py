@@ -14,7 +14,7 @@ from typing import Any
 
 from fieldline.alerts.evaluator import Tally, apply_inbox, seed
 from fieldline.alerts.timers import run_timers
-from fieldline.domain.alerts import AlertState, Severity
+from fieldline.domain.alerts import AlertState, Severity, stream_clock
 from fieldline.notify.dispatcher import NOTIFY
 from fieldline.storage import alert_state as state_store
 from fieldline.storage import alerts as alert_store
@@ -52,6 +52,7 @@ def alert_jobs(worker: WorkerContext) -> list[Job[Any]]:
                 settings.online_timeout_seconds,
                 tally,
                 caught_up=tally.readings < INBOX_CHUNK,
+                silence_at=stream_clock(now, max((r.time for r in readings), default=None)),
             )
             counts = await alert_store.active_counts(conn)
         seeded.update(judged)

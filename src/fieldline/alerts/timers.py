@@ -26,12 +26,14 @@ async def run_timers(
     tally: Tally,
     *,
     caught_up: bool = True,
+    silence_at: datetime | None = None,
 ) -> None:
     """`caught_up`: the round took the whole inbox. Otherwise readings that may end a
-    pending duration are still waiting, so durations are not run out this round."""
+    pending duration are still waiting, so durations are not run out this round.
+    `silence_at`: the time durations are judged at (`domain.alerts.stream_clock`)."""
     by_id = {rule.id: rule for rule in rules}
     if caught_up:
-        await _durations(conn, by_id, now, tally)
+        await _durations(conn, by_id, now, silence_at or now, tally)
     await _silences_of_devices(conn, by_id, now, online_timeout, tally)
     await _orphans(conn, by_id, now, tally)
     escalations = await alert_store.escalations_due(conn, now)
@@ -56,16 +58,18 @@ async def _rules_of(
     return lambda alert: None if alert.rule_id is None else rules.get(alert.rule_id)
 
 
-async def _durations(conn: Conn, rules: dict[int, ActiveRule], now: datetime, tally: Tally) -> None:
-    """Pending and clearing states whose `for_seconds` / `clear_for_seconds` ran out while
-    their device was silent (domain.alerts.SILENCE)."""
+async def _durations(
+    conn: Conn, rules: dict[int, ActiveRule], now: datetime, at: datetime, tally: Tally
+) -> None:
+    """Pending and clearing states whose `for_seconds` / `clear_for_seconds` ran out by
+    `at` while their device was silent (domain.alerts.SILENCE)."""
     changed: dict[StateKey, StoredState] = {}
     changes: list[RuleChange] = []
     for (rule_id, device_id), stored in (await state_store.timed_states(conn)).items():
         rule = rules.get(rule_id)
         if rule is None or not isinstance(rule.condition, Threshold):
             continue
-        step = advance(stored.state, rule.condition, now)
+        step = advance(stored.state, rule.condition, at)
         if step.change is not None:
             changed[rule_id, device_id] = StoredState(stored.revision, step.state)
             changes.append(RuleChange(rule, device_id, step.change))

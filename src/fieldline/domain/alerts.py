@@ -278,7 +278,24 @@ def apply_reading(
 # newer ones, so no fleet-wide clock says a device's next reading is not coming. A device
 # that keeps reporting ends its duration with its own next reading (opened at the due
 # time all the same); one that stopped reporting is judged this much after it did.
+# Silence is counted on the stream's clock, not the wall clock, when the stream runs
+# late (`stream_clock`): with the broker 15 s behind, every device looks silent by the
+# wall clock, and pending durations opened 7,646 alerts their delayed readings then
+# resolved (`fieldline bench alerts` at 10,000 devices).
 SILENCE = timedelta(seconds=10)
+# How far the stream's clock may hold the timers back: a device whose clock is behind
+# (no NTP) must not delay every other device's durations by more than this.
+STREAM_HOLD = timedelta(seconds=60)
+
+
+def stream_clock(now: datetime, newest: datetime | None) -> datetime:
+    """The time the timers judge silence at: the newest reading just taken when the
+    stream is behind the wall clock (readings waited in the broker), at most STREAM_HOLD
+    behind `now`. With no reading taken, `now`: a fleet gone quiet is judged by the wall
+    clock."""
+    if newest is None or newest >= now:
+        return now
+    return max(newest, now - STREAM_HOLD)
 
 
 def advance(state: SeriesState, rule: Threshold, now: datetime) -> Step:
