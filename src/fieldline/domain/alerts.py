@@ -278,10 +278,10 @@ def apply_reading(
 # newer ones, so no fleet-wide clock says a device's next reading is not coming. A device
 # that keeps reporting ends its duration with its own next reading (opened at the due
 # time all the same); one that stopped reporting is judged this much after it did.
-# Silence is counted on the stream's clock, not the wall clock, when the stream runs
-# late (`stream_clock`): with the broker 15 s behind, every device looks silent by the
-# wall clock, and pending durations opened 7,646 alerts their delayed readings then
-# resolved (`fieldline bench alerts` at 10,000 devices).
+# Silence is counted on the stream's clock, not the wall clock, when the whole stream
+# runs late (`stream_clock`): while ingest catches up on a backlog (after a restart, or
+# behind a busy broker) every device looks silent by the wall clock, and each pending
+# duration would open an alert that its delayed reading then resolves.
 SILENCE = timedelta(seconds=10)
 # How far the stream's clock may hold the timers back: a device whose clock is behind
 # (no NTP) must not delay every other device's durations by more than this.
