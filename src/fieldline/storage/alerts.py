@@ -121,12 +121,6 @@ async def open_alerts(conn: Conn, openings: Sequence[Opening], now: datetime) ->
     return sorted((StoredAlert(**row) for row in await cursor.fetchall()), key=lambda a: a.id)
 
 
-async def open_alert(conn: Conn, opening: Opening, now: datetime) -> StoredAlert | None:
-    """The (rule, device)'s alert, opened with its first event; None when one is open."""
-    opened = await open_alerts(conn, [opening], now)
-    return opened[0] if opened else None
-
-
 @dataclass(frozen=True, slots=True)
 class Clearing:
     """A (rule, device)'s condition cleared: the reading's time and value."""
