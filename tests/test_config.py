@@ -66,3 +66,53 @@ def test_what_a_component_needs_beyond_valid_settings() -> None:
     for component in ("api", "ingest"):
         with pytest.raises(ConfigurationError, match="FIELDLINE_BROKER=external"):
             check_component(on_database, component)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {"retention_raw_days": 30, "retention_hourly_days": 20},
+            "FIELDLINE_RETENTION_HOURLY_DAYS=20 keeps rollups for less time than"
+            " FIELDLINE_RETENTION_RAW_DAYS=30 keeps what they summarise: set"
+            " FIELDLINE_RETENTION_HOURLY_DAYS to at least 30 days, or 0 to keep them",
+        ),
+        (
+            {"retention_hourly_days": 400, "retention_daily_days": 90},
+            "FIELDLINE_RETENTION_DAILY_DAYS=90 keeps rollups for less time than"
+            " FIELDLINE_RETENTION_HOURLY_DAYS=400",
+        ),
+        (
+            {"retention_raw_days": 0, "retention_hourly_days": 400},
+            "FIELDLINE_RETENTION_RAW_DAYS=0 \\(kept for good\\)",
+        ),
+        (
+            {"retention_hourly_days": 0, "retention_daily_days": 3650},
+            "FIELDLINE_RETENTION_HOURLY_DAYS=0 \\(kept for good\\)",
+        ),
+        (
+            {"retention_raw_days": 7},
+            "FIELDLINE_RETENTION_RAW_DAYS=7 is shorter than FIELDLINE_DEDUP_WINDOW_DAYS=30",
+        ),
+    ],
+)
+def test_retention_that_would_lose_data_is_refused(values: dict[str, int], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        Settings(data_dir=Path("/srv/fieldline"), **values)  # type: ignore[arg-type]
+
+
+def test_retention_settings_that_keep_what_they_promise_load() -> None:
+    for raw, hourly, daily, window in [
+        (30, 400, 0, 30),  # the defaults
+        (7, 30, 365, 7),  # a short raw tier with a window as short
+        (0, 0, 0, 30),  # everything kept
+        (90, 90, 90, 30),  # every tier as long as the one below
+    ]:
+        settings = Settings(
+            data_dir=Path("/srv/fieldline"),
+            retention_raw_days=raw,
+            retention_hourly_days=hourly,
+            retention_daily_days=daily,
+            dedup_window_days=window,
+        )
+        assert (settings.retention_raw_days, settings.retention_daily_days) == (raw, daily)

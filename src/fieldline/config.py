@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import itertools
 import os
 from enum import StrEnum
 from pathlib import Path
@@ -310,6 +311,24 @@ class Settings(BaseSettings):
         description="Rejected messages are kept this long (raw bytes and reason); the worker "
         "deletes older ones.",
     )
+    retention_raw_days: int = Field(
+        30,
+        ge=0,
+        description="Raw points are kept this many days (0 = kept), then dropped a day's "
+        "partition at a time; charts over older ranges read the rollups.",
+    )
+    retention_hourly_days: int = Field(
+        400,
+        ge=0,
+        description="Hourly rollups are kept this many days (0 = kept), a month's partition at "
+        "a time; at least as long as raw points.",
+    )
+    retention_daily_days: int = Field(
+        0,
+        ge=0,
+        description="Daily rollups are kept this many days (0 = kept), a year's partition at a "
+        "time; at least as long as hourly rollups.",
+    )
     worker_interval_seconds: float = Field(
         60.0, gt=0, description="How often the worker runs its housekeeping jobs."
     )
@@ -417,6 +436,19 @@ class Settings(BaseSettings):
             raise ValueError(AMQTT_HAS_NO_TLS)
         return self
 
+    @model_validator(mode="after")
+    def _retention_keeps_what_it_promises(self) -> Settings:
+        """Retention that would lose data is refused at start, with what to change."""
+        refused = retention_refusal(
+            self.retention_raw_days,
+            self.retention_hourly_days,
+            self.retention_daily_days,
+            self.dedup_window_days,
+        )
+        if refused:
+            raise ValueError(refused)
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -460,6 +492,42 @@ def _topic_scheme(prefix: str) -> TopicScheme:
     # Keyed by the prefix, not cached on the object: a model_copy with another
     # topic_prefix must not carry the old scheme along.
     return TopicScheme(prefix)
+
+
+def retention_refusal(raw: int, hourly: int, daily: int, dedup_window: int) -> str | None:
+    """Why these retention days (0 = kept) would lose data, or None when they would not.
+
+    Each tier must outlive the finer one below it: charts over old ranges read the
+    coarser tier, and a rollup cannot be rebuilt once the points under it are gone.
+    Raw points must outlive the de-duplication window: readings arrive late (a device
+    flushing its buffer, a redelivery) for as long as their message ids are kept, and
+    the raw point of such a reading would be dropped as soon as it was stored.
+    """
+    tiers = [
+        ("FIELDLINE_RETENTION_RAW_DAYS", raw),
+        ("FIELDLINE_RETENTION_HOURLY_DAYS", hourly),
+        ("FIELDLINE_RETENTION_DAILY_DAYS", daily),
+    ]
+    for (finer, finer_days), (coarser, coarser_days) in itertools.pairwise(tiers):
+        if coarser_days and (not finer_days or coarser_days < finer_days):
+            if not finer_days:
+                return (
+                    f"{coarser}={coarser_days} keeps rollups for less time than {finer}=0"
+                    f" (kept for good) keeps what they summarise: set {coarser} to 0 too,"
+                    f" or {finer} to at most {coarser_days} days"
+                )
+            return (
+                f"{coarser}={coarser_days} keeps rollups for less time than {finer}="
+                f"{finer_days} keeps what they summarise: set {coarser} to at least"
+                f" {finer_days} days, or 0 to keep them"
+            )
+    if raw and raw < dedup_window:
+        return (
+            f"FIELDLINE_RETENTION_RAW_DAYS={raw} is shorter than FIELDLINE_DEDUP_WINDOW_DAYS="
+            f"{dedup_window}, the time late readings are still accepted and de-duplicated in:"
+            f" raise the retention or lower the window to {raw} days"
+        )
+    return None
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -5,9 +5,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
+from psycopg.rows import dict_row
+
+from fieldline.domain.readings import Reading
 from fieldline.storage.migrate import available_migrations
+from fieldline.storage.writer import Batch, DeviceReadings, PartitionCache, write_batch
+from tests.conftest import create_devices
 from tests.e2e.conftest import ADMIN_PASSWORD, DeviceClient, Platform
 
 
@@ -63,6 +70,43 @@ def test_user_create_and_migrate_on_an_external_database(pg15_database_url: str)
     assert "user ops created with role operator" in created.stdout
     twice = fieldline("user", "create", "ops", "--password", "operator-password", env=env)
     assert twice.returncode == 1 and "already exists" in twice.stderr
+
+
+async def test_retention_runs_once_from_the_cli(pg15_database_url: str) -> None:
+    """`fieldline worker --once --job retention`, as cron or a user would run it: the day
+    of raw points past 30 days goes, yesterday's stays, and its hour is still charted."""
+    env = {"DATABASE_URL": pg15_database_url, "FIELDLINE_LOG_LEVEL": "WARNING"}
+    assert fieldline("migrate", env=env).returncode == 0
+    now = datetime.now(UTC)
+    old, recent = now - timedelta(days=40), now - timedelta(days=1)
+    async with await psycopg.AsyncConnection.connect(
+        pg15_database_url, autocommit=True, row_factory=dict_row
+    ) as conn:
+        await create_devices(conn, "silo-1")
+        readings = [
+            Reading(message_id=name, time=time, metrics={"level": 4.0}, attributes={})
+            for name, time in (("old", old), ("recent", recent))
+        ]
+        batch = Batch(telemetry=[DeviceReadings("silo-1", now, readings)])
+        await write_batch(conn, batch, PartitionCache())
+
+    ran = fieldline("worker", "--once", "--job", "retention", env=env)
+    assert ran.returncode == 0, ran.stderr
+    assert f"retention: raw dropped telemetry_p{old:%Y%m%d}; hourly dropped nothing" in ran.stdout
+    async with await psycopg.AsyncConnection.connect(pg15_database_url) as conn:
+        points = await (await conn.execute("SELECT time FROM telemetry")).fetchall()
+        hours = await (await conn.execute("SELECT count FROM telemetry_hourly")).fetchall()
+    assert [row[0] for row in points] == [recent]
+    assert [row[0] for row in hours] == [1, 1]
+
+    again = fieldline("worker", "--once", "--job", "retention", env=env)
+    assert "raw dropped nothing" in again.stdout
+    unknown = fieldline("worker", "--once", "--job", "retain", env=env)
+    assert unknown.returncode == 2 and "no job 'retain'" in unknown.stderr
+    assert "retention" in unknown.stderr
+    refused = fieldline("worker", "--once", env={**env, "FIELDLINE_RETENTION_HOURLY_DAYS": "10"})
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "FIELDLINE_RETENTION_HOURLY_DAYS=10 keeps rollups for less time" in refused.stderr
 
 
 def test_user_create_without_a_database_says_where_to_find_one(tmp_path: Path) -> None:

@@ -185,9 +185,12 @@ async def test_concurrent_writers_store_each_message_once(database_url: str, poo
     assert await rows(pool, "SELECT count(*) FROM telemetry") == [(200,)]
 
 
-async def test_hourly_rollups_count_each_stored_point_once(database_url: str, pool: Pool) -> None:
+async def test_hourly_and_daily_rollups_count_each_stored_point_once(
+    database_url: str, pool: Pool
+) -> None:
     """Rollups agree with the raw points whatever arrives: redeliveries, late readings of
-    an hour already rolled up, readings without an id, and two batches at once."""
+    an hour (and a day) already rolled up, readings without an id, and two batches at
+    once. The readings span midnight, so two days of each series are rolled up."""
     hour = 3600.0
     first = [reading(f"a{i}", i * 600, temp=float(i), rh=50.0 - i) for i in range(12)]
     late = [reading(f"b{i}", -3 * hour + i * 7, temp=-float(i)) for i in range(5)]
@@ -213,6 +216,23 @@ async def test_hourly_rollups_count_each_stored_point_once(database_url: str, po
     assert rollups == raw
     points = sum(int(row[3]) for row in rollups)  # type: ignore[call-overload]
     assert points == (12 * 2 + 5 + 3) + 12 * 2
+
+    raw_days = await rows(
+        pool,
+        "SELECT device_id, metric,"
+        " date_bin('1 day', time, TIMESTAMPTZ '1970-01-01 00:00:00+00') AS day,"
+        " count(*), sum(value), min(value), max(value)"
+        " FROM telemetry GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+    )
+    daily = await rows(
+        pool,
+        "SELECT device_id, metric, day, count, sum, min, max FROM telemetry_daily ORDER BY 1, 2, 3",
+    )
+    assert daily == raw_days
+    assert {row[2] for row in daily} == {
+        datetime(2026, 11, 24, tzinfo=UTC),
+        datetime(2026, 11, 25, tzinfo=UTC),
+    }
 
 
 async def test_a_busy_device_is_marked_seen_about_once_a_second(

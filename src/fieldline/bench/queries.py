@@ -38,7 +38,7 @@ import psycopg
 from fieldline.bench.report import Result, Table, percentile
 from fieldline.bench.stack import Stack, running_stack
 from fieldline.bench.usage import Usage, pids, tree
-from fieldline.storage.writer import create_partition
+from fieldline.storage import partitions
 
 GROUP = "bench-fleet"
 LONG_DEVICE = "bench-long"
@@ -117,7 +117,11 @@ _SEED_ROLLUPS = """
 INSERT INTO telemetry_hourly (device_id, metric, hour, count, sum, min, max)
 SELECT device_id, metric, date_bin('1 hour', time, TIMESTAMPTZ '1970-01-01 00:00:00+00'),
        count(*), sum(value), min(value), max(value)
-FROM telemetry GROUP BY 1, 2, 3
+FROM telemetry GROUP BY 1, 2, 3;
+INSERT INTO telemetry_daily (device_id, metric, day, count, sum, min, max)
+SELECT device_id, metric, date_bin('1 day', hour, TIMESTAMPTZ '1970-01-01 00:00:00+00'),
+       sum(count), sum(sum), min(min), max(max)
+FROM telemetry_hourly GROUP BY 1, 2, 3
 """
 
 
@@ -138,10 +142,10 @@ async def seed(database_url: str, scale: Scale, *, now: datetime, workers: int =
     fleet = fleet_ids(scale.devices)
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
         await _seed_registry(conn, fleet, end)
-        day = long_first.date()
-        while day <= end.date():
-            await create_partition(conn, day)
-            day += timedelta(days=1)
+        days = (end.date() - long_first.date()).days + 1
+        await partitions.create_for_days(
+            conn, [long_first.date() + timedelta(days=n) for n in range(days)]
+        )
     jobs: asyncio.Queue[date] = asyncio.Queue()
     day = long_first.date()
     while day <= end.date():
@@ -160,14 +164,15 @@ async def seed(database_url: str, scale: Scale, *, now: datetime, workers: int =
 
     points = sum(await asyncio.gather(*(work() for _ in range(workers))))
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-        # The hourly rollups ingest keeps in step with every batch it stores.
+        # The hourly and daily rollups ingest keeps in step with every batch it stores.
         await conn.execute(_SEED_ROLLUPS)
     inserted_at = time.monotonic()
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
         # A running system's autovacuum has long visited yesterday's partitions; without
         # it the first queries would pay for hint bits and find no visibility map.
         await conn.execute(
-            "VACUUM (ANALYZE) telemetry, telemetry_latest, telemetry_hourly, devices"
+            "VACUUM (ANALYZE) telemetry, telemetry_latest, telemetry_hourly, telemetry_daily,"
+            " devices"
         )
     return Seeded(end, points, inserted_at - started, time.monotonic() - inserted_at)
 

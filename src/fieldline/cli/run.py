@@ -127,11 +127,58 @@ def ingest(retire: bool, supervised: bool, **overrides: Any) -> None:
 
 @click.command()
 @click.option("--ops-port", type=int, help="[FIELDLINE_OPS_PORT]")
-def worker(**overrides: Any) -> None:
+@click.option(
+    "--once", is_flag=True, help="Run every job (or --job) once, then stop; also beside `up`."
+)
+@click.option("--job", "job", metavar="NAME", help="With --once: only this job (e.g. retention).")
+@data_dir_option
+def worker(once: bool, job: str | None, **overrides: Any) -> None:
     """Run the housekeeping worker alone (production: DATABASE_URL)."""
     from fieldline.runtime.components import run_worker
 
-    _run_component(run_worker, load(**overrides))
+    settings = load(**overrides)
+    if job is not None and not once:
+        raise click.UsageError("--job needs --once")
+    if once:
+        run(_worker_once(settings, job))
+        return
+    _run_component(run_worker, settings)
+
+
+async def _worker_once(settings: Settings, name: str | None) -> None:
+    """Each job once, in the order the worker runs them, on the database `up` would use."""
+    from fieldline.ops.metrics import Metrics
+    from fieldline.storage.db import open_pool
+    from fieldline.storage.embedded import database
+    from fieldline.storage.migrate import migrate
+    from fieldline.worker.service import Worker
+
+    async with database(settings, command="worker") as db:
+        await migrate(db.url)
+        pool = await open_pool(db.url, min_size=1, max_size=2, name="fieldline-worker-once")
+        try:
+            worker = Worker(settings=settings, pool=pool, metrics=Metrics())
+            names = [job.name for job in worker.jobs]
+            if name is not None and name not in names:
+                raise click.UsageError(f"no job {name!r}; the jobs: {', '.join(names)}")
+            for job in [name] if name else names:
+                result = await worker.run_job(job)
+                click.echo(f"{job}: {_job_outcome(result)}")
+        finally:
+            await pool.close()
+
+
+def _job_outcome(result: object) -> str:
+    from fieldline.storage.retention import TierRun
+
+    if result is None:
+        return "skipped (another worker holds it) or failed (see the log)"
+    if isinstance(result, list) and all(isinstance(run, TierRun) for run in result):
+        return "; ".join(
+            f"{run.tier.name} dropped {', '.join(p.name for p in run.dropped) or 'nothing'}"
+            for run in result
+        )
+    return "done"
 
 
 @click.command()

@@ -143,6 +143,29 @@ class Metrics:
             "Devices marked offline by the worker after falling silent",
             registry=r,
         )
+        self.retention_last_run = Gauge(
+            "fieldline_retention_last_run_timestamp_seconds",
+            "When the worker's retention job last finished (Unix time)",
+            registry=r,
+        )
+        self.retention_partitions_dropped = Counter(
+            "fieldline_retention_partitions_dropped",
+            "Partitions retention dropped, by tier (raw, hourly, daily)",
+            ["tier"],
+            registry=r,
+        )
+        self.retention_bytes_dropped = Counter(
+            "fieldline_retention_dropped_bytes",
+            "Bytes on disk of the partitions retention dropped, by tier",
+            ["tier"],
+            registry=r,
+        )
+        self.retention_rows_dropped = Counter(
+            "fieldline_retention_dropped_rows",
+            "Rows of the partitions retention dropped, by tier (PostgreSQL's estimate)",
+            ["tier"],
+            registry=r,
+        )
         self.message_ids_forgotten = Counter(
             "fieldline_message_ids_forgotten",
             "Message ids dropped from the de-duplication ledger after the window",

@@ -11,20 +11,22 @@ from datetime import date, datetime, timedelta
 
 from psycopg import AsyncConnection
 
+from fieldline.storage import partitions
 from fieldline.storage.db import Row
 from fieldline.storage.locks import JobLock, try_job_lock
-from fieldline.storage.writer import create_partition
 
 DELETE_CHUNK = 50_000  # ledger rows forgotten per statement, so no job holds locks for long
 
 
 async def create_partitions_ahead(conn: AsyncConnection[Row], today: date, days: int) -> int | None:
-    """Telemetry partitions for today and the next `days`, so midnight costs ingest no DDL."""
+    """Every tier's partitions for today and the next `days`, so midnight (and the first
+    of a month or year) costs ingest no DDL."""
     async with conn.transaction():
         if not await try_job_lock(conn, JobLock.PARTITIONS):
             return None
-    for offset in range(days + 1):
-        await create_partition(conn, today + timedelta(days=offset))
+        await partitions.create_for_days(
+            conn, [today + timedelta(days=offset) for offset in range(days + 1)]
+        )
     return days + 1
 
 

@@ -159,8 +159,9 @@ async def raw_points(
 
 
 HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
 EPOCH = "TIMESTAMPTZ '1970-01-01 00:00:00+00'"
-# How each aggregate combines hourly rollups (count, sum, min, max) into a bucket.
+# How each aggregate combines rollups (count, sum, min, max) into a bucket.
 _FROM_ROLLUPS = {
     Aggregate.AVG: "sum(sum) / sum(count)",
     Aggregate.MIN: "min(min)",
@@ -182,12 +183,15 @@ async def bucketed_points(
 ) -> list[Point]:
     """One point per bucket, buckets aligned to the epoch so charts line up across queries.
 
-    Buckets of whole hours read the hourly rollups for the whole hours of the range
-    and raw points only for its partial first and last hours: a 30-day chart reads
-    720 rollups instead of every point, with exactly the raw points' aggregates.
+    Each bucket is read from the coarsest tier that answers it exactly: buckets of whole
+    days read the daily rollups for the range's whole days, the hourly ones for the
+    whole hours at its edges and raw points only for its partial first and last hours
+    (a one-year chart reads about 365 rows, not 8,760 or every point); buckets of whole
+    hours read the hourly rollups and raw points at the edges. So a chart keeps working
+    over a range whose raw points (or hourly rollups) retention has dropped.
     """
-    whole_start, whole_end = _ceil_hour(start), _floor_hour(end)
-    if bucket % HOUR or whole_start >= whole_end:
+    hours = _whole(start, end, HOUR)
+    if bucket % HOUR or hours is None:
         rows = await (
             await conn.execute(
                 f"SELECT date_bin(%(bucket)s, time, {EPOCH}) AS time,"
@@ -204,17 +208,25 @@ async def bucketed_points(
             )
         ).fetchall()
         return [Point(**row) for row in rows]
+    days = _whole(start, end, DAY) if bucket % DAY == timedelta(0) else None
+    # Whole days [day_start, day_end) from the daily tier; none when `days` is None.
+    day_start, day_end = days if days is not None else (hours[1], hours[1])
     rows = await (
         await conn.execute(
             "WITH parts AS ("
-            " SELECT hour AS time, count, sum, min, max FROM telemetry_hourly"
+            " SELECT day AS time, count, sum, min, max FROM telemetry_daily"
             " WHERE device_id = %(device)s AND metric = %(metric)s"
-            " AND hour >= %(whole_start)s AND hour < %(whole_end)s"
+            " AND day >= %(day_start)s AND day < %(day_end)s"
+            " UNION ALL"
+            " SELECT hour, count, sum, min, max FROM telemetry_hourly"
+            " WHERE device_id = %(device)s AND metric = %(metric)s"
+            " AND ((hour >= %(hour_start)s AND hour < %(day_start)s)"
+            " OR (hour >= %(day_end)s AND hour < %(hour_end)s))"
             " UNION ALL"
             " SELECT time, 1, value, value, value FROM telemetry"
             " WHERE device_id = %(device)s AND metric = %(metric)s"
-            " AND ((time >= %(start)s AND time < %(whole_start)s)"
-            " OR (time >= %(whole_end)s AND time < %(end)s)))"
+            " AND ((time >= %(start)s AND time < %(hour_start)s)"
+            " OR (time >= %(hour_end)s AND time < %(end)s)))"
             f" SELECT date_bin(%(bucket)s, time, {EPOCH}) AS time,"
             f" {_FROM_ROLLUPS[aggregate]} AS value FROM parts GROUP BY 1 ORDER BY 1",
             {
@@ -223,21 +235,23 @@ async def bucketed_points(
                 "metric": metric,
                 "start": start,
                 "end": end,
-                "whole_start": whole_start,
-                "whole_end": whole_end,
+                "hour_start": hours[0],
+                "hour_end": hours[1],
+                "day_start": day_start,
+                "day_end": day_end,
             },
         )
     ).fetchall()
     return [Point(**row) for row in rows]
 
 
-def _floor_hour(moment: datetime) -> datetime:
-    return moment - (moment - _EPOCH_TIME) % HOUR
-
-
-def _ceil_hour(moment: datetime) -> datetime:
-    floor = _floor_hour(moment)
-    return floor if floor == moment else floor + HOUR
+def _whole(start: datetime, end: datetime, unit: timedelta) -> tuple[datetime, datetime] | None:
+    """The range's whole `unit`s (epoch-aligned), or None when it holds not one."""
+    floor = end - (end - _EPOCH_TIME) % unit
+    ceil = start - (start - _EPOCH_TIME) % unit
+    if ceil != start:
+        ceil += unit
+    return (ceil, floor) if ceil < floor else None
 
 
 async def device_attributes(conn: Conn, device_id: str) -> dict[str, tuple[str, datetime]]:

@@ -16,11 +16,11 @@ from datetime import UTC, date, datetime, timedelta
 
 import psycopg
 from psycopg import AsyncConnection
-from psycopg.errors import DuplicateTable, UniqueViolation
 from psycopg.rows import tuple_row
 
 from fieldline.domain.devices import ConnectionStatus
 from fieldline.domain.readings import Reading, storable_copy
+from fieldline.storage import partitions
 from fieldline.storage.commands import ReportedResult, apply_results
 from fieldline.storage.telemetry import announce_latest_changes
 
@@ -122,29 +122,16 @@ def unstorable_detail(error: BaseException) -> str:
 
 
 class PartitionCache:
-    """Days that already have a telemetry partition, so the hot path asks once per day."""
+    """Days whose partitions exist in every tier, so the hot path asks once per day."""
 
     def __init__(self) -> None:
         self._known: set[date] = set()
 
     async def ensure(self, conn: AsyncConnection[object], days: Iterable[date]) -> None:
-        for day in sorted(set(days) - self._known):
-            await create_partition(conn, day)
-            self._known.add(day)
-
-
-async def create_partition(conn: AsyncConnection[object], day: date) -> None:
-    name = f"telemetry_p{day:%Y%m%d}"
-    start, end = day.isoformat(), (day + timedelta(days=1)).isoformat()
-    try:
-        async with conn.transaction():
-            await conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF telemetry "
-                f"FOR VALUES FROM ('{start} 00:00:00+00') TO ('{end} 00:00:00+00')".encode()
-            )
-    except (DuplicateTable, UniqueViolation):
-        # Another ingest process created it at the same moment.
-        log.debug("partition created concurrently", extra={"partition": name})
+        new = set(days) - self._known
+        if new:
+            await partitions.create_for_days(conn, new)
+            self._known |= new
 
 
 class RecentPresence:
@@ -194,7 +181,7 @@ async def write_batch(
         await _copy_points(conn, points)
         await _copy_inbox(conn, points)
         await announce_latest_changes(conn, await _upsert_latest(conn, points))
-        await _add_to_hourly(conn, points)
+        await _add_to_rollups(conn, points)
         await _count_activity(conn, len(stored), points.count)
         await _upsert_attributes(conn, stored, batch.presence)
         written = await _update_presence(conn, batch.presence, recent)
@@ -438,27 +425,48 @@ async def _upsert_latest(conn: AsyncConnection[object], points: _Points) -> set[
     return {device for device, _ in keys}
 
 
-async def _add_to_hourly(conn: AsyncConnection[object], points: _Points) -> None:
-    """Add the batch's points to their hourly rollups (count, sum, min, max)."""
+async def _add_to_rollups(conn: AsyncConnection[object], points: _Points) -> None:
+    """Add the batch's points to their hourly and daily rollups (count, sum, min, max)."""
     hours = points.hourly
     if not hours:
         return
-    keys = sorted(hours)  # the same lock order in every ingest process
+    days: dict[tuple[str, str, datetime], list[float]] = {}
+    for (device, metric, hour), (count, total, low, high) in hours.items():
+        key = (device, metric, hour.replace(hour=0))
+        day = days.get(key)
+        if day is None:
+            days[key] = [count, total, low, high]
+        else:
+            day[0] += count
+            day[1] += total
+            day[2] = min(day[2], low)
+            day[3] = max(day[3], high)
+    await _upsert_rollups(conn, "telemetry_hourly", "hour", hours)
+    await _upsert_rollups(conn, "telemetry_daily", "day", days)
+
+
+async def _upsert_rollups(
+    conn: AsyncConnection[object],
+    table: str,
+    column: str,
+    rollups: dict[tuple[str, str, datetime], list[float]],
+) -> None:
+    keys = sorted(rollups)  # the same lock order in every ingest process
     await conn.execute(
-        "INSERT INTO telemetry_hourly AS h (device_id, metric, hour, count, sum, min, max) "
+        f"INSERT INTO {table} AS r (device_id, metric, {column}, count, sum, min, max) "
         "SELECT * FROM unnest(%b::text[], %b::text[], %b::timestamptz[], %b::int8[],"
         " %b::float8[], %b::float8[], %b::float8[]) "
-        "ON CONFLICT (device_id, metric, hour) DO UPDATE SET count = h.count + EXCLUDED.count,"
-        " sum = h.sum + EXCLUDED.sum, min = least(h.min, EXCLUDED.min),"
-        " max = greatest(h.max, EXCLUDED.max)",
+        f"ON CONFLICT (device_id, metric, {column}) DO UPDATE SET count = r.count + EXCLUDED.count,"
+        " sum = r.sum + EXCLUDED.sum, min = least(r.min, EXCLUDED.min),"
+        " max = greatest(r.max, EXCLUDED.max)".encode(),
         (
             [k[0] for k in keys],
             [k[1] for k in keys],
             [k[2] for k in keys],
-            [int(hours[k][0]) for k in keys],
-            [hours[k][1] for k in keys],
-            [hours[k][2] for k in keys],
-            [hours[k][3] for k in keys],
+            [int(rollups[k][0]) for k in keys],
+            [rollups[k][1] for k in keys],
+            [rollups[k][2] for k in keys],
+            [rollups[k][3] for k in keys],
         ),
     )
 

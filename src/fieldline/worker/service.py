@@ -23,13 +23,20 @@ from fieldline.ops.metrics import Metrics
 from fieldline.storage.db import Pool
 from fieldline.worker.housekeeping import housekeeping_jobs
 from fieldline.worker.jobs import Job, JobSource, Schedule, WorkerContext
+from fieldline.worker.retention import retention_jobs
 
 log = logging.getLogger(__name__)
 
 R = TypeVar("R")
 
 # Every feature's jobs. Jobs sharing a schedule run in this order.
-FEATURES: tuple[JobSource, ...] = (housekeeping_jobs, downlink_jobs, alert_jobs, notify_jobs)
+FEATURES: tuple[JobSource, ...] = (
+    housekeeping_jobs,
+    retention_jobs,
+    downlink_jobs,
+    alert_jobs,
+    notify_jobs,
+)
 
 
 class Worker:

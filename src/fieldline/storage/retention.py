@@ -1,0 +1,61 @@
+"""Retention: each tier's partitions dropped whole once all they hold is past the tier's age.
+
+A partition goes only when its end is older than the tier's age, so at most a
+partition's span more than the age is kept (a day of raw points, a month of hourly
+rollups, a year of daily ones), never less. The rollups are kept by ingest in the
+transaction that stores the points (storage/writer.py), not refreshed from them
+later, so dropping raw points never changes a rollup. What each run dropped is kept
+in `retention_runs`, for the API and the metrics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from psycopg import AsyncConnection
+
+from fieldline.storage import partitions
+from fieldline.storage.partitions import Partition, Tier
+
+
+@dataclass(frozen=True, slots=True)
+class TierRun:
+    tier: Tier
+    dropped: list[Partition]
+
+
+def expired(found: list[Partition], keep_days: int, now: datetime) -> list[Partition]:
+    """The partitions all of whose rows are older than `keep_days` (0 = kept for good)."""
+    if not keep_days:
+        return []
+    cutoff = now - timedelta(days=keep_days)
+    return [p for p in found if datetime(p.end.year, p.end.month, p.end.day, tzinfo=UTC) <= cutoff]
+
+
+async def apply(
+    conn: AsyncConnection[object], keep: dict[Tier, int], now: datetime
+) -> list[TierRun]:
+    """Drop every tier's expired partitions, oldest first; record what went. `conn` is in
+    autocommit mode (a concurrent detach is two transactions of its own)."""
+    runs = []
+    for tier, keep_days in keep.items():
+        dropped = []
+        for partition in expired(await partitions.partitions(conn, tier), keep_days, now):
+            await partitions.drop(conn, tier, partition)
+            dropped.append(partition)
+        runs.append(TierRun(tier, dropped))
+        await conn.execute(
+            "INSERT INTO retention_runs (tier, ran_at, dropped, bytes, rows)"
+            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (tier) DO UPDATE SET"
+            " ran_at = EXCLUDED.ran_at, dropped = EXCLUDED.dropped,"
+            " bytes = EXCLUDED.bytes, rows = EXCLUDED.rows",
+            (
+                tier.name,
+                now,
+                [p.name for p in dropped],
+                sum(p.bytes for p in dropped),
+                sum(p.rows for p in dropped),
+            ),
+        )
+    return runs

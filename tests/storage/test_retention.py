@@ -1,0 +1,137 @@
+"""Retention against real PostgreSQL: whole partitions past their tier's age go, charts stay."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from fieldline.domain.readings import Reading
+from fieldline.storage import partitions, retention, telemetry
+from fieldline.storage.db import Pool, open_pool
+from fieldline.storage.migrate import migrate
+from fieldline.storage.partitions import DAILY, HOURLY, RAW
+from fieldline.storage.telemetry import Aggregate
+from fieldline.storage.writer import Batch, DeviceReadings, PartitionCache, write_batch
+from tests.conftest import create_devices
+
+# Retention is told the time, so the partitions' names below hold on any day.
+NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+FIRST = datetime(2026, 8, 29, tzinfo=UTC)  # 100 days of hourly readings up to NOW
+KEEP = {RAW: 30, HOURLY: 40, DAILY: 0}
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[Pool]:
+    await migrate(database_url)
+    pool = await open_pool(database_url, min_size=1, max_size=2)
+    async with pool.connection() as conn:
+        await create_devices(conn, "cold-room")
+        hours = int((NOW - FIRST) / timedelta(hours=1))
+        readings = [
+            Reading(
+                message_id=f"m{i}",
+                time=FIRST + timedelta(hours=i, minutes=i % 60),
+                metrics={"temperature": float(i % 17) - 4.5},
+                attributes={},
+            )
+            for i in range(hours)
+        ]
+        batch = Batch(telemetry=[DeviceReadings("cold-room", NOW, readings)])
+        await write_batch(conn, batch, PartitionCache())  # type: ignore[arg-type]
+    yield pool
+    await pool.close()
+
+
+async def names(pool: Pool, tier: partitions.Tier) -> list[str]:
+    async with pool.connection() as conn:
+        return [p.name for p in await partitions.partitions(conn, tier)]  # type: ignore[arg-type]
+
+
+async def chart(pool: Pool, start: datetime, bucket: timedelta) -> list[tuple[datetime, float]]:
+    """The cold room's temperature as a chart asks for it: avg, min, max and count."""
+    lines = []
+    async with pool.connection() as conn:
+        for aggregate in (Aggregate.AVG, Aggregate.MIN, Aggregate.MAX, Aggregate.COUNT):
+            points = await telemetry.bucketed_points(
+                conn,
+                device_id="cold-room",
+                metric="temperature",
+                start=start,
+                end=NOW,
+                bucket=bucket,
+                aggregate=aggregate,
+            )
+            lines += [(p.time, round(p.value, 9)) for p in points]
+    return lines
+
+
+def days(first: date, last: date) -> list[str]:
+    return [
+        f"telemetry_p{first + timedelta(days=n):%Y%m%d}" for n in range((last - first).days + 1)
+    ]
+
+
+async def test_retention_drops_whole_partitions_past_their_age_and_charts_read_rollups(
+    pool: Pool,
+) -> None:
+    year_by_day = await chart(pool, FIRST, timedelta(days=1))
+    autumn_by_hour = await chart(pool, datetime(2026, 10, 1, tzinfo=UTC), timedelta(hours=1))
+    assert len(year_by_day) == 4 * 101  # a bucket a day (the last half a day), four aggregates
+    assert await names(pool, RAW) == days(date(2026, 8, 29), date(2026, 12, 7))
+
+    async with pool.connection() as conn:
+        runs = await retention.apply(conn, KEEP, NOW)
+
+    # Raw points: a day goes once all of it is 30 days old (before 2026-11-07 12:00).
+    assert await names(pool, RAW) == days(date(2026, 11, 7), date(2026, 12, 7))
+    # Hourly rollups: a month goes once all of it is 40 days old (before 2026-10-28 12:00).
+    assert await names(pool, HOURLY) == [
+        "telemetry_hourly_p202610",
+        "telemetry_hourly_p202611",
+        "telemetry_hourly_p202612",
+    ]
+    assert await names(pool, DAILY) == ["telemetry_daily_p2026"]  # kept for good
+    dropped = {run.tier.name: [p.name for p in run.dropped] for run in runs}
+    assert dropped == {
+        "raw": days(date(2026, 8, 29), date(2026, 11, 6)),
+        "hourly": ["telemetry_hourly_p202608", "telemetry_hourly_p202609"],
+        "daily": [],
+    }
+
+    # The same charts, now answered by the rollups where the raw points are gone.
+    assert await chart(pool, FIRST, timedelta(days=1)) == year_by_day
+    assert await chart(pool, datetime(2026, 10, 1, tzinfo=UTC), timedelta(hours=1)) == (
+        autumn_by_hour
+    )
+    async with pool.connection() as conn:
+        row = await (
+            await conn.execute(
+                "SELECT tier, dropped, bytes > 0 AS sized FROM retention_runs WHERE tier = 'raw'"
+            )
+        ).fetchone()
+        assert row == {"tier": "raw", "dropped": dropped["raw"], "sized": True}
+
+        # A second run finds nothing more to drop and records that.
+        again = await retention.apply(conn, KEEP, NOW)  # type: ignore[arg-type]
+        assert [run.dropped for run in again] == [[], [], []]
+        ran = await (await conn.execute("SELECT dropped FROM retention_runs")).fetchall()
+        assert ran == [{"dropped": []}] * 3
+
+
+async def test_a_detach_cut_short_is_finished_by_the_next_run(pool: Pool) -> None:
+    """A worker killed between a concurrent detach's two transactions leaves the partition
+    'detach pending'; the next run finalises it instead of failing on it for good."""
+    async with pool.connection() as conn:
+        oldest = (await partitions.partitions(conn, RAW))[0]
+        # What the first transaction of DETACH ... CONCURRENTLY leaves behind.
+        await conn.execute(
+            "UPDATE pg_inherits SET inhdetachpending = true WHERE inhrelid = %s::regclass",
+            (oldest.name,),
+        )
+        (pending,) = [p for p in await partitions.partitions(conn, RAW) if p.name == oldest.name]
+        assert pending.detaching
+        runs = await retention.apply(conn, {RAW: 30}, NOW)
+    assert oldest.name in [p.name for p in runs[0].dropped]
+    assert oldest.name not in await names(pool, RAW)
