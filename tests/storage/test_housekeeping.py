@@ -52,6 +52,13 @@ async def test_partitions_exist_ahead_of_time(pool: Pool) -> None:
         "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'telemetry'::regclass",
     )
     assert names == ["telemetry_p20310301", "telemetry_p20310302", "telemetry_p20310303"]
+    rollups = await scalar(
+        pool,
+        "SELECT array_agg(c.relname ORDER BY c.relname) FROM pg_inherits i"
+        " JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent IN"
+        " ('telemetry_hourly'::regclass, 'telemetry_daily'::regclass)",
+    )
+    assert rollups == ["telemetry_daily_p2031", "telemetry_hourly_p203103"]
 
 
 async def test_old_message_ids_are_forgotten_and_recent_ones_kept(pool: Pool) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 
+import psycopg
 import pytest
 
 from fieldline.domain.readings import Reading
@@ -135,3 +137,57 @@ async def test_a_detach_cut_short_is_finished_by_the_next_run(pool: Pool) -> Non
         runs = await retention.apply(conn, {RAW: 30}, NOW)
     assert oldest.name in [p.name for p in runs[0].dropped]
     assert oldest.name not in await names(pool, RAW)
+
+
+async def test_ingest_keeps_writing_while_retention_waits_for_an_open_batch(
+    pool: Pool, database_url: str
+) -> None:
+    """A drop waits for transactions that use the table, such as a batch being written;
+    a plain DROP of a partition would meanwhile queue an exclusive lock on the whole
+    table that holds back every later batch. Retention detaches concurrently instead:
+    a batch that starts while it waits is written at once."""
+    async with (
+        await psycopg.AsyncConnection.connect(database_url) as open_batch,
+        await psycopg.AsyncConnection.connect(database_url, autocommit=True) as later_batch,
+        await psycopg.AsyncConnection.connect(database_url, autocommit=True) as worker,
+    ):
+        # An ingest transaction in progress (not committed) on the raw points.
+        await open_batch.execute(
+            "INSERT INTO telemetry (time, device_id, metric, value)"
+            " VALUES (%s, 'cold-room', 'door', 1)",
+            (NOW - timedelta(minutes=5),),
+        )
+        dropping = asyncio.create_task(retention.apply(worker, {RAW: 30}, NOW))
+        try:
+            while not await waiting_for_lock(pool, worker.info.backend_pid):  # for the batch
+                assert not dropping.done(), dropping
+                await asyncio.sleep(0.05)
+
+            # A batch that starts now is not queued behind retention.
+            await later_batch.execute("SET lock_timeout = '5s'")
+            await later_batch.execute(
+                "INSERT INTO telemetry (time, device_id, metric, value)"
+                " VALUES (%s, 'cold-room', 'door', 2)",
+                (NOW - timedelta(minutes=4),),
+            )
+            assert not dropping.done()
+        finally:
+            await open_batch.commit()  # whatever happened, so that retention can finish
+            runs = await dropping
+    assert len(runs[0].dropped) == 70  # 2026-08-29 to 2026-11-06
+    async with pool.connection() as conn:
+        rows = await (
+            await conn.execute("SELECT value FROM telemetry WHERE metric = 'door' ORDER BY time")
+        ).fetchall()
+    assert rows == [{"value": 1.0}, {"value": 2.0}]
+
+
+async def waiting_for_lock(pool: Pool, pid: int) -> bool:
+    async with pool.connection() as conn:
+        row = await (
+            await conn.execute(
+                "SELECT wait_event_type = 'Lock' AS waiting FROM pg_stat_activity WHERE pid = %s",
+                (pid,),
+            )
+        ).fetchone()
+    return bool(row and row["waiting"])
