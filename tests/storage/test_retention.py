@@ -191,3 +191,35 @@ async def waiting_for_lock(pool: Pool, pid: int) -> bool:
             )
         ).fetchone()
     return bool(row and row["waiting"])
+
+
+async def test_a_late_reading_of_a_dropped_day_is_stored_by_a_writer_that_wrote_that_day(
+    pool: Pool,
+) -> None:
+    """An ingest process that stored a day before retention dropped it stores a late
+    reading of that day afterwards (its partition made again), instead of failing the
+    batch; the rollups count it, and the next run drops the day again."""
+    day = datetime.now(UTC).replace(hour=6, minute=0, second=0, microsecond=0) - timedelta(days=40)
+    cache = PartitionCache()  # one ingest process, running all along
+
+    def batch(name: str, value: float) -> Batch:
+        reading = Reading(message_id=name, time=day, metrics={"door": value}, attributes={})
+        return Batch(telemetry=[DeviceReadings("cold-room", day, [reading])])
+
+    async with pool.connection() as conn:
+        await write_batch(conn, batch("before", 1.0), cache)  # type: ignore[arg-type]
+        runs = await retention.apply(conn, {RAW: 30}, datetime.now(UTC))  # type: ignore[arg-type]
+        assert f"telemetry_p{day:%Y%m%d}" in [p.name for p in runs[0].dropped]
+
+        written = await write_batch(conn, batch("late", 2.0), cache)  # type: ignore[arg-type]
+
+        assert written.readings_stored == 1
+        hourly = await (
+            await conn.execute(
+                "SELECT count, sum FROM telemetry_hourly WHERE metric = 'door' AND hour = %s",
+                (day,),
+            )
+        ).fetchone()
+        assert hourly == {"count": 2, "sum": 3.0}
+        runs = await retention.apply(conn, {RAW: 30}, datetime.now(UTC))  # type: ignore[arg-type]
+        assert [p.name for p in runs[0].dropped] == [f"telemetry_p{day:%Y%m%d}"]

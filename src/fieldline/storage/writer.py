@@ -122,16 +122,25 @@ def unstorable_detail(error: BaseException) -> str:
 
 
 class PartitionCache:
-    """Days whose partitions exist in every tier, so the hot path asks once per day."""
+    """Days whose partitions exist in every tier, so the hot path asks once per day.
+
+    Only yesterday and later are remembered: retention may drop an older day's partition
+    (or its month's, or its year's) under a long-running process, and a late reading of
+    that day must find it created again rather than fail the batch. Retention never
+    drops a partition holding yesterday (each tier is kept at least a day), so what is
+    remembered stays true; an older day costs a `CREATE TABLE IF NOT EXISTS` per tier
+    in each batch that has readings of it.
+    """
 
     def __init__(self) -> None:
         self._known: set[date] = set()
 
     async def ensure(self, conn: AsyncConnection[object], days: Iterable[date]) -> None:
-        new = set(days) - self._known
+        recent = datetime.now(UTC).date() - timedelta(days=1)
+        new = {day for day in days if day < recent or day not in self._known}
         if new:
             await partitions.create_for_days(conn, new)
-            self._known |= new
+            self._known |= {day for day in new if day >= recent}
 
 
 class RecentPresence:
