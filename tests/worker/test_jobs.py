@@ -213,7 +213,7 @@ def test_jobs_that_would_share_metrics_or_a_lock_are_refused(
             "forget_provisioning_signatures",
             "config_delivery",
         ],
-        "retention": ["retention"],
+        "retention": ["retention", "storage_accounting"],
         "command-dispatch": ["command_dispatch"],
         "alerts": ["alert_evaluate"],
         "notify": ["notify_dispatch"],

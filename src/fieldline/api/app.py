@@ -45,6 +45,7 @@ from fieldline.api.routes import (
     provisioning,
     rejected,
     silences,
+    storage,
     streams,
     telemetry,
     users,
@@ -120,6 +121,7 @@ def create_app(context: ApiContext) -> FastAPI:
         silences,
         channels,
         notifications,
+        storage,
     ):
         app.include_router(module.router)
     app.include_router(auth.keys_router)

@@ -166,6 +166,40 @@ class Metrics:
             ["tier"],
             registry=r,
         )
+        self.database_bytes = Gauge(
+            "fieldline_database_bytes",
+            "Size of the database on disk, as the worker's storage job last measured it",
+            registry=r,
+        )
+        self.storage_tier_bytes = Gauge(
+            "fieldline_storage_tier_bytes",
+            "Size on disk of each telemetry tier (raw, hourly, daily), indexes included",
+            ["tier"],
+            registry=r,
+        )
+        self.storage_tier_rows = Gauge(
+            "fieldline_storage_tier_rows",
+            "Rows in each telemetry tier (PostgreSQL's estimate)",
+            ["tier"],
+            registry=r,
+        )
+        self.storage_growth = Gauge(
+            "fieldline_storage_growth_bytes_per_day",
+            "How fast the database grew over the last week, net of retention (NaN until "
+            "measured for an hour)",
+            registry=r,
+        )
+        self.disk_free_bytes = Gauge(
+            "fieldline_disk_free_bytes",
+            "Free space on the embedded database's disk (NaN for an external server)",
+            registry=r,
+        )
+        self.storage_days_until_full = Gauge(
+            "fieldline_storage_days_until_full",
+            "Days until the embedded database's disk is full at the measured growth (NaN "
+            "when not growing or not known)",
+            registry=r,
+        )
         self.message_ids_forgotten = Counter(
             "fieldline_message_ids_forgotten",
             "Message ids dropped from the de-duplication ledger after the window",

@@ -1,17 +1,19 @@
-"""The retention job: every tier's partitions past their age dropped, once an hour."""
+"""Data over time: retention drops every tier's partitions past their age, and storage
+accounting measures what is left; each once an hour, and at the worker's start."""
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection
 
-from fieldline.storage import retention
+from fieldline.storage import accounting, retention
 from fieldline.storage.db import Row
-from fieldline.storage.locks import JobLock, session_job_lock
+from fieldline.storage.locks import JobLock, session_job_lock, try_job_lock
 from fieldline.storage.partitions import DAILY, HOURLY, RAW
 from fieldline.worker.jobs import Job, Schedule, WorkerContext
 
@@ -53,4 +55,28 @@ def retention_jobs(worker: WorkerContext) -> list[Job[Any]]:
         metrics.retention_last_run.set(time.time())
         return runs
 
-    return [Job("retention", RETENTION, JobLock.RETENTION, apply)]
+    async def measure(conn: AsyncConnection[Row], now: datetime) -> accounting.Snapshot | None:
+        async with conn.transaction():
+            if not await try_job_lock(conn, JobLock.STORAGE_ACCOUNTING):
+                return None
+            growth = await accounting.growth_per_day(
+                conn, now, await accounting.database_bytes(conn)
+            )
+            snapshot = await accounting.take_snapshot(conn, now)
+            tiers = await accounting.tier_sizes(conn)
+        metrics.database_bytes.set(snapshot.database_bytes)
+        for tier in tiers:
+            metrics.storage_tier_bytes.labels(tier=tier.tier).set(tier.bytes)
+            metrics.storage_tier_rows.labels(tier=tier.tier).set(tier.rows)
+        metrics.storage_growth.set(math.nan if growth is None else growth)
+        disk = None if settings.database_url else accounting.disk(settings.data_dir / "postgres")
+        days = accounting.days_until_full(disk.free_bytes, growth) if disk else None
+        metrics.disk_free_bytes.set(disk.free_bytes if disk else math.nan)
+        metrics.storage_days_until_full.set(math.nan if days is None else days)
+        return snapshot
+
+    return [
+        Job("retention", RETENTION, JobLock.RETENTION, apply),
+        # After retention, so that it measures what retention left.
+        Job("storage_accounting", RETENTION, JobLock.STORAGE_ACCOUNTING, measure),
+    ]

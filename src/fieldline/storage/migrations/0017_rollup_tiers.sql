@@ -85,3 +85,12 @@ CREATE TABLE retention_runs (
     bytes      bigint NOT NULL,       -- their size on disk
     rows       bigint NOT NULL        -- their rows (PostgreSQL's estimate, kept by ANALYZE)
 );
+
+-- Storage accounting (storage/accounting.py): the worker's hourly measurement of the
+-- database's size, for the growth rate, and of the devices with the most points.
+CREATE TABLE storage_snapshots (
+    taken_at       timestamptz PRIMARY KEY,
+    database_bytes bigint NOT NULL,
+    since          date,                -- points per device are counted from this day
+    top_devices    json NOT NULL        -- [[device_id, points], ...], most first
+);

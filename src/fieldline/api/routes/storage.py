@@ -1,0 +1,130 @@
+"""Storage accounting: the database's size, per tier and per device, and when the disk fills."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from fieldline.api.deps import Context, DbConn, Viewer
+from fieldline.storage import accounting
+
+router = APIRouter(prefix="/api/v1/storage", tags=["storage"])
+
+
+class RetentionRunOut(BaseModel):
+    ran_at: datetime
+    dropped: list[str] = Field(description="The partitions the last run dropped")
+    bytes: int
+    rows: int = Field(description="PostgreSQL's estimate")
+
+
+class TierOut(BaseModel):
+    tier: str = Field(description="raw, hourly or daily")
+    retention_days: int = Field(description="0 = kept for good")
+    partitions: int
+    bytes: int
+    rows: int = Field(description="PostgreSQL's estimate, kept by ANALYZE")
+    oldest: date | None
+    newest: date | None
+    last_retention: RetentionRunOut | None
+
+
+class DiskOut(BaseModel):
+    path: str
+    total_bytes: int
+    free_bytes: int
+
+
+class DevicePointsOut(BaseModel):
+    device_id: str
+    points: int
+
+
+class TopDevicesOut(BaseModel):
+    measured_at: datetime = Field(description="The worker's hourly snapshot")
+    since: date | None = Field(description="Points are counted from this day (raw tier's first)")
+    devices: list[DevicePointsOut]
+
+
+class StorageOut(BaseModel):
+    database_bytes: int
+    tiers: list[TierOut]
+    disk: DiskOut | None = Field(
+        description="The disk of the embedded database; null for an external server"
+    )
+    growth_bytes_per_day: float | None = Field(
+        description="Measured over the last week of snapshots, net of retention"
+    )
+    days_until_full: float | None
+    why_no_estimate: str | None = Field(description="Why days_until_full is null")
+    top_devices: TopDevicesOut | None
+
+
+@router.get("", response_model=StorageOut)
+async def storage(_: Viewer, conn: DbConn, context: Context) -> StorageOut:
+    settings = context.settings
+    now = datetime.now(UTC)
+    size = await accounting.database_bytes(conn)
+    runs = {
+        row["tier"]: RetentionRunOut(**{k: v for k, v in row.items() if k != "tier"})
+        for row in await (
+            await conn.execute("SELECT tier, ran_at, dropped, bytes, rows FROM retention_runs")
+        ).fetchall()
+    }
+    keep = {
+        "raw": settings.retention_raw_days,
+        "hourly": settings.retention_hourly_days,
+        "daily": settings.retention_daily_days,
+    }
+    tiers = [
+        TierOut(
+            tier=t.tier,
+            retention_days=keep[t.tier],
+            partitions=t.partitions,
+            bytes=t.bytes,
+            rows=t.rows,
+            oldest=t.oldest,
+            newest=t.newest,
+            last_retention=runs.get(t.tier),
+        )
+        for t in await accounting.tier_sizes(conn)
+    ]
+    disk = None if settings.database_url else accounting.disk(settings.data_dir / "postgres")
+    growth = await accounting.growth_per_day(conn, now, size)
+    days = accounting.days_until_full(disk.free_bytes, growth) if disk else None
+    snapshot = await accounting.latest_snapshot(conn)
+    return StorageOut(
+        database_bytes=size,
+        tiers=tiers,
+        disk=DiskOut(path=disk.path, total_bytes=disk.total_bytes, free_bytes=disk.free_bytes)
+        if disk
+        else None,
+        growth_bytes_per_day=growth,
+        days_until_full=days,
+        why_no_estimate=None if days is not None else _why(settings.database_url, disk, growth),
+        top_devices=TopDevicesOut(
+            measured_at=snapshot.taken_at,
+            since=snapshot.since,
+            devices=[
+                DevicePointsOut(device_id=d.device_id, points=d.points)
+                for d in snapshot.top_devices
+            ],
+        )
+        if snapshot
+        else None,
+    )
+
+
+def _why(external: str | None, disk: accounting.Disk | None, growth: float | None) -> str:
+    if external:
+        return (
+            "the database is an external server, whose disk fieldline cannot see: watch it "
+            "where the server runs"
+        )
+    if disk is None:
+        return "the embedded database's directory cannot be read"
+    if growth is None:
+        return "the worker has not measured the database for an hour yet"
+    return "the database is not growing"

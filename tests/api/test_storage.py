@@ -1,0 +1,88 @@
+"""Storage accounting as a viewer sees it: sizes per tier, the busiest devices, the growth."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+from fieldline.domain.readings import Reading
+from fieldline.ops.metrics import Metrics
+from fieldline.storage.writer import Batch, DeviceReadings, PartitionCache, write_batch
+from fieldline.worker.service import Worker
+from tests.api.conftest import Api
+from tests.conftest import create_devices
+
+
+async def test_storage_shows_tiers_the_busiest_devices_and_when_the_disk_fills(api: Api) -> None:
+    viewer = await api.user("viewer")
+    first = await api.http.get("/api/v1/storage", headers=viewer)
+    assert first.status_code == 200, first.text
+    body = first.json()
+    assert body["database_bytes"] > 0
+    assert [t["tier"] for t in body["tiers"]] == ["raw", "hourly", "daily"]
+    assert [t["retention_days"] for t in body["tiers"]] == [30, 400, 0]
+    assert body["top_devices"] is None  # the worker has not measured yet
+    assert body["disk"] is None and body["days_until_full"] is None
+    assert "external server" in body["why_no_estimate"]
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    async with api.pool.connection() as conn:
+        await create_devices(conn, "busy", "quiet")
+
+        def readings(count: int) -> list[Reading]:
+            return [
+                Reading(
+                    message_id=f"m{i}",
+                    time=now - timedelta(seconds=i),
+                    metrics={"temperature": 20.0, "humidity": 50.0},
+                    attributes={},
+                )
+                for i in range(count)
+            ]
+
+        batch = Batch(
+            telemetry=[
+                DeviceReadings("busy", now, readings(30)),
+                DeviceReadings("quiet", now, readings(3)),
+            ]
+        )
+        await write_batch(conn, batch, PartitionCache())  # type: ignore[arg-type]
+
+    metrics = Metrics()
+    worker = Worker(settings=api.context.settings, pool=api.pool, metrics=metrics)
+    assert await worker.run_job("retention") is not None
+    assert await worker.run_job("storage_accounting") is not None
+
+    body = (await api.http.get("/api/v1/storage", headers=viewer)).json()
+    assert body["top_devices"]["devices"] == [
+        {"device_id": "busy", "points": 60},
+        {"device_id": "quiet", "points": 6},
+    ]
+    raw = body["tiers"][0]
+    assert raw["bytes"] > 0 and raw["partitions"] >= 1
+    assert raw["oldest"] <= now.date().isoformat() <= raw["newest"]
+    assert raw["last_retention"]["dropped"] == []
+    assert body["growth_bytes_per_day"] is None  # one snapshot, taken just now
+    assert metrics.database_bytes._value.get() > 0
+    assert metrics.storage_tier_bytes.labels(tier="raw")._value.get() == raw["bytes"]
+    assert math.isnan(metrics.disk_free_bytes._value.get())  # an external server
+
+    # A measurement of a day ago, a megabyte smaller: the database grows about 1 MB a day.
+    async with api.pool.connection() as conn:
+        await conn.execute(
+            "INSERT INTO storage_snapshots (taken_at, database_bytes, since, top_devices)"
+            " VALUES (%s, %s, NULL, '[]')",
+            (now - timedelta(days=1), body["database_bytes"] - 1_000_000),
+        )
+    body = (await api.http.get("/api/v1/storage", headers=viewer)).json()
+    assert 0.9e6 < body["growth_bytes_per_day"] < 1.1e6
+
+    # The embedded database: fieldline sees its disk and says when it fills.
+    (api.context.settings.data_dir / "postgres").mkdir()
+    api.reconfigure(database_url=None)
+    body = (await api.http.get("/api/v1/storage", headers=viewer)).json()
+    assert body["disk"]["free_bytes"] > 0
+    assert body["days_until_full"] == body["disk"]["free_bytes"] / body["growth_bytes_per_day"]
+    assert body["why_no_estimate"] is None
+
+    assert (await api.http.get("/api/v1/storage")).status_code == 401
