@@ -21,6 +21,10 @@ SCENARIOS: dict[str, tuple[str, str]] = {
         "Ingest without and with 1,000 alert rules; reading-to-webhook latency.",
     ),
     "latency": ("latency", "Publish-to-queryable latency percentiles at fixed rates."),
+    "lifecycle": (
+        "lifecycle",
+        "Retention dropping old days of raw points while ingest runs at full speed.",
+    ),
     "connections": ("connections", "Ramp to many concurrently connected devices."),
     "queries": ("queries", "Latest values, bucketed charts and raw pages over seeded history."),
     "embedded": ("embedded", "Sustained ingest through `fieldline up`'s in-process amqtt broker."),

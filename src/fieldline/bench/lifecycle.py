@@ -1,0 +1,221 @@
+"""Scenario: retention dropping old days of raw points while ingest runs at full speed.
+
+One stack (PostgreSQL, Mosquitto, `fieldline ingest`), raw points seeded into old
+days (past the 30-day retention), then the load (10,000 msg/s by default). A third of
+the way in, retention drops the old days as the worker's job does
+(`storage.retention.apply`: each partition detached concurrently, then dropped). The
+latency of every reading (its send time to the commit of the transaction that stored
+it, as the latency scenario measures) is split into before, during and after the drop:
+a drop that held ingest back would show in the readings sent around it.
+
+The archive and backups of SPEC §4 will join this scenario when they are built.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+import psycopg
+
+from fieldline.bench.latency import _latencies, _percentiles, _wait_stored
+from fieldline.bench.load import LoadPlan, generate
+from fieldline.bench.report import Result, Table, common_options, parse_settings, publish
+from fieldline.bench.stack import running_stack
+from fieldline.storage import partitions, retention
+from fieldline.storage.partitions import RAW
+
+SEED_DEVICES = 1_000
+SEED_METRICS = ("temperature", "humidity", "pressure", "battery", "co2")
+KEEP_DAYS = 30
+FIRST_OLD_DAY = 40  # the newest seeded day is this many days old
+
+
+@dataclass
+class LifecycleOptions:
+    rate: float = 10_000.0
+    devices: int = 200
+    duration: float = 30.0
+    processes: int = 2
+    old_days: int = 3
+    points_per_day: int = 5_000_000
+    postgres_bin: Path | None = None
+    directory: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+
+async def run(options: LifecycleOptions) -> Result:
+    directory = options.directory or Path(tempfile.mkdtemp(prefix="fieldline-bench-"))
+    result = Result(
+        scenario="lifecycle",
+        params={
+            "rate": options.rate,
+            "devices": options.devices,
+            "duration_s": options.duration,
+            "old_days": options.old_days,
+            "points_per_day": options.points_per_day,
+            "load_processes": options.processes,
+            **options.env,
+        },
+    )
+    try:
+        async with running_stack(
+            directory, postgres_bin=options.postgres_bin, extra_env=options.env
+        ) as stack:
+            ids = [f"life-{n:05d}" for n in range(options.devices)]
+            credentials = await stack.deployment.register(ids)
+            devices = [(device_id, credentials[device_id]["password"]) for device_id in ids]
+            seeded = await _seed_old_days(stack.database_url, options)
+            await stack.start_ingest("a")
+            plan = LoadPlan(
+                devices=devices,
+                rate=options.rate,
+                duration=options.duration,
+                mqtt_port=stack.mqtt_port,
+                processes=options.processes,
+                run="r0",
+            )
+            loading = asyncio.create_task(generate(plan))
+            await asyncio.sleep(options.duration / 3)
+            drop = await _drop(stack.database_url)
+            load = await loading
+            stored = await _wait_stored(stack.database_url, plan.run, load.acknowledged)
+            # A stall would delay what was sent just before the drop as well as during it.
+            windows = [
+                ("before the drop", load.started + 2, drop.started - 1),
+                ("from 1 s before to 1 s after", drop.started - 1, drop.ended + 1),
+                ("after the drop", drop.ended + 1, load.ended + 1),
+            ]
+            latency = Table(
+                "Publish to queryable (row committed) while retention drops old days, ms",
+                ["readings sent", "messages", "p50", "p95", "p99", "p99.9", "max"],
+            )
+            spread: dict[str, Any] = {}
+            for name, since, until in windows:
+                values = await _latencies(stack.database_url, since, until)
+                row = _percentiles(values) if values else [float("nan")] * 5
+                latency.rows.append([name, len(values), *row])
+                spread[name] = dict(zip(["p50", "p95", "p99", "p99.9", "max"], row, strict=True))
+    finally:
+        if options.directory is None:
+            shutil.rmtree(directory, ignore_errors=True)
+    dropped = Table(
+        "Retention's drop while ingest runs",
+        [
+            "partitions dropped",
+            "points in them",
+            "bytes",
+            "drop seconds",
+            "seconds per partition",
+            "offered msg/s",
+            "published",
+            "stored",
+            "lost",
+        ],
+    )
+    dropped.rows.append(
+        [
+            len(drop.partitions),
+            seeded,
+            drop.bytes,
+            round(drop.ended - drop.started, 3),
+            round((drop.ended - drop.started) / max(len(drop.partitions), 1), 3),
+            options.rate,
+            load.published,
+            stored,
+            load.acknowledged - stored,
+        ]
+    )
+    result.tables += [dropped, latency]
+    result.data.update(
+        {"drop": {"partitions": drop.partitions, "seconds": drop.ended - drop.started}},
+    )
+    result.data["latency_ms"] = spread
+    result.notes.append(
+        "Each partition is detached concurrently (two transactions that wait for the "
+        "transactions using the table, without blocking new ones) and then dropped; "
+        "the old days' points were seeded before ingest started."
+    )
+    return result
+
+
+async def _seed_old_days(database_url: str, options: LifecycleOptions) -> int:
+    """`points_per_day` raw points in each of `old_days` days past the retention."""
+    today = datetime.now(UTC).date()
+    days = [today - timedelta(days=FIRST_OLD_DAY + n) for n in range(options.old_days)]
+    per_series = max(1, options.points_per_day // (SEED_DEVICES * len(SEED_METRICS)))
+    step = timedelta(days=1) / per_series
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await partitions.create_for_days(conn, days)
+        for day in days:
+            await conn.execute(
+                "INSERT INTO telemetry (time, device_id, metric, value)"
+                " SELECT %s::timestamptz + n * %s::interval, 'seed-' || d, m, n"
+                " FROM generate_series(0, %s - 1) AS n, generate_series(1, %s) AS d,"
+                " unnest(%s::text[]) AS m",
+                (_midnight(day), step, per_series, SEED_DEVICES, list(SEED_METRICS)),
+            )
+        await conn.execute("VACUUM (ANALYZE) telemetry")
+    return per_series * SEED_DEVICES * len(SEED_METRICS) * len(days)
+
+
+def _midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class _Drop:
+    started: float
+    ended: float
+    partitions: list[str]
+    bytes: int
+
+
+async def _drop(database_url: str) -> _Drop:
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        started = time.time()
+        (run,) = await retention.apply(conn, {RAW: KEEP_DAYS}, datetime.now(UTC))
+        ended = time.time()
+    return _Drop(started, ended, [p.name for p in run.dropped], sum(p.bytes for p in run.dropped))
+
+
+@click.command("lifecycle")
+@click.option("--rate", default=10_000.0, show_default=True, help="Messages/s offered, in all.")
+@click.option("--devices", default=200, show_default=True, help="Devices, each its own connection.")
+@click.option("--duration", default=30.0, show_default=True, help="Seconds of publishing.")
+@click.option("--old-days", default=3, show_default=True, help="Old days of raw points to drop.")
+@click.option(
+    "--points-per-day", default=5_000_000, show_default=True, help="Raw points in each old day."
+)
+@common_options()
+def command(
+    rate: float,
+    devices: int,
+    duration: float,
+    old_days: int,
+    points_per_day: int,
+    processes: int,
+    postgres_bin: Path | None,
+    keep: Path | None,
+    settings: tuple[str, ...],
+) -> None:
+    """Retention dropping old days of raw points while ingest runs at full speed."""
+    options = LifecycleOptions(
+        rate=rate,
+        devices=devices,
+        duration=duration,
+        processes=processes,
+        old_days=old_days,
+        points_per_day=points_per_day,
+        postgres_bin=postgres_bin,
+        directory=keep,
+        env=parse_settings(settings),
+    )
+    publish(asyncio.run(run(options)))
