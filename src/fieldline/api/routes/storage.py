@@ -27,7 +27,7 @@ class TierOut(BaseModel):
     bytes: int
     rows: int = Field(description="PostgreSQL's estimate, kept by ANALYZE")
     oldest: date | None
-    newest: date | None
+    newest: date | None = Field(description="Today at the latest (partitions are made ahead)")
     last_retention: RetentionRunOut | None
 
 
@@ -86,7 +86,8 @@ async def storage(_: Viewer, conn: DbConn, context: Context) -> StorageOut:
             bytes=t.bytes,
             rows=t.rows,
             oldest=t.oldest,
-            newest=t.newest,
+            # Partitions are made ahead of time: the days they cover end today.
+            newest=min(t.newest, now.date()) if t.newest else None,
             last_retention=runs.get(t.tier),
         )
         for t in await accounting.tier_sizes(conn)

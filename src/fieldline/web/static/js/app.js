@@ -24,6 +24,7 @@ const PAGES = [
   { path: /^\/channels$/, module: "./pages/channels.js", nav: "Channels", href: "#/channels", role: "admin" },
   { path: /^\/users$/, module: "./pages/users.js", nav: "Users", href: "#/users", role: "admin" },
   { path: /^\/audit$/, module: "./pages/audit.js", nav: "Audit log", href: "#/audit", role: "admin" },
+  { path: /^\/storage$/, module: "./pages/storage.js", nav: "Storage", href: "#/storage", role: "viewer" },
 ];
 
 const root = document.getElementById("app");
