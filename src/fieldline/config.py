@@ -466,6 +466,15 @@ class Settings(BaseSettings):
         return tuple(sources)
 
     @property
+    def retention_days(self) -> dict[str, int]:
+        """Each telemetry tier's retention in days (0 = kept), by tier name."""
+        return {
+            "raw": self.retention_raw_days,
+            "hourly": self.retention_hourly_days,
+            "daily": self.retention_daily_days,
+        }
+
+    @property
     def topics(self) -> TopicScheme:
         """The topic scheme of `topic_prefix`: every process reads it from here."""
         return _topic_scheme(self.topic_prefix)

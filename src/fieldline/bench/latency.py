@@ -84,11 +84,11 @@ async def run(options: LatencyOptions) -> Result:
                     run=f"l{number}",
                 )
                 load = await generate(plan)
-                stored = await _wait_stored(stack.database_url, plan.run, load.acknowledged)
-                latencies = await _latencies(
+                stored = await wait_stored(stack.database_url, plan.run, load.acknowledged)
+                latencies = await commit_latencies(
                     stack.database_url, load.started + options.warmup, load.ended + 1
                 )
-                row = _percentiles(latencies)
+                row = percentiles(latencies)
                 table.rows.append([rate, len(latencies), *row, load.acknowledged - stored])
                 runs.append(
                     {
@@ -114,7 +114,7 @@ async def run(options: LatencyOptions) -> Result:
     return result
 
 
-async def _wait_stored(database_url: str, run: str, expected: int) -> int:
+async def wait_stored(database_url: str, run: str, expected: int) -> int:
     """Messages of this run in the ledger, once all are there or none arrive for a while."""
     pattern = f"%-{run}-%"
     last, idle = -1, 0.0
@@ -135,7 +135,7 @@ async def _wait_stored(database_url: str, run: str, expected: int) -> int:
             await asyncio.sleep(POLL_S)
 
 
-async def _latencies(database_url: str, since: float, until: float) -> list[float]:
+async def commit_latencies(database_url: str, since: float, until: float) -> list[float]:
     """One latency per message sent between `since` and `until` (its `temperature`
     point), sorted, in milliseconds."""
     async with await psycopg.AsyncConnection.connect(database_url) as conn:
@@ -150,7 +150,7 @@ async def _latencies(database_url: str, since: float, until: float) -> list[floa
     return [float(row[0]) for row in rows]
 
 
-def _percentiles(values: list[float]) -> list[float]:
+def percentiles(values: list[float]) -> list[float]:
     """p50, p95, p99, p99.9 and the maximum of latencies sorted ascending."""
     return [percentile(values, fraction) for fraction in (0.50, 0.95, 0.99, 0.999, 1.0)]
 

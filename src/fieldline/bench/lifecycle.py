@@ -25,7 +25,7 @@ from typing import Any
 import click
 import psycopg
 
-from fieldline.bench.latency import _latencies, _percentiles, _wait_stored
+from fieldline.bench.latency import commit_latencies, percentiles, wait_stored
 from fieldline.bench.load import LoadPlan, generate
 from fieldline.bench.report import Result, Table, common_options, parse_settings, publish
 from fieldline.bench.stack import running_stack
@@ -86,7 +86,7 @@ async def run(options: LifecycleOptions) -> Result:
             await asyncio.sleep(options.duration / 3)
             drop = await _drop(stack.database_url)
             load = await loading
-            stored = await _wait_stored(stack.database_url, plan.run, load.acknowledged)
+            stored = await wait_stored(stack.database_url, plan.run, load.acknowledged)
             # A stall would delay what was sent just before the drop as well as during it.
             windows = [
                 ("before the drop", load.started + 2, drop.started - 1),
@@ -99,8 +99,8 @@ async def run(options: LifecycleOptions) -> Result:
             )
             spread: dict[str, Any] = {}
             for name, since, until in windows:
-                values = await _latencies(stack.database_url, since, until)
-                row = _percentiles(values) if values else [float("nan")] * 5
+                values = await commit_latencies(stack.database_url, since, until)
+                row = percentiles(values) if values else [float("nan")] * 5
                 latency.rows.append([name, len(values), *row])
                 spread[name] = dict(zip(["p50", "p95", "p99", "p99.9", "max"], row, strict=True))
     finally:

@@ -17,13 +17,14 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from pathlib import Path
 
 import orjson
 from psycopg import AsyncConnection
 from psycopg.rows import tuple_row
 
+from fieldline.config import Settings
 from fieldline.storage import partitions
+from fieldline.storage.embedded import server_directory
 from fieldline.storage.partitions import RAW, TIERS
 
 TOP_DEVICES = 10
@@ -151,8 +152,12 @@ async def growth_per_day(conn: AsyncConnection[object], now: datetime, size: int
     return (size - int(then)) / (elapsed / timedelta(days=1))
 
 
-def disk(path: Path) -> Disk | None:
-    """The disk holding `path` (the embedded database's directory); None if not there."""
+def database_disk(settings: Settings) -> Disk | None:
+    """The disk of the embedded database; None for an external server (whose disk
+    fieldline cannot see) or when its directory cannot be read."""
+    if settings.database_url:
+        return None
+    path = server_directory(settings.data_dir)
     try:
         usage = shutil.disk_usage(path)
     except OSError:

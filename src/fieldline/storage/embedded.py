@@ -50,6 +50,11 @@ class Database:
     label: str  # where it is, for people
 
 
+def server_directory(data_dir: Path) -> Path:
+    """Where the embedded PostgreSQL of `data_dir` keeps its files."""
+    return data_dir / "postgres"
+
+
 @contextlib.asynccontextmanager
 async def database(settings: Settings, *, command: str) -> AsyncIterator[Database]:
     """The database of `fieldline <command>`, found as `up` finds it, also while `up` runs."""
@@ -57,7 +62,7 @@ async def database(settings: Settings, *, command: str) -> AsyncIterator[Databas
         yield Database(settings.database_url, "external PostgreSQL")
         return
     data_dir = settings.data_dir.resolve()
-    server = LocalPostgres(data_dir / "postgres")
+    server = LocalPostgres(server_directory(data_dir))
     if not server.initialised:
         raise DatabaseUnavailable(
             f"no fieldline database in {data_dir}: run `fieldline up` there once to create "
@@ -135,7 +140,7 @@ async def served_database(settings: Settings) -> AsyncIterator[Database]:
     if settings.database_url:
         yield Database(settings.database_url, "external PostgreSQL")
         return
-    server = LocalPostgres(settings.data_dir / "postgres")
+    server = LocalPostgres(server_directory(settings.data_dir))
     url = await asyncio.to_thread(server.start)
     closing = asyncio.Event()
     keeper = asyncio.create_task(_keep_running(server, closing), name="database-keeper")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from psycopg import AsyncConnection
+from psycopg.rows import tuple_row
 
 from fieldline.storage import partitions
 from fieldline.storage.partitions import Partition, Tier
@@ -23,6 +24,23 @@ from fieldline.storage.partitions import Partition, Tier
 class TierRun:
     tier: Tier
     dropped: list[Partition]
+
+
+@dataclass(frozen=True, slots=True)
+class LastRun:
+    """What retention last did to a tier, as `retention_runs` keeps it."""
+
+    ran_at: datetime
+    dropped: list[str]  # partition names
+    bytes: int
+    rows: int  # PostgreSQL's estimate
+
+
+async def last_runs(conn: AsyncConnection[object]) -> dict[str, LastRun]:
+    """Each tier's last run, by tier name."""
+    cursor = conn.cursor(row_factory=tuple_row)
+    await cursor.execute("SELECT tier, ran_at, dropped, bytes, rows FROM retention_runs")
+    return {tier: LastRun(*rest) for tier, *rest in await cursor.fetchall()}
 
 
 def expired(found: list[Partition], keep_days: int, now: datetime) -> list[Partition]:

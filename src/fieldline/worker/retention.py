@@ -14,7 +14,7 @@ from psycopg import AsyncConnection
 from fieldline.storage import accounting, retention
 from fieldline.storage.db import Row
 from fieldline.storage.locks import JobLock, session_job_lock, try_job_lock
-from fieldline.storage.partitions import DAILY, HOURLY, RAW
+from fieldline.storage.partitions import TIERS
 from fieldline.worker.jobs import Job, Schedule, WorkerContext
 
 log = logging.getLogger(__name__)
@@ -26,11 +26,7 @@ RETENTION = Schedule("retention", lambda _settings: 3600.0)
 
 def retention_jobs(worker: WorkerContext) -> list[Job[Any]]:
     settings, metrics = worker.settings, worker.metrics
-    keep = {
-        RAW: settings.retention_raw_days,
-        HOURLY: settings.retention_hourly_days,
-        DAILY: settings.retention_daily_days,
-    }
+    keep = {tier: settings.retention_days[tier.name] for tier in TIERS}
 
     async def apply(conn: AsyncConnection[Row], now: datetime) -> list[retention.TierRun] | None:
         # A session lock: a concurrent detach cannot run inside a transaction.
@@ -59,17 +55,16 @@ def retention_jobs(worker: WorkerContext) -> list[Job[Any]]:
         async with conn.transaction():
             if not await try_job_lock(conn, JobLock.STORAGE_ACCOUNTING):
                 return None
-            growth = await accounting.growth_per_day(
-                conn, now, await accounting.database_bytes(conn)
-            )
             snapshot = await accounting.take_snapshot(conn, now)
+            # The new snapshot is too recent to count: growth is since an older one.
+            growth = await accounting.growth_per_day(conn, now, snapshot.database_bytes)
             tiers = await accounting.tier_sizes(conn)
         metrics.database_bytes.set(snapshot.database_bytes)
         for tier in tiers:
             metrics.storage_tier_bytes.labels(tier=tier.tier).set(tier.bytes)
             metrics.storage_tier_rows.labels(tier=tier.tier).set(tier.rows)
         metrics.storage_growth.set(math.nan if growth is None else growth)
-        disk = None if settings.database_url else accounting.disk(settings.data_dir / "postgres")
+        disk = accounting.database_disk(settings)
         days = accounting.days_until_full(disk.free_bytes, growth) if disk else None
         metrics.disk_free_bytes.set(disk.free_bytes if disk else math.nan)
         metrics.storage_days_until_full.set(math.nan if days is None else days)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import UTC, date, datetime
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from fieldline.api.deps import Context, DbConn, Viewer
-from fieldline.storage import accounting
+from fieldline.storage import accounting, retention
 
 router = APIRouter(prefix="/api/v1/storage", tags=["storage"])
 
@@ -67,32 +68,22 @@ async def storage(_: Viewer, conn: DbConn, context: Context) -> StorageOut:
     settings = context.settings
     now = datetime.now(UTC)
     size = await accounting.database_bytes(conn)
-    runs = {
-        row["tier"]: RetentionRunOut(**{k: v for k, v in row.items() if k != "tier"})
-        for row in await (
-            await conn.execute("SELECT tier, ran_at, dropped, bytes, rows FROM retention_runs")
-        ).fetchall()
-    }
-    keep = {
-        "raw": settings.retention_raw_days,
-        "hourly": settings.retention_hourly_days,
-        "daily": settings.retention_daily_days,
-    }
+    runs = await retention.last_runs(conn)
     tiers = [
         TierOut(
             tier=t.tier,
-            retention_days=keep[t.tier],
+            retention_days=settings.retention_days[t.tier],
             partitions=t.partitions,
             bytes=t.bytes,
             rows=t.rows,
             oldest=t.oldest,
             # Partitions are made ahead of time: the days they cover end today.
             newest=min(t.newest, now.date()) if t.newest else None,
-            last_retention=runs.get(t.tier),
+            last_retention=RetentionRunOut(**asdict(runs[t.tier])) if t.tier in runs else None,
         )
         for t in await accounting.tier_sizes(conn)
     ]
-    disk = None if settings.database_url else accounting.disk(settings.data_dir / "postgres")
+    disk = accounting.database_disk(settings)
     growth = await accounting.growth_per_day(conn, now, size)
     days = accounting.days_until_full(disk.free_bytes, growth) if disk else None
     snapshot = await accounting.latest_snapshot(conn)
@@ -104,7 +95,9 @@ async def storage(_: Viewer, conn: DbConn, context: Context) -> StorageOut:
         else None,
         growth_bytes_per_day=growth,
         days_until_full=days,
-        why_no_estimate=None if days is not None else _why(settings.database_url, disk, growth),
+        why_no_estimate=(
+            None if days is not None else _why(bool(settings.database_url), disk, growth)
+        ),
         top_devices=TopDevicesOut(
             measured_at=snapshot.taken_at,
             since=snapshot.since,
@@ -118,7 +111,7 @@ async def storage(_: Viewer, conn: DbConn, context: Context) -> StorageOut:
     )
 
 
-def _why(external: str | None, disk: accounting.Disk | None, growth: float | None) -> str:
+def _why(external: bool, disk: accounting.Disk | None, growth: float | None) -> str:
     if external:
         return (
             "the database is an external server, whose disk fieldline cannot see: watch it "
