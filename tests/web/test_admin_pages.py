@@ -46,6 +46,11 @@ def settled(page: Page) -> None:
     expect(page.locator("main h1")).to_be_visible()
 
 
+def listed(page: Page) -> None:
+    """Wait until a list fetched again (new filters) shows its answer, not the previous one."""
+    expect(page.locator("[aria-busy='true']")).to_have_count(0)
+
+
 def row_of(page: Page, text: str) -> Locator:
     return page.locator("table.data tbody tr").filter(has_text=text)
 
@@ -213,6 +218,7 @@ def test_rejected_message_payload_is_shown_as_text(
     open_page(page, platform, "/rejected")
     page.get_by_label("Device id").fill(device_id)
     page.get_by_label("Device id").press("Enter")
+    listed(page)
     rows = page.locator("table.data tbody tr")
     expect(rows).to_have_count(2)
     expect(rows.first).to_contain_text("Invalid JSON")  # newest first: the binary one
@@ -252,6 +258,7 @@ def test_audit_log_shows_a_group_creation(
     page.get_by_label("Action").fill("group.create")
     page.get_by_label("Target id").fill(name)
     page.get_by_label("Target id").press("Enter")
+    listed(page)
     rows = page.locator("table.data tbody tr")
     expect(rows).to_have_count(1)
     expect(rows).to_contain_text("user:admin")
@@ -262,6 +269,7 @@ def test_audit_log_shows_a_group_creation(
     page.get_by_role("button", name="Clear").click()
     page.get_by_label("Actor").fill("admin")
     page.get_by_label("Actor").press("Enter")
+    listed(page)
     expect(rows.first).to_contain_text("user:admin")
     rows.filter(has_text=name).get_by_role("button", name=name).click()
     expect(page.get_by_label("Target id")).to_have_value(name)

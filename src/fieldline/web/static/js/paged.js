@@ -36,14 +36,20 @@ export function pagedTable({ path, query = () => ({}), columns, row, empty, summ
     const { signal } = controller;
     error.textContent = "";
     const asked = more ? applied : query();
+    // Busy until the answer is shown: what is on screen may still be the previous filters'
+    // list, so assistive technology (and a test acting on the rows) waits for this one.
+    list.setAttribute("aria-busy", "true");
     let page;
     try {
       page = await api("GET", path, { query: { ...asked, limit: pageSize, cursor: more ? cursor : undefined }, signal });
     } catch (failure) {
-      if (failure.name !== "AbortError") error.textContent = failure.message;
+      if (failure.name === "AbortError") return; // the newer request clears the flag
+      error.textContent = failure.message;
+      list.removeAttribute("aria-busy");
       return;
     }
     if (signal.aborted) return;
+    list.removeAttribute("aria-busy");
     if (!more) {
       applied = asked;
       shown = 0;
