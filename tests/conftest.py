@@ -141,6 +141,57 @@ def mosquitto_installed() -> None:
         )
 
 
+class S3Server:
+    """A real S3-compatible server on loopback (moto in server mode) and the environment
+    a process needs to use it: endpoint and credentials, as a user would set them."""
+
+    def __init__(self, endpoint_url: str) -> None:
+        self.endpoint_url = endpoint_url
+        self.env = {
+            "AWS_ACCESS_KEY_ID": "fieldline-test",
+            "AWS_SECRET_ACCESS_KEY": "fieldline-test-secret",
+            "AWS_REGION": "us-east-1",
+            "FIELDLINE_S3_ENDPOINT_URL": endpoint_url,
+        }
+
+    def create_bucket(self) -> str:
+        import boto3
+
+        name = f"t-{uuid.uuid4().hex[:16]}"
+        client = boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
+            region_name=self.env["AWS_REGION"],
+        )
+        client.create_bucket(Bucket=name)
+        return name
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    from moto.server import ThreadedMotoServer
+
+    from fieldline.ops.sockets import free_port
+
+    port = free_port("127.0.0.1")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield S3Server(f"http://127.0.0.1:{port}")
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new bucket, with this process's environment set to reach it."""
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    return s3_server.create_bucket()
+
+
 class FaultReport:
     """Lines a fault-injection or fuzz test reports, printed in the session summary.
 

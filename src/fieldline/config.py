@@ -329,6 +329,31 @@ class Settings(BaseSettings):
         description="Daily rollups are kept this many days (0 = kept), a year's partition at a "
         "time; at least as long as hourly rollups.",
     )
+    archive_url: str | None = Field(
+        None,
+        description="Where closed hours of raw points are archived as Parquet: a directory or "
+        "`s3://bucket/prefix`; unset = no archive. With an archive, raw points are dropped by "
+        "retention only once archived.",
+    )
+    backup_url: str | None = Field(
+        None,
+        description="Where backups are written: a directory or `s3://bucket/prefix`; default "
+        "`<data_dir>/backups`.",
+    )
+    backup_keep_daily: int = Field(
+        7, ge=1, description="Daily backups kept (the newest of each day)."
+    )
+    backup_keep_weekly: int = Field(
+        4,
+        ge=0,
+        description="Weekly backups kept beyond the daily ones (the newest of each ISO week).",
+    )
+    s3_endpoint_url: str | None = Field(
+        None,
+        description="The endpoint of an S3-compatible store (MinIO, Garage, Ceph...) for "
+        "`s3://` archive and backup URLs; unset = AWS. Credentials and region come from the "
+        "usual `AWS_*` variables.",
+    )
     worker_interval_seconds: float = Field(
         60.0, gt=0, description="How often the worker runs its housekeeping jobs."
     )
@@ -473,6 +498,11 @@ class Settings(BaseSettings):
             "hourly": self.retention_hourly_days,
             "daily": self.retention_daily_days,
         }
+
+    @property
+    def backup_location(self) -> str:
+        """Where backups go: `backup_url`, or the data directory's `backups`."""
+        return self.backup_url or str(self.data_dir / "backups")
 
     @property
     def topics(self) -> TopicScheme:
