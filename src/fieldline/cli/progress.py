@@ -57,7 +57,7 @@ def progress(description: str, total: float | None, *, unit: str = "") -> Iterat
         TimeElapsedColumn,
         TimeRemainingColumn,
     )
-    from rich.progress import Progress as RichProgress  # noqa: F811
+    from rich.progress import Progress as RichProgress
 
     columns = [
         SpinnerColumn(),
