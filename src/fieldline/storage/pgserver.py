@@ -14,6 +14,7 @@ the service user the server runs as when fieldline runs as root.
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import logging
 import os
@@ -22,6 +23,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -228,21 +230,26 @@ class LocalPostgres:
     def _service_user(self) -> str | None:
         if os.geteuid() != 0:
             return None
-        try:
-            pwd.getpwnam(SERVICE_USER)
-        except KeyError:
-            subprocess.run(  # noqa: S603
-                [
-                    shutil.which("useradd") or "/usr/sbin/useradd",
-                    "--system",
-                    "--no-create-home",
-                    "--shell",
-                    "/usr/sbin/nologin",
-                    SERVICE_USER,
-                ],
-                check=True,
-                capture_output=True,
-            )
+        # One process at a time: useradd run twice at once can leave an account that
+        # another process already read and that then disappears ("could not look up
+        # effective user ID"), seen when a fresh machine's test workers all started.
+        with (Path(tempfile.gettempdir()) / f"{SERVICE_USER}.useradd.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                pwd.getpwnam(SERVICE_USER)
+            except KeyError:
+                subprocess.run(  # noqa: S603
+                    [
+                        shutil.which("useradd") or "/usr/sbin/useradd",
+                        "--system",
+                        "--no-create-home",
+                        "--shell",
+                        "/usr/sbin/nologin",
+                        SERVICE_USER,
+                    ],
+                    check=True,
+                    capture_output=True,
+                )
         self._open_path_to(self.bin_dir)
         home = self.data_dir.parent
         self._open_path_to(home.parent)
