@@ -12,6 +12,7 @@ import importlib
 import click
 
 from fieldline.bench.cli import bench
+from fieldline.cli.archive import archive
 from fieldline.cli.broker import broker
 from fieldline.cli.certs import certs
 from fieldline.cli.devices import device
@@ -64,3 +65,4 @@ def main() -> None:
 for command in (up, api, ingest, worker, migrate, broker, user, device, certs, provisioning_key):
     main.add_command(command)
 main.add_command(bench)
+main.add_command(archive)

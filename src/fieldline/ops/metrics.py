@@ -148,6 +148,48 @@ class Metrics:
             "When the worker's retention job last finished (Unix time)",
             registry=r,
         )
+        self.archive_last_success = Gauge(
+            "fieldline_archive_last_success_timestamp_seconds",
+            "When the worker's archive job last finished without error (Unix time)",
+            registry=r,
+        )
+        self.archive_files_written = Counter(
+            "fieldline_archive_files_written",
+            "Archive files written (points: an hour of raw points; daily: a day's aggregates), "
+            "rewrites after late readings included",
+            ["kind"],
+            registry=r,
+        )
+        self.archive_rows_written = Counter(
+            "fieldline_archive_rows_written",
+            "Rows in the archive files written",
+            ["kind"],
+            registry=r,
+        )
+        self.archive_bytes_written = Counter(
+            "fieldline_archive_bytes_written",
+            "Bytes of the archive files written",
+            ["kind"],
+            registry=r,
+        )
+        self.archive_failures = Counter(
+            "fieldline_archive_failures",
+            "Archive runs that stopped on an error (store unreachable, refused, disk full)",
+            registry=r,
+        )
+        self.archive_pending_files = Gauge(
+            "fieldline_archive_pending_files",
+            "Files the archive still has to write after the last run (a backlog, or what a "
+            "failure left)",
+            registry=r,
+        )
+        self.retention_partitions_held = Gauge(
+            "fieldline_retention_partitions_held",
+            "Partitions past their age that the last retention run kept because the archive "
+            "does not hold them yet (FIELDLINE_ARCHIVE_URL)",
+            ["tier"],
+            registry=r,
+        )
         self.retention_partitions_dropped = Counter(
             "fieldline_retention_partitions_dropped",
             "Partitions retention dropped, by tier (raw, hourly, daily)",

@@ -6,24 +6,29 @@ rollups, a year of daily ones), never less. The rollups are kept by ingest in th
 transaction that stores the points (storage/writer.py), not refreshed from them
 later, so dropping raw points never changes a rollup. What each run dropped is kept
 in `retention_runs`, for the API and the metrics.
+
+With an archive, a raw partition is dropped only once the archive holds every point of
+it (storage/archive.py compares the rollups' counts with what was archived): an archive
+that cannot be written holds raw points back rather than lose them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from psycopg import AsyncConnection
 from psycopg.rows import tuple_row
 
-from fieldline.storage import partitions
-from fieldline.storage.partitions import Partition, Tier
+from fieldline.storage import archive, partitions
+from fieldline.storage.partitions import RAW, Partition, Tier
 
 
 @dataclass(frozen=True, slots=True)
 class TierRun:
     tier: Tier
     dropped: list[Partition]
+    held: list[Partition] = field(default_factory=list)  # expired, not yet archived
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,17 +57,27 @@ def expired(found: list[Partition], keep_days: int, now: datetime) -> list[Parti
 
 
 async def apply(
-    conn: AsyncConnection[object], keep: dict[Tier, int], now: datetime
+    conn: AsyncConnection[object],
+    keep: dict[Tier, int],
+    now: datetime,
+    archive_target: str | None = None,
 ) -> list[TierRun]:
     """Drop every tier's expired partitions, oldest first; record what went. `conn` is in
-    autocommit mode (a concurrent detach is two transactions of its own)."""
+    autocommit mode (a concurrent detach is two transactions of its own). With an
+    `archive_target`, raw partitions it does not hold whole yet are kept."""
     runs = []
     for tier, keep_days in keep.items():
+        due = expired(await partitions.partitions(conn, tier), keep_days, now)
+        held: list[Partition] = []
+        if tier == RAW and archive_target is not None and due:
+            missing = await archive.unarchived_days(conn, archive_target, [p.start for p in due])
+            held = [p for p in due if p.start in missing]
         dropped = []
-        for partition in expired(await partitions.partitions(conn, tier), keep_days, now):
-            await partitions.drop(conn, tier, partition)
-            dropped.append(partition)
-        runs.append(TierRun(tier, dropped))
+        for partition in due:
+            if partition not in held:
+                await partitions.drop(conn, tier, partition)
+                dropped.append(partition)
+        runs.append(TierRun(tier, dropped, held))
         await conn.execute(
             "INSERT INTO retention_runs (tier, ran_at, dropped, bytes, rows)"
             " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (tier) DO UPDATE SET"

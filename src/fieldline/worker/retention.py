@@ -11,6 +11,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from fieldline.blobs.open import location
 from fieldline.storage import accounting, retention
 from fieldline.storage.db import Row
 from fieldline.storage.locks import JobLock, session_job_lock, try_job_lock
@@ -27,18 +28,25 @@ RETENTION = Schedule("retention", lambda _settings: 3600.0)
 def retention_jobs(worker: WorkerContext) -> list[Job[Any]]:
     settings, metrics = worker.settings, worker.metrics
     keep = {tier: settings.retention_days[tier.name] for tier in TIERS}
+    target = location(settings.archive_url) if settings.archive_url else None
 
     async def apply(conn: AsyncConnection[Row], now: datetime) -> list[retention.TierRun] | None:
         # A session lock: a concurrent detach cannot run inside a transaction.
         async with session_job_lock(conn, JobLock.RETENTION) as got:
             if not got:
                 return None
-            runs = await retention.apply(conn, keep, now)
+            runs = await retention.apply(conn, keep, now, target)
         for run in runs:
             tier = run.tier.name
             metrics.retention_partitions_dropped.labels(tier=tier).inc(len(run.dropped))
             metrics.retention_bytes_dropped.labels(tier=tier).inc(sum(p.bytes for p in run.dropped))
             metrics.retention_rows_dropped.labels(tier=tier).inc(sum(p.rows for p in run.dropped))
+            metrics.retention_partitions_held.labels(tier=tier).set(len(run.held))
+            if run.held:
+                log.warning(
+                    "retention keeps expired partitions the archive does not hold yet",
+                    extra={"tier": tier, "partitions": [p.name for p in run.held]},
+                )
             if run.dropped:
                 log.info(
                     "retention dropped partitions",

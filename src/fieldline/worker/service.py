@@ -21,6 +21,7 @@ from fieldline.downlink.jobs import downlink_jobs
 from fieldline.notify.dispatcher import notify_jobs
 from fieldline.ops.metrics import Metrics
 from fieldline.storage.db import Pool
+from fieldline.worker.archive import archive_jobs
 from fieldline.worker.housekeeping import housekeeping_jobs
 from fieldline.worker.jobs import Job, JobSource, Schedule, WorkerContext
 from fieldline.worker.retention import retention_jobs
@@ -32,6 +33,7 @@ R = TypeVar("R")
 # Every feature's jobs. Jobs sharing a schedule run in this order.
 FEATURES: tuple[JobSource, ...] = (
     housekeeping_jobs,
+    archive_jobs,
     retention_jobs,
     downlink_jobs,
     alert_jobs,
