@@ -170,14 +170,23 @@ async def _worker_once(settings: Settings, name: str | None) -> None:
 
 def _job_outcome(result: object) -> str:
     from fieldline.storage.retention import TierRun
+    from fieldline.worker.archive import ArchiveRound
 
     if result is None:
         return "skipped (another worker holds it) or failed (see the log)"
     if isinstance(result, list) and all(isinstance(run, TierRun) for run in result):
         return "; ".join(
             f"{run.tier.name} dropped {', '.join(p.name for p in run.dropped) or 'nothing'}"
+            + (f" (kept until archived: {', '.join(p.name for p in run.held)})" if run.held else "")
             for run in result
         )
+    if isinstance(result, ArchiveRound):
+        wrote = f"wrote {len(result.written)} file(s), {result.pending} still due"
+        return f"{wrote}; failed: {result.error}" if result.error else wrote
+    from fieldline.worker.backup import BackupRound, VerifyRound
+
+    if isinstance(result, BackupRound | VerifyRound):
+        return str(result)
     return "done"
 
 
