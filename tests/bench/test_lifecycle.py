@@ -1,4 +1,5 @@
-"""The lifecycle scenario at a tiny scale: retention drops the old days under load, nothing lost."""
+"""The lifecycle scenario at a tiny scale: the old days archived, then dropped by retention
+under load with nothing lost, and a day imported back."""
 
 from __future__ import annotations
 
@@ -18,7 +19,13 @@ async def test_retention_drops_the_old_days_while_every_message_is_stored(workdi
 
     result = await run(options)
 
-    drop, latency = result.tables
+    archive, drop, latency = result.tables
+    archived, verified, imported, in_postgres = archive.rows
+    # Every point; a file per hour with points (each series every 6 h here) and per day.
+    assert archived[1:3] == [2 * 20_000, 2 * 4 + 2]
+    assert verified[1] == 2 * 20_000
+    assert imported[1:3] == [20_000, 4]  # the first day's points, back
+    assert in_postgres[1] == 2 * 20_000
     (row,) = drop.rows
     partitions, points, size, _, _, _, published, stored, lost = row
     assert partitions == 2 and points == 2 * 20_000 and size > 0

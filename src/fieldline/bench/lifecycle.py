@@ -8,7 +8,10 @@ latency of every reading (its send time to the commit of the transaction that st
 it, as the latency scenario measures) is split into before, during and after the drop:
 a drop that held ingest back would show in the readings sent around it.
 
-The archive and backups of SPEC §4 will join this scenario when they are built.
+Before the load, the old days are archived to Parquet in a local directory as the
+worker's archive job does (`archive.run`), and the archive verified; retention then
+drops them only because the archive holds them. After the load, the first old day is
+imported back from the archive (`archive.load`). Each is timed.
 """
 
 from __future__ import annotations
@@ -25,10 +28,16 @@ from typing import Any
 import click
 import psycopg
 
+from fieldline.archive import run as archiving
+from fieldline.archive.catalog import entries
+from fieldline.archive.load import import_hours
+from fieldline.archive.verify import verify
 from fieldline.bench.latency import commit_latencies, percentiles, wait_stored
 from fieldline.bench.load import LoadPlan, generate
 from fieldline.bench.report import Result, Table, common_options, parse_settings, publish
 from fieldline.bench.stack import running_stack
+from fieldline.blobs.base import BlobStore
+from fieldline.blobs.open import open_store
 from fieldline.storage import partitions, retention
 from fieldline.storage.partitions import RAW
 
@@ -73,6 +82,8 @@ async def run(options: LifecycleOptions) -> Result:
             credentials = await stack.deployment.register(ids)
             devices = [(device_id, credentials[device_id]["password"]) for device_id in ids]
             seeded = await _seed_old_days(stack.database_url, options)
+            store = open_store(str(directory / "archive"))
+            archived = await _archive(stack.database_url, store)
             await stack.start_ingest("a")
             plan = LoadPlan(
                 devices=devices,
@@ -84,9 +95,10 @@ async def run(options: LifecycleOptions) -> Result:
             )
             loading = asyncio.create_task(generate(plan))
             await asyncio.sleep(options.duration / 3)
-            drop = await _drop(stack.database_url)
+            drop = await _drop(stack.database_url, store.url)
             load = await loading
             stored = await wait_stored(stack.database_url, plan.run, load.acknowledged)
+            imported = await _import_first_day(stack.database_url, store)
             # A stall would delay what was sent just before the drop as well as during it.
             windows = [
                 ("before the drop", load.started + 2, drop.started - 1),
@@ -133,7 +145,20 @@ async def run(options: LifecycleOptions) -> Result:
             load.acknowledged - stored,
         ]
     )
-    result.tables += [dropped, latency]
+    archive = Table(
+        "The old days archived to Parquet (local disk), verified, and a day imported back",
+        ["step", "points", "files", "seconds", "points/s", "bytes", "bytes/point"],
+    )
+    archive.rows += [
+        _step("archive (hours and days)", archived.points, archived.files, archived.seconds,
+              archived.bytes),
+        _step("verify (re-read, sha256)", archived.points, archived.files,
+              archived.verify_seconds, archived.bytes),
+        _step("import one day back", imported.points, imported.files, imported.seconds, None),
+        ["in PostgreSQL (raw, index included)", seeded, "", "", "", drop.bytes,
+         round(drop.bytes / max(seeded, 1), 2)],
+    ]  # fmt: skip
+    result.tables += [archive, dropped, latency]
     result.data.update(
         {"drop": {"partitions": drop.partitions, "seconds": drop.ended - drop.started}},
     )
@@ -162,6 +187,19 @@ async def _seed_old_days(database_url: str, options: LifecycleOptions) -> int:
                 " unnest(%s::text[]) AS m",
                 (_midnight(day), step, per_series, SEED_DEVICES, list(SEED_METRICS)),
             )
+        # The rollups ingest would have kept: the archive counts points by them.
+        for table, column, width in (
+            ("telemetry_hourly", "hour", "1 hour"),
+            ("telemetry_daily", "day", "1 day"),
+        ):
+            await conn.execute(
+                f"INSERT INTO {table} (device_id, metric, {column}, count, sum, min, max)"
+                " SELECT device_id, metric,"
+                f" date_bin('{width}', time, TIMESTAMPTZ '1970-01-01 00:00:00+00'),"
+                " count(*), sum(value), min(value), max(value) FROM telemetry"
+                " WHERE time < %s GROUP BY 1, 2, 3",
+                (_midnight(days[0] + timedelta(days=1)),),
+            )
         await conn.execute("VACUUM (ANALYZE) telemetry")
         # The seeded gigabytes on disk now, not in a checkpoint during the load.
         await conn.execute("CHECKPOINT")
@@ -180,12 +218,69 @@ class _Drop:
     bytes: int
 
 
-async def _drop(database_url: str) -> _Drop:
+async def _drop(database_url: str, archive_target: str) -> _Drop:
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
         started = time.time()
-        (run,) = await retention.apply(conn, {RAW: KEEP_DAYS}, datetime.now(UTC))
+        (run,) = await retention.apply(conn, {RAW: KEEP_DAYS}, datetime.now(UTC), archive_target)
+        if run.held:
+            raise RuntimeError(f"retention held {[p.name for p in run.held]}: not archived")
         ended = time.time()
     return _Drop(started, ended, [p.name for p in run.dropped], sum(p.bytes for p in run.dropped))
+
+
+@dataclass(frozen=True, slots=True)
+class _Archived:
+    points: int
+    files: int
+    bytes: int
+    seconds: float
+    verify_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Imported:
+    points: int
+    files: int
+    seconds: float
+
+
+def _step(name: str, points: int, files: int, seconds: float, size: int | None) -> list[object]:
+    return [
+        name,
+        points,
+        files,
+        round(seconds, 2),
+        round(points / seconds) if seconds else "",
+        size if size is not None else "",
+        round(size / points, 2) if size and points else "",
+    ]
+
+
+async def _archive(database_url: str, store: BlobStore) -> _Archived:
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        started = time.perf_counter()
+        due = await archiving.due(conn, store.url, datetime.now(UTC))
+        written = await archiving.write(conn, store, store.url, due)
+        seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    checked = await asyncio.to_thread(lambda: verify(store, entries(store)))
+    verify_seconds = time.perf_counter() - started
+    if checked.problems:
+        raise RuntimeError(f"the archive does not verify: {checked.problems[:3]}")
+    points = sum(f.rows for f in written if f.kind == "points")
+    return _Archived(points, len(written), sum(f.bytes for f in written), seconds, verify_seconds)
+
+
+async def _import_first_day(database_url: str, store: BlobStore) -> _Imported:
+    """The oldest archived day back into PostgreSQL, as `fieldline archive import` does."""
+    found = [entry for entry in entries(store) if entry.kind == "points"]
+    first = found[0].start
+    day = [entry for entry in found if entry.start < first + timedelta(days=1)]
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        started = time.perf_counter()
+        done = await import_hours(conn, store, day)
+        seconds = time.perf_counter() - started
+    return _Imported(sum(hour.added for hour in done), len(done), seconds)
 
 
 @click.command("lifecycle")
