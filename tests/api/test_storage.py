@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, timedelta
 
+from fieldline.archive.run import closed_until
 from fieldline.domain.readings import Reading
 from fieldline.ops.metrics import Metrics
 from fieldline.storage.writer import Batch, DeviceReadings, PartitionCache, write_batch
@@ -86,3 +87,89 @@ async def test_storage_shows_tiers_the_busiest_devices_and_when_the_disk_fills(a
     assert body["why_no_estimate"] is None
 
     assert (await api.http.get("/api/v1/storage")).status_code == 401
+
+
+async def test_storage_shows_what_the_archive_holds_and_its_last_run(api: Api) -> None:
+    viewer = await api.user("viewer")
+    body = (await api.http.get("/api/v1/storage", headers=viewer)).json()
+    assert body["archive"] is None  # FIELDLINE_ARCHIVE_URL not set
+
+    archive_dir = api.context.settings.data_dir.parent / "archive"
+    api.reconfigure(archive_url=str(archive_dir))
+    body = (await api.http.get("/api/v1/storage", headers=viewer)).json()
+    assert body["archive"] == {
+        "location": str(archive_dir),
+        "hours": 0,
+        "days": 0,
+        "points": 0,
+        "bytes": 0,
+        "oldest_hour": None,
+        "newest_hour": None,
+        "last_run": None,
+    }
+
+    now = datetime.now(UTC)
+    hour = (now - timedelta(hours=4)).replace(minute=0, second=0, microsecond=0)
+    # Just after midnight, yesterday is a closed day with points: its aggregates go too.
+    days = 1 if hour.date() < closed_until(now).date() else 0
+    async with api.pool.connection() as conn:
+        await create_devices(conn, "silo")
+        readings = [
+            Reading(
+                message_id=f"m{i}",
+                time=hour + timedelta(minutes=i * 60 + 10),
+                metrics={"level": float(i)},
+                attributes={},
+            )
+            for i in range(3)  # in the hour, the next, and the one after
+        ]
+        batch = Batch(telemetry=[DeviceReadings("silo", hour, readings)])
+        await write_batch(conn, batch, PartitionCache())  # type: ignore[arg-type]
+    worker = Worker(settings=api.context.settings, pool=api.pool, metrics=Metrics())
+    done = await worker.run_job("archive")
+    assert done is not None and len(done.written) == 3 + days and done.error is None
+
+    archived = (await api.http.get("/api/v1/storage", headers=viewer)).json()["archive"]
+    assert (archived["hours"], archived["days"], archived["points"]) == (3, days, 3)
+    assert archived["bytes"] == sum(f.bytes for f in done.written) > 0
+    assert archived["oldest_hour"] == hour.isoformat().replace("+00:00", "Z")
+    assert archived["newest_hour"] == (hour + timedelta(hours=2)).isoformat().replace("+00:00", "Z")
+    assert archived["last_run"]["files"] == 3 + days and archived["last_run"]["error"] is None
+
+
+async def test_storage_shows_the_last_backup_and_the_last_verified_restore(api: Api) -> None:
+    """Backups as the worker or `fieldline backup` record them: the newest to the configured
+    location, and the newest verification; a failed one does not hide the last success."""
+    from fieldline.backup.create import create
+    from fieldline.backup.verify import verify
+    from fieldline.blobs.local import LocalStore
+
+    viewer = await api.user("viewer")
+    location = api.context.settings.data_dir / "backups"  # the default: <data_dir>/backups
+    body = (await api.http.get("/api/v1/storage", headers=viewer)).json()
+    assert body["backups"] == {
+        "location": str(location),
+        "last_backup": None,
+        "last_verification": None,
+        "last_verified_at": None,
+    }
+
+    store = LocalStore(location)
+    made = (await create(api.url, api.context.settings.data_dir, store)).manifest
+    passed = await verify(api.url, store)
+    assert passed.ok
+    backups = (await api.http.get("/api/v1/storage", headers=viewer)).json()["backups"]
+    assert backups["last_backup"]["id"] == made.id
+    assert backups["last_backup"]["bytes"] == made.size > 0
+    assert backups["last_verification"]["ok"] is True
+    assert backups["last_verification"]["backup_id"] == made.id
+    verified_at = backups["last_verified_at"]
+    assert verified_at == backups["last_verification"]["verified_at"]
+
+    dump_file = location / made.id / "database.dump"
+    dump_file.write_bytes(dump_file.read_bytes()[:-1] + b"?")
+    assert not (await verify(api.url, store)).ok
+    backups = (await api.http.get("/api/v1/storage", headers=viewer)).json()["backups"]
+    assert backups["last_verification"]["ok"] is False
+    assert "database.dump is corrupted" in backups["last_verification"]["problem"]
+    assert backups["last_verified_at"] == verified_at

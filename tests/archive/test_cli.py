@@ -37,7 +37,7 @@ async def test_archive_run_list_verify_and_import_from_the_shell(
                 time=first + timedelta(minutes=30 * i),
                 metrics={"level": float(i)},
                 attributes={},
-            )  # fmt: skip
+            )
             for i in range(48 * 2)  # two whole days, every half hour
         ]
         await write_batch(conn, Batch([DeviceReadings("silo-1", now, readings)]), PartitionCache())

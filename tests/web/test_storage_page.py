@@ -34,7 +34,9 @@ SIZE = r"\d+(\.\d)? [kMGT]?B"
 @pytest.fixture(scope="module")
 def embedded() -> Iterator[Platform]:
     tmp = Path(tempfile.mkdtemp(prefix="fieldline-web-storage-"))
-    running = start_platform("web-storage", {}, tmp / "data")
+    running = start_platform(
+        "web-storage", {"FIELDLINE_ARCHIVE_URL": str(tmp / "archive")}, tmp / "data"
+    )
     try:
         yield running
     finally:
@@ -43,12 +45,13 @@ def embedded() -> Iterator[Platform]:
         assert code == 0, f"fieldline up exited {code} on SIGTERM"
 
 
-def store(platform: Platform, device_id: str, readings: int) -> None:
-    """Register the device and send it `readings` readings of two metrics each."""
+def store(platform: Platform, device_id: str, readings: int, ago: float = 0) -> None:
+    """Register the device and send it `readings` readings of two metrics each, the newest
+    `ago` seconds old."""
     url = f"{platform.api_url}/api/v1/devices"
     answer = httpx.post(url, json={"device_id": device_id}, headers=platform.headers)
     assert answer.status_code == 201, answer.text
-    now = time.time()
+    now = time.time() - ago
     sent = [
         {"timestamp": now - i, "sensors": {"temperature": 20.0, "humidity": 50.0}}
         for i in range(readings)
@@ -71,7 +74,11 @@ def run_job(platform: Platform, job: str) -> None:
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "FIELDLINE_LOG_LEVEL": "WARNING"},
+        env={
+            **os.environ,
+            "FIELDLINE_LOG_LEVEL": "WARNING",
+            "FIELDLINE_ARCHIVE_URL": str(platform.data_dir.parent / "archive"),
+        },
         check=False,
     )
     assert ran.returncode == 0, ran.stderr
@@ -119,3 +126,53 @@ def test_a_viewer_sees_the_tiers_the_disk_and_the_busiest_devices(
 
     devices.nth(0).get_by_role("link", name=busy).click()
     expect(page.get_by_role("heading", level=1)).to_contain_text(busy)
+
+
+def test_the_archive_card_shows_what_the_archive_holds(page: Page, embedded: Platform) -> None:
+    store(embedded, f"silo-{uuid.uuid4().hex[:8]}", 1, ago=3 * 3600)  # a closed hour
+    run_job(embedded, "archive")
+
+    username, password = create_user(embedded, "viewer")
+    sign_in(page, embedded, username, password)
+    expect(page.locator("main h1")).to_be_visible()
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Storage").click()
+    archive = page.locator("section.card").filter(has=page.get_by_role("heading", name="Archive"))
+    expect(archive).to_contain_text(str(embedded.data_dir.parent / "archive"))
+    expect(archive).to_contain_text(re.compile(rf"Holds\s*1 hour · 2 points · {SIZE}"))
+    expect(archive).to_contain_text(
+        re.compile(r"Last run\s*(just now|\d+ \w+ ago) · wrote [12] files?")
+    )
+
+
+def backup_command(platform: Platform, *args: str) -> str:
+    """`fieldline backup ...` beside the running `up`, as an operator runs it."""
+    ran = subprocess.run(
+        [sys.executable, "-m", "fieldline", "backup", *args, "--data-dir", str(platform.data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "FIELDLINE_LOG_LEVEL": "WARNING"},
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    return ran.stdout
+
+
+def test_a_viewer_sees_how_old_the_last_backup_and_verified_restore_are(
+    page: Page, embedded: Platform
+) -> None:
+    username, password = create_user(embedded, "viewer")
+    sign_in(page, embedded, username, password)
+    page.goto(embedded.api_url + "/#/storage")
+    backups = page.locator("section.card").filter(has=page.get_by_role("heading", name="Backups"))
+    expect(backups).to_contain_text(f"Location{embedded.data_dir / 'backups'}")
+    expect(backups).to_contain_text("Last backupnone yet")
+    expect(backups).to_contain_text("Last verified restorenever")
+
+    backup_id = backup_command(embedded, "create").split()[1]
+    assert "verified" in backup_command(embedded, "verify")
+    page.reload()
+    expect(backups).to_contain_text(
+        re.compile(rf"Last backup(just now|\d+ \w+ ago) · {SIZE} · {backup_id}")
+    )
+    expect(backups).to_contain_text(re.compile(r"Last verified restore(just now|\d+ \w+ ago)$"))

@@ -143,6 +143,33 @@ async def last_run(conn: AsyncConnection[object], target: str) -> LastRun | None
     return LastRun(*row) if row else None
 
 
+@dataclass(frozen=True, slots=True)
+class Holdings:
+    """What the archive at a target holds, as recorded: its hours of points and days."""
+
+    hours: int
+    days: int
+    rows: int  # points in the hours' files
+    bytes: int
+    oldest: datetime | None  # the first archived hour
+    newest: datetime | None  # the last
+
+
+async def holdings(conn: AsyncConnection[object], target: str) -> Holdings:
+    cursor = conn.cursor(row_factory=tuple_row)
+    await cursor.execute(
+        "SELECT count(*) FILTER (WHERE kind = 'points'), count(*) FILTER (WHERE kind = 'daily'),"
+        " coalesce(sum(rows) FILTER (WHERE kind = 'points'), 0)::int8,"
+        " coalesce(sum(bytes), 0)::int8,"
+        " min(start) FILTER (WHERE kind = 'points'), max(start) FILTER (WHERE kind = 'points')"
+        " FROM archive_files WHERE target = %s",
+        (target,),
+    )
+    row = await cursor.fetchone()
+    assert row is not None  # an aggregate always answers a row
+    return Holdings(*row)
+
+
 async def unarchived_days(
     conn: AsyncConnection[object], target: str, days: Iterable[date]
 ) -> set[date]:

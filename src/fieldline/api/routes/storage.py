@@ -9,7 +9,9 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from fieldline.api.deps import Context, DbConn, Viewer
-from fieldline.storage import accounting, retention
+from fieldline.blobs.open import location
+from fieldline.storage import accounting, archive, retention
+from fieldline.storage.backups import last_backup, last_verification
 
 router = APIRouter(prefix="/api/v1/storage", tags=["storage"])
 
@@ -49,6 +51,49 @@ class TopDevicesOut(BaseModel):
     devices: list[DevicePointsOut]
 
 
+class ArchiveRunOut(BaseModel):
+    ran_at: datetime
+    files: int
+    rows: int
+    bytes: int
+    error: str | None
+
+
+class ArchiveOut(BaseModel):
+    location: str
+    hours: int
+    days: int
+    points: int
+    bytes: int
+    oldest_hour: datetime | None
+    newest_hour: datetime | None
+    last_run: ArchiveRunOut | None
+
+
+class BackupOut(BaseModel):
+    id: str
+    finished_at: datetime
+    bytes: int = Field(description="The database's dump and the data directory's files")
+
+
+class VerificationOut(BaseModel):
+    backup_id: str
+    verified_at: datetime
+    ok: bool = Field(description="Restored into a scratch database and matched its manifest")
+    problem: str | None = Field(description="Why it failed; null when ok")
+
+
+class BackupsOut(BaseModel):
+    location: str = Field(description="FIELDLINE_BACKUP_URL (default <data_dir>/backups)")
+    last_backup: BackupOut | None = Field(description="The newest backup to this location")
+    last_verification: VerificationOut | None = Field(
+        description="The newest verification, passed or failed"
+    )
+    last_verified_at: datetime | None = Field(
+        description="When a backup last restored and matched its manifest"
+    )
+
+
 class StorageOut(BaseModel):
     database_bytes: int
     tiers: list[TierOut]
@@ -61,6 +106,10 @@ class StorageOut(BaseModel):
     days_until_full: float | None
     why_no_estimate: str | None = Field(description="Why days_until_full is null")
     top_devices: TopDevicesOut | None
+    backups: BackupsOut = Field(
+        description="Backups to FIELDLINE_BACKUP_URL and their verification"
+    )
+    archive: ArchiveOut | None = Field(description="The Parquet archive; null when not set")
 
 
 @router.get("", response_model=StorageOut)
@@ -88,6 +137,8 @@ async def storage(_: Viewer, conn: DbConn, context: Context) -> StorageOut:
     days = accounting.days_until_full(disk.free_bytes, growth) if disk else None
     snapshot = await accounting.latest_snapshot(conn)
     return StorageOut(
+        archive=await _archive(conn, settings.archive_url),
+        backups=await _backups(conn, settings.backup_location),
         database_bytes=size,
         tiers=tiers,
         disk=DiskOut(path=disk.path, total_bytes=disk.total_bytes, free_bytes=disk.free_bytes)
@@ -111,6 +162,24 @@ async def storage(_: Viewer, conn: DbConn, context: Context) -> StorageOut:
     )
 
 
+async def _archive(conn: DbConn, url: str | None) -> ArchiveOut | None:
+    if not url:
+        return None
+    target = location(url)
+    held = await archive.holdings(conn, target)
+    run = await archive.last_run(conn, target)
+    return ArchiveOut(
+        location=target,
+        hours=held.hours,
+        days=held.days,
+        points=held.rows,
+        bytes=held.bytes,
+        oldest_hour=held.oldest,
+        newest_hour=held.newest,
+        last_run=ArchiveRunOut(**asdict(run)) if run else None,
+    )
+
+
 def _why(external: bool, disk: accounting.Disk | None, growth: float | None) -> str:
     if external:
         return (
@@ -122,3 +191,26 @@ def _why(external: bool, disk: accounting.Disk | None, growth: float | None) -> 
     if growth is None:
         return "the worker has not measured the database for an hour yet"
     return "the database is not growing"
+
+
+async def _backups(conn: DbConn, url: str) -> BackupsOut:
+    """The backups' section (docs/data.md, "Backups"): the worker records them."""
+    target = location(url)
+    taken = await last_backup(conn, target)
+    checked = await last_verification(conn)
+    passed = checked if checked is None or checked.ok else await last_verification(conn, ok=True)
+    return BackupsOut(
+        location=target,
+        last_backup=BackupOut(id=taken.id, finished_at=taken.finished_at, bytes=taken.bytes)
+        if taken
+        else None,
+        last_verification=VerificationOut(
+            backup_id=checked.backup_id,
+            verified_at=checked.verified_at,
+            ok=checked.ok,
+            problem=checked.problem,
+        )
+        if checked
+        else None,
+        last_verified_at=passed.verified_at if passed else None,
+    )

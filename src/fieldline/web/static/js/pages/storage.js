@@ -4,7 +4,7 @@
 // worker's hourly measurement (docs/data.md, "How much is stored").
 
 import { api } from "../api.js";
-import { ago, empty, h } from "../dom.js";
+import { ago, empty, fmtTime, h } from "../dom.js";
 import { headCell } from "../paged.js";
 
 // The tiers of docs/data.md, in the API's order.
@@ -108,6 +108,64 @@ function devicesCard(top) {
   );
 }
 
+// The Parquet archive (docs/data.md, "The Parquet archive"): where, how much, last run.
+function archiveCard(archive) {
+  const row = (label, value) => [h("dt", {}, label), h("dd", {}, value)];
+  const head = h("h2", { id: "archive-title" }, "Archive");
+  if (!archive) {
+    return h("section.card", { "aria-labelledby": "archive-title" }, head,
+      h("p.muted", {}, "No archive: set FIELDLINE_ARCHIVE_URL to a directory or s3://bucket/prefix, ",
+        "and closed hours of raw points are kept as Parquet files, retention dropping them only once archived."));
+  }
+  const run = archive.last_run;
+  let last = none("not run yet");
+  if (run) {
+    last = run.error
+      ? h("span", {}, ago(run.ran_at), " · ", h("span.badge.bad", {}, "failed"), " ", run.error)
+      : h("span", {}, ago(run.ran_at), ` · wrote ${plural(run.files, "file")}`);
+  }
+  return h(
+    "section.card",
+    { "aria-labelledby": "archive-title" },
+    head,
+    h(
+      "dl.props",
+      {},
+      row("Location", h("span.mono", {}, archive.location)),
+      row("Holds", `${plural(archive.hours, "hour")} · ${plural(archive.points, "point")} · ${fmtBytes(archive.bytes)}`),
+      row("Hours", archive.oldest_hour ? `${fmtTime(archive.oldest_hour)} – ${fmtTime(archive.newest_hour)}` : none()),
+      row("Last run", last),
+    ),
+  );
+}
+
+// Backups (docs/data.md, "Backups"): how old the last one is, and the last restore that
+// proved one (the worker verifies each backup in a scratch database).
+function backupsCard(backups) {
+  const row = (label, value) => [h("dt", {}, label), h("dd", {}, value)];
+  const taken = backups.last_backup;
+  const checked = backups.last_verification;
+  let verified = backups.last_verified_at ? ago(backups.last_verified_at) : none("never");
+  if (checked && !checked.ok) {
+    verified = h("span", {}, verified, " · ", h("span.badge.bad", {}, "last verification failed"), " ",
+      ago(checked.verified_at), `: ${checked.problem}`);
+  }
+  return h(
+    "section.card",
+    { "aria-labelledby": "backups-title" },
+    h("h2", { id: "backups-title" }, "Backups"),
+    h(
+      "dl.props",
+      {},
+      row("Location", h("span.mono", {}, backups.location)),
+      row("Last backup", taken
+        ? h("span", {}, ago(taken.finished_at), ` · ${fmtBytes(taken.bytes)} · `, h("span.mono", {}, taken.id))
+        : none("none yet: the worker takes one a day once the instance is a day old, and fieldline backup create takes one now")),
+      row("Last verified restore", verified),
+    ),
+  );
+}
+
 export async function render(main, ctx) {
   ctx.setTitle("Storage");
   main.append(
@@ -125,5 +183,13 @@ export async function render(main, ctx) {
     main.append(h("div.alert", { role: "alert" }, `Storage could not be loaded: ${error.message}`));
     return;
   }
-  main.append(h("div.stack", {}, databaseCard(storage), tiersCard(storage.tiers), devicesCard(storage.top_devices)));
+  main.append(h(
+    "div.stack",
+    {},
+    databaseCard(storage),
+    tiersCard(storage.tiers),
+    archiveCard(storage.archive),
+    devicesCard(storage.top_devices),
+    backupsCard(storage.backups),
+  ));
 }
