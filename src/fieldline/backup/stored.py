@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from fieldline.backup.manifest import DUMP, FILES, MANIFEST, Manifest
-from fieldline.blobs.base import BlobNotFound, BlobStore
+from fieldline.blobs.base import BlobNotFound, BlobStore, BlobStoreError
 from fieldline.blobs.local import LocalStore
 from fieldline.ops.datadir import private_directory
 from fieldline.ops.files import PRIVATE_FILE
@@ -87,7 +87,10 @@ def manifest(store: BlobStore, backup_id: str | None = None) -> Manifest:
 def write(store: BlobStore, result: Manifest, dump_file: Path, files_tar: bytes) -> None:
     """Store a backup: its parts, then the manifest that makes it complete."""
     if isinstance(store, LocalStore):
-        private_directory(store.root / result.id)
+        try:
+            private_directory(store.root / result.id)
+        except OSError as exc:
+            raise BlobStoreError(f"cannot write to {store.url}: {exc}") from exc
     store.put_file(f"{result.id}/{DUMP}", dump_file)
     store.put_bytes(f"{result.id}/{FILES}", files_tar)
     store.put_bytes(f"{result.id}/{MANIFEST}", result.to_json())

@@ -13,6 +13,7 @@ import click
 
 from fieldline.bench.cli import bench
 from fieldline.cli.archive import archive
+from fieldline.cli.backup import backup, restore
 from fieldline.cli.broker import broker
 from fieldline.cli.certs import certs
 from fieldline.cli.devices import device
@@ -62,7 +63,10 @@ def main() -> None:
     """fieldline: a self-hosted IoT telemetry platform."""
 
 
-for command in (up, api, ingest, worker, migrate, broker, user, device, certs, provisioning_key):
+for command in (
+    *(up, api, ingest, worker, migrate, broker, user, device, certs, provisioning_key),
+    *(backup, restore),
+):
     main.add_command(command)
 main.add_command(bench)
 main.add_command(archive)

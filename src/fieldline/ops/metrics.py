@@ -280,6 +280,35 @@ class Metrics:
             "Notifications waiting for delivery (as the dispatcher last counted)",
             registry=r,
         )
+        self._backup_metrics()
+
+    def _backup_metrics(self) -> None:
+        """The backups' (docs/data.md, "Backups"): refreshed by the worker's backup jobs from
+        the database every hour, so backups taken from the command line count too."""
+        r = self.registry
+        self.backup_last_success = Gauge(
+            "fieldline_backup_last_success_timestamp_seconds",
+            "When the newest backup to FIELDLINE_BACKUP_URL finished (Unix time; 0: none yet)",
+            registry=r,
+        )
+        self.backup_bytes = Gauge(
+            "fieldline_backup_bytes",
+            "Size of the newest backup (the database's dump and the data directory's files)",
+            registry=r,
+        )
+        self.backup_last_verified = Gauge(
+            "fieldline_backup_last_verified_timestamp_seconds",
+            "When a backup last restored into a scratch database and matched its manifest "
+            "(Unix time; 0: never)",
+            registry=r,
+        )
+        self.backup_failures = Counter(
+            "fieldline_backup_failures",
+            "Backups that failed (step=backup) and verifications that failed or found a "
+            "backup that does not restore as dumped (step=verify)",
+            ["step"],
+            registry=r,
+        )
 
     def watch_ingest_writes(self, stalled: Callable[[], float]) -> None:
         """Report this process's ingest writer: `stalled()` as WRITE_STALL_METRIC."""

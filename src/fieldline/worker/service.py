@@ -22,6 +22,7 @@ from fieldline.notify.dispatcher import notify_jobs
 from fieldline.ops.metrics import Metrics
 from fieldline.storage.db import Pool
 from fieldline.worker.archive import archive_jobs
+from fieldline.worker.backup import backup_jobs
 from fieldline.worker.housekeeping import housekeeping_jobs
 from fieldline.worker.jobs import Job, JobSource, Schedule, WorkerContext
 from fieldline.worker.retention import retention_jobs
@@ -38,6 +39,7 @@ FEATURES: tuple[JobSource, ...] = (
     downlink_jobs,
     alert_jobs,
     notify_jobs,
+    backup_jobs,
 )
 
 
