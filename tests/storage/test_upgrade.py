@@ -16,6 +16,7 @@ from tests.conftest import PgServer
 
 MIGRATIONS = available_migrations()
 HOURLY = 9  # 0009_telemetry_hourly: ingest keeps hourly rollups from then on
+TIERED = 17  # 0017_rollup_tiers: rollups partitioned, and daily ones kept by ingest too
 T0 = datetime(2026, 11, 30, 21, 0, tzinfo=UTC)  # six hours across a month's end
 
 BY_HOUR = (
@@ -69,6 +70,20 @@ async def test_an_instance_at_an_earlier_version_upgrades_in_one_step_and_keeps_
                 " FROM generate_series(0, 51) AS n",
                 (T0,),
             )
+            if version >= TIERED:  # partitions as ingest made them, and daily rollups
+                for table, name, start, end in (
+                    ("telemetry_hourly", "p202611", "2026-11-01", "2026-12-01"),
+                    ("telemetry_hourly", "p202612", "2026-12-01", "2027-01-01"),
+                    ("telemetry_daily", "p2026", "2026-01-01", "2027-01-01"),
+                ):
+                    await conn.execute(
+                        f"CREATE TABLE {table}_{name} PARTITION OF {table} FOR VALUES"
+                        f" FROM ('{start} 00:00:00+00') TO ('{end} 00:00:00+00')".encode()
+                    )
+                await conn.execute(
+                    "INSERT INTO telemetry_daily (device_id, metric, day, count, sum, min, max) "
+                    + BY_DAY.replace(" ORDER BY 3", "")
+                )
             if version >= HOURLY:
                 await conn.execute(
                     "INSERT INTO telemetry_hourly (device_id, metric, hour, count, sum, min, max) "
