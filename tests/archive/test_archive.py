@@ -30,7 +30,7 @@ from fieldline.storage.writer import Batch, DeviceReadings, PartitionCache, writ
 from tests.conftest import PgServer, S3Server, create_devices
 
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
-FIRST = datetime(2026, 12, 4, tzinfo=UTC)
+FIRST = datetime(2026, 11, 30, tzinfo=UTC)  # a week before NOW's day
 DEVICES = ("pump-2", "pump-10", "cold-room")
 # Names CSV and Parquet must carry through untouched, and values that must come back
 # bit for bit.
@@ -134,10 +134,10 @@ async def test_closed_hours_are_archived_once_and_duckdb_reads_them_as_stored(
     due = await archive_now(seeded, store)
 
     # Every closed hour (the one ending at NOW is within the grace), and every whole day.
-    assert due.hours == [FIRST + timedelta(hours=h) for h in range(3 * 24 + 11)]
-    assert due.days == [FIRST + timedelta(days=d) for d in range(3)]
+    assert due.hours == [FIRST + timedelta(hours=h) for h in range(7 * 24 + 11)]
+    assert due.days == [FIRST + timedelta(days=d) for d in range(7)]
     keys = [blob.key for blob in store.list()]
-    assert "points/date=2026-12-04/hour=00/points.parquet" in keys
+    assert "points/date=2026-11-30/hour=00/points.parquet" in keys
     assert "points/date=2026-12-07/hour=10/_manifest.json" in keys
     assert "points/date=2026-12-07/hour=11/points.parquet" not in keys
     assert "daily/date=2026-12-06/daily.parquet" in keys
@@ -151,7 +151,7 @@ async def test_closed_hours_are_archived_once_and_duckdb_reads_them_as_stored(
         f"SELECT date, hour, count(*) FROM read_parquet('{tmp_path}/archive/points/**/*.parquet',"
         " hive_partitioning = true) GROUP BY ALL ORDER BY ALL LIMIT 1"
     ).fetchall()
-    assert (date.isoformat(), hour, count) == ("2026-12-04", "00", 3 * 9 * len(METRICS))
+    assert (date.isoformat(), hour, count) == ("2026-11-30", "00", 3 * 9 * len(METRICS))
 
     # Each file sorted by device and time, its manifest true to it.
     file = tmp_path / "archive" / layout.points_key(FIRST + timedelta(hours=5))
@@ -178,28 +178,6 @@ async def test_closed_hours_are_archived_once_and_duckdb_reads_them_as_stored(
 
     # A second run finds nothing to do.
     assert (await archive_now(seeded, store)).files == 0
-
-
-async def test_an_s3_archive_holds_the_same_files(
-    seeded15: str, s3_bucket: str, s3_server: S3Server, tmp_path: Path
-) -> None:
-    store = open_store(f"s3://{s3_bucket}/fleet/archive", s3_endpoint_url=s3_server.endpoint_url)
-    due = await archive_now(seeded15, store, NOW - timedelta(days=2))
-    assert due.hours and due.days
-    local = open_store(str(tmp_path / "copy"))
-    for blob in store.list():
-        store.get_file(blob.key, tmp_path / "blob")
-        local.put_file(blob.key, tmp_path / "blob")
-    assert same_values(
-        duck_points(tmp_path / "copy"), raw_points(seeded15, FIRST + timedelta(days=1, hours=11))
-    )
-    found = entries(store)
-    assert len(found) == due.files
-    checked = verify(store, found)
-    assert checked.problems == []
-    assert checked.rows == sum(e.manifest.rows for e in found if e.manifest)
-    async with await connect(seeded15) as conn:
-        assert (await archiving.due(conn, store.url, NOW - timedelta(days=2))).files == 0
 
 
 async def test_a_late_reading_rewrites_its_hour_and_day(seeded15: str, tmp_path: Path) -> None:
@@ -232,21 +210,24 @@ async def test_retention_waits_for_the_archive_then_import_brings_points_back(
 
     async with await connect(seeded15) as conn:
         (raw_run, *_) = await retention.apply(conn, keep, NOW, target)
-    assert [p.name for p in raw_run.held] == ["telemetry_p20261204", "telemetry_p20261205"]
+    assert [p.name for p in raw_run.held] == [f"telemetry_p202611{d}" for d in (30,)] + [
+        f"telemetry_p2026120{d}" for d in range(1, 6)
+    ]
     assert raw_run.dropped == []
     assert raw_points(seeded15) == before
+    held = raw_run.held
 
     await archive_now(seeded15, store)
     async with await connect(seeded15) as conn:
         (raw_run, *_) = await retention.apply(conn, keep, NOW, target)
-    assert [p.name for p in raw_run.dropped] == ["telemetry_p20261204", "telemetry_p20261205"]
+    assert raw_run.dropped == held
     left = raw_points(seeded15)
     assert left == [p for p in before if p[2] >= datetime(2026, 12, 6, tzinfo=UTC)]
 
-    found = entries(store, FIRST, FIRST + timedelta(days=2))
+    found = entries(store, FIRST, FIRST + timedelta(days=6))
     async with await connect(seeded15) as conn:
         imported = await import_hours(conn, store, found)
-        assert len(imported) == 48
+        assert len(imported) == 6 * 24
         assert sum(hour.added for hour in imported) == len(before) - len(left)
         again = await import_hours(conn, store, found)
     assert same_values(raw_points(seeded15), before)
@@ -256,18 +237,30 @@ async def test_retention_waits_for_the_archive_then_import_brings_points_back(
     assert rollups(seeded15, "telemetry_daily") == daily
 
 
-async def test_an_archive_imports_into_a_new_instance_with_its_rollups(
-    seeded15: str, pg15: PgServer, tmp_path: Path
+@pytest.mark.parametrize("where", ["local", "s3"])
+async def test_a_week_round_trips_into_a_new_instance_with_its_rollups(
+    where: str, seeded15: str, pg15: PgServer, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    store = open_store(str(tmp_path / "archive"))
+    if where == "local":
+        store = open_store(str(tmp_path / "archive"))
+    else:
+        server: S3Server = request.getfixturevalue("s3_server")
+        bucket = request.getfixturevalue("s3_bucket")
+        store = open_store(f"s3://{bucket}/archive", s3_endpoint_url=server.endpoint_url)
     await archive_now(seeded15, store)
+    assert verify(store, entries(store)).problems == []
+    async with await connect(seeded15) as conn:
+        assert (await archiving.due(conn, store.url, NOW)).files == 0  # written once
     fresh = pg15.url_for(pg15.create_database())
     try:
         await migrate(fresh)
         async with await connect(fresh) as conn:
-            await import_hours(conn, store, entries(store))
+            first = await import_hours(conn, store, entries(store))
+            second = await import_hours(conn, store, entries(store))
         closed = NOW - timedelta(hours=1)
         assert same_values(raw_points(fresh), raw_points(seeded15, closed))
+        assert sum(hour.added for hour in first) == len(raw_points(seeded15, closed))
+        assert sum(hour.added for hour in second) == 0  # twice, no duplicates
         with psycopg.connect(seeded15) as conn:
             hourly = conn.execute(
                 "SELECT * FROM telemetry_hourly WHERE hour < %s ORDER BY 1, 2, 3", (closed,)
