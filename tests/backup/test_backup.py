@@ -88,6 +88,7 @@ async def test_a_backup_taken_while_ingest_writes_verifies_and_restores(
     # Private on disk: the backup holds the instance's secrets.
     folder = tmp_path / "backups" / made.manifest.id
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert stat.S_IMODE(folder.parent.stat().st_mode) == 0o700  # made by the backup
     assert {stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()} == {0o600}
 
     checked = await verify(database_url, store)

@@ -112,6 +112,7 @@ def test_a_restored_instance_answers_the_api_as_before(root: Path) -> None:
     second_dir = root / "second"
     restored = fieldline("restore", str(root / "backups"), "--data-dir", str(second_dir), env={})
     assert restored.returncode == 0, restored.stderr
+    assert restored.stderr == ""  # its new server stopped cleanly, nothing else to say
     assert "into a new embedded PostgreSQL in" in restored.stdout
     assert f"and into {second_dir}: secrets/secret_key" in restored.stdout
 

@@ -82,8 +82,12 @@ def conflicts(data_dir: Path, files: dict[str, bytes]) -> list[str]:
 
 
 def restore(data_dir: Path, files: dict[str, bytes]) -> None:
-    """Write the backup's files into `data_dir`, privately, each whole or not at all."""
-    private_directory(data_dir)
+    """Write the backup's files into `data_dir`, privately, each whole or not at all.
+
+    The data directory itself is left as it is when it exists: run as root, the embedded
+    server's user must still traverse it."""
+    if not data_dir.exists():
+        private_directory(data_dir)
     for name, content in files.items():
         path = data_dir / name
         for directory in reversed(path.relative_to(data_dir).parents[:-1]):

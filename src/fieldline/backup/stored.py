@@ -88,6 +88,8 @@ def write(store: BlobStore, result: Manifest, dump_file: Path, files_tar: bytes)
     """Store a backup: its parts, then the manifest that makes it complete."""
     if isinstance(store, LocalStore):
         try:
+            if not store.root.exists():  # one of ours; a directory given is left as it is
+                private_directory(store.root)
             private_directory(store.root / result.id)
         except OSError as exc:
             raise BlobStoreError(f"cannot write to {store.url}: {exc}") from exc

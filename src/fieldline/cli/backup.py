@@ -145,7 +145,7 @@ def restore(source: str, force: bool, **overrides: Any) -> None:
             f"{db.label}: {len(chosen.tables)} tables, {chosen.rows:,} rows"
         )
         if done.data_files:
-            click.echo(f"and into {settings.data_dir}: {', '.join(done.data_files)}")
+            click.echo(f"and into {settings.data_dir.resolve()}: {', '.join(done.data_files)}")
 
     _run(bring_back())
 
