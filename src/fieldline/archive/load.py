@@ -108,18 +108,31 @@ async def _insert_hour(conn: AsyncConnection[object], hour: datetime, csv: Path)
             while chunk := rows.read(1 << 20):
                 await copy.write(chunk)
     end = hour + timedelta(hours=1)
-    inserted = await conn.execute(
-        "INSERT INTO telemetry (time, device_id, metric, value)"
-        " SELECT TIMESTAMPTZ 'epoch' + time_us * INTERVAL '1 microsecond', device_id, metric,"
-        " value FROM archive_import"
-        " EXCEPT ALL SELECT time, device_id, metric, value FROM telemetry"
-        " WHERE time >= %s AND time < %s",
-        (hour, end),
+    points = "TIMESTAMPTZ 'epoch' + time_us * INTERVAL '1 microsecond', device_id, metric, value"
+    held = await _count(
+        conn,
+        "SELECT count(*) FROM (SELECT FROM telemetry WHERE time >= %s AND time < %s LIMIT 1) t",
+        hour,
+        end,
     )
+    if held:
+        inserted = await conn.execute(
+            f"INSERT INTO telemetry (time, device_id, metric, value) SELECT {points}"
+            " FROM archive_import EXCEPT ALL SELECT time, device_id, metric, value"
+            " FROM telemetry WHERE time >= %s AND time < %s".encode(),
+            (hour, end),
+        )
+    else:
+        # An hour retention dropped (or a new instance): nothing to compare with, and rows
+        # in the index's order go into it in one sweep rather than at random.
+        inserted = await conn.execute(
+            f"INSERT INTO telemetry (time, device_id, metric, value) SELECT {points}"
+            " FROM archive_import ORDER BY device_id, metric, time_us".encode()
+        )
     added = max(inserted.rowcount, 0)
     if added:
         await _rebuild_hourly(conn, hour)
-        await _keep_latest(conn, hour, end)
+        await _keep_latest(conn)
     return added
 
 
@@ -165,13 +178,13 @@ async def _rebuild_daily(conn: AsyncConnection[object], day: date) -> None:
     )
 
 
-async def _keep_latest(conn: AsyncConnection[object], start: datetime, end: datetime) -> None:
-    """A new instance learns each series' latest value; a newer one stays."""
+async def _keep_latest(conn: AsyncConnection[object]) -> None:
+    """A new instance learns each series' latest value from the hour; a newer one stays."""
     await conn.execute(
         "INSERT INTO telemetry_latest (device_id, metric, time, value)"
-        " SELECT DISTINCT ON (device_id, metric) device_id, metric, time, value FROM telemetry"
-        " WHERE time >= %s AND time < %s ORDER BY device_id, metric, time DESC"
+        " SELECT DISTINCT ON (device_id, metric) device_id, metric,"
+        " TIMESTAMPTZ 'epoch' + time_us * INTERVAL '1 microsecond', value FROM archive_import"
+        " ORDER BY device_id, metric, time_us DESC"
         " ON CONFLICT (device_id, metric) DO UPDATE SET time = EXCLUDED.time,"
-        " value = EXCLUDED.value WHERE telemetry_latest.time < EXCLUDED.time",
-        (start, end),
+        " value = EXCLUDED.value WHERE telemetry_latest.time < EXCLUDED.time"
     )

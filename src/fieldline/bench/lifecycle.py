@@ -182,7 +182,10 @@ async def _seed_old_days(database_url: str, options: LifecycleOptions) -> int:
         for day in days:
             await conn.execute(
                 "INSERT INTO telemetry (time, device_id, metric, value)"
-                " SELECT %s::timestamptz + n * %s::interval, 'seed-' || d, m, n"
+                # Values as sensors report them: a slow wave with noise, two decimals
+                # (a counter would compress to nothing and flatter the archive).
+                " SELECT %s::timestamptz + n * %s::interval, 'seed-' || d, m,"
+                " round((20 + 5 * sin(n / 50.0 + d) + random())::numeric, 2)::float8"
                 " FROM generate_series(0, %s - 1) AS n, generate_series(1, %s) AS d,"
                 " unnest(%s::text[]) AS m",
                 (_midnight(day), step, per_series, SEED_DEVICES, list(SEED_METRICS)),
