@@ -107,6 +107,18 @@ async def test_retention_runs_once_from_the_cli(pg15_database_url: str) -> None:
     assert "FIELDLINE_RETENTION_HOURLY_DAYS=10 keeps rollups for less time" in refused.stderr
 
 
+def test_an_unreachable_database_is_a_clear_error() -> None:
+    """DATABASE_URL naming a server that is down: one line saying so, no traceback."""
+    from fieldline.ops.sockets import free_port
+
+    env = {"DATABASE_URL": f"postgresql://fieldline:pw@127.0.0.1:{free_port('127.0.0.1')}/x"}
+    for args in (("migrate",), ("archive", "run", "--archive-url", "/nonexistent")):
+        ran = fieldline(*args, env=env)
+        assert ran.returncode == 1, ran.stdout
+        assert "Error: cannot reach the database: connection failed" in ran.stderr
+        assert "Traceback" not in ran.stderr
+
+
 def test_user_create_without_a_database_says_where_to_find_one(tmp_path: Path) -> None:
     """No data directory here (the default `fieldline-data` is relative), then an empty one:
     a clear error, and nothing created, as a mistyped --data-dir must not make a new,

@@ -217,7 +217,12 @@ def archive_verify(
                 keys += [file.key for file in files.values()]
         return keys
 
-    keys = run(recorded())
+    try:
+        keys = run(recorded())
+    except click.ClickException as exc:
+        # An archive another instance wrote can be checked without a database here.
+        click.echo(f"no database ({exc.message}): checking the files alone", err=True)
+        keys = []
     found = _store_call(lambda: entries(store, start, end))
     with progress("verifying", len(found), unit="files") as bar:
         checked = _store_call(lambda: verify(store, found, keys, lambda _entry: bar.advance()))

@@ -40,6 +40,8 @@ def run(coro: Awaitable[T]) -> T:
     """Run `coro` to its end; a database that cannot start is the command's error."""
     import asyncio
 
+    import psycopg
+
     from fieldline.storage.embedded import DatabaseUnavailable
     from fieldline.storage.pgserver import PostgresServerError
 
@@ -50,6 +52,10 @@ def run(coro: Awaitable[T]) -> T:
         return asyncio.run(main())
     except (DatabaseUnavailable, PostgresServerError) as exc:
         raise click.ClickException(str(exc)) from exc
+    except psycopg.OperationalError as exc:
+        # DATABASE_URL names a server that is down, unreachable or refuses the login.
+        reason = " ".join(str(exc).split())
+        raise click.ClickException(f"cannot reach the database: {reason}") from exc
 
 
 # The embedded database of commands other than `up` (which has the same option).
