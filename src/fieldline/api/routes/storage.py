@@ -53,20 +53,20 @@ class TopDevicesOut(BaseModel):
 
 class ArchiveRunOut(BaseModel):
     ran_at: datetime
-    files: int
+    files: int = Field(description="Files the run wrote")
     rows: int
     bytes: int
-    error: str | None
+    error: str | None = Field(description="Why the run stopped; null when it succeeded")
 
 
 class ArchiveOut(BaseModel):
-    location: str
-    hours: int
-    days: int
+    location: str = Field(description="FIELDLINE_ARCHIVE_URL: a directory or s3://bucket/prefix")
+    hours: int = Field(description="Hours of raw points archived there")
+    days: int = Field(description="Days of aggregates archived there")
     points: int
     bytes: int
-    oldest_hour: datetime | None
-    newest_hour: datetime | None
+    oldest_hour: datetime | None = Field(description="The first archived hour")
+    newest_hour: datetime | None = Field(description="The last archived hour")
     last_run: ArchiveRunOut | None
 
 
