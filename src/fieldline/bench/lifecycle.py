@@ -10,8 +10,11 @@ a drop that held ingest back would show in the readings sent around it.
 
 Before the load, the old days are archived to Parquet in a local directory as the
 worker's archive job does (`archive.run`), and the archive verified; retention then
-drops them only because the archive holds them. After the load, the first old day is
-imported back from the archive (`archive.load`). Each is timed.
+drops them only because the archive holds them. Still before the load, the database is
+backed up (`backup.create`: pg_dump of a snapshot with its manifest), the backup verified
+(restored into a scratch database and compared) and restored into a new database. After
+the load, the first old day is imported back from the archive (`archive.load`). Each
+step is timed.
 """
 
 from __future__ import annotations
@@ -84,6 +87,7 @@ async def run(options: LifecycleOptions) -> Result:
             seeded = await _seed_old_days(stack.database_url, options)
             store = open_store(str(directory / "archive"))
             archived = await _archive(stack.database_url, store)
+            backed_up = await _backup(stack.database_url, directory)
             await stack.start_ingest("a")
             plan = LoadPlan(
                 devices=devices,
@@ -158,7 +162,19 @@ async def run(options: LifecycleOptions) -> Result:
         ["in PostgreSQL (raw, index included)", seeded, "", "", "", drop.bytes,
          round(drop.bytes / max(seeded, 1), 2)],
     ]  # fmt: skip
-    result.tables += [archive, dropped, latency]
+    backup = Table(
+        "The database backed up, the backup verified and restored (local disk)",
+        ["step", "points", "rows in all tables", "seconds", "points/s", "bytes"],
+    )
+    backup.rows += [
+        [step, seeded, backed_up.rows, round(seconds, 1), round(seeded / seconds), size]
+        for step, seconds, size in (
+            ("backup create (pg_dump and manifest)", backed_up.create_seconds, backed_up.bytes),
+            ("backup verify (restore to scratch, compare)", backed_up.verify_seconds, ""),
+            ("restore into a new database", backed_up.restore_seconds, ""),
+        )
+    ]
+    result.tables += [archive, backup, dropped, latency]
     result.data.update(
         {"drop": {"partitions": drop.partitions, "seconds": drop.ended - drop.started}},
     )
@@ -238,6 +254,47 @@ class _Archived:
     bytes: int
     seconds: float
     verify_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class _BackedUp:
+    rows: int
+    bytes: int
+    create_seconds: float
+    verify_seconds: float
+    restore_seconds: float
+
+
+async def _backup(database_url: str, directory: Path) -> _BackedUp:
+    """Back up, verify and restore the seeded database as the backup commands do."""
+    from fieldline.backup import create, restore, verify  # pg_dump's wrapper, when asked
+
+    store = open_store(str(directory / "backups"))
+    started = time.perf_counter()
+    created = await create.create(database_url, directory / "data", store)
+    create_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    checked = await verify.verify(database_url, store)
+    verify_seconds = time.perf_counter() - started
+    if not checked.ok:
+        raise RuntimeError(f"the backup does not verify: {checked.problems[:3]}")
+    base, _, _ = database_url.rpartition("/")
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await conn.execute("CREATE DATABASE lifecycle_restored")
+    try:
+        started = time.perf_counter()
+        await restore.restore(f"{base}/lifecycle_restored", directory / "restored", store, None)
+        restore_seconds = time.perf_counter() - started
+    finally:
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            await conn.execute("DROP DATABASE IF EXISTS lifecycle_restored WITH (FORCE)")
+    return _BackedUp(
+        created.manifest.rows,
+        created.manifest.size,
+        create_seconds,
+        verify_seconds,
+        restore_seconds,
+    )
 
 
 @dataclass(frozen=True, slots=True)
