@@ -1,4 +1,5 @@
-"""Scenario: retention dropping old days of raw points while ingest runs at full speed.
+"""Scenario: data over time. Old days of raw points archived, backed up and restored, then
+dropped by retention while ingest runs at full speed, and a day imported back.
 
 One stack (PostgreSQL, Mosquitto, `fieldline ingest`), raw points seeded into old
 days (past the 30-day retention), then the load (10,000 msg/s by default). A third of
@@ -363,7 +364,8 @@ def command(
     keep: Path | None,
     settings: tuple[str, ...],
 ) -> None:
-    """Retention dropping old days of raw points while ingest runs at full speed."""
+    """Archive, backup and restore of seeded old days, then retention dropping them while
+    ingest runs at full speed, and a day imported back."""
     options = LifecycleOptions(
         rate=rate,
         devices=devices,
