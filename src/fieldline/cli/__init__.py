@@ -63,10 +63,6 @@ def main() -> None:
     """fieldline: a self-hosted IoT telemetry platform."""
 
 
-for command in (
-    *(up, api, ingest, worker, migrate, broker, user, device, certs, provisioning_key),
-    *(backup, restore),
-):
+COMMANDS = (up, api, ingest, worker, migrate, archive, backup, restore, broker, user, device)
+for command in (*COMMANDS, certs, provisioning_key, bench):
     main.add_command(command)
-main.add_command(bench)
-main.add_command(archive)

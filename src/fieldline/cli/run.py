@@ -171,6 +171,7 @@ async def _worker_once(settings: Settings, name: str | None) -> None:
 def _job_outcome(result: object) -> str:
     from fieldline.storage.retention import TierRun
     from fieldline.worker.archive import ArchiveRound
+    from fieldline.worker.backup import BackupRound, VerifyRound
 
     if result is None:
         return "skipped (another worker holds it) or failed (see the log)"
@@ -183,8 +184,6 @@ def _job_outcome(result: object) -> str:
     if isinstance(result, ArchiveRound):
         wrote = f"wrote {len(result.written)} file(s), {result.pending} still due"
         return f"{wrote}; failed: {result.error}" if result.error else wrote
-    from fieldline.worker.backup import BackupRound, VerifyRound
-
     if isinstance(result, BackupRound | VerifyRound):
         return str(result)
     return "done"
