@@ -48,11 +48,19 @@ def platform(workdir: Path, pg15_database_url: str) -> Iterator[Platform]:
         assert code == 0, f"fieldline up exited {code} on SIGTERM"
 
 
+def _command_line(process: psutil.Process) -> list[str]:
+    """A child's command line; none for one that died and `up` has not reaped yet."""
+    try:
+        return process.cmdline()
+    except (psutil.ZombieProcess, psutil.NoSuchProcess):
+        return []
+
+
 def ingest_child(platform: Platform, *, other_than: int | None = None) -> psutil.Process:
     children = [
         child
         for child in psutil.Process(platform.process.pid).children()
-        if "ingest" in child.cmdline()
+        if "ingest" in _command_line(child)
     ]
     assert len(children) == 1, children
     assert children[0].pid != other_than, "not restarted yet"
