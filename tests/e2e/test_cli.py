@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -43,6 +46,46 @@ async def test_device_commands_go_through_the_api(platform: Platform) -> None:
     client = await DeviceClient("cli-dev-1", password, platform.mqtt_port).connect()
     listed = fieldline("device", "list", env=api)
     assert listed.returncode == 0 and "cli-dev-1" in listed.stdout
+    as_json = json.loads(fieldline("device", "list", "--json", env=api).stdout)
+    assert "cli-dev-1" in [d["device_id"] for d in as_json]
+    shown = fieldline("device", "show", "cli-dev-1", env=api)
+    assert shown.returncode == 0, shown.stderr
+    assert re.search(r"^name\s+From the CLI$", shown.stdout, re.M), shown.stdout
+    assert json.loads(fieldline("device", "show", "cli-dev-1", "--json", env=api).stdout)["status"][
+        "enabled"
+    ]
+
+    # Configuration: values as JSON where they parse, text otherwise; null removes a key.
+    changed = fieldline("config", "set", "cli-dev-1", "interval=30", "mode=eco", "x=1", env=api)
+    assert changed.returncode == 0, changed.stderr
+    assert fieldline("config", "set", "cli-dev-1", "x=null", env=api).returncode == 0
+    state = json.loads(fieldline("config", "get", "cli-dev-1", "--json", env=api).stdout)
+    assert state["effective"] == {"interval": 30, "mode": "eco"}
+    bad = fieldline("config", "set", "cli-dev-1", "interval", env=api)
+    assert bad.returncode == 2 and "'interval' is not KEY=VALUE" in bad.stderr
+
+    # A command the device answers, waited for as a script would.
+    assert await client.subscribe("devices/cli-dev-1/commands") == 1
+    client.publish("status", json.dumps({"status": "online"}))
+
+    async def answer() -> None:
+        while not client.received:
+            await asyncio.sleep(0.05)
+        sent = json.loads(client.received[-1][1])
+        result = {"command_id": sent["command_id"], "status": "succeeded", "result": {"up": 1}}
+        client.publish("commands/result", json.dumps(result))
+
+    answering = asyncio.create_task(answer())
+    waited = await asyncio.to_thread(
+        fieldline, "command", "send", "cli-dev-1", "reboot", "--params", '{"delay": 5}',
+        "--timeout", "60", "--wait", env=api,
+    )  # fmt: skip
+    await answering
+    assert waited.returncode == 0, waited.stderr
+    assert re.search(r"command [0-9a-f-]+ to cli-dev-1: succeeded", waited.stdout), waited.stdout
+    assert '"up": 1' in waited.stdout
+    refused = fieldline("command", "send", "cli-dev-1", "reboot", "--params", "[1]", env=api)
+    assert refused.returncode == 2 and "a JSON object" in refused.stderr
     disabled = fieldline("device", "disable", "cli-dev-1", env=api)
     assert disabled.returncode == 0, disabled.stderr
     await client.disconnected.wait()
@@ -50,6 +93,10 @@ async def test_device_commands_go_through_the_api(platform: Platform) -> None:
     assert again.returncode == 1 and "409 conflict" in again.stderr
     wrong = fieldline("device", "list", env={**api, "FIELDLINE_API_PASSWORD": "not-the-one"})
     assert wrong.returncode == 1 and "401" in wrong.stderr
+    deleted = fieldline("device", "delete", "cli-dev-1", "--yes", env=api)
+    assert deleted.returncode == 0 and "device cli-dev-1 deleted" in deleted.stdout
+    gone = fieldline("device", "show", "cli-dev-1", env=api)
+    assert gone.returncode == 1 and "404" in gone.stderr
 
 
 def test_user_create_and_migrate_on_an_external_database(pg15_database_url: str) -> None:
@@ -70,6 +117,20 @@ def test_user_create_and_migrate_on_an_external_database(pg15_database_url: str)
     assert "user ops created with role operator" in created.stdout
     twice = fieldline("user", "create", "ops", "--password", "operator-password", env=env)
     assert twice.returncode == 1 and "already exists" in twice.stderr
+    changed = fieldline("user", "passwd", "ops", "--password", "another-operator-pw", env=env)
+    assert changed.returncode == 0 and "password of ops changed" in changed.stdout
+    with psycopg.connect(pg15_database_url) as conn:
+        audit = conn.execute(
+            "SELECT actor, action FROM audit_log WHERE target_id = 'ops'"
+        ).fetchall()
+    assert audit == [("cli", "user.update")]
+    nobody = fieldline("user", "passwd", "nobody", "--password", "another-operator-pw", env=env)
+    assert nobody.returncode == 1 and "user 'nobody' does not exist" in nobody.stderr
+    weak = fieldline("user", "passwd", "ops", "--password", "short", env=env)
+    assert weak.returncode == 1 and "Traceback" not in weak.stderr
+    users = json.loads(fieldline("user", "list", "--json", env=env).stdout)
+    assert [(u["username"], u["role"]) for u in users] == [("ops", "operator")]
+    assert re.search(r"^ops\s+operator\s+\d{4}-", fieldline("user", "list", env=env).stdout, re.M)
 
 
 async def test_retention_runs_once_from_the_cli(pg15_database_url: str) -> None:

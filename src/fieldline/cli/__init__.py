@@ -16,6 +16,8 @@ from fieldline.cli.archive import archive
 from fieldline.cli.backup import backup, restore
 from fieldline.cli.broker import broker
 from fieldline.cli.certs import certs
+from fieldline.cli.commands import command
+from fieldline.cli.config import config
 from fieldline.cli.devices import device
 from fieldline.cli.provisioning import provisioning_key
 from fieldline.cli.run import api, ingest, migrate, up, worker
@@ -64,5 +66,5 @@ def main() -> None:
 
 
 COMMANDS = (up, api, ingest, worker, migrate, archive, backup, restore, broker, user, device)
-for command in (*COMMANDS, certs, provisioning_key, bench):
-    main.add_command(command)
+for entry in (*COMMANDS, config, command, certs, provisioning_key, bench):
+    main.add_command(entry)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
+from urllib.parse import quote
 
 import click
 
@@ -40,11 +42,12 @@ def device_create(
 
 @device.command("list")
 @click.option("--group", default=None)
+@click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
 @api_options
-def device_list(group: str | None, **api: Any) -> None:
+def device_list(group: str | None, as_json: bool, **api: Any) -> None:
     """List devices with their status."""
+    found: list[dict[str, Any]] = []
     cursor: str | None = None
-    click.echo(f"{'DEVICE':<32} {'STATUS':<11} {'ENABLED':<8} {'GROUP':<16} LAST SEEN")
     while True:
         params: dict[str, Any] = {
             "limit": 500,
@@ -52,14 +55,65 @@ def device_list(group: str | None, **api: Any) -> None:
             **({"cursor": cursor} if cursor else {}),
         }
         page = api_call(**api, method="GET", path="/api/v1/devices", params=params)
-        for d in page["items"]:
-            click.echo(
-                f"{d['device_id']:<32} {d['status']:<11} {d['enabled']!s:<8} "
-                f"{d['group'] or '-':<16} {d['last_seen'] or 'never'}"
-            )
-        cursor = page["next_cursor"]
-        if not cursor:
+        found += page["items"]
+        if not (cursor := page["next_cursor"]):
             break
+    if as_json:
+        click.echo(json.dumps(found, indent=1))
+        return
+    click.echo(f"{'DEVICE':<32} {'STATUS':<11} {'ENABLED':<8} {'GROUP':<16} LAST SEEN")
+    for d in found:
+        click.echo(
+            f"{d['device_id']:<32} {d['status']:<11} {d['enabled']!s:<8} "
+            f"{d['group'] or '-':<16} {d['last_seen'] or 'never'}"
+        )
+
+
+@device.command("show")
+@click.argument("device_id")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object, for scripts.")
+@api_options
+def device_show(device_id: str, as_json: bool, **api: Any) -> None:
+    """A device: its registration, status and latest values."""
+    path = f"/api/v1/devices/{quote(device_id, safe='')}"
+    shown = api_call(**api, method="GET", path=path)
+    status = api_call(**api, method="GET", path=f"{path}/status")
+    latest = api_call(**api, method="GET", path=f"{path}/telemetry/latest")
+    if as_json:
+        click.echo(json.dumps({**shown, "status": status, "latest": latest}, indent=1))
+        return
+    rows = [
+        ("device", shown["device_id"]),
+        ("name", shown["name"] or "-"),
+        ("type", shown["device_type"] or "-"),
+        ("group", shown["group"] or "-"),
+        ("enabled", str(shown["enabled"]).lower()),
+        ("status", shown["status"]),
+        ("last seen", shown["last_seen"] or "never"),
+        ("firmware", status["firmware_version"] or "-"),
+        ("update", "pending" if status["pending_update"] else "none pending"),
+    ]
+    for label, value in rows:
+        click.echo(f"{label:<10} {value}")
+    values = latest.get("metrics", {})
+    if values:
+        click.echo("latest")
+        for metric, point in sorted(values.items()):
+            click.echo(f"  {metric:<24} {point['value']:<14} {point['time']}")
+
+
+@device.command("delete")
+@click.argument("device_id")
+@click.option("--yes", is_flag=True, help="Do not ask (for scripts).")
+@api_options
+def device_delete(device_id: str, yes: bool, **api: Any) -> None:
+    """Delete a device and its credentials; its connection is dropped, its telemetry kept."""
+    if not yes:
+        click.confirm(
+            f"Delete {device_id}? It can no longer connect; its telemetry stays.", abort=True
+        )
+    api_call(**api, method="DELETE", path=f"/api/v1/devices/{quote(device_id, safe='')}")
+    click.echo(f"device {device_id} deleted")
 
 
 def _set_enabled(device_id: str, *, enabled: bool, api: dict[str, Any]) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import getpass
+import json
+from datetime import UTC
 from typing import Any
 
 import click
@@ -36,12 +38,7 @@ def user_create(username: str, role: str, password: str | None, **overrides: Any
     from fieldline.storage.migrate import migrate as apply_migrations
 
     settings = load(**overrides)
-    if password is None:
-        password = getpass.getpass(f"Password for {username}: ")
-    try:
-        users.check_password(password)  # before the database is even opened
-    except users.WeakPasswordError as exc:
-        raise click.ClickException(str(exc)) from exc
+    password = _password(username, password, prompt="Password")
 
     async def create(password: str) -> None:
         async with database(settings, command="user create") as db:
@@ -60,3 +57,93 @@ def user_create(username: str, role: str, password: str | None, **overrides: Any
     except AlreadyExistsError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"user {username} created with role {role}")
+
+
+def _password(username: str, given: str | None, *, prompt: str = "New password") -> str:
+    from fieldline import users
+
+    password = given if given is not None else getpass.getpass(f"{prompt} for {username}: ")
+    try:
+        users.check_password(password)  # before the database is even opened
+    except users.WeakPasswordError as exc:
+        raise click.ClickException(str(exc)) from exc
+    return password
+
+
+@user.command("passwd")
+@click.argument("username")
+@click.option(
+    "--password",
+    envvar="FIELDLINE_NEW_USER_PASSWORD",
+    help="Prompted for when not given [FIELDLINE_NEW_USER_PASSWORD]",
+)
+@data_dir_option
+def user_passwd(username: str, password: str | None, **overrides: Any) -> None:
+    """Set a user's password (the admin's too, when it is lost); ends their sessions."""
+    from fieldline.storage.db import open_pool
+    from fieldline.storage.embedded import database
+    from fieldline.storage.errors import NotFoundError
+    from fieldline.storage.migrate import migrate as apply_migrations
+    from fieldline.users.accounts import reset_password
+
+    settings = load(**overrides)
+    chosen = _password(username, password)
+
+    async def change() -> None:
+        async with database(settings, command="user passwd") as db:
+            await apply_migrations(db.url)
+            pool = await open_pool(db.url, min_size=1, max_size=1)
+            try:
+                async with pool.connection() as conn:
+                    await reset_password(conn, username=username, password=chosen)
+            finally:
+                await pool.close()
+
+    try:
+        run(change())
+    except NotFoundError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"password of {username} changed; their sessions are ended")
+
+
+@user.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
+@data_dir_option
+def user_list(as_json: bool, **overrides: Any) -> None:
+    """List the users and their roles."""
+    from fieldline.domain.users import User
+    from fieldline.storage import users as user_store
+    from fieldline.storage.db import open_pool
+    from fieldline.storage.embedded import database
+    from fieldline.storage.migrate import migrate as apply_migrations
+
+    settings = load(**overrides)
+
+    async def every() -> list[User]:
+        async with database(settings, command="user list") as db:
+            await apply_migrations(db.url)
+            pool = await open_pool(db.url, min_size=1, max_size=1)
+            found: list[User] = []
+            try:
+                async with pool.connection() as conn:
+                    cursor: str | None = None
+                    while True:
+                        page = await user_store.list_users(conn, limit=500, cursor=cursor)
+                        found += page.items
+                        if not (cursor := page.next_cursor):
+                            return found
+            finally:
+                await pool.close()
+
+    found = run(every())
+    if as_json:
+        rows = [
+            {"username": u.username, "role": u.role.value, "created_at": u.created_at.isoformat()}
+            for u in found
+        ]
+        click.echo(json.dumps(rows, indent=1))
+        return
+    click.echo(f"{'USER':<32} {'ROLE':<9} CREATED")
+    for u in found:
+        created = u.created_at.astimezone(UTC)
+        click.echo(f"{u.username:<32} {u.role.value:<9} {created:%Y-%m-%d %H:%M} UTC")

@@ -18,6 +18,7 @@ from fieldline.security.passwords import generate_secret
 from fieldline.storage import audit as audit_store
 from fieldline.storage import users as user_store
 from fieldline.storage.db import Row
+from fieldline.storage.errors import NotFoundError
 from fieldline.users.passwords import check_password, hash_password
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,29 @@ async def update_user(
         if role is not None:
             detail["role"] = role.value
         await record_user_change(conn, actor, "user.update", user, detail)
+    return user
+
+
+async def reset_password(conn: Conn, *, username: str, password: str) -> User:
+    """A password set from the shell (`fieldline user passwd`): for a user locked out, the
+    admin included. Ends the user's sessions; the audit log names the CLI."""
+    check_password(password)
+    password_hash = await hash_password(password)
+    async with conn.transaction():
+        found = await user_store.credentials_of(conn, username)
+        if found is None:
+            raise NotFoundError(f"user {username!r} does not exist")
+        user = await user_store.update_user(
+            conn, found[0].id, {"password_hash": password_hash}, end_sessions=True
+        )
+        await audit_store.record(
+            conn,
+            actor="cli",
+            action="user.update",
+            target_type="user",
+            target_id=user.username,
+            detail={"password_changed": True},
+        )
     return user
 
 
