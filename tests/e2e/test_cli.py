@@ -11,6 +11,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import psycopg
 from psycopg.rows import dict_row
 
@@ -228,3 +229,37 @@ async def test_provisioning_keys_from_the_cli(platform: Platform) -> None:
     again = fieldline("provisioning-key", "list", env=api)
     line = next(line for line in again.stdout.splitlines() if key_id in line)
     assert "revoked" in line
+
+
+async def test_export_writes_a_devices_points_as_csv(platform: Platform, tmp_path: Path) -> None:
+    api = {
+        "FIELDLINE_API_URL": platform.api_url,
+        "FIELDLINE_API_USERNAME": "admin",
+        "FIELDLINE_API_PASSWORD": ADMIN_PASSWORD,
+    }
+    password = await platform.register("cli-export-1")
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+    sent = [
+        {"timestamp": (start + timedelta(minutes=i)).timestamp(), "sensors": {"rpm": 1500.5 + i}}
+        for i in range(90)
+    ]
+    async with httpx.AsyncClient() as http:
+        stored = await http.post(
+            f"{platform.api_url}/api/v1/devices/cli-export-1/telemetry",
+            json={"readings": sent},
+            auth=("cli-export-1", password),
+        )
+    assert stored.status_code == 202, stored.text
+    target = tmp_path / "rpm.csv"
+    args = ["export", "--device", "cli-export-1", "--from", start.isoformat(), "-o", str(target)]
+    written = await asyncio.to_thread(fieldline, *args, env=api)
+    assert written.returncode == 0, written.stderr
+    assert "90 points written to" in written.stderr
+    rows = target.read_text().splitlines()
+    assert rows[0] == "time,device_id,metric,value"
+    assert rows[1] == f"{start:%Y-%m-%dT%H:%M:%S}.000000Z,cli-export-1,rpm,1500.5"
+    assert len(rows) == 91
+    to_stdout = await asyncio.to_thread(fieldline, *args[:-2], env=api)
+    assert to_stdout.stdout == target.read_text()
+    unknown = fieldline("export", "--device", "nobody-here", env=api)
+    assert unknown.returncode == 1 and "no such device: nobody-here" in unknown.stderr

@@ -38,6 +38,7 @@ from fieldline.api.routes import (
     device_http,
     devices,
     emqx,
+    export,
     fleet,
     groups,
     notifications,
@@ -122,6 +123,7 @@ def create_app(context: ApiContext) -> FastAPI:
         channels,
         notifications,
         storage,
+        export,
     ):
         app.include_router(module.router)
     app.include_router(auth.keys_router)

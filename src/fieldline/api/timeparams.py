@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 from fieldline.api.errors import ApiError
 
+# A range without a start: the day before its end.
+DEFAULT_RANGE = timedelta(hours=24)
 _DURATION = re.compile(r"^(\d{1,6})(s|m|h|d|w)$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 

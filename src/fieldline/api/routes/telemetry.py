@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated
 
 import orjson
@@ -14,14 +14,13 @@ from fieldline.api.errors import ApiError
 from fieldline.api.latest import MirrorUnavailable, read_encoded
 from fieldline.api.paging import Cursor
 from fieldline.api.routes.devices import DeviceId
-from fieldline.api.timeparams import parse_duration, parse_instant
+from fieldline.api.timeparams import DEFAULT_RANGE, parse_duration, parse_instant
 from fieldline.storage import devices as device_store
 from fieldline.storage import telemetry as telemetry_store
 from fieldline.storage.telemetry import Aggregate, LatestValue
 
 router = APIRouter(prefix="/api/v1", tags=["telemetry"])
 
-DEFAULT_RANGE = timedelta(hours=24)
 MAX_BUCKETS = 20_000
 
 
