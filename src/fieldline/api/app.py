@@ -41,6 +41,7 @@ from fieldline.api.routes import (
     export,
     fleet,
     groups,
+    metrics_meta,
     notifications,
     ops,
     provisioning,
@@ -124,6 +125,7 @@ def create_app(context: ApiContext) -> FastAPI:
         notifications,
         storage,
         export,
+        metrics_meta,
     ):
         app.include_router(module.router)
     app.include_router(auth.keys_router)

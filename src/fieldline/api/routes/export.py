@@ -23,7 +23,10 @@ MAX_DEVICES = 10_000
 @router.get(
     "",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/csv": {}}, "description": "time,device_id,metric,value"}},
+    responses={
+        200: {"content": {"text/csv": {}}, "description": "time,device_id,metric,value"},
+        404: {"description": "not_found: a device or the group does not exist"},
+    },
 )
 async def export_points(
     _: Viewer,
