@@ -365,3 +365,43 @@ def test_rotating_disabling_and_deleting_ask_first(page: Page, platform: Platfor
     expect(page.locator("nav.nav a[aria-current=page]")).to_have_text("Overview")
     gone = httpx.get(f"{platform.api_url}/api/v1/devices/{device_id}", headers=platform.headers)
     assert gone.status_code == 404
+
+
+def test_the_device_page_shows_names_units_and_labels_of_its_type(
+    page: Page, platform: Platform
+) -> None:
+    device_type = f"greenhouse-{uuid.uuid4().hex[:6]}"
+    device_id = f"web-units-{uuid.uuid4().hex[:6]}"
+    created = httpx.post(
+        f"{platform.api_url}/api/v1/devices",
+        json={"device_id": device_id, "device_type": device_type},
+        headers=platform.headers,
+    )
+    assert created.status_code == 201, created.text
+    vent = {"display_name": "Vent", "kind": "boolean", "labels": {"0": "closed", "1": "open"}}
+    for metric, meta in (
+        ("temp", {"display_name": "Air temperature", "unit": "°C", "decimals": 1}),
+        ("vent", vent),
+    ):
+        put = httpx.put(
+            f"{platform.api_url}/api/v1/device-types/{device_type}/metrics/{metric}",
+            json=meta,
+            headers=platform.headers,
+        )
+        assert put.status_code == 200, put.text
+    sent = httpx.post(
+        f"{platform.api_url}/api/v1/devices/{device_id}/telemetry",
+        json={"sensors": {"temp": 21.456, "vent": 1, "rpm": 1200}},
+        auth=(device_id, created.json()["mqtt"]["password"]),
+    )
+    assert sent.status_code == 202, sent.text
+
+    admin_page(page, platform)
+    open_device(page, platform, device_id)
+    temp = page.locator('.tile[data-metric="temp"]')
+    expect(temp.locator(".label")).to_have_text("Air temperature")
+    expect(temp.locator(".value")).to_have_text("21.5 °C")
+    expect(page.locator('.tile[data-metric="vent"] .value')).to_have_text("open")
+    expect(page.locator('.tile[data-metric="rpm"] .label')).to_have_text("rpm")  # no entry
+    chart = page.locator('[data-chart="temp"] h2')
+    expect(chart).to_have_text("Air temperature (°C)")

@@ -7,11 +7,12 @@
 
 import { api, stream } from "../api.js";
 import { createChart } from "../chart.js";
+import { byMetric, fmtMetric, metricName, metricTitle } from "../metrics.js";
 import { loadSeries } from "../series.js";
 import { renderCommands, renderConfig } from "./device-control.js";
 import { renderDeviceAlerts } from "../alerts/device-alerts.js";
 import {
-  ago, clear, fill, confirmAction, empty, errorBox, fmtNumber, fmtTime, h, showSecret, statusBadge, toast,
+  ago, clear, fill, confirmAction, empty, errorBox, fmtTime, h, showSecret, statusBadge, toast,
 } from "../dom.js";
 
 const RANGES = [
@@ -29,6 +30,8 @@ export async function render(main, ctx) {
   ctx.setTitle(deviceId);
   // The latest values (which say what charts to draw) are asked for with the device.
   const firstLatest = api("GET", `${base}/telemetry/latest`).catch(() => ({ metrics: {} }));
+  // Names, units and decimals of its metrics (by its type); without them, raw names.
+  const firstMeta = api("GET", `${base}/metric-metadata`).catch(() => ({ items: [] }));
   let device;
   try {
     device = await api("GET", base);
@@ -58,6 +61,7 @@ export async function render(main, ctx) {
   const chartsByMetric = new Map();
   let latest = {};
   let lastStatus = null;
+  let meta = new Map();
   let refreshTimer = null;
   let lastChartLoad = 0;
 
@@ -117,8 +121,8 @@ export async function render(main, ctx) {
         return h(
           `div.tile${changed ? ".flash" : ""}`,
           { dataset: { metric: name } },
-          h("div.label", { title: name }, name),
-          h("div.value", {}, fmtNumber(value)),
+          h("div.label", { title: name }, metricName(meta.get(name), name)),
+          h("div.value", {}, fmtMetric(meta.get(name), value)),
           h("div.when", {}, ago(time)),
         );
       }),
@@ -162,9 +166,10 @@ export async function render(main, ctx) {
     let entry = chartsByMetric.get(metric);
     if (!entry) {
       const box = h("div");
-      const card = h("section.card", { dataset: { chart: metric } }, h("div.card-head", {}, h("h2", {}, metric)), box);
+      const title = metricTitle(meta.get(metric), metric);
+      const card = h("section.card", { dataset: { chart: metric } }, h("div.card-head", {}, h("h2", { title: metric }, title)), box);
       const chart = createChart(box, {
-        label: metric,
+        label: title,
         onZoom: (start, end) => {
           view.zoom = { start, end };
           renderRangePicker();
@@ -327,6 +332,7 @@ export async function render(main, ctx) {
   // Alert periods shade the charts, so the charts wait for the alerts' first answer.
   const alerts = renderDeviceAlerts(alertsArea, ctx, deviceId, () => loadCharts());
   const sides = Promise.all([loadHistory(), loadAttributes()]);
+  meta = byMetric((await firstMeta).items);
   renderTiles((await firstLatest).metrics);
   await Promise.all([alerts.ready.then(loadCharts), sides]);
 
