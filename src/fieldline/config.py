@@ -87,6 +87,13 @@ class Settings(BaseSettings):
         description="PostgreSQL 14+ to use (`postgresql://user:pass@host/db`); unset runs the "
         "embedded server in the data directory.",
     )
+    database_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="TCP port of the embedded database on loopback (for Grafana, psql); "
+        "unset: the port it first started on, kept in the data directory.",
+    )
     http_host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
     http_port: int = Field(8000, ge=0, le=65535, description="HTTP API port (0 picks a free one).")
     public_url: str | None = Field(

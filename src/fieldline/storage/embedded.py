@@ -24,7 +24,8 @@ from pathlib import Path
 
 from fieldline.config import Settings
 from fieldline.ops.backoff import Backoff
-from fieldline.ops.datadir import DataDirLock, Holder
+from fieldline.ops.datadir import DataDirLock, Holder, write_private
+from fieldline.ops.sockets import port_in_use
 from fieldline.storage.pgserver import LocalPostgres, PostgresServerError
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,9 @@ async def database(settings: Settings, *, command: str) -> AsyncIterator[Databas
     try:
         url = await asyncio.to_thread(server.start)
         try:
-            yield Database(url, f"embedded PostgreSQL in {server.data_dir}")
+            yield Database(
+                url, f"embedded PostgreSQL on {server.host}:{server.port} in {server.data_dir}"
+            )
         finally:
             await asyncio.to_thread(server.stop)
     finally:
@@ -140,16 +143,49 @@ async def served_database(settings: Settings) -> AsyncIterator[Database]:
     if settings.database_url:
         yield Database(settings.database_url, "external PostgreSQL")
         return
-    server = LocalPostgres(server_directory(settings.data_dir))
+    server = LocalPostgres(
+        server_directory(settings.data_dir),
+        port=database_port(settings.data_dir, settings.database_port),
+    )
     url = await asyncio.to_thread(server.start)
+    remember_port(settings.data_dir, server.port)
     closing = asyncio.Event()
     keeper = asyncio.create_task(_keep_running(server, closing), name="database-keeper")
     try:
-        yield Database(url, f"embedded PostgreSQL in {server.data_dir}")
+        yield Database(
+            url, f"embedded PostgreSQL on {server.host}:{server.port} in {server.data_dir}"
+        )
     finally:
         closing.set()
         await keeper  # a restart under way finishes first, so that it is stopped too
         await asyncio.to_thread(server.stop)
+
+
+def _port_file(data_dir: Path) -> Path:
+    return data_dir / "database.port"
+
+
+def database_port(data_dir: Path, configured: int | None) -> int:
+    """The embedded database's port: the one configured, else the one it used before (so
+    that Grafana or psql pointed at it keep working), else 0 for a free one. A remembered
+    port something else took meanwhile is given up for a free one."""
+    if configured is not None:
+        return configured
+    try:
+        remembered = int(_port_file(data_dir).read_text().strip())
+    except (OSError, ValueError):
+        return 0
+    if port_in_use("127.0.0.1", remembered):
+        log.warning(
+            "the embedded database's port is taken; it moves to a free one",
+            extra={"port": remembered},
+        )
+        return 0
+    return remembered
+
+
+def remember_port(data_dir: Path, port: int) -> None:
+    write_private(_port_file(data_dir), f"{port}\n")
 
 
 async def _keep_running(server: LocalPostgres, closing: asyncio.Event) -> None:
