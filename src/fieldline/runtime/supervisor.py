@@ -19,6 +19,7 @@ from fieldline.config import Settings
 from fieldline.ingest.child import IngestChild
 from fieldline.ops.datadir import private_directory
 from fieldline.ops.metrics import Metrics
+from fieldline.ops.secrets import stored_secret
 from fieldline.runtime.admin import ensure_admin
 from fieldline.runtime.http import api_server, local_url
 from fieldline.runtime.ingest_runner import INGEST_CLIENT_PREFIX, IngestRunner
@@ -34,6 +35,7 @@ from fieldline.runtime.lifecycle import (
 from fieldline.storage.db import Pool, open_pool
 from fieldline.storage.embedded import Database, own_data_dir, served_database
 from fieldline.storage.migrate import migrate
+from fieldline.storage.reporting import ensure_reader
 from fieldline.worker.service import Worker
 
 # amqtt's hand-over to the ingest child and the child's own drain fit in the grace period.
@@ -89,6 +91,11 @@ async def _run_platform(
     await migrate(db.url)
     pool = await open_pool(db.url, min_size=2, max_size=10)
     try:
+        if not settings.database_url:
+            # The embedded server's read-only role for Grafana and psql (docs/data.md).
+            reader_password = stored_secret(settings.data_dir, "database_reader_password")
+            async with pool.connection() as conn:
+                await ensure_reader(conn, reader_password)
         admin_password = await ensure_admin(pool, settings)
         broker = await start_broker(settings, pool)
         try:
