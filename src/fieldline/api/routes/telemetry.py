@@ -183,3 +183,72 @@ async def device_telemetry(
         agg=aggregate,
         points=[PointOut(time=p.time, value=p.value) for p in points],
     )
+
+
+MAX_SERIES = 200
+
+
+class SeriesList(BaseModel):
+    items: list[Series]
+
+
+@router.get(
+    "/series",
+    response_model=SeriesList,
+    responses={404: {"description": "not_found: a device does not exist"}},
+)
+async def many_series(
+    _: Viewer,
+    conn: DbConn,
+    device_id: Annotated[list[str], Query(min_length=1, description="Repeat for several")],
+    metric: Annotated[list[str], Query(min_length=1, description="Repeat for several")],
+    bucket: Annotated[str, Query(description="e.g. 30s, 5m, 1h, 1d")],
+    start: Annotated[
+        str | None, Query(description="ISO 8601 or epoch seconds; default 24 h before end")
+    ] = None,
+    end: Annotated[str | None, Query(description="ISO 8601 or epoch seconds; default now")] = None,
+    agg: Aggregate | None = None,
+) -> SeriesList:
+    """Bucketed series of every device and metric named (one metric over many devices, or
+    many metrics of one device), in one answer: the same points as a call per series, in
+    the order asked (devices, then metrics)."""
+    devices = list(dict.fromkeys(device_id))
+    metrics = list(dict.fromkeys(metric))
+    if len(devices) * len(metrics) > MAX_SERIES:
+        raise ApiError(422, f"at most {MAX_SERIES} series (devices × metrics) in one call")
+    for name in devices:
+        await device_store.get_device(conn, name)  # 404 for one that does not exist
+    end_at = parse_instant(end, "end") or datetime.now(UTC)
+    start_at = parse_instant(start, "start") or end_at - DEFAULT_RANGE
+    if start_at >= end_at:
+        raise ApiError(422, "start must be before end")
+    width = parse_duration(bucket, "bucket")
+    if (end_at - start_at) / width > MAX_BUCKETS:
+        raise ApiError(
+            422, f"that range holds more than {MAX_BUCKETS} buckets; choose a wider bucket"
+        )
+    aggregate = agg or Aggregate.AVG
+    items = []
+    for name in devices:
+        for each in metrics:
+            points = await telemetry_store.bucketed_points(
+                conn,
+                device_id=name,
+                metric=each,
+                start=start_at,
+                end=end_at,
+                bucket=width,
+                aggregate=aggregate,
+            )
+            items.append(
+                Series(
+                    device_id=name,
+                    metric=each,
+                    start=start_at,
+                    end=end_at,
+                    bucket=bucket,
+                    agg=aggregate,
+                    points=[PointOut(time=p.time, value=p.value) for p in points],
+                )
+            )
+    return SeriesList(items=items)

@@ -25,3 +25,20 @@ export async function loadSeries(deviceId, metric, start, end, signal) {
   });
   return { points: series.points.map((p) => ({ t: new Date(p.time).getTime(), v: p.value })), bucketMs };
 }
+
+/**
+ * Many series in one request (GET /api/v1/series): every metric of every device named,
+ * bucketed as loadSeries does. Answers { bucketMs, get(deviceId, metric) → points }.
+ */
+export async function loadMany(deviceIds, metrics, start, end, signal) {
+  const [bucket, bucketMs] = bucketFor(end - start);
+  const query = new URLSearchParams({ start: new Date(start).toISOString(), end: new Date(end).toISOString(), bucket, agg: "avg" });
+  for (const id of deviceIds) query.append("device_id", id);
+  for (const metric of metrics) query.append("metric", metric);
+  const answer = await api("GET", `/api/v1/series?${query}`, { signal });
+  const found = new Map(answer.items.map((series) => [
+    `${series.device_id}\u0000${series.metric}`,
+    series.points.map((p) => ({ t: new Date(p.time).getTime(), v: p.value })),
+  ]));
+  return { bucketMs, get: (deviceId, metric) => found.get(`${deviceId}\u0000${metric}`) || [] };
+}

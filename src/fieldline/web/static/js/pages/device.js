@@ -8,7 +8,7 @@
 import { api, stream } from "../api.js";
 import { createChart } from "../chart.js";
 import { byMetric, fmtMetric, metricName, metricTitle } from "../metrics.js";
-import { loadSeries } from "../series.js";
+import { loadMany } from "../series.js";
 import { renderCommands, renderConfig } from "./device-control.js";
 import { renderDeviceAlerts } from "../alerts/device-alerts.js";
 import {
@@ -195,12 +195,11 @@ export async function render(main, ctx) {
     const same = cards.length === charts.children.length && cards.every((card, i) => charts.children[i] === card);
     if (!same) fill(charts, cards);
     try {
-      await Promise.all(
-        metrics.map(async (metric) => {
-          const { points, bucketMs } = await loadSeries(deviceId, metric, start, end);
-          chartFor(metric).chart.setData(points, { start, end, bucketMs, bands: alerts.bands(metric) });
-        }),
-      );
+      // Every chart's series in one request (the browser would queue one per metric).
+      const { bucketMs, get } = await loadMany([deviceId], metrics, start, end);
+      for (const metric of metrics) {
+        chartFor(metric).chart.setData(get(deviceId, metric), { start, end, bucketMs, bands: alerts.bands(metric) });
+      }
       chartError.textContent = "";
     } catch (error) {
       chartError.textContent = `The charts could not be loaded: ${error.message}`;
