@@ -405,3 +405,26 @@ def test_the_device_page_shows_names_units_and_labels_of_its_type(
     expect(page.locator('.tile[data-metric="rpm"] .label')).to_have_text("rpm")  # no entry
     chart = page.locator('[data-chart="temp"] h2')
     expect(chart).to_have_text("Air temperature (°C)")
+
+
+def test_a_device_page_opens_on_a_range_that_holds_its_data(page: Page, platform: Platform) -> None:
+    device_id = f"web-range-{uuid.uuid4().hex[:6]}"
+    created = httpx.post(
+        f"{platform.api_url}/api/v1/devices",
+        json={"device_id": device_id},
+        headers=platform.headers,
+    )
+    assert created.status_code == 201, created.text
+    sent = httpx.post(
+        f"{platform.api_url}/api/v1/devices/{device_id}/telemetry",
+        json={"timestamp": time.time() - 3 * 86400, "sensors": {"level": 4.5}},
+        auth=(device_id, created.json()["mqtt"]["password"]),
+    )
+    assert sent.status_code == 202, sent.text
+    admin_page(page, platform)
+    open_device(page, platform, device_id)
+    ranges = page.get_by_role("group", name="Time range")
+    expect(ranges.get_by_role("button", name="7 d")).to_have_attribute("aria-pressed", "true")
+    # Asked for in the address, a range is kept.
+    open_device(page, platform, device_id, "?range=24h")
+    expect(ranges.get_by_role("button", name="24 h")).to_have_attribute("aria-pressed", "true")

@@ -24,6 +24,16 @@ const RANGES = [
   { key: "30d", label: "30 d", ms: 30 * 86400e3 },
   { key: "90d", label: "90 d", ms: 90 * 86400e3 },
 ];
+/** The default range: the shortest that reaches the device's newest value, so a device
+ * that last reported three days ago opens on its data, not on an empty hour. */
+function fittingRange(metrics) {
+  const times = Object.values(metrics).map((m) => new Date(m.time).getTime());
+  if (!times.length) return "1h";
+  const age = Date.now() - Math.max(...times);
+  const fits = RANGES.find((r) => r.ms >= Math.max(age * 1.1, 3600e3));
+  return (fits || RANGES[RANGES.length - 1]).key;
+}
+
 export async function render(main, ctx) {
   const deviceId = ctx.params[0];
   const base = `/api/v1/devices/${encodeURIComponent(deviceId)}`;
@@ -58,6 +68,7 @@ export async function render(main, ctx) {
   const chartError = errorBox();
 
   const view = { range: ctx.query.get("range") || "1h", zoom: null };
+  const rangeChosen = ctx.query.has("range");
   const chartsByMetric = new Map();
   let latest = {};
   let lastStatus = null;
@@ -332,7 +343,10 @@ export async function render(main, ctx) {
   const alerts = renderDeviceAlerts(alertsArea, ctx, deviceId, () => loadCharts());
   const sides = Promise.all([loadHistory(), loadAttributes()]);
   meta = byMetric((await firstMeta).items);
-  renderTiles((await firstLatest).metrics);
+  const firstValues = (await firstLatest).metrics;
+  if (!rangeChosen) view.range = fittingRange(firstValues);
+  renderRangePicker();
+  renderTiles(firstValues);
   await Promise.all([alerts.ready.then(loadCharts), sides]);
 
   const stop = stream(
