@@ -3,6 +3,7 @@ external database, from a shell."""
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -56,6 +57,9 @@ async def test_archive_run_list_verify_and_import_from_the_shell(
     assert listed.returncode == 0, listed.stderr
     day = f"{first:%Y-%m-%d}"
     assert re.search(rf"^{day}\s+24\s+48\s+[\d.]+ kB\s+yes", listed.stdout, re.M), listed.stdout
+    (first_day, _) = json.loads(fieldline("archive", "list", "--json", env=env).stdout)
+    assert first_day == {"day": day, "hours": 24, "points": 48, "bytes": first_day["bytes"],
+                         "daily": True, "problems": 0}  # fmt: skip
     verified = fieldline("archive", "verify", env=env)
     assert verified.returncode == 0, verified.stderr
     assert "all good: 50 file(s), 98 rows" in verified.stdout  # 96 points, 2 daily rows

@@ -3,6 +3,7 @@ PostgreSQL 15 with backups on S3, and the worker's daily job from the command li
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -72,6 +73,8 @@ async def test_backup_list_verify_and_restore_on_s3(
     assert listed.returncode == 0, listed.stderr
     row = rf"^{backup_id} +\d{{4}}-\d\d-\d\d [\d:]+ +[\d.]+ kB  complete$"
     assert re.search(row, listed.stdout, re.MULTILINE), listed.stdout
+    as_json = json.loads(fieldline("backup", "list", "--json", env=env).stdout)
+    assert [(b["backup"], b["complete"]) for b in as_json] == [(backup_id, True)]
 
     verified = fieldline("backup", "verify", env=env)
     assert verified.returncode == 0, verified.stderr

@@ -224,6 +224,8 @@ async def test_provisioning_keys_from_the_cli(platform: Platform) -> None:
     assert "--provision-key " + key_id + ":" in created.stdout
     listed = fieldline("provisioning-key", "list", env=api)
     assert listed.returncode == 0 and key_id in listed.stdout and "0/2" in listed.stdout
+    keys = json.loads(fieldline("provisioning-key", "list", "--json", env=api).stdout)
+    assert [(k["uses"], k["max_uses"]) for k in keys if k["key_id"] == key_id] == [(0, 2)]
     revoked = fieldline("provisioning-key", "revoke", key_id, env=api)
     assert revoked.returncode == 0, revoked.stderr
     again = fieldline("provisioning-key", "list", env=api)

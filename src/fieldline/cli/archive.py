@@ -161,17 +161,21 @@ def archive_run(archive_url: str | None, **overrides: Any) -> None:
 @archive.command("list")
 @archive_url_option
 @_range_options
-def archive_list(archive_url: str | None, since: str | None, until: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="One JSON array, a day each, for scripts.")
+def archive_list(
+    archive_url: str | None, since: str | None, until: str | None, as_json: bool
+) -> None:
     """What the archive holds, a line per day, read from its manifests."""
+    import json
+
     from fieldline.archive.catalog import entries
 
     settings = load()
     target, store = _store(settings, archive_url)
     found = _store_call(lambda: entries(store, _parse(since, end=False), _parse(until, end=True)))
-    if not found:
+    if not found and not as_json:
         click.echo(f"{target} holds no archived hours in this range")
         return
-    click.echo(f"{'DAY':<12} {'HOURS':>5} {'POINTS':>14} {'SIZE':>10}  DAILY  PROBLEMS")
     days: dict[str, list[Any]] = {}
     for entry in found:
         row = days.setdefault(f"{entry.start:%Y-%m-%d}", [0, 0, 0, "-", 0])
@@ -184,6 +188,15 @@ def archive_list(archive_url: str | None, since: str | None, until: str | None) 
         else:
             row[3] = "yes"
         row[2] += entry.manifest.bytes
+    if as_json:
+        keys = ("day", "hours", "points", "bytes", "daily", "problems")
+        rows = [
+            dict(zip(keys, [day, h, p, b, d == "yes", n], strict=True))
+            for day, (h, p, b, d, n) in days.items()
+        ]
+        click.echo(json.dumps(rows, indent=1))
+        return
+    click.echo(f"{'DAY':<12} {'HOURS':>5} {'POINTS':>14} {'SIZE':>10}  DAILY  PROBLEMS")
     for day, (hours, points, size, daily, problems) in days.items():
         click.echo(
             f"{day:<12} {hours:>5} {points:>14,} {_size(size):>10}  {daily:<5}  {problems or ''}"

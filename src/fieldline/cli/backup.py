@@ -57,14 +57,29 @@ def create(**overrides: Any) -> None:
 
 
 @backup.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
 @data_dir_option
-def list_backups(**overrides: Any) -> None:
+def list_backups(as_json: bool, **overrides: Any) -> None:
     """The backups at FIELDLINE_BACKUP_URL, oldest first."""
+    import json
+
     from fieldline.backup import stored
 
     settings = load(**overrides)
     store = _store(settings.backup_location, settings)
     found = _call(stored.listed, store)
+    if as_json:
+        rows = [
+            {
+                "backup": each.id,
+                "taken_at": each.taken_at.isoformat(),
+                "bytes": each.bytes,
+                "complete": each.complete,
+            }
+            for each in found
+        ]
+        click.echo(json.dumps(rows, indent=1))
+        return
     if not found:
         click.echo(f"no backups in {store.url}")
         return

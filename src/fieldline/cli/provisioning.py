@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import click
@@ -50,23 +51,28 @@ def provisioning_key_create(
 
 
 @provisioning_key.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
 @api_options
-def provisioning_key_list(**api: Any) -> None:
+def provisioning_key_list(as_json: bool, **api: Any) -> None:
     """List keys with their use counts and state."""
-    click.echo(f"{'KEY':<28} {'NAME':<20} {'STATE':<10} {'USES':<10} GROUP")
+    found: list[dict[str, Any]] = []
     cursor: str | None = None
     while True:
         params: dict[str, Any] = {"limit": 500, **({"cursor": cursor} if cursor else {})}
         page = api_call(**api, method="GET", path="/api/v1/provisioning-keys", params=params)
-        for key in page["items"]:
-            uses = f"{key['uses']}/{key['max_uses']}" if key["max_uses"] else str(key["uses"])
-            click.echo(
-                f"{key['key_id']:<28} {key['name']:<20} {key['state']:<10} {uses:<10} "
-                f"{key['group'] or '-'}"
-            )
-        cursor = page["next_cursor"]
-        if not cursor:
+        found += page["items"]
+        if not (cursor := page["next_cursor"]):
             break
+    if as_json:
+        click.echo(json.dumps(found, indent=1))
+        return
+    click.echo(f"{'KEY':<28} {'NAME':<20} {'STATE':<10} {'USES':<10} GROUP")
+    for key in found:
+        uses = f"{key['uses']}/{key['max_uses']}" if key["max_uses"] else str(key["uses"])
+        click.echo(
+            f"{key['key_id']:<28} {key['name']:<20} {key['state']:<10} {uses:<10} "
+            f"{key['group'] or '-'}"
+        )
 
 
 @provisioning_key.command("revoke")
