@@ -140,6 +140,8 @@ def concrete(operation: Operation) -> str:
         "name": "absent-group",
         "rule_id": "999999",
         "silence_id": "999999",
+        "device_type": "absent-type",
+        "metric": "absent-metric",
     }
     path = operation.path
     for name, value in values.items():

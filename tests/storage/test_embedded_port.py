@@ -33,6 +33,8 @@ async def test_the_embedded_database_keeps_its_port() -> None:
         assert await port_of(settings) == first
 
         with socket.socket() as squatter:  # another program took the port meanwhile
+            # (past the server's connections still in TIME_WAIT on it, as a server would)
+            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             squatter.bind(("127.0.0.1", first))
             squatter.listen()
             moved = await port_of(settings)
