@@ -101,7 +101,8 @@ def test_a_restored_instance_answers_the_api_as_before(root: Path) -> None:
         # Beside the running `up`, on its database, as an operator runs it.
         created = fieldline("backup", "create", "--data-dir", str(first.data_dir), env=kept)
         assert created.returncode == 0, created.stderr
-        assert "with secrets/secret_key (keep this location private)" in created.stdout
+        secrets = "secrets/database_reader_password, secrets/secret_key"  # what `up` made
+        assert f"with {secrets} (keep this location private)" in created.stdout
         listed = fieldline("backup", "list", "--data-dir", str(first.data_dir), env=kept)
         assert listed.stdout.count(" complete") == 1, listed.stdout
         verified = fieldline("backup", "verify", "--data-dir", str(first.data_dir), env=kept)
@@ -114,7 +115,9 @@ def test_a_restored_instance_answers_the_api_as_before(root: Path) -> None:
     assert restored.returncode == 0, restored.stderr
     assert restored.stderr == ""  # its new server stopped cleanly, nothing else to say
     assert "into a new embedded PostgreSQL in" in restored.stdout
-    assert f"and into {second_dir}: secrets/secret_key" in restored.stdout
+    assert f"and into {second_dir}: secrets/database_reader_password, secrets/secret_key" in (
+        restored.stdout
+    )
 
     shutil.rmtree(first.data_dir)  # nothing of the first instance is left to lean on
     second = start_platform("restored", {}, second_dir)
