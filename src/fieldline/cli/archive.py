@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from fieldline.cli.common import data_dir_option, load, run
+from fieldline.cli.common import data_dir_option, human_size, load, run
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
@@ -92,14 +92,6 @@ def _store_call(call: Callable[[], T]) -> T:
         raise click.ClickException(str(exc)) from exc
 
 
-def _size(count: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if count < 1000 or unit == "TB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1000
-    return f"{count:.1f} TB"
-
-
 @click.group()
 def archive() -> None:
     """The Parquet archive: every closed hour of raw points, and daily aggregates."""
@@ -154,7 +146,7 @@ def archive_run(archive_url: str | None, **overrides: Any) -> None:
     click.echo(
         f"archived {hours} hour(s) and {len(written) - hours} day(s) of aggregates to {target}: "
         f"{sum(f.rows for f in written if f.kind == 'points'):,} points, "
-        f"{_size(sum(f.bytes for f in written))}"
+        f"{human_size(sum(f.bytes for f in written))}"
     )
 
 
@@ -199,7 +191,8 @@ def archive_list(
     click.echo(f"{'DAY':<12} {'HOURS':>5} {'POINTS':>14} {'SIZE':>10}  DAILY  PROBLEMS")
     for day, (hours, points, size, daily, problems) in days.items():
         click.echo(
-            f"{day:<12} {hours:>5} {points:>14,} {_size(size):>10}  {daily:<5}  {problems or ''}"
+            f"{day:<12} {hours:>5} {points:>14,} {human_size(size):>10}  {daily:<5}  "
+            f"{problems or ''}"
         )
     click.echo(f"{len(days)} day(s) in {target}; `fieldline archive verify` checks the files")
 
@@ -241,7 +234,9 @@ def archive_verify(
         checked = _store_call(lambda: verify(store, found, keys, lambda _entry: bar.advance()))
     for problem in checked.problems:
         click.echo(f"BAD  {problem.key}: {problem.reason}", err=True)
-    summary = f"{checked.files} file(s), {checked.rows:,} rows, {_size(checked.bytes)} in {target}"
+    summary = (
+        f"{checked.files} file(s), {checked.rows:,} rows, {human_size(checked.bytes)} in {target}"
+    )
     if checked.problems:
         raise click.ClickException(f"{len(checked.problems)} problem(s) among {summary}")
     click.echo(f"all good: {summary} match their manifests")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from fieldline.cli.common import data_dir_option, load, run
+from fieldline.cli.common import data_dir_option, human_size, load, run
 
 if TYPE_CHECKING:
     from fieldline.blobs.base import BlobStore
@@ -48,7 +48,7 @@ def create(**overrides: Any) -> None:
         taken = made.manifest
         click.echo(
             f"backup {taken.id} written to {made.location}: {len(taken.tables)} tables, "
-            f"{taken.rows:,} rows, {_size(taken.size)}, in {made.seconds:.1f} s"
+            f"{taken.rows:,} rows, {human_size(taken.size)}, in {made.seconds:.1f} s"
         )
         if taken.data_files:
             click.echo(f"with {', '.join(taken.data_files)} (keep this location private)")
@@ -87,7 +87,7 @@ def list_backups(as_json: bool, **overrides: Any) -> None:
     for each in found:
         state = "complete" if each.complete else "incomplete (never finished)"
         click.echo(
-            f"{each.id:<31} {each.taken_at:%Y-%m-%d %H:%M:%S} {_size(each.bytes):>10}  {state}"
+            f"{each.id:<31} {each.taken_at:%Y-%m-%d %H:%M:%S} {human_size(each.bytes):>10}  {state}"
         )
 
 
@@ -227,12 +227,3 @@ def _call(function: Any, *args: Any) -> Any:
         return function(*args)
     except BlobStoreError as exc:
         raise click.ClickException(str(exc)) from exc
-
-
-def _size(count: int) -> str:
-    value = float(count)
-    for unit in ("B", "kB", "MB"):
-        if value < 1000:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:,.1f} GB"

@@ -58,6 +58,27 @@ def run(coro: Awaitable[T]) -> T:
         raise click.ClickException(f"cannot reach the database: {reason}") from exc
 
 
+def human_size(count: float) -> str:
+    """12_345_678 → "12.3 MB": powers of 1000, as disks are sold (the dashboard's too)."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if count < 1000:
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:,.1f} TB"
+
+
+def all_pages(api: dict[str, Any], path: str, **params: Any) -> list[dict[str, Any]]:
+    """Every item of a paged list endpoint (`items`, `next_cursor`), 500 at a time."""
+    found: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while True:
+        query = {"limit": 500, **params, **({"cursor": cursor} if cursor else {})}
+        page = api_call(**api, method="GET", path=path, params=query)
+        found += page["items"]
+        if not (cursor := page["next_cursor"]):
+            return found
+
+
 # The embedded database of commands other than `up` (which has the same option).
 data_dir_option = click.option(
     "--data-dir", type=click.Path(path_type=Path), help="[FIELDLINE_DATA_DIR]"

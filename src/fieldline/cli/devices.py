@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 import click
 
-from fieldline.cli.common import api_call, api_options
+from fieldline.cli.common import all_pages, api_call, api_options
 
 
 @click.group()
@@ -46,18 +46,7 @@ def device_create(
 @api_options
 def device_list(group: str | None, as_json: bool, **api: Any) -> None:
     """List devices with their status."""
-    found: list[dict[str, Any]] = []
-    cursor: str | None = None
-    while True:
-        params: dict[str, Any] = {
-            "limit": 500,
-            **({"group": group} if group else {}),
-            **({"cursor": cursor} if cursor else {}),
-        }
-        page = api_call(**api, method="GET", path="/api/v1/devices", params=params)
-        found += page["items"]
-        if not (cursor := page["next_cursor"]):
-            break
+    found = all_pages(api, "/api/v1/devices", **({"group": group} if group else {}))
     if as_json:
         click.echo(json.dumps(found, indent=1))
         return

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from fieldline.cli.common import api_call, api_options
+from fieldline.cli.common import all_pages, api_call, api_options
 
 
 @click.group("provisioning-key")
@@ -55,14 +55,7 @@ def provisioning_key_create(
 @api_options
 def provisioning_key_list(as_json: bool, **api: Any) -> None:
     """List keys with their use counts and state."""
-    found: list[dict[str, Any]] = []
-    cursor: str | None = None
-    while True:
-        params: dict[str, Any] = {"limit": 500, **({"cursor": cursor} if cursor else {})}
-        page = api_call(**api, method="GET", path="/api/v1/provisioning-keys", params=params)
-        found += page["items"]
-        if not (cursor := page["next_cursor"]):
-            break
+    found = all_pages(api, "/api/v1/provisioning-keys")
     if as_json:
         click.echo(json.dumps(found, indent=1))
         return
