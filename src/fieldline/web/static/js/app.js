@@ -16,7 +16,10 @@ const PAGES = [
   { path: /^\/rules$/, module: "./pages/rules.js", nav: "Rules", href: "#/rules", role: "viewer" },
   { path: /^\/rules\/(new|\d+)$/, module: "./pages/rule-edit.js", role: "viewer" },
   { path: /^\/rejected$/, module: "./pages/rejected.js", nav: "Rejected", href: "#/rejected", role: "operator" },
+  { path: /^\/compare$/, module: "./pages/compare.js", nav: "Compare", href: "#/compare", role: "viewer" },
+  { path: /^\/map$/, module: "./pages/map.js", nav: "Map", href: "#/map", role: "viewer" },
   { path: /^\/groups$/, module: "./pages/groups.js", nav: "Groups", href: "#/groups", role: "viewer" },
+  { path: /^\/groups\/([^/]+)$/, module: "./pages/group.js", role: "viewer" },
   {
     path: /^\/provisioning$/, module: "./pages/provisioning.js", nav: "Provisioning", href: "#/provisioning",
     role: "operator",
@@ -25,6 +28,8 @@ const PAGES = [
   { path: /^\/users$/, module: "./pages/users.js", nav: "Users", href: "#/users", role: "admin" },
   { path: /^\/audit$/, module: "./pages/audit.js", nav: "Audit log", href: "#/audit", role: "admin" },
   { path: /^\/storage$/, module: "./pages/storage.js", nav: "Storage", href: "#/storage", role: "viewer" },
+  { path: /^\/account$/, module: "./pages/account.js", role: "viewer" },
+  { path: /^\/api-keys$/, module: "./pages/api-keys.js", nav: "API keys", href: "#/api-keys", role: "viewer" },
 ];
 
 const root = document.getElementById("app");
@@ -105,7 +110,7 @@ function renderShell() {
     "div.account",
     {},
     liveDot,
-    h("span.who", {}, user.username, " · ", h(`span.badge.plain.${user.role}`, {}, user.role)),
+    h("a.who", { href: "#/account", title: "Your account: password" }, user.username, " · ", h(`span.badge.plain.${user.role}`, {}, user.role)),
     h(
       "button.btn.small",
       {
