@@ -20,6 +20,7 @@ const PAGES = [
   { path: /^\/map$/, module: "./pages/map.js", nav: "Map", href: "#/map", role: "viewer" },
   { path: /^\/groups$/, module: "./pages/groups.js", nav: "Groups", href: "#/groups", role: "viewer" },
   { path: /^\/groups\/([^/]+)$/, module: "./pages/group.js", role: "viewer" },
+  { path: /^\/metrics$/, module: "./pages/metrics.js", nav: "Metrics", href: "#/metrics", role: "viewer" },
   {
     path: /^\/provisioning$/, module: "./pages/provisioning.js", nav: "Provisioning", href: "#/provisioning",
     role: "operator",
