@@ -82,3 +82,4 @@ class Group:
     name: str
     description: str
     created_at: datetime
+    timezone: str | None  # an IANA zone name; None: the viewer's own choice

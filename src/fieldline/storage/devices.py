@@ -48,12 +48,14 @@ async def _group_id(conn: Conn, name: str | None) -> int | None:
     return int(row["id"])
 
 
-async def create_group(conn: Conn, *, name: str, description: str = "") -> Group:
+async def create_group(
+    conn: Conn, *, name: str, description: str = "", timezone: str | None = None
+) -> Group:
     try:
         row = await (
             await conn.execute(
-                "INSERT INTO groups (name, description) VALUES (%s, %s) RETURNING *",
-                (name, description),
+                "INSERT INTO groups (name, description, timezone) VALUES (%s, %s, %s) RETURNING *",
+                (name, description, timezone),
             )
         ).fetchone()
     except UniqueViolation as exc:
