@@ -13,6 +13,7 @@ import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -410,6 +411,15 @@ class Settings(BaseSettings):
         description="`fieldline ingest` and `fieldline worker` serve /health, /ready and /metrics "
         "on this port (on `http_host`); unset serves none.",
     )
+    map_tiles_url: str = Field(
+        "https://tile.openstreetmap.org/{z}/{x}/{y}.png",
+        description="Tile server of the dashboard's maps (`{z}/{x}/{y}` template, http or "
+        "https); empty: no tiles, positions on a grid of coordinates (as when offline).",
+    )
+    map_attribution: str = Field(
+        "© OpenStreetMap contributors",
+        description="Credit shown on every map, as the tile server's terms ask.",
+    )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
     log_format: LogFormat = Field(
         LogFormat.AUTO, description="`json`, `console`, or `auto` (console on a terminal)."
@@ -428,6 +438,29 @@ class Settings(BaseSettings):
                         f"trusted_proxies: {entry!r} is not an address or a network"
                     ) from exc
         return ",".join(entries)
+
+    @field_validator("map_tiles_url")
+    @classmethod
+    def _tiles_url_is_a_template(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"map_tiles_url: {value!r} is not an http(s) URL")
+        if not all(key in value for key in ("{z}", "{x}", "{y}")):
+            raise ValueError("map_tiles_url must hold {z}, {x} and {y}")
+        return value
+
+    @property
+    def map_tiles_origin(self) -> str | None:
+        """The tile server's origin (scheme://host[:port]), which the dashboard's content
+        security policy must allow images from; None without tiles. A `{s}` subdomain
+        placeholder becomes a wildcard."""
+        if not self.map_tiles_url:
+            return None
+        parts = urlsplit(self.map_tiles_url)
+        return f"{parts.scheme}://{parts.netloc.replace('{s}', '*')}"
 
     @field_validator("secret_key")
     @classmethod

@@ -40,7 +40,9 @@ from fieldline.api.routes import (
     emqx,
     export,
     fleet,
+    group_ops,
     groups,
+    maps,
     metrics_meta,
     notifications,
     ops,
@@ -126,6 +128,8 @@ def create_app(context: ApiContext) -> FastAPI:
         storage,
         export,
         metrics_meta,
+        maps,
+        group_ops,
     ):
         app.include_router(module.router)
     app.include_router(auth.keys_router)
@@ -138,7 +142,8 @@ def create_app(context: ApiContext) -> FastAPI:
         routes=_own_body_limits(app, settings),
     )
     app.add_middleware(RequestContextMiddleware, metrics=context.metrics)
-    app.add_middleware(SecurityHeadersMiddleware)  # outermost: on every answer, errors too
+    # Outermost: on every answer, errors too.
+    app.add_middleware(SecurityHeadersMiddleware, image_origin=settings.map_tiles_origin)
     return app
 
 

@@ -5,14 +5,21 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+
 # One policy for every answer: the dashboard and /docs load nothing from elsewhere and run
 # no inline script, and an API answer is never meant to be framed or rendered as a page.
+# The one exception is a map's tile server (FIELDLINE_MAP_TILES_URL), whose images the
+# dashboard's maps show: the API names its origin, and only in img-src.
+def content_security_policy(image_origin: str | None = None) -> bytes:
+    images = f"img-src 'self' data: {image_origin};" if image_origin else "img-src 'self' data:;"
+    return (
+        f"default-src 'self'; script-src 'self'; style-src 'self'; {images}"
+        " connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    ).encode()
+
+
 SECURITY_HEADERS = (
-    (
-        b"content-security-policy",
-        b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
-        b" connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
-    ),
+    (b"content-security-policy", content_security_policy()),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
@@ -25,8 +32,13 @@ _NO_STORE = (b"cache-control", b"no-store")
 class SecurityHeadersMiddleware:
     """The same security headers on every response: API, errors, dashboard, /docs, /metrics."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, image_origin: str | None = None) -> None:
         self.app = app
+        self.headers = (
+            (b"content-security-policy", content_security_policy(image_origin)),
+            *SECURITY_HEADERS[1:],
+            _NO_STORE,
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -37,7 +49,7 @@ class SecurityHeadersMiddleware:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 present = {name.lower() for name, _ in headers}
-                for name, value in (*SECURITY_HEADERS, _NO_STORE):
+                for name, value in self.headers:
                     if name not in present:
                         headers.append((name, value))
                 message = {**message, "headers": headers}

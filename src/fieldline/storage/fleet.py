@@ -237,3 +237,54 @@ async def device_table(
         for row in rows
     ]
     return items, int(count["n"]) if count else 0
+
+
+@dataclass(frozen=True, slots=True)
+class PlacedDevice:
+    """A device and the latest values of the metrics that may hold its position."""
+
+    device_id: str
+    name: str
+    device_type: str
+    group: str | None
+    status: str
+    latest: dict[str, tuple[float, datetime]]
+
+
+async def devices_with_latest(
+    conn: Conn,
+    *,
+    metrics: list[str],
+    group: str | None,
+    device_ids: list[str] | None,
+    online_cutoff: datetime,
+) -> list[PlacedDevice]:
+    """Devices (of `group`, or those named) that have a latest value of any of `metrics`,
+    with those values: what the maps place. One query, however many devices."""
+    rows = await (
+        await conn.execute(
+            "SELECT d.device_id, d.name, d.device_type, g.name AS group_name,"
+            f" {_SHOWN_STATUS} AS status, l.metric, l.value, l.time"
+            " FROM devices d LEFT JOIN groups g ON g.id = d.group_id"
+            " JOIN telemetry_latest l ON l.device_id = d.device_id"
+            " AND l.metric = ANY(%(metrics)s)"
+            " WHERE (%(group)s::text IS NULL OR g.name = %(group)s)"
+            " AND (%(ids)s::text[] IS NULL OR d.device_id = ANY(%(ids)s))"
+            " ORDER BY d.device_id",
+            {"metrics": metrics, "group": group, "ids": device_ids, "cutoff": online_cutoff},
+        )
+    ).fetchall()
+    placed: dict[str, PlacedDevice] = {}
+    for row in rows:
+        device = placed.get(row["device_id"])
+        if device is None:
+            device = placed[row["device_id"]] = PlacedDevice(
+                device_id=row["device_id"],
+                name=row["name"],
+                device_type=row["device_type"],
+                group=row["group_name"],
+                status=row["status"],
+                latest={},
+            )
+        device.latest[row["metric"]] = (row["value"], row["time"])
+    return list(placed.values())

@@ -190,8 +190,8 @@ async def bucketed_points(
     hours read the hourly rollups and raw points at the edges. So a chart keeps working
     over a range whose raw points (or hourly rollups) retention has dropped.
     """
-    hours = _whole(start, end, HOUR)
-    if bucket % HOUR or hours is None:
+    tiers = _tiers(start, end, bucket)
+    if tiers is None:
         rows = await (
             await conn.execute(
                 f"SELECT date_bin(%(bucket)s, time, {EPOCH}) AS time,"
@@ -208,25 +208,9 @@ async def bucketed_points(
             )
         ).fetchall()
         return [Point(**row) for row in rows]
-    days = _whole(start, end, DAY) if bucket % DAY == timedelta(0) else None
-    # Whole days [day_start, day_end) from the daily tier; none when `days` is None.
-    day_start, day_end = days if days is not None else (hours[1], hours[1])
     rows = await (
         await conn.execute(
-            "WITH parts AS ("
-            " SELECT day AS time, count, sum, min, max FROM telemetry_daily"
-            " WHERE device_id = %(device)s AND metric = %(metric)s"
-            " AND day >= %(day_start)s AND day < %(day_end)s"
-            " UNION ALL"
-            " SELECT hour, count, sum, min, max FROM telemetry_hourly"
-            " WHERE device_id = %(device)s AND metric = %(metric)s"
-            " AND ((hour >= %(hour_start)s AND hour < %(day_start)s)"
-            " OR (hour >= %(day_end)s AND hour < %(hour_end)s))"
-            " UNION ALL"
-            " SELECT time, 1, value, value, value FROM telemetry"
-            " WHERE device_id = %(device)s AND metric = %(metric)s"
-            " AND ((time >= %(start)s AND time < %(hour_start)s)"
-            " OR (time >= %(hour_end)s AND time < %(end)s)))"
+            f"WITH parts AS ({_tiered_parts('device_id = %(device)s')})"
             f" SELECT date_bin(%(bucket)s, time, {EPOCH}) AS time,"
             f" {_FROM_ROLLUPS[aggregate]} AS value FROM parts GROUP BY 1 ORDER BY 1",
             {
@@ -235,14 +219,100 @@ async def bucketed_points(
                 "metric": metric,
                 "start": start,
                 "end": end,
-                "hour_start": hours[0],
-                "hour_end": hours[1],
-                "day_start": day_start,
-                "day_end": day_end,
+                **tiers,
             },
         )
     ).fetchall()
     return [Point(**row) for row in rows]
+
+
+def _tiers(start: datetime, end: datetime, bucket: timedelta) -> dict[str, datetime] | None:
+    """Where a bucketed read switches tiers: whole days [day_start, day_end) from the daily
+    rollups (none unless buckets are whole days), whole hours [hour_start, hour_end) around
+    them from the hourly ones, raw points at the edges. None when only raw points answer:
+    buckets that are not whole hours, or a range without one whole hour."""
+    hours = _whole(start, end, HOUR)
+    if bucket % HOUR or hours is None:
+        return None
+    days = _whole(start, end, DAY) if bucket % DAY == timedelta(0) else None
+    day_start, day_end = days if days is not None else (hours[1], hours[1])
+    return {
+        "hour_start": hours[0],
+        "hour_end": hours[1],
+        "day_start": day_start,
+        "day_end": day_end,
+    }
+
+
+def _tiered_parts(which: str) -> str:
+    """Rows (device_id, time, count, sum, min, max) of the metric for the devices `which`
+    matches, each tier over its part of the range (`_tiers`' bounds)."""
+    return (
+        "SELECT device_id, day AS time, count, sum, min, max FROM telemetry_daily"
+        f" WHERE {which} AND metric = %(metric)s"
+        " AND day >= %(day_start)s AND day < %(day_end)s"
+        " UNION ALL"
+        " SELECT device_id, hour, count, sum, min, max FROM telemetry_hourly"
+        f" WHERE {which} AND metric = %(metric)s"
+        " AND ((hour >= %(hour_start)s AND hour < %(day_start)s)"
+        " OR (hour >= %(day_end)s AND hour < %(hour_end)s))"
+        " UNION ALL"
+        " SELECT device_id, time, 1, value, value, value FROM telemetry"
+        f" WHERE {which} AND metric = %(metric)s"
+        " AND ((time >= %(start)s AND time < %(hour_start)s)"
+        " OR (time >= %(hour_end)s AND time < %(end)s))"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TrendPoint:
+    time: datetime
+    avg: float
+    min: float
+    max: float
+    count: int  # readings in the bucket, all devices together
+    devices: int  # devices with at least one reading in it
+
+
+async def trend_points(
+    conn: Conn,
+    *,
+    device_ids: list[str],
+    metric: str,
+    start: datetime,
+    end: datetime,
+    bucket: timedelta,
+) -> list[TrendPoint]:
+    """One point per bucket across many devices (a group's trend): the mean of all their
+    readings, the lowest, the highest, and how many devices reported. Read from the same
+    tiers as `bucketed_points`, so a group's year costs its devices' daily rollups."""
+    tiers = _tiers(start, end, bucket)
+    which = "device_id = ANY(%(devices)s)"
+    parts = (
+        _tiered_parts(which)
+        if tiers is not None
+        else "SELECT device_id, time, 1 AS count, value AS sum, value AS min, value AS max"
+        f" FROM telemetry WHERE {which} AND metric = %(metric)s"
+        " AND time >= %(start)s AND time < %(end)s"
+    )
+    rows = await (
+        await conn.execute(
+            f"WITH parts AS ({parts})"
+            f" SELECT date_bin(%(bucket)s, time, {EPOCH}) AS time,"
+            " sum(sum) / sum(count) AS avg, min(min) AS min, max(max) AS max,"
+            " sum(count)::bigint AS count, count(DISTINCT device_id) AS devices"
+            " FROM parts GROUP BY 1 ORDER BY 1",
+            {
+                "bucket": bucket,
+                "devices": device_ids,
+                "metric": metric,
+                "start": start,
+                "end": end,
+                **(tiers or {}),
+            },
+        )
+    ).fetchall()
+    return [TrendPoint(**row) for row in rows]
 
 
 def _whole(start: datetime, end: datetime, unit: timedelta) -> tuple[datetime, datetime] | None:
