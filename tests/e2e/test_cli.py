@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import psycopg
+import pyarrow.parquet as pq
 from psycopg.rows import dict_row
 
 from fieldline.domain.readings import Reading
@@ -258,10 +259,18 @@ async def test_export_writes_a_devices_points_as_csv(platform: Platform, tmp_pat
     assert written.returncode == 0, written.stderr
     assert "90 points written to" in written.stderr
     rows = target.read_text().splitlines()
-    assert rows[0] == "time,device_id,metric,value"
-    assert rows[1] == f"{start:%Y-%m-%dT%H:%M:%S}.000000Z,cli-export-1,rpm,1500.5"
+    assert rows[0] == "time,device_id,metric,value,unit"
+    assert rows[1] == f"{start:%Y-%m-%dT%H:%M:%S}.000000Z,cli-export-1,rpm,1500.5,"
     assert len(rows) == 91
     to_stdout = await asyncio.to_thread(fieldline, *args[:-2], env=api)
     assert to_stdout.stdout == target.read_text()
+    as_parquet = tmp_path / "rpm.parquet"
+    args = [*args[:-2], "--format", "parquet", "-o", str(as_parquet)]
+    written = await asyncio.to_thread(fieldline, *args, env=api)
+    assert written.returncode == 0, written.stderr
+    assert "90 points written to" in written.stderr
+    table = pq.read_table(as_parquet)
+    assert table.column("value").to_pylist() == [1500.5 + i for i in range(90)]
+    assert table.column("time")[0].as_py() == start
     unknown = fieldline("export", "--device", "nobody-here", env=api)
     assert unknown.returncode == 1 and "no such device: nobody-here" in unknown.stderr

@@ -1,4 +1,5 @@
-"""`fieldline export`: raw points as CSV through the HTTP API, streamed to a file or stdout."""
+"""`fieldline export`: raw points as CSV or Parquet through the HTTP API, streamed to a file
+or stdout."""
 
 from __future__ import annotations
 
@@ -18,6 +19,14 @@ from fieldline.cli.common import api_options, run
 @click.option("--from", "start", metavar="TIME", help="ISO 8601 (2026-12-01) or epoch seconds.")
 @click.option("--to", "end", metavar="TIME", help="The end (not included); default now.")
 @click.option(
+    "--format",
+    "file_format",
+    type=click.Choice(["csv", "parquet"]),
+    default="csv",
+    show_default=True,
+    help="Parquet: zstd, times as timestamp[us, UTC], values as stored.",
+)
+@click.option(
     "--output", "-o", type=click.Path(path_type=Path, dir_okay=False), help="Default stdout."
 )
 @api_options
@@ -27,17 +36,21 @@ def export(
     metrics: tuple[str, ...],
     start: str | None,
     end: str | None,
+    file_format: str,
     output: Path | None,
     **api: Any,
 ) -> None:
-    """Raw points as CSV (time,device_id,metric,value), any range, in bounded memory."""
+    """Raw points with their units (time,device_id,metric,value,unit) as CSV or Parquet, any
+    range, in bounded memory."""
     import httpx
 
     from fieldline.client import ApiAccess, ApiCallError, open_client, raise_for_error
 
     if not devices and group is None:
         raise click.UsageError("name what to export: --device ID (repeatable) or --group NAME")
-    params = httpx.QueryParams([("device_id", d) for d in devices])
+    if file_format == "parquet" and output is None and sys.stdout.isatty():
+        raise click.UsageError("Parquet is binary: give -o FILE, or redirect stdout")
+    params = httpx.QueryParams([("device_id", d) for d in devices]).add("format", file_format)
     for metric in metrics:
         params = params.add("metric", metric)
     for name, value in (("group", group), ("start", start), ("end", end)):
@@ -58,7 +71,7 @@ def export(
                     written += chunk.count(b"\n")
         finally:
             await http.aclose()
-        return written - 1  # the header
+        return written - 1  # the header (a CSV's count; a Parquet file's is in its footer)
 
     try:
         if output is None:
@@ -77,4 +90,8 @@ def export(
     except httpx.HTTPError as exc:
         raise click.ClickException(f"cannot reach the API at {access.url}: {exc}") from exc
     if output is not None:
+        if file_format == "parquet":
+            import pyarrow.parquet as pq
+
+            rows = pq.ParquetFile(output).metadata.num_rows
         click.echo(f"{rows:,} points written to {output}", err=True)

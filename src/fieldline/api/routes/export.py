@@ -1,11 +1,11 @@
-"""Export: raw points of devices or a group over any range, as CSV, streamed."""
+"""Export: raw points of devices or a group over any range, as CSV or Parquet, streamed."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
@@ -18,13 +18,17 @@ from fieldline.storage import export as export_store
 router = APIRouter(prefix="/api/v1/export", tags=["telemetry"])
 
 MAX_DEVICES = 10_000
+PARQUET = "application/vnd.apache.parquet"
 
 
 @router.get(
     "",
     response_class=StreamingResponse,
     responses={
-        200: {"content": {"text/csv": {}}, "description": "time,device_id,metric,value"},
+        200: {
+            "content": {"text/csv": {}, PARQUET: {}},
+            "description": "time,device_id,metric,value,unit: CSV, or a Parquet file",
+        },
         404: {"description": "not_found: a device or the group does not exist"},
     },
 )
@@ -41,10 +45,13 @@ async def export_points(
         str | None, Query(description="ISO 8601 or epoch seconds; default 24 h before end")
     ] = None,
     end: Annotated[str | None, Query(description="ISO 8601 or epoch seconds; default now")] = None,
-    format: Annotated[Literal["csv"], Query(description="csv")] = "csv",
+    format: Annotated[
+        export_store.Format, Query(description="csv, or parquet (zstd, times in UTC to the µs)")
+    ] = "csv",
 ) -> StreamingResponse:
-    """Raw points as CSV (`time,device_id,metric,value`, a row each, by device, metric and
-    time), streamed as the database yields them, so any range exports in bounded memory."""
+    """Raw points with their units (`time,device_id,metric,value,unit`, a row each, by
+    device, metric and time; the unit empty where the metric has none) as CSV or Parquet,
+    streamed as the database yields them, so any range exports in bounded memory."""
     devices = sorted(set(device_id or []))
     if group is not None:
         members = await export_store.devices_of_group(conn, group)
@@ -62,21 +69,24 @@ async def export_points(
     start_at = parse_instant(start, "start") or end_at - DEFAULT_RANGE
     if start_at >= end_at:
         raise ApiError(422, "start must be before end")
-    statement = export_store.points_csv(devices, sorted(set(metric or [])), start_at, end_at)
+    statement = export_store.points_copy(
+        devices, sorted(set(metric or [])), start_at, end_at, format=format
+    )
+    stream = export_store.stream_parquet if format == "parquet" else export_store.stream_csv
     pool = context.pool
 
     async def body() -> AsyncIterator[bytes]:
         # A connection of its own for as long as the client reads: the request's own goes
         # back to the pool when this function returns, before the body is sent.
         async with pool.connection() as own:
-            async for chunk in export_store.stream_csv(own, statement):
+            async for chunk in stream(own, statement):
                 yield chunk
 
     named = group or (devices[0] if len(devices) == 1 else "devices")
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", named)  # a header's quoted string stays one
-    filename = f"{name}-{start_at:%Y%m%dT%H%M%SZ}-{end_at:%Y%m%dT%H%M%SZ}.csv"
+    filename = f"{name}-{start_at:%Y%m%dT%H%M%SZ}-{end_at:%Y%m%dT%H%M%SZ}.{format}"
     return StreamingResponse(
         body(),
-        media_type="text/csv",
+        media_type=PARQUET if format == "parquet" else "text/csv",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
