@@ -37,8 +37,9 @@ _TIME = {
     "parquet": "(extract(epoch FROM t.time) * 1000000)::int8",
 }
 # No unit is NULL, which COPY writes as nothing (an empty text would be `""`) and the
-# Parquet reader takes as an empty text. The metadata tables are small: PostgreSQL memoizes the lookups per (type, metric) and
-# keeps the index's order, so the join adds neither a sort nor memory.
+# Parquet reader takes as an empty text. The metadata tables are small: PostgreSQL
+# memoizes the lookups per (type, metric) and keeps the index's order, so the join adds
+# neither a sort nor memory.
 _POINTS = (
     "COPY (SELECT {time}, t.device_id, t.metric, t.value,"
     " nullif(CASE WHEN own.metric IS NULL THEN fallback.unit ELSE own.unit END, '')"
