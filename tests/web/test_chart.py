@@ -35,8 +35,17 @@ HARNESS = b"""<!doctype html>
 </head>
 <body>
 <div class="card"><h2>temperature</h2><div id="chart"></div></div>
+<div class="card"><h2>compared</h2><div id="one"></div><div id="two"></div></div>
 <script type="module">
-  import { createChart } from "/js/chart.js";
+  import { createChart, createSync } from "/js/chart.js";
+  // Two charts on one crosshair: the first with several series, the second with states.
+  window.makeLinked = (list, states, start, end, bucketMs) => {
+    const sync = createSync();
+    const one = createChart(document.getElementById("one"), { label: "compared", sync });
+    const two = createChart(document.getElementById("two"), { label: "relay", height: 80, sync });
+    one.setSeries(list, { start, end, bucketMs });
+    two.setSeries([{ label: "relay", points: states.points }], { start, end, bucketMs, states });
+  };
   window.zooms = [];
   let chart = null;
   window.makeChart = (points, start, end, bucketMs) => {
@@ -198,3 +207,61 @@ def test_many_points(harness: Page) -> None:
     expect(harness.locator("svg.chart")).to_have_attribute("data-points", "5000")
     expect(harness.locator(".chart-dots circle")).to_have_count(0)
     assert (harness.locator("path.chart-line").get_attribute("d") or "").count("M") == 1
+
+
+def test_several_series_share_the_axis_and_a_crosshair_spans_charts(harness: Page) -> None:
+    """Devices compared on one chart (legend, a value each in the tooltip), a second metric
+    on a right-hand axis, a group's min–max range shaded; hovering it shows the same time
+    on a chart of states (a relay's on/off runs, labelled), and leaving hides both."""
+    a = series(60)
+    b = [{"t": p["t"], "v": p["v"] + 3} for p in a]
+    pressure = [{"t": p["t"], "v": 1000 + p["v"]} for p in a]
+    ranged = [{"t": p["t"], "v": p["v"], "lo": p["v"] - 1, "hi": p["v"] + 1} for p in a]
+    relay = [{"t": T0 + i * 10 * MINUTE, "v": i % 2} for i in range(6)]
+    listing = [
+        {"label": "gh-1", "points": a},
+        {"label": "gh-2", "points": b},
+        {"label": "pressure", "points": pressure, "right": True},
+        {"label": "group", "points": ranged, "range": True},
+    ]
+    harness.evaluate(
+        "([l, s, st, e, b]) => makeLinked(l, s, st, e, b)",
+        [
+            listing,
+            {"labels": {"0": "off", "1": "on"}, "points": relay},
+            T0,
+            T0 + 60 * MINUTE,
+            MINUTE,
+        ],
+    )
+    one = harness.locator("#one")
+    expect(one.locator("svg.chart")).to_have_attribute("data-series", "4")
+    expect(one.locator(".chart-legend li")).to_have_text(
+        ["gh-1", "gh-2", "pressure (right axis)", "group"]
+    )
+    right = [float(t) for t in one.locator(".chart-axis-right text").all_text_contents()]
+    assert right[0] < 1020 < right[-1]  # its own scale, not the left one's
+    left = [float(t) for t in one.locator(".chart-axis-y text").all_text_contents()]
+    assert left[-1] < 40
+    assert len(one.locator("path.chart-range").get_attribute("d") or "") > 100
+
+    two = harness.locator("#two")
+    expect(two.locator("rect.chart-state")).to_have_count(6)
+    assert two.locator("rect.chart-state").evaluate_all(
+        "rects => rects.map((r) => r.dataset.state)"
+    ) == ["off", "on", "off", "on", "off", "on"]
+
+    box = one.locator(".chart-overlay").bounding_box()
+    assert box is not None
+    harness.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] / 2)
+    tip = one.locator(".chart-tooltip-value")
+    expect(tip).to_contain_text("gh-1:")
+    expect(tip).to_contain_text("gh-2:")
+    expect(tip).to_contain_text("pressure:")
+    expect(one.locator("circle.chart-focus")).to_have_count(4)
+    # 30 % of an hour is in the relay's second run, which is "on".
+    expect(two.locator(".chart-crosshair")).to_have_attribute("visibility", "visible")
+    expect(two.locator(".chart-tooltip-value")).to_have_text("on")
+    harness.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] + 200)
+    expect(two.locator(".chart-crosshair")).to_have_attribute("visibility", "hidden")
+    expect(one.locator(".chart-tooltip")).to_be_hidden()
