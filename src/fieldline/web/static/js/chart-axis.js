@@ -1,13 +1,14 @@
 // The chart's two axes: round value ticks and calendar-aligned time ticks, and the
 // labels both axes and the tooltip use. Split from chart.js, which draws.
 
+import { activeZone, fmtClock, fmtDate, fmtDateTimeZoned, fromWallClock, wallClock } from "./time.js";
+
 const SEC = 1000;
 const MIN = 60 * SEC;
 const HOUR = 60 * MIN;
 const DAY = 24 * HOUR;
 
 const clamp = (x, lo, hi) => Math.min(hi, Math.max(lo, x));
-const pad2 = (n) => String(n).padStart(2, "0");
 
 // ---- value axis ------------------------------------------------------------
 
@@ -55,26 +56,16 @@ export const formatValue = (v) => {
 
 // ---- time axis -------------------------------------------------------------
 
-// Ticks are computed on local calendar fields so they land on round local
-// times even in zones with half-hour offsets and across DST changes.
-const toMidnight = (d) => d.setHours(0, 0, 0, 0);
-const toMonthStart = (d) => {
-  toMidnight(d);
-  d.setDate(1);
-};
-const toYearStart = (d) => {
-  toMonthStart(d);
-  d.setMonth(0);
-};
+// Ticks are computed on the wall clock of the zone shown (time.js), so they land on
+// round times there even in zones with half-hour offsets and across DST changes.
 
-const UNITS = {
-  second: { ms: SEC, field: "Seconds", reset: (d) => d.setMilliseconds(0) },
-  minute: { ms: MIN, field: "Minutes", reset: (d) => d.setSeconds(0, 0) },
-  hour: { ms: HOUR, field: "Hours", reset: (d) => d.setMinutes(0, 0, 0) },
-  day: { ms: DAY, field: "Date", reset: toMidnight },
-  month: { ms: 30 * DAY, field: "Month", reset: toMonthStart },
-  year: { ms: 365 * DAY, field: "FullYear", reset: toYearStart },
+const UNIT_MS = { second: SEC, minute: MIN, hour: HOUR, day: DAY, month: 30 * DAY, year: 365 * DAY };
+// The wall-clock fields below each unit, reset when flooring to it.
+const FINER = {
+  second: [], minute: ["second"], hour: ["minute", "second"], day: ["hour", "minute", "second"],
+  month: ["day", "hour", "minute", "second"], year: ["month", "day", "hour", "minute", "second"],
 };
+const FIELD_START = { month: 1, day: 1, hour: 0, minute: 0, second: 0 };
 
 const TIME_STEPS = [
   ["second", 1], ["second", 2], ["second", 5], ["second", 10], ["second", 15], ["second", 30],
@@ -84,47 +75,46 @@ const TIME_STEPS = [
   ["year", 1], ["year", 2], ["year", 5], ["year", 10], ["year", 25], ["year", 100],
 ];
 
-const floorTime = (t, unit, n) => {
-  const d = new Date(t);
-  const { field, reset } = UNITS[unit];
-  reset(d);
-  if (unit === "day" && n === 7) d.setDate(d.getDate() - ((d.getDay() + 6) % 7)); // Monday
-  else if (unit === "day") d.setDate(d.getDate() - ((d.getDate() - 1) % n));
-  else d[`set${field}`](d[`get${field}`]() - (d[`get${field}`]() % n));
-  return d.getTime();
+const floorTime = (t, unit, n, zone) => {
+  const w = wallClock(t, zone);
+  for (const finer of FINER[unit]) w[finer] = FIELD_START[finer];
+  if (unit === "day" && n === 7) w.day -= w.weekday - 1; // Monday
+  else w[unit] -= (w[unit] - (FIELD_START[unit] ?? 0)) % n;
+  return fromWallClock(w, zone);
 };
 
-const addTime = (t, unit, n) => {
-  const d = new Date(t);
-  const { field, ms } = UNITS[unit];
-  d[`set${field}`](d[`get${field}`]() + n);
+const addTime = (t, unit, n, zone) => {
+  // Below an hour every zone's wall clock moves with the instant; above, the wall clock
+  // decides (a day across a DST change is 23 or 25 hours).
+  if (UNIT_MS[unit] < HOUR) return t + n * UNIT_MS[unit];
+  const w = wallClock(t, zone);
+  w[unit] += n;
+  // Floored again: a tick moved off its step by a skipped DST hour (02:00 → 03:00) returns to it.
+  const next = floorTime(fromWallClock(w, zone), unit, n, zone);
   // A skipped DST hour can map back onto the same instant; never stall.
-  return d.getTime() > t ? d.getTime() : t + n * ms;
+  return next > t ? next : t + n * UNIT_MS[unit];
 };
 
-const dateFormat = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric" });
-const monthFormat = new Intl.DateTimeFormat(undefined, { month: "short" });
-const hhmm = (d) => `${pad2(d.getHours())}:${pad2(d.getMinutes())}`;
-const hhmmss = (d) => `${hhmm(d)}:${pad2(d.getSeconds())}`;
-
-const timeLabel = (t, unit) => {
-  const d = new Date(t);
-  const midnight = d.getHours() === 0 && d.getMinutes() === 0 && d.getSeconds() === 0;
-  if (unit === "year" || (unit === "month" && d.getMonth() === 0)) return String(d.getFullYear());
-  if (unit === "month") return monthFormat.format(d);
-  if (unit === "day" || midnight) return dateFormat.format(d);
-  return unit === "second" ? hhmmss(d) : hhmm(d);
+const timeLabel = (t, unit, zone) => {
+  const w = wallClock(t, zone);
+  const midnight = w.hour === 0 && w.minute === 0 && w.second === 0;
+  if (unit === "year" || (unit === "month" && w.month === 1)) return String(w.year);
+  if (unit === "month") return fmtDate(w).slice(0, 7);
+  if (unit === "day" || midnight) return fmtDate(w);
+  return fmtClock(w, unit === "second");
 };
 
 export const timeTicks = (start, end, maxTicks) => {
+  const zone = activeZone();
   const span = end - start;
   const [unit, n] =
-    TIME_STEPS.find(([u, k]) => span / (k * UNITS[u].ms) <= maxTicks) ?? TIME_STEPS.at(-1);
+    TIME_STEPS.find(([u, k]) => span / (k * UNIT_MS[u]) <= maxTicks) ?? TIME_STEPS.at(-1);
   const ticks = [];
-  for (let t = floorTime(start, unit, n); t <= end && ticks.length < 200; t = addTime(t, unit, n)) {
-    if (t >= start) ticks.push({ t, label: timeLabel(t, unit) });
+  for (let t = floorTime(start, unit, n, zone); t <= end && ticks.length < 200; t = addTime(t, unit, n, zone)) {
+    if (t >= start) ticks.push({ t, label: timeLabel(t, unit, zone) });
   }
   return ticks;
 };
 
-export const formatTime = (t) => `${dateFormat.format(new Date(t))} ${hhmmss(new Date(t))}`;
+/** The tooltip's time: "2026-12-07 14:03:09 UTC", its zone named. */
+export const formatTime = (t) => fmtDateTimeZoned(t);

@@ -1,6 +1,8 @@
 // Building the page: elements from data (text is always text, never markup),
 // formatting, and the few shared widgets (toasts, confirmation, empty states).
 
+import { fmtDateTime } from "./time.js";
+
 /**
  * h("a.btn.primary", {href: "#/", onclick: fn, "aria-label": "x"}, "text", child, ...)
  * Children may be nodes, strings (set as text) or null/false (skipped); arrays are flattened.
@@ -62,12 +64,10 @@ export function fmtRate(perSecond) {
   return perSecond >= 10 ? perSecond.toFixed(0) : perSecond.toFixed(1);
 }
 
+/** "2026-12-07 14:03:09" in the zone the user chose (time.js). */
 export function fmtTime(iso) {
   if (!iso) return "—";
-  const date = new Date(iso);
-  return date.toLocaleString(undefined, {
-    year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit",
-  });
+  return fmtDateTime(new Date(iso));
 }
 
 export function fmtAgo(iso, now = Date.now()) {
