@@ -30,3 +30,23 @@ export function metricTitle(meta, metric) {
   const name = metricName(meta, metric);
   return meta && meta.unit ? `${name} (${meta.unit})` : name;
 }
+
+/** The entry a device of `deviceType` uses for `metric` (GET /metric-metadata's items): its type's, else "*"'s, else null. */
+export function metaFor(entries, deviceType, metric) {
+  let fallback = null;
+  for (const entry of entries || []) {
+    if (entry.metric !== metric) continue;
+    if (entry.device_type === deviceType) return entry;
+    if (entry.device_type === "*") fallback = entry;
+  }
+  return fallback;
+}
+
+/** What each kind means for how a metric is shown, for the people choosing one. */
+export const KINDS = {
+  number: "a value drawn as a line chart",
+  boolean: "0 or 1, drawn as a state timeline; labels name the two states",
+  enum: "a few numeric values with a label each, drawn as a state timeline",
+  latitude: "with a longitude of the same device: its position on a map",
+  longitude: "with a latitude of the same device: its position on a map",
+};

@@ -5,13 +5,15 @@
 import { api, stream } from "../api.js";
 import { renderAlertSummary } from "../alerts/summary.js";
 import { ago, attempt, clear, fill, empty, errorBox, field, fmtNumber, fmtRate, h, showSecret, statusBadge } from "../dom.js";
+import { fmtMetric, metaFor } from "../metrics.js";
+import { zoneDescription } from "../time.js";
 
 const PAGE_SIZES = [25, 50, 100, 200];
 const TABLE_REFRESH_MS = 5000;
 const COLUMNS = [
   { key: "device_id", label: "Device" },
   { key: "status", label: "Status" },
-  { key: "last_seen", label: "Last seen" },
+  { key: "last_seen", label: "Last seen", zoned: true },
   { key: "group", label: "Group", narrow: true },
   { key: "device_type", label: "Type", narrow: true },
   { key: "firmware_version", label: "Firmware", narrow: true },
@@ -19,6 +21,38 @@ const COLUMNS = [
   { key: "signal", label: "Signal", num: true, narrow: true },
 ];
 const FILTERS = ["q", "group", "device_type", "status", "firmware_version"];
+
+// The battery and signal columns show the latest of the first of these metrics a device
+// reports (domain/vitals.py); their metadata is looked up by the same names, in order.
+// Without metadata they read as they always have: volts to 2 decimals, dBm to none.
+const VITALS = {
+  battery: { metrics: ["battery_voltage", "battery"], unit: "V", digits: 2 },
+  signal: { metrics: ["signal_strength", "rssi", "signal"], unit: "dBm", digits: 0 },
+};
+
+function vitalMeta(entries, deviceType, key) {
+  for (const metric of VITALS[key].metrics) {
+    const meta = metaFor(entries, deviceType, metric);
+    if (meta) return meta;
+  }
+  return null;
+}
+
+/** The unit the metadata of every row with a value gives the column; "" when they differ or one has none. */
+function sharedUnit(entries, items, key) {
+  const shown = items.filter((device) => device[key] !== null && device[key] !== undefined);
+  const units = new Set(shown.map((device) => vitalMeta(entries, device.device_type, key)?.unit || ""));
+  return units.size === 1 ? [...units][0] : "";
+}
+
+function vital(entries, device, key, shared) {
+  const value = device[key];
+  if (value === null || value === undefined) return "—";
+  const meta = vitalMeta(entries, device.device_type, key);
+  if (!meta) return `${fmtNumber(value, VITALS[key].digits)} ${VITALS[key].unit}`;
+  // A unit in the column's header is not repeated in its cells.
+  return fmtMetric(shared ? { ...meta, unit: "" } : meta, value);
+}
 
 function sparkline(values, bad = false) {
   const ns = "http://www.w3.org/2000/svg";
@@ -65,6 +99,8 @@ export async function render(main, ctx) {
   let facets = { groups: [], device_types: [], firmware_versions: [] };
   let loading = false;
   let summarySeen = null;
+  // Fetched once; a dashboard without the endpoint's answer keeps the plain columns.
+  const metadata = api("GET", "/api/v1/metric-metadata").then((answer) => answer.items, () => []);
 
   function select(name, label, options, labels = {}) {
     const control = h(
@@ -154,7 +190,7 @@ export async function render(main, ctx) {
     if (first && d.total === 0) loadTable();
   }
 
-  function header(column) {
+  function header(column, units) {
     const active = state.sort === column.key;
     const sortLabel = active ? (state.order === "asc" ? "ascending" : "descending") : "none";
     const button = h(
@@ -169,14 +205,15 @@ export async function render(main, ctx) {
           loadTable();
         },
       },
-      column.label,
+      units[column.key] ? `${column.label} (${units[column.key]})` : column.label,
       h("span.arrow", { "aria-hidden": "true" }, active && state.order === "desc" ? "▼" : "▲"),
     );
     const classes = [column.num ? "num" : "", column.narrow ? "hide-narrow" : ""].filter(Boolean).join(" ");
-    return h("th", { scope: "col", "aria-sort": sortLabel, class: classes || null }, button);
+    const title = column.zoned ? `Times in ${zoneDescription()}` : null;
+    return h("th", { scope: "col", "aria-sort": sortLabel, class: classes || null, title }, button);
   }
 
-  function row(device) {
+  function row(device, entries, units) {
     const link = h("a", { href: `#/devices/${encodeURIComponent(device.device_id)}` }, device.device_id);
     return h(
       "tr",
@@ -187,12 +224,12 @@ export async function render(main, ctx) {
       h("td.hide-narrow", {}, device.group || h("span.muted", {}, "—")),
       h("td.hide-narrow", {}, device.device_type || h("span.muted", {}, "—")),
       h("td.hide-narrow.mono", {}, device.firmware_version || h("span.muted", {}, "—")),
-      h("td.num", {}, device.battery === null ? "—" : `${fmtNumber(device.battery, 2)} V`),
-      h("td.num.hide-narrow", {}, device.signal === null ? "—" : `${fmtNumber(device.signal, 0)} dBm`),
+      h("td.num", {}, vital(entries, device, "battery", units.battery)),
+      h("td.num.hide-narrow", {}, vital(entries, device, "signal", units.signal)),
     );
   }
 
-  function renderTable(answer) {
+  function renderTable(answer, entries) {
     const filtered = FILTERS.some((name) => state[name]);
     if (answer.total === 0) {
       clear(pager);
@@ -223,11 +260,15 @@ export async function render(main, ctx) {
       }
       return;
     }
+    const units = {
+      battery: sharedUnit(entries, answer.items, "battery"),
+      signal: sharedUnit(entries, answer.items, "signal"),
+    };
     const table = h(
       "table.data",
       { "aria-label": "Devices" },
-      h("thead", {}, h("tr", {}, COLUMNS.map(header))),
-      h("tbody", {}, answer.items.map(row)),
+      h("thead", {}, h("tr", {}, COLUMNS.map((column) => header(column, units)))),
+      h("tbody", {}, answer.items.map((device) => row(device, entries, units))),
     );
     fill(tableArea, h("div.table-wrap", {}, table));
     const first = answer.total ? answer.offset + 1 : 0;
@@ -281,7 +322,7 @@ export async function render(main, ctx) {
         return loadTable();
       }
       tableError.textContent = "";
-      renderTable(answer);
+      renderTable(answer, await metadata);
     } catch (error) {
       tableError.textContent = `The devices could not be loaded: ${error.message}`;
     } finally {
