@@ -4,8 +4,9 @@ Which channels: the rule's, plus its escalation channels once escalated (the
 escalation event itself goes to those alone). A silenced alert's rows are kept as
 `suppressed`, so GET /notifications shows what the silence held back.
 
-A round's events go in together: the enabled channels, the silences and the devices'
-metadata are read once for all of them and the rows written in one statement. One
+A round's events go in together: the enabled channels, the silences, the devices'
+metadata and their metrics' metadata (for the summary's names and units) are read once
+for all of them and the rows written in one statement. One
 event at a time cost the worker four statements per alert opened or resolved and
 kept it from keeping up with 54 a second (`fieldline bench alerts`, docs/benchmarks.md).
 """
@@ -20,8 +21,9 @@ from datetime import datetime
 import orjson
 
 from fieldline.alerts.body import Event, idempotency_key, webhook_body
-from fieldline.domain.alerts import Lines, Threshold
+from fieldline.domain.alerts import Lines, NoData, Threshold
 from fieldline.storage import alerts as alert_store
+from fieldline.storage import metric_metadata as meta_store
 from fieldline.storage.alert_state import ActiveRule
 from fieldline.storage.alerts import Conn, Outgoing, StoredAlert
 
@@ -67,13 +69,22 @@ async def enqueue_all(conn: Conn, events: Sequence[Notifying], now: datetime) ->
         if item.lines is None and isinstance(rule.condition, Threshold) and item.alert.device_id
     }
     metadata = await alert_store.devices_metadata(conn, sorted(unknown_lines))
+    of_a_metric = {
+        item.alert.device_id
+        for item, rule, _ in told
+        if isinstance(rule.condition, Threshold | NoData) and item.alert.device_id
+    }
+    about_metrics = await meta_store.of_devices(conn, sorted(of_a_metric))
     silenced = await alert_store.silence_reasons(conn, sorted({i.alert.id for i, *_ in told}), now)
     rows: list[Outgoing] = []
     for item, rule, channels in told:
         alert, lines = item.alert, item.lines
         if lines is None and isinstance(rule.condition, Threshold):
             lines = rule.condition.lines(metadata.get(alert.device_id or "", {}))
-        body = webhook_body(alert, item.event, condition=rule.condition, lines=lines, sent_at=now)
+        meta = about_metrics.get(alert.device_id or "", {}).get(alert.metric or "")
+        body = webhook_body(
+            alert, item.event, condition=rule.condition, lines=lines, sent_at=now, meta=meta
+        )
         json, key = orjson.dumps(body).decode(), idempotency_key(alert)
         muted = silenced.get(alert.id)
         rows.extend(Outgoing(alert.id, c, str(item.event), key, json, muted) for c in channels)

@@ -6,7 +6,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from fieldline.domain.metrics import ANY_TYPE, MetricKind, MetricMeta
+from fieldline.domain.metrics import ANY_TYPE, MetricKind, MetricMeta, applying
 from fieldline.storage.errors import NotFoundError
 
 _COLUMNS = "device_type, metric, display_name, unit, decimals, kind, labels"
@@ -33,6 +33,23 @@ async def for_types(conn: AsyncConnection[object], device_types: list[str]) -> l
         ([*device_types, ANY_TYPE],),
     )
     return [_meta(row) for row in await cursor.fetchall()]
+
+
+async def of_devices(
+    conn: AsyncConnection[object], device_ids: list[str]
+) -> dict[str, dict[str, MetricMeta]]:
+    """By device, then metric: the entries each device uses (its type's over `*`'s)."""
+    if not device_ids:
+        return {}
+    cursor = conn.cursor(row_factory=dict_row)
+    await cursor.execute(
+        "SELECT device_id, device_type FROM devices WHERE device_id = ANY(%s)", (device_ids,)
+    )
+    types = {str(row["device_id"]): str(row["device_type"]) for row in await cursor.fetchall()}
+    if not types:
+        return {}
+    entries = await for_types(conn, sorted(set(types.values())))
+    return {device: applying(entries, device_type) for device, device_type in types.items()}
 
 
 async def all_entries(conn: AsyncConnection[object]) -> list[MetricMeta]:
