@@ -1,9 +1,11 @@
 // The device page's two control panels: configuration (desired vs reported, with an
-// editor) and commands (send one, watch its result). Each renders into its element
+// editor) and commands (send one, watch its status, open one for its parameters, who sent
+// it and its whole result). Each renders into its element
 // and exposes update(), which the page calls with what the device's stream sends.
 
 import { api } from "../api.js";
-import { ago, attempt, clear, fill, empty, errorBox, field, h } from "../dom.js";
+import { ago, attempt, clear, fill, empty, errorBox, field, fmtTime, h } from "../dom.js";
+import { disclosure } from "../paged.js";
 
 const KNOWN_COMMANDS = ["ping", "reboot", "identify"];
 
@@ -90,6 +92,48 @@ export function renderConfig(container, ctx, base) {
   return { update };
 }
 
+/** Any JSON, indented, as the device or the operator sent it. */
+const pretty = (value) => h("pre.command-json", {}, JSON.stringify(value, null, 2));
+
+function commandDetail(c) {
+  const row = (label, value) => [h("dt", {}, label), h("dd", {}, value)];
+  return h(
+    "dl.props.command-detail",
+    {},
+    row("Parameters", Object.keys(c.params).length ? pretty(c.params) : h("span.muted", {}, "none")),
+    row("Result", c.result === null || c.result === undefined
+      ? h("span.muted", {}, c.completed_at ? "none" : "not answered yet")
+      : pretty(c.result)),
+    row("Sent by", c.created_by),
+    row("Created", fmtTime(c.created_at)),
+    row("Delivered", c.sent_at ? fmtTime(c.sent_at) : h("span.muted", {}, "not yet")),
+    row("Answered", c.completed_at ? fmtTime(c.completed_at) : h("span.muted", {}, "not yet")),
+    row("Expires", fmtTime(c.expires_at)),
+    row("Command id", h("span.mono", {}, c.command_id)),
+  );
+}
+
+/** One line of JSON for the list; Details shows it whole. */
+function preview(value) {
+  if (value === null || value === undefined) return "—";
+  const text = JSON.stringify(value);
+  return text.length > 80 ? `${text.slice(0, 79)}…` : text;
+}
+
+function commandRow(c) {
+  return h(
+    "tr",
+    { dataset: { commandId: c.command_id } },
+    h("td", {}, ago(c.created_at)),
+    h("td.mono", {}, c.name),
+    h("td.wrap.mono.hide-narrow", {}, Object.keys(c.params).length ? preview(c.params) : "—"),
+    h("td.hide-narrow", {}, c.created_by),
+    h("td", {}, h(`span.badge.${c.status}`, {}, c.status)),
+    h("td.wrap.mono.hide-narrow", {}, preview(c.result)),
+    h("td.num", {}, disclosure(() => commandDetail(c), { "aria-label": `Details of ${c.name}` }, "Details")),
+  );
+}
+
 export function renderCommands(container, ctx, base) {
   const list = h("div", { "aria-live": "polite" });
   const parts = [];
@@ -137,30 +181,28 @@ export function renderCommands(container, ctx, base) {
       fill(list, empty("No commands yet", ctx.can("operator") ? "Send one above; its result shows here." : ""));
       return;
     }
-    fill(list, 
+    // A stream update redraws the list: what the user opened opens again, with the news.
+    const opened = new Set(
+      [...list.querySelectorAll("[aria-expanded='true']")].map((toggle) => toggle.closest("tr").dataset.commandId),
+    );
+    const rows = items.map(commandRow);
+    fill(list,
       h(
         "div.table-wrap",
         {},
         h(
-          "table.data",
+          "table.data.commands",
           { "aria-label": "Commands" },
-          h("thead", {}, h("tr", {}, h("th", {}, "Sent"), h("th", {}, "Command"), h("th", {}, "Status"), h("th", {}, "Result"))),
-          h(
-            "tbody",
-            {},
-            items.map((c) =>
-              h(
-                "tr",
-                { dataset: { commandId: c.command_id } },
-                h("td", { title: `by ${c.created_by}` }, ago(c.created_at)),
-                h("td.mono", {}, c.name),
-                h("td", {}, h(`span.badge.${c.status}`, {}, c.status)),
-                h("td.wrap.mono", {}, c.result === null || c.result === undefined ? "—" : JSON.stringify(c.result)),
-              )),
-          ),
+          h("thead", {}, h("tr", {}, h("th", {}, "Sent"), h("th", {}, "Command"),
+            h("th.hide-narrow", {}, "Parameters"), h("th.hide-narrow", {}, "By"), h("th", {}, "Status"), h("th.hide-narrow", {}, "Result"),
+            h("th", {}, h("span.visually-hidden", {}, "Details")))),
+          h("tbody", {}, rows),
         ),
       ),
     );
+    for (const tr of rows) {
+      if (opened.has(tr.dataset.commandId)) tr.querySelector("[aria-expanded]").click();
+    }
   }
 
   api("GET", `${base}/commands`, { query: { limit: 20 } }).then((answer) => update(answer.items), () => update([]));

@@ -79,7 +79,17 @@ export async function render(main, ctx) {
   function renderHead() {
     const actions = h("div.actions");
     if (ctx.can("operator")) {
+      const edit = async () => {
+        const { editDevice } = await import("./device-edit.js");
+        const updated = await editDevice(device);
+        if (updated) {
+          device = updated;
+          renderHead();
+          renderDetails();
+        }
+      };
       actions.append(
+        h("button.btn", { type: "button", onclick: edit }, "Edit"),
         h("button.btn", { type: "button", onclick: rotate }, "Rotate credentials"),
         h("button.btn", { type: "button", onclick: toggleEnabled }, device.enabled ? "Disable" : "Enable"),
         h("button.btn.danger", { type: "button", onclick: remove }, "Delete"),

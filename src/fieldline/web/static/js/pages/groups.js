@@ -1,15 +1,58 @@
 // Groups: the sites, farms or depots devices belong to, and the configuration they share.
 //
-// Viewers read; operators also create groups and replace a group's configuration.
-// Controls a role cannot use are not rendered at all rather than shown disabled.
+// Viewers read; operators also create, rename, describe, give a time zone to and delete
+// groups, and replace a group's configuration. Controls a role cannot use are not
+// rendered at all rather than shown disabled.
 
 import { api } from "../api.js";
-import { ago, attempt, empty, errorBox, field, fill, h, toast } from "../dom.js";
+import { ago, attempt, confirmAction, empty, errorBox, field, fill, h, toast } from "../dom.js";
 import { disclosure, pagedTable } from "../paged.js";
+import { modal } from "../alerts/common.js";
 
 let editors = 0; // unique ids for aria-describedby: group names may hold spaces
 
-const overviewOf = (name) => `#/?${new URLSearchParams({ group: name })}`;
+const groupPage = (name) => `#/groups/${encodeURIComponent(name)}`;
+const plural = (count, noun) => `${count} ${noun}${count === 1 ? "" : "s"}`;
+
+/** The IANA zones the browser knows, offered while typing; the server checks the name. */
+function zoneList() {
+  let zones = [];
+  try {
+    zones = Intl.supportedValuesOf("timeZone");
+  } catch {
+    // an older browser: the field is free text
+  }
+  return h("datalist", { id: `zones-${(editors += 1)}` }, ["UTC", ...zones].map((zone) => h("option", { value: zone })));
+}
+
+/** Rename, describe, set the time zone; answers the updated group or undefined. */
+function editGroup(group) {
+  const name = h("input", { name: "name", required: true, maxlength: 128, autocomplete: "off", value: group.name });
+  const description = h("input", { name: "description", maxlength: 2000, autocomplete: "off", value: group.description });
+  const zones = zoneList();
+  const timezone = h("input", {
+    name: "timezone", maxlength: 64, autocomplete: "off", spellcheck: "false", list: zones.id,
+    placeholder: "None: each viewer's own", value: group.timezone || "",
+  });
+  return modal(
+    `Edit group ${group.name}`,
+    [
+      field("Name", name, "Its devices, configuration, keys, alert rules and silences follow a new name."),
+      field("Description", description),
+      field("Time zone", timezone, "An IANA zone such as Europe/Berlin; empty for none."),
+      zones,
+    ],
+    "Save",
+    () => {
+      const changes = {};
+      if (name.value.trim() !== group.name) changes.name = name.value.trim();
+      if (description.value.trim() !== group.description) changes.description = description.value.trim();
+      if ((timezone.value.trim() || null) !== group.timezone) changes.timezone = timezone.value.trim() || null;
+      if (!Object.keys(changes).length) return group;
+      return api("PATCH", `/api/v1/groups/${encodeURIComponent(group.name)}`, { body: changes });
+    },
+  );
+}
 
 /** The textarea's text as a configuration object, or an Error saying what is wrong. */
 function parseConfig(text) {
@@ -97,14 +140,29 @@ function configPanel(name, canEdit) {
   return panel;
 }
 
-function row(group, canEdit) {
+function row(group, canEdit, actions) {
   return h(
     "tr",
-    {},
-    h("td", {}, h("a", { href: overviewOf(group.name), title: "Devices of this group" }, h("strong", {}, group.name))),
+    { dataset: { group: group.name } },
+    h("td.break", {}, h("a", { href: groupPage(group.name), title: "The group's page" }, h("strong", {}, group.name))),
     h("td.wrap.hide-narrow", {}, group.description || h("span.muted", {}, "—")),
+    h("td.hide-narrow", {}, group.timezone || h("span.muted", {}, "—")),
     h("td.hide-narrow", {}, ago(group.created_at)),
-    h("td.num", {}, disclosure(() => configPanel(group.name, canEdit), {}, "Configuration")),
+    h(
+      "td.num",
+      {},
+      h(
+        "div.row-actions",
+        {},
+        disclosure(() => configPanel(group.name, canEdit), {}, "Configuration"),
+        canEdit
+          ? h("button.btn.small", { type: "button", "aria-label": `Edit ${group.name}`, onclick: () => actions.edit(group) }, "Edit")
+          : null,
+        canEdit
+          ? h("button.btn.small.danger", { type: "button", "aria-label": `Delete ${group.name}`, onclick: () => actions.remove(group) }, "Delete")
+          : null,
+      ),
+    ),
   );
 }
 
@@ -138,13 +196,46 @@ function createForm(onCreated) {
 export async function render(main, ctx) {
   ctx.setTitle("Groups");
   const canEdit = ctx.can("operator");
+  const actions = {
+    async edit(group) {
+      const updated = await editGroup(group);
+      if (!updated || updated === group) return;
+      toast(updated.name === group.name
+        ? `Group ${updated.name} saved`
+        : `Group ${group.name} renamed to ${updated.name}; its devices and configuration moved with it`, "ok");
+      await table.reload();
+    },
+    async remove(group) {
+      // Asked afresh: how many devices would leave the group.
+      const current = await attempt(table.error, null, () =>
+        api("GET", `/api/v1/groups/${encodeURIComponent(group.name)}`));
+      if (!current) return;
+      const devices = current.device_count
+        ? `Its ${plural(current.device_count, "device")} will stay registered, in no group, and no longer get `
+          + "the group's configuration: each is sent its own configuration alone, as a new version."
+        : "It has no devices.";
+      const ok = await confirmAction(
+        `Delete group ${group.name}?`,
+        `${devices} The group's configuration and its history are deleted; alert rules and silences `
+          + "naming the group then cover no device.",
+        "Delete group",
+      );
+      if (!ok) return;
+      const deleted = await attempt(table.error, null, () =>
+        api("DELETE", `/api/v1/groups/${encodeURIComponent(group.name)}`));
+      if (!deleted) return;
+      const sent = deleted.devices_versioned ? `, ${plural(deleted.devices_versioned, "device")} reconfigured` : "";
+      toast(`Group ${deleted.name} deleted: ${plural(deleted.devices_ungrouped, "device")} now in no group${sent}`, "ok");
+      await table.reload();
+    },
+  };
   const table = pagedTable({
     path: "/api/v1/groups",
     columns: [
-      "Name", { label: "Description", className: "hide-narrow" }, { label: "Created", className: "hide-narrow" },
-      { label: "Configuration", hidden: true },
+      "Name", { label: "Description", className: "hide-narrow" }, { label: "Time zone", className: "hide-narrow" },
+      { label: "Created", className: "hide-narrow" }, { label: "Actions", hidden: true },
     ],
-    row: (group) => row(group, canEdit),
+    row: (group) => row(group, canEdit, actions),
     empty: () => empty("No groups yet", canEdit
       ? "Create one above, then put devices in it to share a configuration."
       : "An operator creates them; devices in a group share its configuration."),

@@ -2,11 +2,13 @@
 //
 // The server is the judge of what is allowed (password length, unique usernames,
 // not demoting or deleting yourself): its messages are shown where the action was.
-// The signed-in admin's own row offers neither a role change nor deletion.
+// The signed-in admin's own row offers neither a role change, a password reset nor
+// deletion (their own password is changed on their account page, with the current one).
 
 import { api } from "../api.js";
 import { ago, attempt, confirmAction, empty, errorBox, field, fill, h, toast } from "../dom.js";
 import { pagedTable } from "../paged.js";
+import { modal } from "../alerts/common.js";
 
 const ROLES = {
   viewer: "Viewer — sees everything, changes nothing",
@@ -95,9 +97,15 @@ export async function render(main, ctx) {
         toast(`${updated.username} is now ${updated.role === "admin" ? "an" : "a"} ${updated.role}`, "ok");
       });
     }
-    const remove = self
-      ? null
-      : h("button.btn.small.danger", { type: "button", onclick: () => removeUser(user) }, "Delete");
+    const actions = self
+      ? h("a.btn.small", { href: "#/account" }, "Your account")
+      : h(
+        "div.row-actions",
+        {},
+        h("button.btn.small", { type: "button", "aria-label": `Reset password of ${user.username}`, onclick: () => resetPassword(user) },
+          "Reset password"),
+        h("button.btn.small.danger", { type: "button", onclick: () => removeUser(user) }, "Delete"),
+      );
     return h(
       "tr",
       { dataset: { username: user.username } },
@@ -105,8 +113,23 @@ export async function render(main, ctx) {
       badge,
       h("td.hide-narrow", {}, ago(user.created_at)),
       h("td", {}, change),
-      h("td.num", {}, remove),
+      h("td.num", {}, actions),
     );
+  }
+
+  async function resetPassword(user) {
+    const password = h("input", { name: "password", type: "password", required: true, autocomplete: "new-password" });
+    const saved = await modal(
+      `New password for ${user.username}`,
+      [
+        field("New password", password, "At least 10 characters. Tell it to them yourself: fieldline sends no email."),
+        h("p.muted", {}, `Every session of ${user.username} ends at once: they sign in again with this password. `
+          + "Their API keys keep working."),
+      ],
+      "Set password",
+      () => api("PATCH", `/api/v1/users/${user.id}`, { body: { password: password.value } }),
+    );
+    if (saved) toast(`Password of ${user.username} set; their sessions ended`, "ok");
   }
 
   async function removeUser(user) {
