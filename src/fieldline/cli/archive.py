@@ -194,7 +194,15 @@ def archive_list(
             f"{day:<12} {hours:>5} {points:>14,} {human_size(size):>10}  {daily:<5}  "
             f"{problems or ''}"
         )
-    click.echo(f"{len(days)} day(s) in {target}; `fieldline archive verify` checks the files")
+    click.echo(f"{len(days)} day(s) in {target}; `{_verify_command(archive_url)}` checks the files")
+
+
+def _verify_command(archive_url: str | None) -> str:
+    """`archive verify` of the archive the user named, to paste as it stands."""
+    import shlex
+
+    named = f" --archive-url {shlex.quote(archive_url)}" if archive_url else ""
+    return f"fieldline archive verify{named}"
 
 
 @archive.command("verify")
@@ -273,7 +281,8 @@ def archive_import(
         done = run(go())
     except ArchiveDamaged as exc:
         raise click.ClickException(
-            f"{exc}; nothing of it was imported (`fieldline archive verify` lists every problem)"
+            f"{exc}; nothing of it was imported (`{_verify_command(archive_url)}` lists every"
+            " problem)"
         ) from exc
     added = sum(hour.added for hour in done)
     rows = sum(hour.rows for hour in done)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from typing import Any
 
 import click
@@ -31,6 +32,8 @@ def provisioning_key_create(
     **api: Any,
 ) -> None:
     """Create a key; its secret is printed only now (flash KEY_ID:SECRET into devices)."""
+    from fieldline.client import ApiAccess
+
     answer = api_call(
         **api,
         method="POST",
@@ -43,10 +46,12 @@ def provisioning_key_create(
             "expires_at": expires_at,
         },
     )
+    url = ApiAccess.from_env(api["api_url"]).url
+    key = shlex.quote(f"{answer['key_id']}:{answer['secret']}")
     click.echo(
         f"provisioning key {answer['key_id']} created\n"
         f"  secret   {answer['secret']}   (shown only now)\n"
-        f"  devices  fieldline simulate --provision-key {answer['key_id']}:{answer['secret']}"
+        f"  devices  fieldline simulate --provision-key {key} --api-url {shlex.quote(url)}"
     )
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import os
+import shlex
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -17,7 +19,7 @@ if TYPE_CHECKING:
     from fieldline.runtime.supervisor import StartupInfo
 
 
-def _banner(info: StartupInfo) -> None:
+def _banner(settings: Settings, info: StartupInfo) -> None:
     lines = [
         "",
         "fieldline is running",
@@ -38,21 +40,53 @@ def _banner(info: StartupInfo) -> None:
         ]
     else:
         lines.append("  Admin user     admin (password as set or printed at first start)")
-    lines += [
-        "",
-        "Next: simulate a fleet of 10 devices in another terminal:",
-        f"  fieldline simulate --create --devices 10 --api-url {info.api_url} "
-        f"--mqtt-port {info.mqtt_port} --username admin --password <admin password>",
-        "Or let devices register themselves with a provisioning key (zero-touch):",
-        f"  fieldline provisioning-key create factory --api-url {info.api_url} "
-        "--username admin --password <admin password>",
-        f"  fieldline simulate --provision-key KEY_ID:SECRET --api-url {info.api_url} "
-        f"--mqtt-port {info.mqtt_port}",
-        "Stop with Ctrl-C.",
-        "",
-    ]
+    lines += ["", *_hints(settings, info), "Stop with Ctrl-C.", ""]
     click.echo("\n".join(lines))
     sys.stdout.flush()
+
+
+def _hints(settings: Settings, info: StartupInfo) -> list[str]:
+    """Commands to paste as they stand: the URL and ports in use, and secrets read from
+    where they are (never a placeholder to fill in). One `export` sets what every later
+    command (and what `provisioning-key create` prints) reads from the environment."""
+    data_dir = settings.data_dir.resolve()
+    environment = [
+        f"FIELDLINE_API_URL={shlex.quote(info.api_url)}",
+        f"FIELDLINE_MQTT_PORT={info.mqtt_port}",
+        "FIELDLINE_API_USERNAME=admin",
+    ]
+    if info.mqtt_host != "127.0.0.1":  # the simulator's default
+        environment.insert(1, f"FIELDLINE_MQTT_HOST={shlex.quote(info.mqtt_host)}")
+    lost = []
+    if info.admin_password:  # generated now, and shown above anyway
+        environment.append(f"FIELDLINE_API_PASSWORD={shlex.quote(info.admin_password)}")
+    elif os.environ.get("FIELDLINE_ADMIN_PASSWORD"):
+        environment.append('FIELDLINE_API_PASSWORD="$FIELDLINE_ADMIN_PASSWORD"')
+    else:  # kept nowhere: the admin knows it, or sets a new one
+        where = "" if settings.database_url else f" --data-dir {shlex.quote(str(data_dir))}"
+        lost = [
+            "  (then FIELDLINE_API_PASSWORD with the admin password; a lost one is reset by",
+            f"  fieldline user passwd admin{where})",
+        ]
+    lines = [
+        "Next, in another terminal:",
+        f"  export {' '.join(environment)}",
+        *lost,
+        "Simulate a fleet of 10 devices:",
+        "  fieldline simulate --create --devices 10",
+        "Or let devices register themselves with a provisioning key (zero-touch); it prints",
+        "the command that starts devices with it:",
+        "  fieldline provisioning-key create factory",
+    ]
+    port_file = data_dir / "database.port"  # written by the embedded database's start
+    if not settings.database_url and port_file.exists():
+        secret = shlex.quote(str(data_dir / "secrets" / "database_reader_password"))
+        lines += [
+            "Read the data with SQL, read-only (and Grafana: docs/grafana.md):",
+            f'  PGPASSWORD="$(cat {secret})" psql -h 127.0.0.1'
+            f" -p {port_file.read_text().strip()} -U fieldline_reader fieldline",
+        ]
+    return lines
 
 
 @click.command()
@@ -74,7 +108,7 @@ def up(**overrides: Any) -> None:
     settings = load(**overrides)
     tune_for_throughput()
     try:
-        run(run_platform(settings, on_ready=_banner))
+        run(run_platform(settings, on_ready=functools.partial(_banner, settings)))
     except BrokerError as exc:  # the broker could not start: its message says why
         raise click.ClickException(str(exc)) from exc
 
