@@ -98,4 +98,4 @@ def sign_in(page: Page, platform: Platform, username: str, password: str) -> Non
     form.get_by_label("Username").fill(username)
     form.get_by_label("Password").fill(password)
     form.get_by_role("button", name="Sign in").click()
-    page.locator("nav.nav").wait_for()
+    page.locator("nav.nav").wait_for(state="attached")  # behind the menu on a phone

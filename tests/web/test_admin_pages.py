@@ -70,7 +70,7 @@ def test_admin_creates_a_group_and_edits_its_configuration(
 
     row = row_of(page, name)
     expect(row).to_contain_text("North field pumps")
-    expect(row.get_by_role("link", name=name)).to_have_attribute("href", f"#/?group={name}")
+    expect(row.get_by_role("link", name=name)).to_have_attribute("href", f"#/groups/{name}")
 
     row.get_by_role("button", name="Configuration").click()
     expect(page.get_by_text("No shared configuration yet")).to_be_visible()

@@ -211,7 +211,7 @@ def test_many_points(harness: Page) -> None:
 
 def test_several_series_share_the_axis_and_a_crosshair_spans_charts(harness: Page) -> None:
     """Devices compared on one chart (legend, a value each in the tooltip), a second metric
-    on a right-hand axis, a group's min–max range shaded; hovering it shows the same time
+    on a right-hand axis, a group's min-max range shaded; hovering it shows the same time
     on a chart of states (a relay's on/off runs, labelled), and leaving hides both."""
     a = series(60)
     b = [{"t": p["t"], "v": p["v"] + 3} for p in a]

@@ -46,7 +46,8 @@ async function errorOf(response) {
 function url(path, query) {
   const target = new URL(path, location.origin);
   for (const [key, value] of Object.entries(query || {})) {
-    if (value !== undefined && value !== null && value !== "") target.searchParams.set(key, value);
+    if (Array.isArray(value)) for (const each of value) target.searchParams.append(key, each);
+    else if (value !== undefined && value !== null && value !== "") target.searchParams.set(key, value);
   }
   return target;
 }
@@ -136,6 +137,26 @@ export async function api(method, path, { query, body, signal } = {}) {
   if (!response.ok) throw await errorOf(response);
   if (response.status === 204) return null;
   return response.json();
+}
+
+/**
+ * Download what `path` answers (an export) as a file named as the server says: the
+ * session's token goes with the request, which a plain link could not send.
+ */
+export async function download(path, query) {
+  const response = await authorized(url(path, query), { method: "GET", headers: {} });
+  if (!response.ok) throw await errorOf(response);
+  const disposition = response.headers.get("Content-Disposition") || "";
+  const name = (/filename="([^"]+)"/.exec(disposition) || [])[1] || "export";
+  const blob = await response.blob();
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(blob);
+  link.download = name;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(link.href), 60_000);
+  return { name, bytes: blob.size };
 }
 
 /**

@@ -6,6 +6,7 @@
 
 import { api, session, signIn, signOut } from "./api.js";
 import { attempt, clear, fill, errorBox, field, h } from "./dom.js";
+import { zonePicker } from "./time.js";
 
 const ROLE_RANK = { viewer: 0, operator: 1, admin: 2 };
 
@@ -104,12 +105,22 @@ function renderShell() {
   liveDot = h("span.live-dot", { title: "live updates", role: "img", "aria-label": "live updates idle" });
   const nav = h(
     "nav.nav",
-    { "aria-label": "Main" },
+    { "aria-label": "Main", id: "main-nav" },
     PAGES.filter((p) => p.nav && can(user, p.role)).map((p) => h("a", { href: p.href }, p.nav)),
+    // On a phone the menu also holds what the top bar has no room for.
+    h("div.nav-extra", {}, h("a", { href: "#/account" }, `Account (${user.username})`), zonePicker()),
   );
+  // Phones: the pages behind a menu button.
+  const menu = h("button.btn.small.menu-toggle", {
+    type: "button",
+    "aria-expanded": "false",
+    "aria-controls": "main-nav",
+    onclick: () => setMenu(menu.getAttribute("aria-expanded") !== "true"),
+  }, "Menu");
   const account = h(
     "div.account",
     {},
+    zonePicker(),
     liveDot,
     h("a.who", { href: "#/account", title: "Your account: password" }, user.username, " · ", h(`span.badge.plain.${user.role}`, {}, user.role)),
     h(
@@ -125,8 +136,15 @@ function renderShell() {
     ),
   );
   const main = h("main", { id: "main", tabindex: "-1" });
-  fill(root, h("header.topbar", {}, brand(), nav, account), main);
+  fill(root, h("header.topbar", {}, brand(), menu, nav, account), main);
   route();
+}
+
+function setMenu(open) {
+  const toggle = document.querySelector(".menu-toggle");
+  if (!toggle) return;
+  toggle.setAttribute("aria-expanded", String(open));
+  toggle.closest(".topbar").classList.toggle("menu-open", open);
 }
 
 function setLive(state) {
@@ -155,6 +173,7 @@ async function route() {
   const main = document.getElementById("main");
   if (!current || !current.user || !main) return;
   stopPage();
+  setMenu(false);
   // Each visit renders into its own element. A page still loading when the user moves on
   // fills a detached element, and is stopped as soon as it has started.
   const visit = visits;

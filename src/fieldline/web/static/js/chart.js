@@ -305,7 +305,11 @@ export const createChart = (container, { label = "", height = 220, onZoom = null
   const stateText = (v) => (states.labels && states.labels[String(v)]) ?? formatValue(v);
   const drawStates = () => {
     const keys = Object.keys(states.labels || {});
-    const gapMs = bucketMs > 0 ? GAP_BUCKETS * bucketMs : Infinity;
+    // A state holds until the next reading, unless the device fell silent: a gap longer
+    // than a few of its usual intervals (or buckets) ends the run.
+    const steps = points.slice(1).map((p, i) => p.t - points[i].t).sort((a, b) => a - b);
+    const usual = steps.length ? steps[steps.length >> 1] : 0;
+    const gapMs = Math.max(GAP_BUCKETS * bucketMs, 3 * usual) || Infinity;
     const clip = svgEl("g", { class: "chart-states", "clip-path": `url(#${clipId})` }, layer);
     const runs = [];
     points.forEach((p, i) => {
@@ -313,7 +317,7 @@ export const createChart = (container, { label = "", height = 220, onZoom = null
       const next = points[i + 1];
       const until = next && next.t - p.t <= gapMs ? next.t : p.t + (bucketMs || 0);
       const last = runs.at(-1);
-      if (last && last.v === p.v && last.end === p.t) last.end = until;
+      if (last && last.v === p.v && last.end >= p.t) last.end = until;
       else runs.push({ v: p.v, start: p.t, end: until });
     });
     for (const run of runs) {

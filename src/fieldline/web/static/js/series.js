@@ -28,11 +28,12 @@ export async function loadSeries(deviceId, metric, start, end, signal) {
 
 /**
  * Many series in one request (GET /api/v1/series): every metric of every device named,
- * bucketed as loadSeries does. Answers { bucketMs, get(deviceId, metric) → points }.
+ * bucketed as loadSeries does, each bucket's `agg` (avg, max...). Answers
+ * { bucketMs, get(deviceId, metric) → points }.
  */
-export async function loadMany(deviceIds, metrics, start, end, signal) {
+export async function loadMany(deviceIds, metrics, start, end, signal, agg = "avg") {
   const [bucket, bucketMs] = bucketFor(end - start);
-  const query = new URLSearchParams({ start: new Date(start).toISOString(), end: new Date(end).toISOString(), bucket, agg: "avg" });
+  const query = new URLSearchParams({ start: new Date(start).toISOString(), end: new Date(end).toISOString(), bucket, agg });
   for (const id of deviceIds) query.append("device_id", id);
   for (const metric of metrics) query.append("metric", metric);
   const answer = await api("GET", `/api/v1/series?${query}`, { signal });

@@ -1,6 +1,7 @@
-// One device: live tiles of its latest values, a chart per metric, its status
+// One device: live tiles of its latest values, a chart per metric (booleans and enums
+// as state timelines, a latitude/longitude pair as a track on a map), its status
 // history, attributes, configuration (desired vs reported), commands, and the
-// operator's actions (rotate credentials, disable, delete).
+// operator's actions (edit, rotate credentials, disable, delete).
 //
 // The device's stream (GET /devices/{id}/stream) pushes `device`, `latest`,
 // `config` and `commands` whenever they change; everything else is fetched.
@@ -9,21 +10,16 @@ import { api, stream } from "../api.js";
 import { createChart } from "../chart.js";
 import { byMetric, fmtMetric, metricName, metricTitle } from "../metrics.js";
 import { loadMany } from "../series.js";
+import { exportMenu } from "../export-menu.js";
+import { createMap } from "../map.js";
+import { setPageZone, zoneDescription } from "../time.js";
+import { RANGES, domain as viewDomain, rangeControls } from "../timerange.js";
 import { renderCommands, renderConfig } from "./device-control.js";
 import { renderDeviceAlerts } from "../alerts/device-alerts.js";
 import {
   ago, clear, fill, confirmAction, empty, errorBox, fmtTime, h, showSecret, statusBadge, toast,
 } from "../dom.js";
 
-const RANGES = [
-  { key: "15m", label: "15 min", ms: 900e3 },
-  { key: "1h", label: "1 h", ms: 3600e3 },
-  { key: "6h", label: "6 h", ms: 6 * 3600e3 },
-  { key: "24h", label: "24 h", ms: 24 * 3600e3 },
-  { key: "7d", label: "7 d", ms: 7 * 86400e3 },
-  { key: "30d", label: "30 d", ms: 30 * 86400e3 },
-  { key: "90d", label: "90 d", ms: 90 * 86400e3 },
-];
 /** The default range: the shortest that reaches the device's newest value, so a device
  * that last reported three days ago opens on its data, not on an empty hour. */
 function fittingRange(metrics) {
@@ -57,8 +53,11 @@ export async function render(main, ctx) {
   const head = h("div.page-head");
   const tiles = h("div.tiles", { "aria-live": "polite", "aria-label": "Latest values" });
   const charts = h("div.grid.two");
-  const rangeButtons = h("div.segmented", { role: "group", "aria-label": "Time range" });
-  const zoomNote = h("div.actions");
+  const trackCard = h("section.card", { hidden: true, "aria-labelledby": "device-track-title" },
+    h("h2", { id: "device-track-title" }, "Track"));
+  const trackBox = h("div.small", { id: "device-track" });
+  trackCard.append(trackBox);
+  let track = null; // the map, made when the device first reports a position
   const details = h("div");
   const attributes = h("div");
   const statusHistory = h("div");
@@ -150,38 +149,22 @@ export async function render(main, ctx) {
     );
   }
 
-  function domain() {
-    if (view.zoom) return view.zoom;
-    const range = RANGES.find((r) => r.key === view.range) || RANGES[0];
-    const end = Date.now();
-    return { start: end - range.ms, end };
-  }
+  const domain = () => viewDomain(view);
+  const ranges = rangeControls(view, () => {
+    history.replaceState(null, "", `#/devices/${encodeURIComponent(deviceId)}?range=${view.range}`);
+    loadCharts();
+  });
+  const renderRangePicker = () => ranges.render();
 
-  function renderRangePicker() {
-    fill(rangeButtons, 
-      RANGES.map((r) =>
-        h("button", {
-          type: "button",
-          "aria-pressed": String(!view.zoom && view.range === r.key),
-          onclick: () => {
-            view.range = r.key;
-            view.zoom = null;
-            history.replaceState(null, "", `#/devices/${encodeURIComponent(deviceId)}?range=${r.key}`);
-            renderRangePicker();
-            loadCharts();
-          },
-        }, r.label),
-      ),
-    );
-    fill(zoomNote, 
-      view.zoom
-        ? [
-          h("span.muted", {}, `${fmtTime(new Date(view.zoom.start).toISOString())} – ${fmtTime(new Date(view.zoom.end).toISOString())}`),
-          h("button.btn.small", { type: "button", onclick: () => { view.zoom = null; renderRangePicker(); loadCharts(); } }, "Reset zoom"),
-        ]
-        : h("span.muted", {}, "Drag across a chart to zoom"),
-    );
+  // Which metrics hold the device's position: metadata's kinds, else lat and lon.
+  function positionMetrics(metrics) {
+    const kind = (k) => metrics.find((m) => meta.get(m)?.kind === k);
+    const named = (names) => metrics.find((m) => names.includes(m) && !meta.get(m)?.kind?.match(/boolean|enum/));
+    const lat = kind("latitude") || named(["lat", "latitude"]);
+    const lon = kind("longitude") || named(["lon", "lng", "longitude"]);
+    return lat && lon ? [lat, lon] : null;
   }
+  const isState = (metric) => ["boolean", "enum"].includes(meta.get(metric)?.kind);
 
   function chartFor(metric) {
     let entry = chartsByMetric.get(metric);
@@ -191,6 +174,7 @@ export async function render(main, ctx) {
       const card = h("section.card", { dataset: { chart: metric } }, h("div.card-head", {}, h("h2", { title: metric }, title)), box);
       const chart = createChart(box, {
         label: title,
+        height: isState(metric) ? 90 : 220,
         onZoom: (start, end) => {
           view.zoom = { start, end };
           renderRangePicker();
@@ -205,8 +189,11 @@ export async function render(main, ctx) {
 
   async function loadCharts() {
     lastChartLoad = Date.now();
-    const metrics = Object.keys(latest).sort();
-    if (!metrics.length) {
+    const reported = Object.keys(latest).sort();
+    const position = positionMetrics(reported);
+    // A position is drawn as a track on the map, not as two line charts.
+    const metrics = reported.filter((m) => !position || !position.includes(m));
+    if (!reported.length) {
       fill(charts, h("div.card", {}, empty("No charts yet", "Each metric the device reports gets a chart.")));
       return;
     }
@@ -215,16 +202,41 @@ export async function render(main, ctx) {
     // Moving a chart in the page would cancel a drag the user is making on it.
     const same = cards.length === charts.children.length && cards.every((card, i) => charts.children[i] === card);
     if (!same) fill(charts, cards);
+    const states = metrics.filter(isState);
+    const numbers = metrics.filter((m) => !isState(m));
     try {
-      // Every chart's series in one request (the browser would queue one per metric).
-      const { bucketMs, get } = await loadMany([deviceId], metrics, start, end);
-      for (const metric of metrics) {
-        chartFor(metric).chart.setData(get(deviceId, metric), { start, end, bucketMs, bands: alerts.bands(metric) });
+      // Every chart's series in one request (the browser would queue one per metric);
+      // states by the highest value of each bucket, so a brief "on" is not averaged away.
+      const [plain, stated] = await Promise.all([
+        numbers.length || position ? loadMany([deviceId], [...numbers, ...(position || [])], start, end) : null,
+        states.length ? loadMany([deviceId], states, start, end, undefined, "max") : null,
+      ]);
+      for (const metric of numbers) {
+        const one = meta.get(metric);
+        chartFor(metric).chart.setData(plain.get(deviceId, metric), {
+          start, end, bucketMs: plain.bucketMs, bands: alerts.bands(metric), format: (v) => fmtMetric(one, v),
+        });
       }
+      for (const metric of states) {
+        const one = meta.get(metric);
+        const labels = { ...(one.kind === "boolean" ? { 0: "false", 1: "true" } : {}), ...one.labels };
+        chartFor(metric).chart.setSeries([{ label: metricName(one, metric), points: stated.get(deviceId, metric) }], {
+          start, end, bucketMs: stated.bucketMs, bands: alerts.bands(metric), states: { labels },
+        });
+      }
+      if (position) await drawTrack(plain, position);
       chartError.textContent = "";
     } catch (error) {
       chartError.textContent = `The charts could not be loaded: ${error.message}`;
     }
+  }
+
+  async function drawTrack(series, [lat, lon]) {
+    trackCard.hidden = false;
+    if (!track) track = await createMap(trackBox, { label: `Track of ${deviceId}` });
+    const lats = series.get(deviceId, lat);
+    const lons = new Map(series.get(deviceId, lon).map((p) => [p.t, p.v]));
+    track.setTrack(lats.filter((p) => lons.has(p.t)).map((p) => ({ t: p.t, lat: p.v, lon: lons.get(p.t) })));
   }
 
   // New values redraw the charts, at most every few seconds, unless the user zoomed.
@@ -330,10 +342,13 @@ export async function render(main, ctx) {
     h(
       "section.card.charts",
       { "aria-label": "Charts" },
-      h("div.card-head", {}, h("h2", {}, "History"), h("div.actions", {}, zoomNote, rangeButtons)),
+      h("div.card-head", {}, h("h2", {}, "History"), ranges.element),
       chartError,
       charts,
+      h("div.card-foot", {}, h("span.muted", {}, `Times in ${zoneDescription()}`),
+        exportMenu(() => ({ device_id: [deviceId], ...domain() }))),
     ),
+    trackCard,
     h(
       "div.grid.two",
       {},
@@ -346,7 +361,12 @@ export async function render(main, ctx) {
   );
   renderHead();
   renderDetails();
-  renderRangePicker();
+  // Times in the zone of the device's group, when the user chose that.
+  if (device.group) {
+    api("GET", `/api/v1/groups/${encodeURIComponent(device.group)}`)
+      .then((group) => setPageZone(group.timezone || null))
+      .catch(() => {});
+  }
   const config = renderConfig(configArea, ctx, base);
   const commands = renderCommands(commandsArea, ctx, base);
   // Alert periods shade the charts, so the charts wait for the alerts' first answer.
@@ -410,5 +430,6 @@ export async function render(main, ctx) {
     clearTimeout(refreshTimer);
     clearTimeout(attributesTimer);
     for (const { chart } of chartsByMetric.values()) chart.destroy();
+    if (track) track.destroy();
   };
 }
