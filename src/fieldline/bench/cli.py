@@ -29,6 +29,10 @@ SCENARIOS: dict[str, tuple[str, str]] = {
     "queries": ("queries", "Latest values, bucketed charts and raw pages over seeded history."),
     "embedded": ("embedded", "Sustained ingest through `fieldline up`'s in-process amqtt broker."),
     "dashboard": ("dashboard", "Time to first render of the dashboard in headless Chromium."),
+    "export": (
+        "export",
+        "Millions of points exported as CSV and as Parquet: rows/s and the API's peak RSS.",
+    ),
     "fuzz": (
         "fuzz",
         "Good, duplicate and hostile MQTT messages through `fieldline up`: do the counts add up?",
