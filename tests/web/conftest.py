@@ -7,6 +7,7 @@ Chromium off the network: it reaches only the servers the tests start.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import uuid
@@ -76,6 +77,16 @@ def platform(pg15: PgServer) -> Iterator[Platform]:
         pg15.drop_database(database)
         shutil.rmtree(tmp, ignore_errors=True)
         assert code == 0, f"fieldline up exited {code} on SIGTERM"
+
+
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the README's screenshots go: FIELDLINE_SCREENSHOTS (e.g. docs/images) keeps
+    them; otherwise a temporary directory."""
+    chosen = os.environ.get("FIELDLINE_SCREENSHOTS")
+    directory = Path(chosen) if chosen else tmp_path_factory.mktemp("screenshots")
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
 
 
 def create_user(platform: Platform, role: str) -> tuple[str, str]:

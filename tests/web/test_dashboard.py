@@ -8,7 +8,6 @@ screenshots that these tests take; otherwise they go to a temporary directory.
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -23,7 +22,17 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
+from fieldline.sim.provisioning import DEVICE_TYPE as SIM_DEVICE_TYPE
 from tests.web.conftest import ADMIN_PASSWORD, Platform, create_user, sign_in
+
+SIM_METRICS = {
+    "temperature": {"display_name": "Temperature", "unit": "°C", "decimals": 1},
+    "humidity": {"display_name": "Humidity", "unit": "%", "decimals": 0},
+    "soil_moisture": {"display_name": "Soil moisture", "unit": "%", "decimals": 1},
+    "battery_voltage": {"display_name": "Battery", "unit": "V", "decimals": 2},
+    "pressure": {"display_name": "Pressure", "unit": "hPa", "decimals": 1},
+    "signal_strength": {"display_name": "Signal", "unit": "dBm", "decimals": 0},
+}
 
 LIVE_TIMEOUT = 60_000  # ms: a ceiling for what arrives live; a miss fails the test, never hangs it
 DEVICES = 12
@@ -92,14 +101,6 @@ def simulator(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> I
         yield running
     finally:
         running.stop()
-
-
-@pytest.fixture(scope="module")
-def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    chosen = os.environ.get("FIELDLINE_SCREENSHOTS")
-    directory = Path(chosen) if chosen else tmp_path_factory.mktemp("screenshots")
-    directory.mkdir(parents=True, exist_ok=True)
-    return directory
 
 
 def admin_page(page: Page, platform: Platform) -> Page:
@@ -196,6 +197,14 @@ def test_a_device_chart_gains_points_live(
     page: Page, platform: Platform, simulator: Simulator, screenshots: Path
 ) -> None:
     simulator.start()
+    # What the simulator's metrics are, for people: the tiles and charts show it.
+    for metric, meta in SIM_METRICS.items():
+        put = httpx.put(
+            f"{platform.api_url}/api/v1/device-types/{SIM_DEVICE_TYPE}/metrics/{metric}",
+            json=meta,
+            headers=platform.headers,
+        )
+        assert put.status_code == 200, put.text
     admin_page(page, platform)
     backfill(platform, simulator, simulator.first_device, hours=1)
     open_device(page, platform, simulator.first_device, "?range=15m")
@@ -233,6 +242,8 @@ def test_a_device_chart_gains_points_live(
     )
     expect(page.get_by_role("button", name="Reset zoom")).to_have_count(0)
     page.wait_for_function(more_than, arg=[chart, 100])
+    expect(page.locator('.tile[data-metric="temperature"] .value')).to_contain_text("°C")
+    expect(page.locator('[data-chart="pressure"] h2')).to_have_text("Pressure (hPa)")
     page.evaluate("() => window.scrollTo(0, 0)")
     page.screenshot(path=screenshots / "device.png", full_page=True)
 

@@ -20,7 +20,6 @@ from playwright.sync_api import Browser, Page, expect
 from tests.web.conftest import ADMIN_PASSWORD, Platform, create_user, sign_in
 
 PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "images"
 
 
 @pytest.fixture
@@ -99,7 +98,7 @@ def _admin(page: Page, platform: Platform) -> None:
 
 
 def test_a_group_page_shows_trend_values_map_and_acts_on_its_devices(
-    page: Page, platform: Platform
+    page: Page, platform: Platform, screenshots: Path
 ) -> None:
     group, devices, _ = _greenhouses(platform)
     _admin(page, platform)
@@ -126,6 +125,7 @@ def test_a_group_page_shows_trend_values_map_and_acts_on_its_devices(
     expect(the_map.locator("path.map-device")).to_have_count(3)
     # Without internet the tiles fail and the grid of coordinates shows the places.
     expect(the_map.locator("canvas.leaflet-tile").first).to_be_visible()
+    page.screenshot(path=screenshots / "group.png", full_page=True)
 
     # A command to two selected devices.
     table.get_by_label(f"Select {devices[0]}").check()
@@ -169,7 +169,7 @@ def test_a_viewer_sees_a_group_without_its_controls(page: Page, platform: Platfo
 
 
 def test_the_compare_view_lives_in_the_url_and_shares_one_crosshair(
-    page: Page, platform: Platform
+    page: Page, platform: Platform, screenshots: Path
 ) -> None:
     group, devices, _ = _greenhouses(platform)
     _admin(page, platform)
@@ -199,6 +199,7 @@ def test_the_compare_view_lives_in_the_url_and_shares_one_crosshair(
     expect(trend.locator(".chart-crosshair")).to_have_attribute("visibility", "visible")
     expect(first.locator(".chart-tooltip-value")).to_contain_text(f"{devices[0]}:")
     expect(first.locator(".chart-tooltip-value")).to_contain_text("°C")
+    page.screenshot(path=screenshots / "compare.png", full_page=True)
 
     # The top 1 by latest value is the warmest greenhouse; two metrics of one device overlay.
     controls.locator("select[name=top]").select_option("1")
@@ -315,7 +316,6 @@ def test_the_views_work_on_a_phone(phone: Page, platform: Platform) -> None:
     # Nothing wider than the screen: the page does not scroll sideways.
     assert phone.evaluate("document.documentElement.scrollWidth") <= 390
     expect(phone.locator("#group-map path.map-device")).to_have_count(2)
-    SCREENSHOTS.mkdir(exist_ok=True)
     phone.goto(f"{platform.api_url}/#/compare?group={group}&metric=temperature&range=6h")
     legend = phone.locator("section", has=phone.locator("#compare-first")).locator(
         ".chart-legend li"

@@ -136,7 +136,16 @@ function renderShell() {
     ),
   );
   const main = h("main", { id: "main", tabindex: "-1" });
-  fill(root, h("header.topbar", {}, brand(), menu, nav, account), main);
+  const bar = h("header.topbar", {}, brand(), menu, nav, account);
+  fill(root, bar, main);
+  // The pages go behind the menu when they do not fit in the bar as it is now.
+  const fit = () => {
+    bar.classList.remove("compact");
+    const compact = nav.scrollWidth > nav.clientWidth + 1 || window.innerWidth <= 720;
+    bar.classList.toggle("compact", compact);
+    if (!compact) setMenu(false);
+  };
+  new ResizeObserver(fit).observe(bar);
   route();
 }
 

@@ -58,7 +58,9 @@ const CoordinateGrid = L.GridLayer.extend({
       ctx.moveTo(x, 0);
       ctx.lineTo(x, size.y);
       ctx.stroke();
-      ctx.fillText(fmtDegrees(lon, step, ["E", "W"]), x + 3, size.y - 4);
+      const text = fmtDegrees(lon, step, ["E", "W"]);
+      // A label the tile's edge would cut is left to the next line.
+      if (x + 3 + ctx.measureText(text).width < size.x) ctx.fillText(text, x + 3, size.y - 4);
     }
     for (let lat = Math.ceil(bottom.lat / step) * step; lat <= top.lat; lat += step) {
       const y = Math.round(map.project([lat, top.lng], coords.z).y - nw.y) + 0.5;
@@ -66,7 +68,8 @@ const CoordinateGrid = L.GridLayer.extend({
       ctx.moveTo(0, y);
       ctx.lineTo(size.x, y);
       ctx.stroke();
-      ctx.fillText(fmtDegrees(lat, step, ["N", "S"]), 3, y - 3);
+      // Once per tile row would do; every tile's left edge keeps it in view when panning.
+      if (y > 12) ctx.fillText(fmtDegrees(lat, step, ["N", "S"]), 3, y - 3);
     }
     return tile;
   },
