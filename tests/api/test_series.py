@@ -30,7 +30,16 @@ async def test_many_series_answer_as_one_call_per_series(api: Api) -> None:
             batch = Batch(telemetry=[DeviceReadings(device, END, readings)])
             await write_batch(conn, batch, PartitionCache())  # type: ignore[arg-type]
     viewer = await api.user("viewer")
-    common = {"start": START.isoformat(), "end": END.isoformat(), "bucket": "1h", "agg": "max"}
+    # Whole hours read the rollups; 10 min buckets read raw points.
+    filled = len({13 * i // 10 for i in range(2 * 24 * 60 // 13)})  # 10 min buckets with data
+    for bucket, agg, count in (("1h", "max", 48), ("10m", "avg", filled)):
+        await _same_points(api, viewer, devices, bucket, agg, count)
+
+
+async def _same_points(
+    api: Api, viewer: dict[str, str], devices: list[str], bucket: str, agg: str, count: int
+) -> None:
+    common = {"start": START.isoformat(), "end": END.isoformat(), "bucket": bucket, "agg": agg}
     params = [("device_id", d) for d in devices] + [
         ("metric", "temperature"),
         ("metric", "humidity"),
@@ -49,7 +58,7 @@ async def test_many_series_answer_as_one_call_per_series(api: Api) -> None:
         )
         assert one.status_code == 200, one.text
         assert series == one.json()
-        assert len(series["points"]) == 48
+        assert len(series["points"]) == count
 
     unknown = await api.http.get(
         "/api/v1/series",

@@ -208,7 +208,7 @@ async def many_series(
     ] = None,
     end: Annotated[str | None, Query(description="ISO 8601 or epoch seconds; default now")] = None,
     agg: Aggregate | None = None,
-) -> SeriesList:
+) -> Response:
     """Bucketed series of every device and metric named (one metric over many devices, or
     many metrics of one device), in one answer: the same points as a call per series, in
     the order asked (devices, then metrics)."""
@@ -228,27 +228,34 @@ async def many_series(
             422, f"that range holds more than {MAX_BUCKETS} buckets; choose a wider bucket"
         )
     aggregate = agg or Aggregate.AVG
-    items = []
-    for name in devices:
-        for each in metrics:
-            points = await telemetry_store.bucketed_points(
-                conn,
-                device_id=name,
-                metric=each,
-                start=start_at,
-                end=end_at,
-                bucket=width,
-                aggregate=aggregate,
-            )
-            items.append(
-                Series(
-                    device_id=name,
-                    metric=each,
-                    start=start_at,
-                    end=end_at,
-                    bucket=bucket,
-                    agg=aggregate,
-                    points=[PointOut(time=p.time, value=p.value) for p in points],
-                )
-            )
-    return SeriesList(items=items)
+    # A query per metric for all the devices, and the answer encoded by orjson: 50 devices'
+    # day of 5 min buckets (14,400 points) as models took most of the request's time.
+    found = {
+        each: await telemetry_store.bucketed_many(
+            conn,
+            device_ids=devices,
+            metric=each,
+            start=start_at,
+            end=end_at,
+            bucket=width,
+            aggregate=aggregate,
+        )
+        for each in metrics
+    }
+    items = [
+        {
+            "device_id": name,
+            "metric": each,
+            "start": start_at,
+            "end": end_at,
+            "bucket": bucket,
+            "agg": aggregate.value,
+            "points": [{"time": p.time, "value": p.value} for p in found[each][name]],
+            "next_cursor": None,
+        }
+        for name in devices
+        for each in metrics
+    ]
+    return Response(
+        orjson.dumps({"items": items}, option=orjson.OPT_UTC_Z), media_type="application/json"
+    )
