@@ -46,6 +46,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import click
+import psycopg
 
 from fieldline.bench.dashboard_api import server_times
 from fieldline.bench.dashboard_browser import (
@@ -56,7 +57,13 @@ from fieldline.bench.dashboard_browser import (
     measure,
 )
 from fieldline.bench.dashboard_checks import check_loads
-from fieldline.bench.dashboard_pages import CHART_RANGE, dashboard_digest
+from fieldline.bench.dashboard_pages import (
+    CHART_RANGE,
+    COMPARE_DEVICES,
+    MAP_DEVICES,
+    MAP_GROUP,
+    dashboard_digest,
+)
 from fieldline.bench.dashboard_tables import (
     api_table,
     browser_table,
@@ -65,7 +72,7 @@ from fieldline.bench.dashboard_tables import (
     render_table,
     server_table,
 )
-from fieldline.bench.queries import LONG_DEVICE, METRICS, Scale, Seeded, seed
+from fieldline.bench.queries import LONG_DEVICE, METRICS, Scale, Seeded, fleet_ids, seed
 from fieldline.bench.report import Result, Table, publish
 from fieldline.bench.stack import running_stack
 
@@ -81,20 +88,23 @@ class Options:
 
     @property
     def scale(self) -> Scale:
-        # The fleet of `queries.Scale` plus its long device: devices - 1 + 1. Only the
-        # long device gets history; the overview reads the fleet's latest values.
+        # The fleet of `queries.Scale` plus its long device: devices - 1 + 1. The long
+        # device gets its days of history; the compare view's devices (the fleet's first)
+        # a day at about a minute; the overview reads the fleet's latest values.
         return Scale(
             devices=self.devices - 1,
-            history_devices=0,
-            history_days=self.days,
-            history_interval=self.interval,
+            history_devices=min(COMPARE_DEVICES, self.devices - 1),
+            history_days=1,
+            history_interval=self.interval * max(1, round(60 / self.interval)),
             long_days=self.days,
             long_interval=self.interval,
         )
 
     def check(self) -> None:
-        if self.devices < 1:
-            raise click.BadParameter("--devices must be at least 1 (the chart device)")
+        if self.devices < MAP_DEVICES + 1:
+            raise click.BadParameter(
+                f"--devices must be at least {MAP_DEVICES + 1} (the map group and the chart device)"
+            )
         if self.days < 1 or self.interval < 1 or self.repetitions < 1:
             raise click.BadParameter("--days, --interval and --repetitions must be positive")
         if not CHROMIUM.exists():
@@ -124,6 +134,7 @@ async def run(directory: Path, options: Options) -> Result:
     )
     async with running_stack(directory, postgres_bin=options.postgres_bin) as stack:
         seeded = await seed(stack.database_url, scale, now=datetime.now(UTC))
+        await seed_map_group(stack.database_url, fleet_ids(MAP_DEVICES))
         browser_version = await chromium_version()
         load_before = os.getloadavg()
         loads = await measure(
@@ -155,6 +166,35 @@ async def run(directory: Path, options: Options) -> Result:
     return result
 
 
+async def seed_map_group(database_url: str, devices: list[str]) -> None:
+    """The group page's and compare view's group: the fleet's first devices (those with a
+    day of history among them), each with a latest position, spread over a region as a
+    fleet of field sites would be."""
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        row = await (
+            await conn.execute(
+                "INSERT INTO groups (name, description) VALUES (%s, 'seeded by fieldline bench')"
+                " RETURNING id",
+                (MAP_GROUP,),
+            )
+        ).fetchone()
+        assert row is not None
+        await conn.execute(
+            "UPDATE devices SET group_id = %s WHERE device_id = ANY(%s)", (row[0], devices)
+        )
+        await conn.execute(
+            "INSERT INTO telemetry_latest (device_id, metric, time, value)"
+            " SELECT d, m.metric, l.time,"
+            " CASE m.metric WHEN 'lat' THEN 50 + 4 * random() ELSE 4 + 8 * random() END"
+            " FROM unnest(%s::text[]) AS d"
+            " CROSS JOIN (VALUES ('lat'), ('lon')) AS m(metric)"
+            " JOIN LATERAL (SELECT max(time) AS time FROM telemetry_latest"
+            " WHERE device_id = d) l ON true",
+            (devices,),
+        )
+        await conn.execute("VACUUM (ANALYZE) devices, telemetry_latest")
+
+
 def _loads(average: tuple[float, float, float]) -> str:
     return ", ".join(f"{value:.2f}" for value in average)
 
@@ -166,6 +206,14 @@ def _seed_table(options: Options, seeded: Seeded) -> Table:
         [
             f"history of the chart device ({LONG_DEVICE}, {len(METRICS)} metrics)",
             f"{options.days} d @ {options.interval} s",
+        ],
+        [
+            f"group {MAP_GROUP}: devices with a position (group page, compare view)",
+            MAP_DEVICES,
+        ],
+        [
+            f"history of its first {options.scale.history_devices} devices (compare view)",
+            f"1 d @ {options.scale.history_interval} s",
         ],
         ["points stored", seeded.points],
         ["seeding s", round(seeded.insert_seconds + seeded.vacuum_seconds, 1)],

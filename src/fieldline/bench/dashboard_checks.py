@@ -2,8 +2,10 @@
 
 The overview's table must show its first page of the registry's devices, its pager
 and subtitle the registry's size; the device page a tile and a chart per metric, each
-chart with the points its range holds at the bucket width the page asked for. Any
-difference fails the run.
+chart with the points its range holds at the bucket width the page asked for; the
+group page its table's page of devices, every device of the map group on its map and
+a day of trend; the compare view a series of a day per device and the group's trend.
+Any difference fails the run.
 """
 
 from __future__ import annotations
@@ -15,6 +17,11 @@ from fieldline.bench.dashboard_load import Load
 from fieldline.bench.dashboard_pages import (
     CHART_RANGE,
     CHART_RANGE_DAYS,
+    COMPARE,
+    COMPARE_DEVICES,
+    GROUP,
+    GROUP_ROWS,
+    MAP_DEVICES,
     OVERVIEW,
     OVERVIEW_ROWS,
     RenderError,
@@ -25,6 +32,26 @@ from fieldline.bench.queries import METRICS
 def _seconds(width: str) -> int:
     units = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
     return int(width[:-1]) * units[width[-1]]
+
+
+def _views_problems(load: Load, where: str) -> list[str]:
+    """The group page's and the compare view's load: a day of 5 min buckets (288)."""
+    shown = load.shown
+    problems = []
+    if not 0.95 * 288 <= shown["trend"] <= 290:
+        problems.append(f"{where}: the group's trend has {shown['trend']} points, not 288")
+    if load.page == GROUP.name:
+        if shown["rows"] != GROUP_ROWS or shown["markers"] != MAP_DEVICES:
+            problems.append(
+                f"{where}: {shown['rows']} rows and {shown['markers']} markers, not"
+                f" {GROUP_ROWS} and {MAP_DEVICES}"
+            )
+        return problems
+    if shown["series"] != COMPARE_DEVICES or shown["legend"] != COMPARE_DEVICES:
+        problems.append(f"{where}: {shown['series']} series, not {COMPARE_DEVICES}")
+    if not 0.95 * 288 * COMPARE_DEVICES <= shown["points"] <= 290 * COMPARE_DEVICES:
+        problems.append(f"{where}: {shown['points']} points, not 288 per device")
+    return problems
 
 
 def check_loads(loads: list[Load], *, devices: int, days: int) -> list[str]:
@@ -50,6 +77,9 @@ def check_loads(loads: list[Load], *, devices: int, days: int) -> list[str]:
             if not load.shown["subtitle"].startswith(f"{devices:,} devices"):
                 problems.append(f"{where}: the subtitle says {load.shown['subtitle']!r}")
             continue
+        if load.page in (GROUP.name, COMPARE.name):
+            problems += _views_problems(load, where)
+            continue
         charts = load.shown["charts"]
         if sorted(chart["metric"] for chart in charts) != names:
             problems.append(f"{where}: charts of {[c['metric'] for c in charts]}, not {names}")
@@ -58,7 +88,7 @@ def check_loads(loads: list[Load], *, devices: int, days: int) -> list[str]:
         asked = {
             parse_qs(urlsplit(url).query).get("bucket", [""])[0]
             for url in (entry["name"] for entry in load.resources)
-            if urlsplit(url).path.endswith("/telemetry")
+            if urlsplit(url).path.endswith(("/telemetry", "/series"))
         }
         buckets |= asked
         if len(asked) != 1 or "" in asked:

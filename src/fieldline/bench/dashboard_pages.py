@@ -70,7 +70,44 @@ DEVICE = DashboardPage(
         }),
     })""",
 )
-PAGES = (OVERVIEW, DEVICE)
+# A group of the fleet's first devices, each with a position: its page draws them on a
+# map. The compare view draws the first of them, which have a day of history.
+MAP_GROUP = "bench-map"
+MAP_DEVICES = 1_000
+COMPARE_DEVICES = 50  # js/pages/compare.js draws at most 50
+COMPARE_METRIC = "temperature"
+GROUP_ROWS = 100  # js/pages/group.js: the devices table's one page
+GROUP = DashboardPage(
+    "group",
+    f"#/groups/{MAP_GROUP}?metric={COMPARE_METRIC}&range=24h",
+    """() => document.querySelector('table.data tbody tr') !== null
+        && Number((document.querySelector("#group-map") || { dataset: {} }).dataset.devices) > 0
+        && Number((document.querySelector("svg.chart") || { getAttribute: () => 0 })
+            .getAttribute("data-points")) > 0""",
+    """() => ({
+        rows: document.querySelectorAll("table.data tbody tr").length,
+        markers: Number(document.querySelector("#group-map").dataset.devices),
+        renderer: document.querySelector("#group-map").dataset.renderer,
+        trend: Number(document.querySelector("svg.chart").getAttribute("data-points")),
+    })""",
+)
+COMPARE = DashboardPage(
+    "compare",
+    f"#/compare?group={MAP_GROUP}&metric={COMPARE_METRIC}&range=24h",
+    """() => {
+        const charts = Array.from(document.querySelectorAll("section:not([hidden]) svg.chart"));
+        return charts.length === 2
+            && charts.every((chart) => Number(chart.getAttribute("data-points")) > 0);
+    }""",
+    """() => ({
+        series: Number(document.querySelector("svg.chart").getAttribute("data-series")),
+        points: Number(document.querySelector("svg.chart").getAttribute("data-points")),
+        legend: document.querySelectorAll(".chart-legend li").length,
+        trend: Number(document.querySelectorAll("section:not([hidden]) svg.chart")[1]
+            .getAttribute("data-points")),
+    })""",
+)
+PAGES = (OVERVIEW, DEVICE, GROUP, COMPARE)
 
 # Runs in the page before any of the dashboard's scripts. `dom`: when the page's
 # condition first held (in a MutationObserver callback, so right after the change

@@ -13,7 +13,17 @@ from urllib.parse import parse_qs, urlsplit
 
 from fieldline.bench.dashboard_browser import SETTLE_S
 from fieldline.bench.dashboard_load import CASES, Load, is_api
-from fieldline.bench.dashboard_pages import CHART_RANGE, DEVICE, OVERVIEW, PAGES, dashboard_digest
+from fieldline.bench.dashboard_pages import (
+    CHART_RANGE,
+    COMPARE,
+    COMPARE_DEVICES,
+    DEVICE,
+    GROUP,
+    MAP_DEVICES,
+    OVERVIEW,
+    PAGES,
+    dashboard_digest,
+)
 from fieldline.bench.report import Table
 
 
@@ -41,9 +51,13 @@ def _add_rows(table: Table, loads: list[Load], *cells: Cell) -> None:
 
 
 def _label(page: str) -> str:
-    if page == OVERVIEW.name:
-        return "overview"
-    return f"device page, {CHART_RANGE} charts"
+    labels = {
+        OVERVIEW.name: "overview",
+        DEVICE.name: f"device page, {CHART_RANGE} charts",
+        GROUP.name: f"group page, map of {MAP_DEVICES:,} devices",
+        COMPARE.name: f"compare view, {COMPARE_DEVICES} devices x 24 h",
+    }
+    return labels[page]
 
 
 def render_table(loads: list[Load]) -> Table:
@@ -219,13 +233,17 @@ def notes(loads: list[Load]) -> list[str]:
         " MutationObserver callback in which the render condition first held (DOM"
         " complete), then to the task after the next frame (painted). The overview is"
         " rendered when the devices table has rows and the fleet stream has filled the"
-        " stats cards; the device page when every chart has points.",
+        " stats cards; the device page when every chart has points; the group page"
+        " when its table has rows, its trend points and its map every device's marker;"
+        " the compare view when its chart of the devices and the group's trend have"
+        " points.",
         "Requests and bytes are the page's Resource Timing entries completed before the"
         " paint (transferred = headers and body). The overview also needs the first event"
         " of its fleet stream (`/api/v1/fleet/stream`), an open request that is not an"
         " entry; the device page opens its stream after its charts are drawn.",
-        f"Not counted: one load of each page right after the API started: overview"
-        f" {first.get(OVERVIEW.name)} ms, device page {first.get(DEVICE.name)} ms.",
+        "Not counted: one load of each page right after the API started: "
+        + ", ".join(f"{_label(page.name)} {first.get(page.name)} ms" for page in PAGES)
+        + ".",
         "The browser's work: Chromium's Performance metrics of the tab (DevTools protocol),"
         " read just after the paint. Main-thread tasks is the wall time of the renderer's"
         " main-thread tasks, main-thread CPU the CPU time that thread got; script and style"

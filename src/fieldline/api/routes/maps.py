@@ -9,7 +9,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+import orjson
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from fieldline.api.deps import Context, DbConn, Viewer
@@ -71,7 +72,7 @@ async def positions(
     device_id: Annotated[
         list[str] | None, Query(max_length=MAX_DEVICES, description="Repeat for several")
     ] = None,
-) -> PositionList:
+) -> Response:
     """The latest position of every device (of a group, or those named) that reported one,
     by device id. Devices without both coordinates are left out."""
     if group is not None and await export_store.devices_of_group(conn, group) is None:
@@ -101,17 +102,21 @@ async def positions(
         where = position_of(metrics_of(device.device_type), device.latest)
         if where is not None:
             items.append(
-                DevicePosition(
-                    device_id=device.device_id,
-                    name=device.name,
-                    device_type=device.device_type,
-                    group=device.group,
-                    status=device.status,
-                    latitude=where.latitude,
-                    longitude=where.longitude,
-                    time=where.time,
-                    latitude_metric=where.latitude_metric,
-                    longitude_metric=where.longitude_metric,
-                )
+                {
+                    "device_id": device.device_id,
+                    "name": device.name,
+                    "device_type": device.device_type,
+                    "group": device.group,
+                    "status": device.status,
+                    "latitude": where.latitude,
+                    "longitude": where.longitude,
+                    "time": where.time,
+                    "latitude_metric": where.latitude_metric,
+                    "longitude_metric": where.longitude_metric,
+                }
             )
-    return PositionList(items=items)
+    # Encoded by orjson, in the shape of PositionList: a thousand devices' models held the
+    # API's event loop for about 200 ms while the map page's other answers waited.
+    return Response(
+        orjson.dumps({"items": items}, option=orjson.OPT_UTC_Z), media_type="application/json"
+    )

@@ -8,6 +8,23 @@ import * as L from "../vendor/leaflet/leaflet-src.esm.js";
 
 let settings = null; // GET /api/v1/map, asked once per page load
 
+/** Ask for the map's settings and styles now, before the map is made (a page that will
+ * show one calls it first, so they arrive with its other requests). */
+export function preloadMap() {
+  loadStyles();
+  if (!settings) {
+    settings = api("GET", "/api/v1/map").catch((error) => {
+      settings = null; // asked again by the next map
+      throw error;
+    });
+  }
+  return settings;
+}
+
+// More markers than this are drawn on one canvas: a thousand SVG paths (each a DOM node
+// with its own events) cost the page about half a second.
+const SVG_MARKERS = 300;
+
 function loadStyles() {
   if (document.querySelector("link[data-leaflet]")) return;
   const link = document.createElement("link");
@@ -30,6 +47,8 @@ const fmtDegrees = (value, step, [positive, negative]) => {
   const hemisphere = value > 0 ? positive : value < 0 ? negative : "";
   return `${Math.abs(value).toFixed(decimals)}°${hemisphere}`;
 };
+
+const STATUS_COLOURS = { online: "#15803d", offline: "#b91c1c", never_seen: "#64748b", disabled: "#94a3b8" };
 
 /** Latitude and longitude lines with their values, one canvas per tile. */
 const CoordinateGrid = L.GridLayer.extend({
@@ -80,17 +99,16 @@ const CoordinateGrid = L.GridLayer.extend({
  * setTrack(points), destroy() }; `onOpen(deviceId)` is called when a device is chosen.
  */
 export async function createMap(container, { label = "Map", onOpen = null } = {}) {
-  loadStyles();
-  if (!settings) settings = await api("GET", "/api/v1/map");
+  const { tiles_url: tilesUrl, attribution } = await preloadMap();
   container.classList.add("map");
   container.setAttribute("role", "region");
   container.setAttribute("aria-label", label);
   const map = L.map(container, { worldCopyJump: true, zoomSnap: 0.5, attributionControl: true });
   map.attributionControl.setPrefix(false);
   new CoordinateGrid({ className: "map-grid" }).addTo(map);
-  if (settings.tiles_url) {
-    const tiles = L.tileLayer(settings.tiles_url, {
-      attribution: settings.attribution,
+  if (tilesUrl) {
+    const tiles = L.tileLayer(tilesUrl, {
+      attribution,
       maxZoom: 19,
       // The dashboard sends no referrer (referrer-policy); tile servers ask for one.
       referrerPolicy: "strict-origin-when-cross-origin",
@@ -107,6 +125,7 @@ export async function createMap(container, { label = "Map", onOpen = null } = {}
   }
   map.setView([20, 0], 1.5);
   const devices = L.layerGroup().addTo(map);
+  const canvas = L.canvas({ padding: 0.2 });
   const track = L.layerGroup().addTo(map);
   // A container that gets its size after the map (a card laid out later) needs telling.
   const resizer = new ResizeObserver(() => map.invalidateSize());
@@ -122,10 +141,13 @@ export async function createMap(container, { label = "Map", onOpen = null } = {}
     setDevices(positions, { fitView = true } = {}) {
       devices.clearLayers();
       container.dataset.devices = String(positions.length);
+      const many = positions.length > SVG_MARKERS;
+      container.dataset.renderer = many ? "canvas" : "svg";
       for (const p of positions) {
-        const marker = L.circleMarker([p.latitude, p.longitude], {
-          radius: 6, weight: 2, fillOpacity: 0.85, className: `map-device ${p.status}`,
-        });
+        // A canvas has no CSS classes: the status colour is given here.
+        const marker = L.circleMarker([p.latitude, p.longitude], many
+          ? { renderer: canvas, radius: 5, weight: 1, color: "#fff", fillColor: STATUS_COLOURS[p.status], fillOpacity: 0.9 }
+          : { radius: 6, weight: 2, fillOpacity: 0.85, className: `map-device ${p.status}` });
         marker.bindTooltip(`${p.name || p.device_id} · ${p.status.replace("_", " ")}`);
         if (onOpen) marker.on("click", () => onOpen(p.device_id));
         marker.addTo(devices);

@@ -29,9 +29,15 @@ export async function render(main, ctx) {
     top: TOPS.includes(Number(ctx.query.get("top"))) ? Number(ctx.query.get("top")) : 0,
     order: ctx.query.get("order") === "asc" ? "asc" : "desc",
   };
-  const [groups, meta] = await Promise.all([
+  // What the controls offer and what they choose from, asked for at once.
+  const fetchLatest = (group) => Promise.all([
+    api("GET", "/api/v1/telemetry/latest", { query: { group, limit: 10000 } }),
+    api("GET", "/api/v1/fleet/devices", { query: { group, limit: 500 } }),
+  ]);
+  const [groups, meta, firstLatest] = await Promise.all([
     api("GET", "/api/v1/groups", { query: { limit: 1000 } }).catch(() => ({ items: [] })),
     api("GET", "/api/v1/metric-metadata").catch(() => ({ items: [] })),
+    fetchLatest(view.group),
   ]);
   let latest = []; // GET /telemetry/latest items of the group (or fleet) shown
   let types = new Map(); // device id → device type, for units
@@ -102,10 +108,9 @@ export async function render(main, ctx) {
     history.replaceState(null, "", `#/compare?${query}`);
   }
 
-  async function loadLatest() {
-    const answer = await api("GET", "/api/v1/telemetry/latest", { query: { group: view.group, limit: 10000 } });
+  async function loadLatest(answers = null) {
+    const [answer, table] = answers || await fetchLatest(view.group);
     latest = answer.items;
-    const table = await api("GET", "/api/v1/fleet/devices", { query: { group: view.group, limit: 500 } });
     types = new Map(table.items.map((d) => [d.device_id, d.device_type]));
     fill(deviceIds, latest.map((item) => h("option", { value: item.device_id })));
     const metrics = [...new Set(latest.flatMap((item) => Object.keys(item.metrics)))].sort();
@@ -210,7 +215,7 @@ export async function render(main, ctx) {
     trendCard,
   );
   firstTitle.id = "compare-first";
-  await loadLatest();
+  await loadLatest(firstLatest);
   await apply();
   return () => {
     for (const chart of [first, second, trend]) chart.destroy();

@@ -8,7 +8,7 @@
 import { api, stream } from "../api.js";
 import { createChart } from "../chart.js";
 import { exportMenu } from "../export-menu.js";
-import { createMap } from "../map.js";
+import { createMap, preloadMap } from "../map.js";
 import { byMetric, fmtMetric, metaFor, metricTitle } from "../metrics.js";
 import { bucketFor } from "../series.js";
 import { setPageZone, zoneDescription } from "../time.js";
@@ -17,7 +17,7 @@ import {
   ago, attempt, confirmAction, empty, errorBox, field, fill, h, statusBadge, toast,
 } from "../dom.js";
 
-const MAX_DEVICES = 500; // one page of the fleet table: a bigger group pages in the overview
+const MAX_DEVICES = 100; // the first page; the overview pages through a bigger group
 const SHOWN_METRICS = 4;
 
 export async function render(main, ctx) {
@@ -34,6 +34,7 @@ export async function render(main, ctx) {
     return undefined;
   }
   setPageZone(group.timezone || null);
+  preloadMap();
 
   const view = { ...rangeFrom(ctx.query), metric: ctx.query.get("metric") || "" };
   const selected = new Set();
@@ -109,10 +110,9 @@ export async function render(main, ctx) {
       const trend = await api("GET", `${base}/trend`, {
         query: { metric: view.metric, bucket, start: new Date(start).toISOString(), end: new Date(end).toISOString() },
       });
-      const meta = metaOf(devices[0], view.metric);
       const points = trend.points.map((p) => ({ t: new Date(p.time).getTime(), v: p.avg, lo: p.min, hi: p.max, n: p.devices }));
       chart.setSeries(
-        [{ label: `mean of ${trend.devices} devices`, points, range: true, format: (v) => fmtMetric(meta, v) }],
+        [{ label: `mean of ${trend.devices} devices`, points, range: true, format: (v) => fmtMetric(metaOf(devices[0], view.metric), v) }],
         { start, end, bucketMs },
       );
       const most = Math.max(0, ...points.map((p) => p.n));
@@ -126,9 +126,10 @@ export async function render(main, ctx) {
   }
 
   async function loadDevices() {
+    // Both sorted by device id: the latest values of the table's devices.
     const [table, values, meta] = await Promise.all([
       api("GET", "/api/v1/fleet/devices", { query: { group: name, limit: MAX_DEVICES, sort: "device_id" } }),
-      api("GET", "/api/v1/telemetry/latest", { query: { group: name, limit: 10000 } }),
+      api("GET", "/api/v1/telemetry/latest", { query: { group: name, limit: MAX_DEVICES } }),
       api("GET", "/api/v1/metric-metadata").catch(() => ({ items: [] })),
     ]);
     devices = table.items;
@@ -318,10 +319,19 @@ export async function render(main, ctx) {
       h("div.card-head", {}, h("h2", { id: "group-devices-title" }, "Devices"), bulk), tableArea),
     h("section.card", { "aria-labelledby": "group-config-title" }, h("h2", { id: "group-config-title" }, "Configuration"), configArea),
   );
-  await loadDevices();
-  renderMetricChoice();
-  syncUrl();
-  await Promise.all([loadTrend(), loadConfig(), loadMap()]);
+  // Everything is asked for at once; the trend waits for the devices only when the
+  // address names no metric (the group's own metrics choose it).
+  const named = Boolean(view.metric);
+  const devicesLoaded = loadDevices().then(() => {
+    renderMetricChoice();
+    syncUrl();
+  });
+  await Promise.all([
+    named ? loadTrend() : devicesLoaded.then(loadTrend),
+    devicesLoaded,
+    loadConfig(),
+    loadMap(),
+  ]);
 
   // The fleet's stream says when something changed; the page refreshes at most every 5 s.
   let timer = null;
