@@ -156,6 +156,14 @@ def test_a_group_page_shows_trend_values_map_and_acts_on_its_devices(
     page.get_by_role("button", name="Enable all 3").click()
     expect(table.locator(f'tr[data-device-id="{devices[0]}"]')).not_to_contain_text("disabled")
 
+    # The selected devices, compared.
+    table.get_by_label(f"Select {devices[0]}").check()
+    table.get_by_label(f"Select {devices[1]}").check()
+    page.get_by_role("link", name="Compare 2 selected").click()
+    first = page.locator("section", has=page.locator("#compare-first"))
+    expect(first.locator(".chart-legend li")).to_have_text(devices[:2])
+    assert f"devices={devices[0]}%2C{devices[1]}" in page.url
+
 
 def test_a_viewer_sees_a_group_without_its_controls(page: Page, platform: Platform) -> None:
     group, _, _ = _greenhouses(platform, count=1)
@@ -321,4 +329,8 @@ def test_the_views_work_on_a_phone(phone: Page, platform: Platform) -> None:
         ".chart-legend li"
     )
     expect(legend).to_have_text(devices)
+    assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+    phone.goto(f"{platform.api_url}/#/map?group={group}")
+    expect(phone.locator("#fleet-map")).to_have_attribute("data-devices", "2")
+    expect(phone.locator("#fleet-map path.map-device")).to_have_count(2)
     assert phone.evaluate("document.documentElement.scrollWidth") <= 390

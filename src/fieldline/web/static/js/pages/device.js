@@ -11,7 +11,6 @@ import { createChart } from "../chart.js";
 import { byMetric, fmtMetric, metricName, metricTitle } from "../metrics.js";
 import { loadMany } from "../series.js";
 import { exportMenu } from "../export-menu.js";
-import { createMap } from "../map.js";
 import { setPageZone, zoneDescription } from "../time.js";
 import { RANGES, domain as viewDomain, rangeControls } from "../timerange.js";
 import { renderCommands, renderConfig } from "./device-control.js";
@@ -233,7 +232,11 @@ export async function render(main, ctx) {
 
   async function drawTrack(series, [lat, lon]) {
     trackCard.hidden = false;
-    if (!track) track = await createMap(trackBox, { label: `Track of ${deviceId}` });
+    // Leaflet is loaded only for a device that reports a position.
+    if (!track) {
+      const { createMap } = await import("../map.js");
+      track = await createMap(trackBox, { label: `Track of ${deviceId}` });
+    }
     const lats = series.get(deviceId, lat);
     const lons = new Map(series.get(deviceId, lon).map((p) => [p.t, p.v]));
     track.setTrack(lats.filter((p) => lons.has(p.t)).map((p) => ({ t: p.t, lat: p.v, lon: lons.get(p.t) })));

@@ -8,7 +8,6 @@
 import { api, stream } from "../api.js";
 import { createChart } from "../chart.js";
 import { exportMenu } from "../export-menu.js";
-import { createMap, preloadMap } from "../map.js";
 import { byMetric, fmtMetric, metaFor, metricTitle } from "../metrics.js";
 import { bucketFor } from "../series.js";
 import { setPageZone, zoneDescription } from "../time.js";
@@ -34,7 +33,11 @@ export async function render(main, ctx) {
     return undefined;
   }
   setPageZone(group.timezone || null);
-  preloadMap();
+  // The map's module (and Leaflet, its largest file) loads while the data is asked for.
+  const mapModule = import("../map.js").then((module) => {
+    module.preloadMap();
+    return module;
+  });
 
   const view = { ...rangeFrom(ctx.query), metric: ctx.query.get("metric") || "" };
   const selected = new Set();
@@ -195,6 +198,7 @@ export async function render(main, ctx) {
   }
 
   function renderBulk() {
+    compareHref();
     if (!ctx.can("operator") || !devices.length) {
       fill(bulk);
       return;
@@ -288,6 +292,7 @@ export async function render(main, ctx) {
     mapCard.hidden = positions.items.length === 0;
     if (mapCard.hidden) return;
     if (!map) {
+      const { createMap } = await mapModule;
       map = await createMap(mapBox, {
         label: `Devices of ${name} on the map`,
         onOpen: (deviceId) => ctx.navigate(`#/devices/${encodeURIComponent(deviceId)}`),
@@ -298,6 +303,14 @@ export async function render(main, ctx) {
     }
   }
 
+  // Compares the selected devices, or the group's when none is selected.
+  const compareLink = h("a.btn", { href: `#/compare?${new URLSearchParams({ group: name })}` }, "Compare devices");
+  const compareHref = () => {
+    const query = new URLSearchParams(selected.size ? { devices: [...selected].sort().join(",") } : { group: name });
+    if (view.metric) query.set("metric", view.metric);
+    compareLink.href = `#/compare?${query}`;
+    compareLink.textContent = selected.size ? `Compare ${selected.size} selected` : "Compare devices";
+  };
   const exports = exportMenu(() => ({ group: name, metric: view.metric ? [view.metric] : undefined, ...domain(view) }));
   main.append(
     h("div.page-head", {},
@@ -308,7 +321,7 @@ export async function render(main, ctx) {
           `${group.device_count} device${group.device_count === 1 ? "" : "s"}`,
           group.timezone ? ` · ${group.timezone}` : "")),
       h("div.actions", {},
-        h("a.btn", { href: `#/compare?${new URLSearchParams({ group: name })}` }, "Compare devices"),
+        compareLink,
         h("a.btn", { href: `#/?${new URLSearchParams({ group: name })}` }, "In the overview"))),
     h("section.card", { "aria-labelledby": "group-trend-title" },
       h("div.card-head", {}, h("h2", { id: "group-trend-title" }, "Trend"), h("div.actions", {}, field("Metric", metricSelect), ranges.element)),
