@@ -336,13 +336,17 @@ async def trend_points(
         f" FROM telemetry WHERE {which} AND metric = %(metric)s"
         " AND time >= %(start)s AND time < %(end)s"
     )
+    # Per device and bucket first, then per bucket: devices are counted by the second
+    # grouping's rows, not by count(DISTINCT), which sorts every reading.
     rows = await (
         await conn.execute(
-            f"WITH parts AS ({parts})"
-            f" SELECT date_bin(%(bucket)s, time, {EPOCH}) AS time,"
-            " sum(sum) / sum(count) AS avg, min(min) AS min, max(max) AS max,"
-            " sum(count)::bigint AS count, count(DISTINCT device_id) AS devices"
-            " FROM parts GROUP BY 1 ORDER BY 1",
+            f"WITH parts AS ({parts}),"
+            f" per_device AS (SELECT date_bin(%(bucket)s, time, {EPOCH}) AS time,"
+            " sum(count) AS count, sum(sum) AS sum, min(min) AS min, max(max) AS max"
+            " FROM parts GROUP BY device_id, 1)"
+            " SELECT time, sum(sum) / sum(count) AS avg, min(min) AS min, max(max) AS max,"
+            " sum(count)::bigint AS count, count(*) AS devices"
+            " FROM per_device GROUP BY 1 ORDER BY 1",
             {
                 "bucket": bucket,
                 "devices": device_ids,

@@ -235,6 +235,10 @@ window.addEventListener("hashchange", () => route());
 async function start() {
   const current = session.get();
   if (current && current.access) {
+    // The page's module loads while the session is checked: route() finds it loaded.
+    const path = decodeURIComponent(location.hash.replace(/^#/, "").split("?")[0]) || "/";
+    const page = PAGES.find((p) => p.path.test(path));
+    if (page) import(page.module).catch(() => {}); // route() reports a failure itself
     try {
       const user = await api("GET", "/api/v1/auth/me");
       session.set({ ...session.get(), user });

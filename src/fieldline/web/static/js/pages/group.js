@@ -23,6 +23,25 @@ export async function render(main, ctx) {
   const name = ctx.params[0];
   const base = `/api/v1/groups/${encodeURIComponent(name)}`;
   ctx.setTitle(name);
+  // The page's data is asked for with the group itself; `take(key)` answers the first
+  // request's promise once, a new request after that (a refresh).
+  const ask = {
+    table: () => api("GET", "/api/v1/fleet/devices", { query: { group: name, limit: MAX_DEVICES, sort: "device_id" } }),
+    values: () => api("GET", "/api/v1/telemetry/latest", { query: { group: name, limit: MAX_DEVICES } }),
+    meta: () => api("GET", "/api/v1/metric-metadata").catch(() => ({ items: [] })),
+    positions: () => api("GET", "/api/v1/positions", { query: { group: name } }).catch(() => ({ items: [] })),
+    config: () => api("GET", `${base}/config`),
+  };
+  const early = Object.fromEntries(Object.entries(ask).map(([key, request]) => {
+    const promise = request();
+    promise.catch(() => {}); // read, and its failure shown, where it is taken
+    return [key, promise];
+  }));
+  const take = (key) => {
+    const promise = early[key] || ask[key]();
+    early[key] = null;
+    return promise;
+  };
   let group;
   try {
     group = await api("GET", base);
@@ -131,9 +150,7 @@ export async function render(main, ctx) {
   async function loadDevices() {
     // Both sorted by device id: the latest values of the table's devices.
     const [table, values, meta] = await Promise.all([
-      api("GET", "/api/v1/fleet/devices", { query: { group: name, limit: MAX_DEVICES, sort: "device_id" } }),
-      api("GET", "/api/v1/telemetry/latest", { query: { group: name, limit: MAX_DEVICES } }),
-      api("GET", "/api/v1/metric-metadata").catch(() => ({ items: [] })),
+      take("table"), take("values"), take("meta"),
     ]);
     devices = table.items;
     latest = new Map(values.items.map((item) => [item.device_id, item.metrics]));
@@ -274,7 +291,7 @@ export async function render(main, ctx) {
 
   async function loadConfig() {
     try {
-      const state = await api("GET", `${base}/config`);
+      const state = await take("config");
       fill(configArea,
         state.version === 0
           ? h("p.muted", {}, "No shared configuration: each device gets only its own.")
@@ -288,7 +305,7 @@ export async function render(main, ctx) {
 
   let map = null;
   async function loadMap() {
-    const positions = await api("GET", "/api/v1/positions", { query: { group: name } }).catch(() => ({ items: [] }));
+    const positions = await take("positions");
     mapCard.hidden = positions.items.length === 0;
     if (mapCard.hidden) return;
     if (!map) {
