@@ -41,11 +41,13 @@ OVERVIEW = DashboardPage(
     "overview",
     "#/",
     """() => document.querySelector('table.data[aria-label="Devices"] tbody tr') !== null
-        && document.querySelector("section.stats .stat") !== null""",
+        && document.querySelector('section.stats[aria-label="Fleet at a glance"] .stat')
+            !== null""",
     """() => ({
         rows: document.querySelectorAll('table.data[aria-label="Devices"] tbody tr').length,
         range: (document.querySelector(".pager .range") || {}).textContent || "",
-        stats: document.querySelectorAll("section.stats .stat").length,
+        stats: document.querySelectorAll('section.stats[aria-label="Fleet at a glance"] .stat')
+            .length,
         subtitle: (document.querySelector(".page-head .sub") || {}).textContent || "",
     })""",
 )

@@ -8,10 +8,8 @@ import * as L from "../vendor/leaflet/leaflet-src.esm.js";
 
 let settings = null; // GET /api/v1/map, asked once per page load
 
-/** Ask for the map's settings and styles now, before the map is made (a page that will
- * show one calls it first, so they arrive with its other requests). */
-export function preloadMap() {
-  loadStyles();
+/** The tile server to use (its styles are in index.html), asked for once. */
+function askSettings() {
   if (!settings) {
     settings = api("GET", "/api/v1/map").catch((error) => {
       settings = null; // asked again by the next map
@@ -24,15 +22,6 @@ export function preloadMap() {
 // More markers than this are drawn on one canvas: a thousand SVG paths (each a DOM node
 // with its own events) cost the page about half a second.
 const SVG_MARKERS = 300;
-
-function loadStyles() {
-  if (document.querySelector("link[data-leaflet]")) return;
-  const link = document.createElement("link");
-  link.rel = "stylesheet";
-  link.href = "/ui/vendor/leaflet/leaflet.css";
-  link.dataset.leaflet = "";
-  document.head.append(link);
-}
 
 // Degrees between grid lines: about four lines across a 256 px tile at every zoom.
 const STEPS = [90, 45, 30, 15, 10, 5, 2, 1, 0.5, 0.25, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001, 0.0005, 0.0002, 0.0001];
@@ -96,10 +85,12 @@ const CoordinateGrid = L.GridLayer.extend({
 
 /**
  * A map in `container` (which must have a height). Answers { setDevices(positions),
- * setTrack(points), destroy() }; `onOpen(deviceId)` is called when a device is chosen.
+ * setTrack(points), destroy() }; `onOpen(deviceId)` is called when a device is chosen;
+ * `settings`, the promise of GET /api/v1/map when the page asked for it already.
  */
-export async function createMap(container, { label = "Map", onOpen = null } = {}) {
-  const { tiles_url: tilesUrl, attribution } = await preloadMap();
+export async function createMap(container, { label = "Map", onOpen = null, settings: asked = null } = {}) {
+  if (asked) settings = asked; // a page that asked for them with its data
+  const { tiles_url: tilesUrl, attribution } = await askSettings();
   container.classList.add("map");
   container.setAttribute("role", "region");
   container.setAttribute("aria-label", label);

@@ -23,6 +23,9 @@ export async function render(main, ctx) {
   const name = ctx.params[0];
   const base = `/api/v1/groups/${encodeURIComponent(name)}`;
   ctx.setTitle(name);
+  // Leaflet's module first: the browser's six connections to the server would otherwise
+  // be taken by the data requests below while it waits.
+  const mapModule = import("../map.js");
   // The page's data is asked for with the group itself; `take(key)` answers the first
   // request's promise once, a new request after that (a refresh).
   const ask = {
@@ -31,6 +34,7 @@ export async function render(main, ctx) {
     meta: () => api("GET", "/api/v1/metric-metadata").catch(() => ({ items: [] })),
     positions: () => api("GET", "/api/v1/positions", { query: { group: name } }).catch(() => ({ items: [] })),
     config: () => api("GET", `${base}/config`),
+    mapSettings: () => api("GET", "/api/v1/map"),
   };
   const early = Object.fromEntries(Object.entries(ask).map(([key, request]) => {
     const promise = request();
@@ -52,11 +56,6 @@ export async function render(main, ctx) {
     return undefined;
   }
   setPageZone(group.timezone || null);
-  // The map's module (and Leaflet, its largest file) loads while the data is asked for.
-  const mapModule = import("../map.js").then((module) => {
-    module.preloadMap();
-    return module;
-  });
 
   const view = { ...rangeFrom(ctx.query), metric: ctx.query.get("metric") || "" };
   const selected = new Set();
@@ -311,6 +310,7 @@ export async function render(main, ctx) {
     if (!map) {
       const { createMap } = await mapModule;
       map = await createMap(mapBox, {
+        settings: take("mapSettings"),
         label: `Devices of ${name} on the map`,
         onOpen: (deviceId) => ctx.navigate(`#/devices/${encodeURIComponent(deviceId)}`),
       });
