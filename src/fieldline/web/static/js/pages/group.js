@@ -23,6 +23,7 @@ export async function render(main, ctx) {
   const name = ctx.params[0];
   const base = `/api/v1/groups/${encodeURIComponent(name)}`;
   ctx.setTitle(name);
+  const view = { ...rangeFrom(ctx.query), metric: ctx.query.get("metric") || "" };
   // Leaflet's module first: the browser's six connections to the server would otherwise
   // be taken by the data requests below while it waits.
   const mapModule = import("../map.js");
@@ -35,6 +36,15 @@ export async function render(main, ctx) {
     positions: () => api("GET", "/api/v1/positions", { query: { group: name } }).catch(() => ({ items: [] })),
     config: () => api("GET", `${base}/config`),
     mapSettings: () => api("GET", "/api/v1/map"),
+    // The trend of the metric the address names (else asked for once the devices say).
+    trend: () => {
+      if (!view.metric) return Promise.resolve(null);
+      const { start, end } = domain(view);
+      const [bucket, bucketMs] = bucketFor(end - start);
+      return api("GET", `${base}/trend`, {
+        query: { metric: view.metric, bucket, start: new Date(start).toISOString(), end: new Date(end).toISOString() },
+      }).then((answer) => ({ answer, start, end, bucketMs }));
+    },
   };
   const early = Object.fromEntries(Object.entries(ask).map(([key, request]) => {
     const promise = request();
@@ -57,7 +67,6 @@ export async function render(main, ctx) {
   }
   setPageZone(group.timezone || null);
 
-  const view = { ...rangeFrom(ctx.query), metric: ctx.query.get("metric") || "" };
   const selected = new Set();
   let devices = [];
   let latest = new Map(); // device id → { metric: { value, time } }
@@ -125,12 +134,9 @@ export async function render(main, ctx) {
       trendNote.textContent = "No device of this group has reported yet.";
       return;
     }
-    const { start, end } = domain(view);
-    const [bucket, bucketMs] = bucketFor(end - start);
     try {
-      const trend = await api("GET", `${base}/trend`, {
-        query: { metric: view.metric, bucket, start: new Date(start).toISOString(), end: new Date(end).toISOString() },
-      });
+      // The first answer was asked for with the page, unless no metric was known then.
+      const { answer: trend, start, end, bucketMs } = (await take("trend")) || (await ask.trend());
       const points = trend.points.map((p) => ({ t: new Date(p.time).getTime(), v: p.avg, lo: p.min, hi: p.max, n: p.devices }));
       chart.setSeries(
         [{ label: `mean of ${trend.devices} devices`, points, range: true, format: (v) => fmtMetric(metaOf(devices[0], view.metric), v) }],
@@ -138,7 +144,7 @@ export async function render(main, ctx) {
       );
       const most = Math.max(0, ...points.map((p) => p.n));
       trendNote.textContent = points.length
-        ? `The line is the mean of all readings per ${bucket}; the band spans the lowest to the highest. Up to ${most} of ${trend.devices} devices reported in a bucket.`
+        ? `The line is the mean of all readings per ${trend.bucket}; the band spans the lowest to the highest. Up to ${most} of ${trend.devices} devices reported in a bucket.`
         : "";
       trendError.textContent = "";
     } catch (error) {
