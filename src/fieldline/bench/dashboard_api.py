@@ -14,9 +14,16 @@ from urllib.parse import urlencode
 
 import httpx
 
-from fieldline.bench.dashboard_pages import CHART_RANGE, CHART_RANGE_DAYS
+from fieldline.bench.dashboard_pages import (
+    CHART_RANGE,
+    CHART_RANGE_DAYS,
+    COMPARE_DEVICES,
+    COMPARE_METRIC,
+    MAP_DEVICES,
+    MAP_GROUP,
+)
 from fieldline.bench.deployment import ADMIN_PASSWORD
-from fieldline.bench.queries import CHART_METRIC, LONG_DEVICE
+from fieldline.bench.queries import CHART_METRIC, LONG_DEVICE, fleet_ids
 
 
 async def sign_in(api_url: str) -> dict[str, Any]:
@@ -44,6 +51,7 @@ CHART_BUCKET = "3h"
 def server_requests(end: datetime) -> dict[str, str]:
     last = end.isoformat()
     first = (end - timedelta(days=CHART_RANGE_DAYS)).isoformat()
+    day = (end - timedelta(days=1)).isoformat()
     device = f"/api/v1/devices/{LONG_DEVICE}"
     return {
         "GET /auth/me": "/api/v1/auth/me",
@@ -57,6 +65,19 @@ def server_requests(end: datetime) -> dict[str, str]:
         f"GET /devices/{{id}}/telemetry, {CHART_RANGE} of one metric, {CHART_BUCKET} buckets": (
             f"{device}/telemetry?metric={CHART_METRIC}&bucket={CHART_BUCKET}&agg=avg&"
             + urlencode({"start": first, "end": last})
+        ),
+        # The group page's and the compare view's slowest.
+        f"GET /groups/{{name}}/trend, {MAP_DEVICES:,} devices, 24 h of 5 min buckets": (
+            f"/api/v1/groups/{MAP_GROUP}/trend?metric={COMPARE_METRIC}&bucket=5m&"
+            + urlencode({"start": day, "end": last})
+        ),
+        f"GET /positions of {MAP_DEVICES:,} devices": f"/api/v1/positions?group={MAP_GROUP}",
+        f"GET /series, {COMPARE_DEVICES} devices x 24 h of 5 min buckets": (
+            "/api/v1/series?"
+            + urlencode(
+                [("device_id", d) for d in fleet_ids(COMPARE_DEVICES)]
+                + [("metric", COMPARE_METRIC), ("bucket", "5m"), ("start", day), ("end", last)]
+            )
         ),
     }
 

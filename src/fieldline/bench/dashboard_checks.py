@@ -108,12 +108,15 @@ def check_loads(loads: list[Load], *, devices: int, days: int) -> list[str]:
         raise RenderError(
             "the dashboard showed something else than was seeded:\n" + "\n".join(problems)
         )
+    # Tiles cannot be fetched here (the browser is kept off the network): the grid shows.
     errors = sorted({error for load in loads for error in load.console_errors})
     notes = [
         f"Checked on every load: the overview's table showed {sorted(rows)} rows and its"
         f" pager {sorted(ranges)}; the device page showed {len(names)} tiles and"
         f" {len(names)} charts ({', '.join(names)}) of {min(points)}–{max(points)} points"
-        f" ({', '.join(sorted(buckets))} buckets over {CHART_RANGE}).",
+        f" ({', '.join(sorted(buckets))} buckets over {CHART_RANGE}); the group page"
+        f" {GROUP_ROWS} rows, {MAP_DEVICES:,} devices on its map and a day's trend; the"
+        f" compare view {COMPARE_DEVICES} devices' day and the group's trend.",
     ]
     if buckets != {CHART_BUCKET}:
         notes.append(
