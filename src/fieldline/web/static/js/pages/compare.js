@@ -84,15 +84,19 @@ export async function render(main, ctx) {
     view.top = Number(topSelect.value);
     view.order = orderSelect.value;
   }
+  // A group's devices and metrics, while they load, are what every later change waits for.
+  let latestReady = Promise.resolve();
   for (const control of [groupSelect, metricSelect, metric2Select, topSelect, orderSelect]) {
     control.addEventListener("change", async () => {
       readControls();
-      if (control === groupSelect) await loadLatest();
+      if (control === groupSelect) latestReady = loadLatest();
+      await latestReady;
       apply();
     });
   }
-  devicesInput.addEventListener("change", () => {
+  devicesInput.addEventListener("change", async () => {
     readControls();
+    await latestReady;
     apply();
   });
 
@@ -137,7 +141,10 @@ export async function render(main, ctx) {
     return { ids: reporting.slice(0, MAX_DEVICES).map((item) => item.device_id), more: Math.max(0, reporting.length - MAX_DEVICES) };
   }
 
+  // Only the newest of overlapping answers is drawn (a slow one must not replace it).
+  let applied = 0;
   async function apply() {
+    const mine = ++applied;
     syncUrl();
     if (!view.metric) {
       fill(note, empty("Nothing to compare yet", "Devices appear here once they report telemetry."));
@@ -152,6 +159,7 @@ export async function render(main, ctx) {
         ids.length ? loadMany(ids, metrics, start, end) : null,
         view.group && !view.devices.length ? loadTrend(start, end) : null,
       ]);
+      if (mine !== applied) return;
       const label = (id) => id;
       const fmt = (id, metric) => (v) => fmtMetric(metaOf(id, metric), v);
       const firstSeries = ids.map((id) => ({ label: oneDevice ? metricTitle(metaOf(id, view.metric), view.metric) : label(id), points: series ? series.get(id, view.metric) : [], format: fmt(id, view.metric) }));
