@@ -257,7 +257,12 @@ def test_a_device_draws_states_and_its_track(page: Page, platform: Platform) -> 
             {
                 "message_id": f"t-{i}",
                 "timestamp": now - 3000 + i * 100,
-                "sensors": {"pump": (i // 10) % 2, "gps_y": 59.9 + i / 1000, "gps_x": 10.7},
+                "sensors": {
+                    "pump": (i // 10) % 2,
+                    "gps_y": 59.9 + i / 1000,
+                    "gps_x": 10.7,
+                    "speed": 40.0 + i % 7,
+                },
             }
             for i in range(30)
         ],
@@ -272,6 +277,21 @@ def test_a_device_draws_states_and_its_track(page: Page, platform: Platform) -> 
     expect(page.locator('[data-chart="gps_y"]')).to_have_count(0)
     expect(page.locator("#device-track")).to_have_attribute("data-track", "30")
     expect(page.locator("#device-track path.map-track")).to_have_count(1)
+
+    # One crosshair over the page's charts; a zoom is kept in the address.
+    speed = page.locator('[data-chart="speed"] svg.chart')
+    box = speed.bounding_box()
+    assert box is not None
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * 0.6, y)
+    expect(pump.locator(".chart-crosshair")).to_have_attribute("visibility", "visible")
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.9, y, steps=6)
+    page.mouse.up()
+    expect(page.get_by_role("button", name="Reset zoom")).to_be_visible()
+    assert "from=" in page.url and "to=" in page.url
+    page.reload()
+    expect(page.get_by_role("button", name="Reset zoom")).to_be_visible()
 
 
 def test_exports_download_the_points_a_view_shows(page: Page, platform: Platform) -> None:

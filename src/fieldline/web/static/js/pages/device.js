@@ -7,12 +7,12 @@
 // `config` and `commands` whenever they change; everything else is fetched.
 
 import { api, stream } from "../api.js";
-import { createChart } from "../chart.js";
+import { createChart, createSync } from "../chart.js";
 import { byMetric, fmtMetric, metricName, metricTitle } from "../metrics.js";
 import { loadMany } from "../series.js";
 import { exportMenu } from "../export-menu.js";
 import { setPageZone, zoneDescription } from "../time.js";
-import { RANGES, domain as viewDomain, rangeControls } from "../timerange.js";
+import { RANGES, domain as viewDomain, rangeControls, rangeFrom, rangeInto } from "../timerange.js";
 import { renderCommands, renderConfig } from "./device-control.js";
 import { renderDeviceAlerts } from "../alerts/device-alerts.js";
 import {
@@ -65,8 +65,11 @@ export async function render(main, ctx) {
   const alertsArea = h("div");
   const chartError = errorBox();
 
-  const view = { range: ctx.query.get("range") || "1h", zoom: null };
+  // The range (and a zoom) from the address, so a view can be shared and reloaded.
+  const view = rangeFrom(ctx.query, "1h");
   const rangeChosen = ctx.query.has("range");
+  // One crosshair over every chart of the page.
+  const sync = createSync();
   const chartsByMetric = new Map();
   let latest = {};
   let lastStatus = null;
@@ -149,8 +152,13 @@ export async function render(main, ctx) {
   }
 
   const domain = () => viewDomain(view);
+  const syncUrl = () => {
+    const query = new URLSearchParams();
+    rangeInto(query, view);
+    history.replaceState(null, "", `#/devices/${encodeURIComponent(deviceId)}?${query}`);
+  };
   const ranges = rangeControls(view, () => {
-    history.replaceState(null, "", `#/devices/${encodeURIComponent(deviceId)}?range=${view.range}`);
+    syncUrl();
     loadCharts();
   });
   const renderRangePicker = () => ranges.render();
@@ -174,9 +182,11 @@ export async function render(main, ctx) {
       const chart = createChart(box, {
         label: title,
         height: isState(metric) ? 90 : 220,
+        sync,
         onZoom: (start, end) => {
           view.zoom = { start, end };
           renderRangePicker();
+          syncUrl();
           loadCharts();
         },
       });
