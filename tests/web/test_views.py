@@ -156,6 +156,15 @@ def test_a_group_page_shows_trend_values_map_and_acts_on_its_devices(
     page.get_by_role("button", name="Enable all 3").click()
     expect(table.locator(f'tr[data-device-id="{devices[0]}"]')).not_to_contain_text("disabled")
 
+    # Its configuration, edited in place.
+    config = page.locator("section", has=page.get_by_role("heading", name="Configuration"))
+    config.get_by_role("button", name="Edit configuration").click()
+    config.get_by_label("Configuration (JSON object)").fill('{"interval_s": 30}')
+    config.get_by_role("button", name="Save configuration").click()
+    expect(page.locator(".toast").last).to_contain_text("saved as version 1: sent to 3 devices")
+    shared = httpx.get(f"{platform.api_url}/api/v1/groups/{group}/config", headers=platform.headers)
+    assert shared.json()["config"] == {"interval_s": 30}
+
     # The selected devices, compared.
     table.get_by_label(f"Select {devices[0]}").check()
     table.get_by_label(f"Select {devices[1]}").check()
@@ -174,6 +183,7 @@ def test_a_viewer_sees_a_group_without_its_controls(page: Page, platform: Platfo
     )
     expect(page.get_by_role("checkbox")).to_have_count(0)
     expect(page.get_by_role("button", name="Send command", exact=False)).to_have_count(0)
+    expect(page.get_by_role("button", name="Edit configuration")).to_have_count(0)
 
 
 def test_the_compare_view_lives_in_the_url_and_shares_one_crosshair(

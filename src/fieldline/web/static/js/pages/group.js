@@ -11,6 +11,7 @@ import { exportMenu } from "../export-menu.js";
 import { byMetric, fmtMetric, metaFor, metricTitle } from "../metrics.js";
 import { bucketFor } from "../series.js";
 import { setPageZone, zoneDescription } from "../time.js";
+import { configPanel } from "./groups.js";
 import { domain, rangeControls, rangeFrom, rangeInto } from "../timerange.js";
 import {
   ago, attempt, confirmAction, empty, errorBox, field, fill, h, statusBadge, toast,
@@ -92,7 +93,6 @@ export async function render(main, ctx) {
     h("h2", { id: "group-map-title" }, "Map"));
   const mapBox = h("div.small", { id: "group-map" });
   mapCard.append(mapBox);
-  const configArea = h("div", {}, h("p.muted", {}, "Loading configuration…"));
 
   function syncUrl() {
     const query = new URLSearchParams();
@@ -294,20 +294,6 @@ export async function render(main, ctx) {
     command.focus();
   }
 
-  async function loadConfig() {
-    try {
-      const state = await take("config");
-      fill(configArea,
-        state.version === 0
-          ? h("p.muted", {}, "No shared configuration: each device gets only its own.")
-          : [h("p.muted", {}, `Version ${state.version} · updated `, ago(state.updated_at)),
-            h("pre.config-json", {}, JSON.stringify(state.config, null, 2))],
-        ctx.can("operator") ? h("p", {}, h("a", { href: "#/groups" }, "Edit it on the Groups page")) : null);
-    } catch (error) {
-      fill(configArea, h("div.alert", { role: "alert" }, error.message));
-    }
-  }
-
   let map = null;
   async function loadMap() {
     const positions = await take("positions");
@@ -353,7 +339,8 @@ export async function render(main, ctx) {
     mapCard,
     h("section.card", { "aria-labelledby": "group-devices-title" },
       h("div.card-head", {}, h("h2", { id: "group-devices-title" }, "Devices"), bulk), tableArea),
-    h("section.card", { "aria-labelledby": "group-config-title" }, h("h2", { id: "group-config-title" }, "Configuration"), configArea),
+    h("section.card", { "aria-labelledby": "group-config-title" }, h("h2", { id: "group-config-title" }, "Configuration"),
+      configPanel(name, ctx.can("operator"), take("config"))),
   );
   // Everything is asked for at once; the trend waits for the devices only when the
   // address names no metric (the group's own metrics choose it).
@@ -365,7 +352,6 @@ export async function render(main, ctx) {
   await Promise.all([
     named ? loadTrend() : devicesLoaded.then(loadTrend),
     devicesLoaded,
-    loadConfig(),
     loadMap(),
   ]);
 

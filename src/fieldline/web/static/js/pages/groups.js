@@ -68,8 +68,9 @@ function parseConfig(text) {
   return value;
 }
 
-/** The group's configuration: read-only, plus an editor for operators. */
-function configPanel(name, canEdit) {
+/** The group's configuration: read-only, plus an editor for operators (the groups list
+ * and a group's page); `first`, its answer when the page asked for it already. */
+export function configPanel(name, canEdit, first = null) {
   const panel = h("div.config-panel", {}, h("p.muted", {}, "Loading configuration…"));
 
   function show(state) {
@@ -134,7 +135,7 @@ function configPanel(name, canEdit) {
     text.focus();
   }
 
-  api("GET", `/api/v1/groups/${encodeURIComponent(name)}/config`)
+  (first || api("GET", `/api/v1/groups/${encodeURIComponent(name)}/config`))
     .then(show)
     .catch((failure) => fill(panel, h("div.alert", { role: "alert" }, failure.message)));
   return panel;
