@@ -178,7 +178,12 @@ async def send_group_command(
 @router.post(
     "/api/v1/devices/enabled",
     response_model=BulkEnabled,
-    responses={503: {"description": "broker_unavailable: the broker could not be updated"}},
+    responses={
+        503: {
+            "description": "broker_unavailable: the broker could not be updated for a device;"
+            " it is unchanged, the devices before it (in id order) are changed"
+        }
+    },
 )
 async def enable_devices(
     body: BulkEnable, user: Operator, conn: DbConn, context: Context
