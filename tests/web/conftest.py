@@ -79,6 +79,28 @@ def platform(pg15: PgServer) -> Iterator[Platform]:
         assert code == 0, f"fieldline up exited {code} on SIGTERM"
 
 
+@pytest.fixture
+def http(platform: Platform) -> Iterator[httpx.Client]:
+    """The API as the admin, for preparing and checking data."""
+    with httpx.Client(base_url=platform.api_url, headers=platform.headers, timeout=30) as client:
+        yield client
+
+
+PHONE = {"width": 390, "height": 844}
+
+
+@pytest.fixture
+def phone(browser: Browser) -> Iterator[Page]:
+    """A page in a fresh profile the size of a phone, touch and all."""
+    context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
+    try:
+        opened = context.new_page()
+        opened.set_default_timeout(15_000)
+        yield opened
+    finally:
+        context.close()
+
+
 @pytest.fixture(scope="module")
 def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where the README's screenshots go: FIELDLINE_SCREENSHOTS (e.g. docs/images) keeps

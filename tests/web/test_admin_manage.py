@@ -13,40 +13,18 @@ import asyncio
 import json
 import threading
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import orjson
 import pytest
 from gmqtt.mqtt.constants import MQTTv311
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 
 from fieldline.sim.payloads import status_online
 from tests.mqtt_clients import NoReconnectClient
 from tests.web.conftest import ADMIN_PASSWORD, Platform, create_user, sign_in
 from tests.web.test_admin_pages import listed, open_page, row_of, unique
-
-PHONE = {"width": 390, "height": 844}
-
-
-@pytest.fixture
-def http(platform: Platform) -> Iterator[httpx.Client]:
-    """The API as the admin, for preparing and checking data."""
-    with httpx.Client(base_url=platform.api_url, headers=platform.headers, timeout=30) as client:
-        yield client
-
-
-@pytest.fixture
-def phone(browser: Browser) -> Iterator[Page]:
-    """A page in a fresh profile the size of a phone, touch and all."""
-    context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
-    try:
-        opened = context.new_page()
-        opened.set_default_timeout(15_000)
-        yield opened
-    finally:
-        context.close()
 
 
 @pytest.fixture(params=["desktop", "phone"])

@@ -10,20 +10,11 @@ from __future__ import annotations
 import base64
 import re
 import uuid
-from collections.abc import Iterator
 
 import httpx
-import pytest
 from playwright.sync_api import Dialog, Locator, Page, Request, expect
 
 from tests.web.conftest import ADMIN_PASSWORD, Platform, create_user, sign_in
-
-
-@pytest.fixture
-def http(platform: Platform) -> Iterator[httpx.Client]:
-    """The API as the admin, for preparing and checking data."""
-    with httpx.Client(base_url=platform.api_url, headers=platform.headers, timeout=30) as client:
-        yield client
 
 
 def unique(prefix: str) -> str:

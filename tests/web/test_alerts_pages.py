@@ -29,13 +29,6 @@ from tests.web.conftest import ADMIN_PASSWORD, Platform, create_user, sign_in
 ALERT_TIMEOUT = 60.0  # s: a ceiling for the evaluator under a loaded machine, never a wait
 
 
-@pytest.fixture
-def http(platform: Platform) -> Iterator[httpx.Client]:
-    """The API as the admin, for preparing and checking data."""
-    with httpx.Client(base_url=platform.api_url, headers=platform.headers, timeout=30) as client:
-        yield client
-
-
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 

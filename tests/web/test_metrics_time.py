@@ -20,17 +20,9 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect
 
-from tests.web.conftest import ADMIN_PASSWORD, Platform, create_user, sign_in
+from tests.web.conftest import ADMIN_PASSWORD, PHONE, Platform, create_user, sign_in
 
 BROWSER_ZONE = "Asia/Kolkata"
-PHONE = {"width": 390, "height": 844}
-
-
-@pytest.fixture
-def http(platform: Platform) -> Iterator[httpx.Client]:
-    """The API as the admin, for preparing and checking data."""
-    with httpx.Client(base_url=platform.api_url, headers=platform.headers, timeout=30) as client:
-        yield client
 
 
 @pytest.fixture

@@ -10,27 +10,12 @@ import csv
 import io
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 
 from tests.web.conftest import ADMIN_PASSWORD, Platform, create_user, sign_in
-
-PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
-
-
-@pytest.fixture
-def phone(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(**PHONE)  # type: ignore[arg-type]
-    try:
-        opened = context.new_page()
-        opened.set_default_timeout(15_000)
-        yield opened
-    finally:
-        context.close()
 
 
 def _device(platform: Platform, device_id: str, **fields: object) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -12,7 +11,7 @@ from fastapi.responses import StreamingResponse
 
 from fieldline.api.deps import Context, DbConn, Viewer
 from fieldline.api.errors import ApiError
-from fieldline.api.timeparams import DEFAULT_RANGE, parse_instant
+from fieldline.api.timeparams import time_range
 from fieldline.storage import export as export_store
 
 router = APIRouter(prefix="/api/v1/export", tags=["telemetry"])
@@ -65,10 +64,7 @@ async def export_points(
     missing = await export_store.missing_devices(conn, devices)
     if missing:
         raise ApiError(404, f"no such device: {', '.join(missing[:5])}")
-    end_at = parse_instant(end, "end") or datetime.now(UTC)
-    start_at = parse_instant(start, "start") or end_at - DEFAULT_RANGE
-    if start_at >= end_at:
-        raise ApiError(422, "start must be before end")
+    start_at, end_at = time_range(start, end)
     statement = export_store.points_copy(
         devices, sorted(set(metric or [])), start_at, end_at, format=format
     )

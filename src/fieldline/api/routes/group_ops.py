@@ -3,7 +3,7 @@ devices, and enabling or disabling many devices at once."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
@@ -13,8 +13,7 @@ from fieldline.api.deps import Context, DbConn, Operator, Viewer
 from fieldline.api.errors import ApiError
 from fieldline.api.routes.commands import CommandCreate, CommandOut
 from fieldline.api.routes.devices import DeviceOut
-from fieldline.api.routes.telemetry import MAX_BUCKETS
-from fieldline.api.timeparams import DEFAULT_RANGE, parse_duration, parse_instant
+from fieldline.api.timeparams import bucket_width, time_range
 from fieldline.devices import registry
 from fieldline.devices.commands import create_command
 from fieldline.devices.errors import DeviceDisabledError, InvalidCommandError
@@ -103,15 +102,8 @@ async def group_trend(
     """The metric across the group's devices, per bucket: mean of all their readings,
     lowest, highest, and how many devices reported."""
     members = await _members(conn, name)
-    end_at = parse_instant(end, "end") or datetime.now(UTC)
-    start_at = parse_instant(start, "start") or end_at - DEFAULT_RANGE
-    if start_at >= end_at:
-        raise ApiError(422, "start must be before end")
-    width = parse_duration(bucket, "bucket")
-    if (end_at - start_at) / width > MAX_BUCKETS:
-        raise ApiError(
-            422, f"that range holds more than {MAX_BUCKETS} buckets; choose a wider bucket"
-        )
+    start_at, end_at = time_range(start, end)
+    width = bucket_width(bucket, start_at, end_at)
     points = await telemetry_store.trend_points(
         conn, device_ids=members, metric=metric, start=start_at, end=end_at, bucket=width
     )
