@@ -226,3 +226,21 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("fault injection and fuzzing: what was sent, what came of it")
         for line in lines:
             terminalreporter.write_line(str(line))
+
+
+LOG_LINES_ON_FAILURE = 25
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failed test that ran a `fieldline up` shows the end of that process's log: a
+    failure seen once, on CI, can then be read rather than guessed at."""
+    report = yield
+    if report.failed:
+        for value in getattr(item, "funcargs", {}).values():
+            log = getattr(value, "log", None)
+            if isinstance(log, Path) and log.is_file():
+                lines = log.read_text(errors="replace").splitlines()[-LOG_LINES_ON_FAILURE:]
+                text = "\n".join(line[:400] for line in lines)
+                report.sections.append((f"end of {log.name}", text))
+    return report
