@@ -120,10 +120,15 @@ async function authorized(path, init) {
   throw new Error("unreachable");
 }
 
-/** api("GET", "/api/v1/devices", {query: {limit: 10}}) → parsed JSON (null for 204). */
+/**
+ * api("GET", "/api/v1/devices", {query: {limit: 10}}) → parsed JSON (null for 204).
+ * A FormData body is sent as multipart (a file upload); any other body as JSON.
+ */
 export async function api(method, path, { query, body, signal } = {}) {
   const init = { method, signal, headers: {} };
-  if (body !== undefined) {
+  if (body instanceof FormData) {
+    init.body = body; // the browser writes the multipart boundary into Content-Type
+  } else if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
   }

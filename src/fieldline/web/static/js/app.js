@@ -22,6 +22,10 @@ const PAGES = [
   { path: /^\/groups$/, module: "./pages/groups.js", nav: "Groups", href: "#/groups", role: "viewer" },
   { path: /^\/groups\/([^/]+)$/, module: "./pages/group.js", role: "viewer" },
   { path: /^\/metrics$/, module: "./pages/metrics.js", nav: "Metrics", href: "#/metrics", role: "viewer" },
+  { path: /^\/firmware$/, module: "./pages/firmware.js", nav: "Firmware", href: "#/firmware", role: "viewer" },
+  { path: /^\/rollouts$/, module: "./pages/rollouts.js", nav: "Rollouts", href: "#/rollouts", role: "viewer" },
+  { path: /^\/rollouts\/new$/, module: "./pages/rollout-new.js", role: "operator" },
+  { path: /^\/rollouts\/(\d+)$/, module: "./pages/rollout.js", role: "viewer" },
   {
     path: /^\/provisioning$/, module: "./pages/provisioning.js", nav: "Provisioning", href: "#/provisioning",
     role: "operator",

@@ -41,8 +41,8 @@ const SCOPES = [["fleet", "The whole fleet"], ["device_id", "One device"], ["gro
 
 const number = (name, label, props = {}) => h("input", { name, type: "number", step: "any", "aria-label": label, ...props });
 
-/** Seconds as a number and a unit; get() answers whole seconds. */
-function duration(name, label) {
+/** Seconds as a number and a unit; get() answers whole seconds (the rollout form uses it too). */
+export function duration(name, label) {
   const amount = h("input", { name, type: "number", min: 0, step: "any", value: 0, "aria-label": label });
   const unit = h("select", { name: `${name}_unit`, "aria-label": `${label} unit` }, UNITS.map(([u, s]) => h("option", { value: s }, u)));
   return {

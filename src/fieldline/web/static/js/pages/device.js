@@ -15,6 +15,7 @@ import { setPageZone, zoneDescription } from "../time.js";
 import { RANGES, domain as viewDomain, rangeControls, rangeFrom, rangeInto } from "../timerange.js";
 import { renderCommands, renderConfig } from "./device-control.js";
 import { renderDeviceAlerts } from "../alerts/device-alerts.js";
+import { renderDeviceUpdates } from "../ota/device-updates.js";
 import {
   ago, clear, fill, confirmAction, empty, errorBox, fmtTime, h, showSecret, statusBadge, toast,
 } from "../dom.js";
@@ -63,6 +64,7 @@ export async function render(main, ctx) {
   const configArea = h("div");
   const commandsArea = h("div");
   const alertsArea = h("div");
+  const updatesArea = h("div");
   const chartError = errorBox();
 
   // The range (and a zoom) from the address, so a view can be shared and reloaded.
@@ -370,6 +372,8 @@ export async function render(main, ctx) {
       h("section.card", {}, h("h2", {}, "Details"), details),
       h("section.card", {}, h("h2", {}, "Status history"), statusHistory),
       h("section.card", {}, h("h2", {}, "Attributes"), attributes),
+      h("section.card.device-updates-card", { "aria-labelledby": "device-updates-title" },
+        h("h2", { id: "device-updates-title" }, "Firmware updates"), updatesArea),
     ),
   );
   renderHead();
@@ -382,6 +386,7 @@ export async function render(main, ctx) {
   }
   const config = renderConfig(configArea, ctx, base);
   const commands = renderCommands(commandsArea, ctx, base);
+  const updates = renderDeviceUpdates(updatesArea, base);
   // Alert periods shade the charts, so the charts wait for the alerts' first answer.
   const alerts = renderDeviceAlerts(alertsArea, ctx, deviceId, () => loadCharts());
   const sides = Promise.all([loadHistory(), loadAttributes()]);
@@ -398,6 +403,8 @@ export async function render(main, ctx) {
       device: (next) => {
         const statusChanged = lastStatus !== null && lastStatus !== next.status;
         lastStatus = next.status;
+        // Back on another version: an update may have succeeded or rolled back.
+        if (next.firmware_version !== device.firmware_version) updates.reload();
         device = next;
         renderHead();
         renderDetails();
@@ -439,6 +446,7 @@ export async function render(main, ctx) {
   return () => {
     stop();
     alerts.stop();
+    updates.stop();
     clearInterval(clock);
     clearTimeout(refreshTimer);
     clearTimeout(attributesTimer);
