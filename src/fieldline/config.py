@@ -197,6 +197,24 @@ class Settings(BaseSettings):
         description="A command not answered within this is `expired` (a command may set a "
         "shorter `timeout_seconds`).",
     )
+    firmware_signing_key_file: Path | None = Field(
+        None,
+        description="Ed25519 private key (PKCS#8 PEM) that signs firmware manifests; unset: "
+        "generated once and kept in the data directory (`secrets/firmware_signing_key.pem`).",
+    )
+    firmware_trusted_keys: str = Field(
+        "",
+        description="More trusted Ed25519 public keys (base64 of the 32 bytes, comma-separated): "
+        "keys that sign offline, and keys being rotated in or out.",
+    )
+    firmware_active_key: str | None = Field(
+        None,
+        description="Key id of the key new images are signed with; unset: the platform's own. "
+        "An offline key makes every upload carry its `signature`.",
+    )
+    firmware_max_bytes: int = Field(
+        64 * 1024 * 1024, ge=1, description="Largest firmware image an upload may carry."
+    )
     topic_prefix: str = Field(
         "devices", pattern=r"^[A-Za-z0-9_-]+$", description="First level of every device topic."
     )

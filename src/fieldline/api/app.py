@@ -39,6 +39,7 @@ from fieldline.api.routes import (
     devices,
     emqx,
     export,
+    firmware,
     fleet,
     group_ops,
     groups,
@@ -48,6 +49,7 @@ from fieldline.api.routes import (
     ops,
     provisioning,
     rejected,
+    rollouts,
     silences,
     storage,
     streams,
@@ -130,6 +132,8 @@ def create_app(context: ApiContext) -> FastAPI:
         metrics_meta,
         maps,
         group_ops,
+        firmware,
+        rollouts,
     ):
         app.include_router(module.router)
     app.include_router(auth.keys_router)
@@ -154,6 +158,8 @@ def _own_body_limits(app: FastAPI, settings: Settings) -> list[tuple[Route, Body
             settings.max_payload_bytes, reads_oversize=True
         ),
         ("POST", "/provision"): BodyLimit(provisioning.MAX_BODY_BYTES),
+        # The image and its form fields.
+        ("POST", "/api/v1/firmware"): BodyLimit(settings.firmware_max_bytes + 64 * 1024),
     }
     found: list[tuple[Route, BodyLimit]] = []
     for route in _operations(app.routes):

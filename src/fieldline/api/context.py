@@ -17,6 +17,8 @@ from fieldline.ingest.consumer import UplinkConsumer, decode_limits
 from fieldline.ingest.ratelimit import DeviceRateLimiter, rate_limiter_from
 from fieldline.ops.metrics import Metrics
 from fieldline.ops.secrets import stored_secret
+from fieldline.ota.keys import FirmwareKeys
+from fieldline.ota.pieces import PieceCache
 from fieldline.storage.db import Pool
 from fieldline.storage.writer import PartitionCache
 
@@ -25,6 +27,7 @@ class _FromSettings(TypedDict):
     device_rate_limiter: DeviceRateLimiter | None
     uplinks: UplinkConsumer
     auth_limits: AuthLimits
+    firmware_keys: FirmwareKeys
 
 
 def _from_settings(settings: Settings) -> _FromSettings:
@@ -38,6 +41,7 @@ def _from_settings(settings: Settings) -> _FromSettings:
             limit_by_sent_time=False,
         ),
         "auth_limits": AuthLimits(settings),
+        "firmware_keys": FirmwareKeys(settings),
     }
 
 
@@ -59,6 +63,8 @@ class ApiContext:
     auth_limits: AuthLimits
     # The fleet view's latest values (api/latest.py), started by its first request.
     latest: LatestMirror
+    # The firmware signing key (read at the first upload) and the keys devices trust.
+    firmware_keys: FirmwareKeys
     # Downlinks (configuration, commands) as the service account; None in tests without one.
     publisher: Publisher | None = None
     # Set once ingest and the HTTP server run; /ready also probes the database and broker.
@@ -68,6 +74,8 @@ class ApiContext:
     device_secrets: VerifiedSecrets = field(default_factory=VerifiedSecrets)
     # API keys that matched within the minute: PBKDF2 runs about once a minute per key.
     api_key_secrets: VerifiedSecrets = field(default_factory=VerifiedSecrets)
+    # Firmware pieces being downloaded by devices (ota/pieces.py).
+    firmware_pieces: PieceCache = field(default_factory=PieceCache)
     # Set when the server starts stopping: open event streams end, so it need not wait.
     closing: asyncio.Event = field(default_factory=asyncio.Event)
 

@@ -280,24 +280,29 @@ async def basic_device(
     )
 
 
-async def authenticated_device(
+async def any_device(
     request: Request,
-    device_id: DevicePath,
     basic: Annotated[HTTPBasicCredentials | None, Depends(_basic)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> DeviceAccess:
-    """The device of the path, proven by its password (HTTP Basic) or a device token."""
+    """Whichever device the credentials prove (paths that name no device: firmware)."""
     context = _context(request)
     if basic is not None:
-        access = await _check_password(context, request, basic.username, basic.password)
-    elif bearer is not None:
-        access = await _check_token(context, bearer.credentials)
-    else:
-        raise _unauthorized(
-            "authentication required: HTTP Basic (device id and MQTT password) or a device token"
-        )
+        return await _check_password(context, request, basic.username, basic.password)
+    if bearer is not None:
+        return await _check_token(context, bearer.credentials)
+    raise _unauthorized(
+        "authentication required: HTTP Basic (device id and MQTT password) or a device token"
+    )
+
+
+async def authenticated_device(
+    device_id: DevicePath, access: Annotated[DeviceAccess, Depends(any_device)]
+) -> DeviceAccess:
+    """The device of the path, proven by its password (HTTP Basic) or a device token."""
     return _for_path(access, device_id)
 
 
 BasicDevice = Annotated[DeviceAccess, Depends(basic_device)]
 AuthenticatedDevice = Annotated[DeviceAccess, Depends(authenticated_device)]
+AnyDevice = Annotated[DeviceAccess, Depends(any_device)]

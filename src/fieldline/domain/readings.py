@@ -24,6 +24,7 @@ class RejectReason(StrEnum):
     RATE_LIMITED = "rate_limited"
     UNKNOWN_COMMAND = "unknown_command"  # a result for no command of this device
     COMMAND_CLOSED = "command_closed"  # a result for a command already answered or expired
+    NO_UPDATE = "no_update"  # OTA progress for no update under way for the device
     # The database refused to store it: the check of last resort, after decoding let it by.
     UNSTORABLE = "unstorable"
 

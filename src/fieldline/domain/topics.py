@@ -11,6 +11,7 @@ class Uplink(StrEnum):
     STATUS = "status"
     HEARTBEAT = "heartbeat"
     COMMAND_RESULT = "commands/result"
+    OTA_PROGRESS = "ota/progress"
 
 
 class Downlink(StrEnum):

@@ -25,12 +25,14 @@ from fieldline.domain.topics import Uplink
 from fieldline.ingest.decode import (
     DecodeLimits,
     decode_command_result,
+    decode_ota_progress,
     decode_status,
     decode_telemetry,
     reported_firmware,
 )
 from fieldline.ingest.ratelimit import DeviceRateLimiter
 from fieldline.storage.commands import ReportedResult
+from fieldline.storage.rollouts import ProgressReport
 from fieldline.storage.writer import (
     Batch,
     DeviceReadings,
@@ -54,7 +56,7 @@ Message = tuple[
     DeviceReadings | None,
     Presence | None,
     RejectedMessage | None,
-    ReportedResult | None,
+    ReportedResult | ProgressReport | None,  # what a device said of a downlink
     LimitedMessage | None,
 ]
 
@@ -122,6 +124,22 @@ class UplinkConsumer:
                     Rejection(RejectReason.TOO_LARGE, "heartbeat payload is too large"),
                 )
             return (topic, payload, None, Presence(device_id, received_at), None, None, None)
+        if kind is Uplink.OTA_PROGRESS:
+            progress = decode_ota_progress(payload, device_id=device_id, limits=limits)
+            if isinstance(progress, Rejection):
+                return self.reject(topic, device_id, payload, received_at, progress)
+            report = ProgressReport(
+                device_id,
+                received_at,
+                topic,
+                payload,
+                progress.rollout_id,
+                progress.version,
+                progress.state,
+                progress.progress,
+                progress.error,
+            )
+            return (topic, payload, None, Presence(device_id, received_at), None, report, None)
         answer = decode_command_result(payload, device_id=device_id, limits=limits)
         if isinstance(answer, Rejection):
             return self.reject(topic, device_id, payload, received_at, answer)
@@ -213,8 +231,10 @@ def batch_of(messages: list[Message]) -> Batch:
             batch.presence.append(presence)
         if rejected is not None:
             batch.rejected.append(rejected)
-        if command_result is not None:
+        if isinstance(command_result, ReportedResult):
             batch.command_results.append(command_result)
+        elif command_result is not None:
+            batch.ota_progress.append(command_result)
         if limited is not None:
             batch.limited.append(limited)
     return batch

@@ -27,6 +27,7 @@ from fieldline.domain.commands import (
     UnstorableJsonError,
     encode_json,
 )
+from fieldline.domain.firmware import PROGRESS_STATES, Progress
 from fieldline.domain.readings import (
     Reading,
     Rejection,
@@ -170,6 +171,53 @@ def decode_command_result(
         if not storable(json.dumps(result, ensure_ascii=False)):
             raise _Rejected(RejectReason.INVALID_PAYLOAD, f"result {_UNSTORABLE_TEXT}")
         return CommandResult(command_id, CommandStatus(status), result)
+    except _Rejected as rejected:
+        return rejected.rejection
+
+
+MAX_PROGRESS_ERROR_CHARS = 1000
+
+
+def decode_ota_progress(
+    payload: bytes, *, device_id: str, limits: DecodeLimits
+) -> Progress | Rejection:
+    """Decode an OTA progress report: `{"rollout_id", "version", "state", "progress",
+    "error"}`. Whether the device's update is under way is for the writer to tell."""
+    try:
+        document = _parse(payload, limits)
+        if not isinstance(document, dict):
+            raise _Rejected(
+                RejectReason.INVALID_PAYLOAD, "an OTA progress report must be an object"
+            )
+        _check_device(document, device_id)
+        rollout_id = document.get("rollout_id")
+        if isinstance(rollout_id, bool) or not isinstance(rollout_id, int) or rollout_id < 1:
+            raise _Rejected(RejectReason.INVALID_PAYLOAD, "rollout_id must be the rollout's id")
+        version = document.get("version")
+        if not isinstance(version, str) or not version or not storable(version):
+            raise _Rejected(RejectReason.INVALID_PAYLOAD, "version must be the version installed")
+        state = document.get("state")
+        if state not in PROGRESS_STATES:
+            raise _Rejected(
+                RejectReason.INVALID_PAYLOAD, f"state must be one of {', '.join(PROGRESS_STATES)}"
+            )
+        progress = document.get("progress")
+        if progress is not None and (
+            isinstance(progress, bool)
+            or not isinstance(progress, int | float)
+            or not 0 <= progress <= 100
+        ):
+            raise _Rejected(RejectReason.INVALID_PAYLOAD, "progress must be a percentage, 0 to 100")
+        error = document.get("error")
+        if error is not None and not (isinstance(error, str) and storable(error)):
+            raise _Rejected(RejectReason.INVALID_PAYLOAD, "error must be text")
+        return Progress(
+            rollout_id,
+            version,
+            state,
+            None if progress is None else int(progress),
+            None if error is None else error[:MAX_PROGRESS_ERROR_CHARS],
+        )
     except _Rejected as rejected:
         return rejected.rejection
 

@@ -258,3 +258,9 @@ async def status_history(
     ]
     last = rows[limit - 1] if len(rows) > limit else None
     return Page(items, encode_cursor(last["time"].isoformat(), last["id"]) if last else None)
+
+
+async def group_ids(conn: Conn, names: list[str]) -> dict[str, int]:
+    """The ids of the groups with these names (those that exist)."""
+    cursor = await conn.execute("SELECT name, id FROM groups WHERE name = ANY(%s)", (names,))
+    return {row["name"]: row["id"] for row in await cursor.fetchall()}

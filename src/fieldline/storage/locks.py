@@ -32,6 +32,7 @@ class JobLock(IntEnum):
     COMMAND_DISPATCH = 0x666C_0107
     ALERT_EVALUATE = 0x666C_0201
     NOTIFY_DISPATCH = 0x666C_0301
+    ROLLOUTS = 0x666C_0401
 
 
 async def try_job_lock(conn: AsyncConnection[Row], lock: JobLock) -> bool:

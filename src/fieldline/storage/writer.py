@@ -19,9 +19,10 @@ from psycopg import AsyncConnection
 from psycopg.rows import tuple_row
 
 from fieldline.domain.devices import ConnectionStatus
-from fieldline.domain.readings import Reading, storable_copy
+from fieldline.domain.readings import Reading, RejectReason, storable_copy
 from fieldline.storage import partitions
 from fieldline.storage.commands import ReportedResult, apply_results
+from fieldline.storage.rollouts import ProgressReport, apply_progress
 from fieldline.storage.telemetry import announce_latest_changes
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class Batch:
     presence: list[Presence] = field(default_factory=list)  # in arrival order
     rejected: list[RejectedMessage] = field(default_factory=list)
     command_results: list[ReportedResult] = field(default_factory=list)
+    ota_progress: list[ProgressReport] = field(default_factory=list)
     limited: list[LimitedMessage] = field(default_factory=list)
 
 
@@ -198,6 +200,7 @@ async def write_batch(
         limited = await _settle_limited(conn, batch.limited)
         await _copy_rejected(conn, [*batch.rejected, *limited.kept])
         refused = await _apply_command_results(conn, batch.command_results)
+        refused += await _apply_ota_progress(conn, batch.ota_progress)
     if recent is not None:  # only what was committed
         recent.remember(written)
     total = sum(len(item.readings) for item in batch.telemetry)
@@ -617,6 +620,29 @@ async def _copy_rejected(conn: AsyncConnection[object], rejected: list[RejectedM
                     item.payload,
                 )
             )
+
+
+async def _apply_ota_progress(
+    conn: AsyncConnection[object], reports: list[ProgressReport]
+) -> list[RejectedMessage]:
+    """Record OTA progress on the updates under way; keep the others as rejected."""
+    if not reports:
+        return []
+    refusals = await apply_progress(conn, reports)  # type: ignore[arg-type]
+    refused = [
+        RejectedMessage(
+            item.received_at,
+            item.device_id,
+            item.topic,
+            RejectReason.NO_UPDATE.value,
+            refusal,
+            item.payload,
+        )
+        for item, refusal in zip(reports, refusals, strict=True)
+        if refusal is not None
+    ]
+    await _copy_rejected(conn, refused)
+    return refused
 
 
 async def _apply_command_results(

@@ -20,6 +20,7 @@ from fieldline.config import Settings
 from fieldline.downlink.jobs import downlink_jobs
 from fieldline.notify.dispatcher import notify_jobs
 from fieldline.ops.metrics import Metrics
+from fieldline.ota.jobs import ota_jobs
 from fieldline.storage.db import Pool
 from fieldline.worker.archive import archive_jobs
 from fieldline.worker.backup import backup_jobs
@@ -40,6 +41,7 @@ FEATURES: tuple[JobSource, ...] = (
     alert_jobs,
     notify_jobs,
     backup_jobs,
+    ota_jobs,
 )
 
 

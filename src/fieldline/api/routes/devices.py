@@ -25,6 +25,7 @@ from fieldline.domain.devices import (
 from fieldline.domain.vitals import BATTERY_METRICS, first_reported
 from fieldline.storage import audit as audit_store
 from fieldline.storage import devices as device_store
+from fieldline.storage import rollouts as rollout_store
 from fieldline.storage import telemetry as telemetry_store
 from fieldline.storage.errors import GroupNotFoundError
 
@@ -151,7 +152,10 @@ class DeviceStatus(BaseModel):
     last_seen: datetime | None
     firmware_version: str | None
     battery_voltage: float | None
-    pending_update: bool
+    pending_update: bool = Field(
+        description="A running or paused rollout has let the device in and its update is "
+        "not over (told or waiting for its turn)"
+    )
 
 
 @contextlib.contextmanager
@@ -300,5 +304,5 @@ async def device_status(
         last_seen=device.last_seen,
         firmware_version=device.firmware_version,
         battery_voltage=first_reported(latest, BATTERY_METRICS),
-        pending_update=False,
+        pending_update=await rollout_store.open_update(conn, device_id, waiting=True) is not None,
     )

@@ -1,0 +1,1 @@
+"""Signed firmware and staged rollouts (issue 17, docs/ota.md)."""
