@@ -58,15 +58,24 @@ const seconds = (s) => {
 };
 export const fmtSeconds = seconds;
 
-/** "canary of 5 → 25% after 1 h → 100% after 1 d", or "50% (raised by hand)". */
+const isSet = (value) => value !== null && value !== undefined;
+
+/** "canary of 5 → 25% after 1 h → 100% after 1 d", and "raised by hand to 60%". */
 export function describeStages(rollout) {
   const stages = rollout.stages || [];
-  if (!stages.length) return rollout.percentage === null || rollout.percentage === undefined ? "—" : `${rollout.percentage}%`;
-  return stages.map((stage, i) => {
-    const what = stage.devices !== null && stage.devices !== undefined
-      ? `canary of ${stage.devices}` : `${stage.percentage}%`;
+  const planned = stages.map((stage, i) => {
+    const what = isSet(stage.devices) ? `canary of ${stage.devices}` : `${stage.percentage}%`;
     return i && stage.after_seconds ? `${what} after ${seconds(stage.after_seconds)}` : what;
   }).join(" → ");
+  const raised = isSet(rollout.percentage) ? `raised by hand to ${rollout.percentage}%` : "";
+  return [planned, raised].filter(Boolean).join(" · ") || "—";
+}
+
+/** The share of the target the rollout takes now: its stage's percentage (a canary: 0),
+ * or what an operator raised it to, whichever is higher. */
+export function currentShare(rollout) {
+  const stage = (rollout.stages || [])[rollout.stage || 0] || {};
+  return Math.max(Number(stage.percentage || 0), Number(rollout.percentage || 0));
 }
 
 /** The rollout's firmware as "soil-v2 1.4.0". */

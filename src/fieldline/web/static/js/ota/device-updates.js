@@ -7,6 +7,7 @@ import { ago, empty, fill, fmtTime, h } from "../dom.js";
 import { FINISHED, deviceStateBadge } from "./common.js";
 
 const REFRESH_MS = 5000;
+const ACTIVE = ["running", "paused"]; // a rollout that may still tell the device
 
 const rolloutLink = (id) => h("a", { href: `#/rollouts/${id}` }, `#${id}`);
 
@@ -54,7 +55,7 @@ export function renderDeviceUpdates(container, base) {
     }
     if (stopped) return;
     const items = answer.items;
-    const pending = items.find((u) => !FINISHED.includes(u.state));
+    const pending = items.find((u) => !FINISHED.includes(u.state) && ACTIVE.includes(u.rollout_state));
     fill(container,
       pending ? pendingLine(pending) : null,
       items.length ? historyTable(items) : empty("No firmware updates yet", "A rollout that reaches this device shows here."));

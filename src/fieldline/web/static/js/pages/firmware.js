@@ -110,7 +110,7 @@ export async function render(main, ctx) {
   ctx.setTitle("Firmware");
   const operator = ctx.can("operator");
   const admin = ctx.can("admin");
-  const model = h("select", { name: "device_model" }, h("option", { value: "" }, "All models"));
+  const model = h("select", { name: "device_model", "aria-label": "Model" }, h("option", { value: "" }, "All models"));
   if (ctx.query.get("device_model")) {
     model.append(h("option", { value: ctx.query.get("device_model") }, ctx.query.get("device_model")));
     model.value = ctx.query.get("device_model");

@@ -140,9 +140,9 @@ export async function render(main, ctx) {
     if (!byModel.has(image.device_model)) byModel.set(image.device_model, []);
     byModel.get(image.device_model).push(image.version);
   }
-  const model = h("select", { name: "device_model", required: true },
+  const model = h("select", { name: "device_model", required: true, "aria-label": "Device model" },
     [...byModel.keys()].sort().map((m) => h("option", { value: m }, m)));
-  const version = h("select", { name: "version", required: true });
+  const version = h("select", { name: "version", required: true, "aria-label": "Version" });
   const fillVersions = () => {
     const versions = [...byModel.get(model.value)].sort(newestFirst);
     fill(version, versions.map((v) => h("option", { value: v }, v)));
@@ -164,6 +164,8 @@ export async function render(main, ctx) {
   const percentage = h("input", { name: "percentage", type: "number", min: 0, max: 100, step: "any", value: "10", "aria-label": "Percentage" });
   const percentageBox = h("div.percentage-box", { hidden: true },
     field("Percentage of the target", percentage, "Raise it by hand on the rollout's page."));
+  let asked = 0; // the newest preview asked for wins
+  let previewTimer = null;
   const stages = stagesEditor(() => schedule());
 
   const maxPerMinute = number("max_per_minute", "Devices told per minute at most", 60, { min: 1 });
@@ -199,8 +201,6 @@ export async function render(main, ctx) {
     return answer;
   }
 
-  let asked = 0;
-  let previewTimer = null;
   async function preview() {
     const mine = (asked += 1);
     let request;
@@ -220,6 +220,7 @@ export async function render(main, ctx) {
       if (mine !== asked) return;
       const others = [];
       if (answer.already_on_version) others.push(`${plural(answer.already_on_version, "")} already on ${request.firmware.version}`);
+      if (answer.newer && !request.allow_downgrade) others.push(`${plural(answer.newer, "")} on a newer version, skipped`);
       if (answer.other_model) others.push(`${plural(answer.other_model, "")} of other models left out`);
       fill(count,
         h("strong", { dataset: { targeted: answer.targeted } }, `${plural(answer.targeted, "")} of ${request.firmware.device_model} targeted`),

@@ -8,14 +8,15 @@ import { api } from "../api.js";
 import { ago, attempt, confirmAction, empty, errorBox, field, fill, fmtTime, h, toast } from "../dom.js";
 import { deviceLink, modal } from "../alerts/common.js";
 import {
-  DEVICE_STATES, FAILURES, FINISHED, deviceStateBadge, describeStages, firmwareOf, fmtSeconds,
-  rolloutBadge, stateBar, stateLabel, summarize,
+  DEVICE_STATES, FAILURES, FINISHED, countsOf, currentShare, deviceStateBadge, describeStages, firmwareOf,
+  fmtSeconds, rolloutBadge, stateBar, stateLabel, summarize,
 } from "../ota/common.js";
 
 const REFRESH_MS = 3000;
-const SHOWN = 200; // rows drawn at once; the state filter reaches the others
+const SHOWN = 200; // devices asked for at once; the state filter reaches the others
 const ORDER = Object.fromEntries(DEVICE_STATES.map(({ state }, i) => [state, i]));
 const OVER = ["completed", "cancelled"];
+const BY_HAND = /^paused by /i;
 
 /** Failures first, then devices still updating, then the rest; by device id within each. */
 function byConcern(a, b) {
@@ -56,7 +57,8 @@ function settings(rollout) {
     row("Groups", groups.length ? groups.flatMap((g, i) => (i ? [", ", g] : [g])) : null),
     row("Devices", ids.length ? h("span.mono", {}, ids.join(", ")) : null),
     row("Stages", describeStages(rollout)),
-    rollout.percentage !== null && rollout.percentage !== undefined ? row("Percentage now", `${rollout.percentage}%`) : null,
+    row("Share now", `${currentShare(rollout)}%${rollout.percentage !== null && rollout.percentage !== undefined ? " (raised by hand)" : ""}`),
+    row("Stage now", (rollout.stages || []).length > 1 ? `${rollout.stage + 1} of ${rollout.stages.length}, since ${fmtTime(rollout.stage_started_at)}` : null),
     row("Pace", `at most ${rollout.max_per_minute} devices told per minute`),
     row("Device timeout", fmtSeconds(rollout.device_timeout_seconds)),
     row("Settle time", fmtSeconds(rollout.settle_seconds)),
@@ -78,7 +80,7 @@ export async function render(main, ctx) {
   const summary = h("p.muted.progress-summary");
   const details = h("div");
   const actionError = errorBox();
-  const filter = h("select", { name: "state" });
+  const filter = h("select", { name: "state", "aria-label": "Show devices" });
   const devices = h("div");
   const devicesNote = h("p.muted.form-note");
   let rollout = null;
@@ -90,7 +92,8 @@ export async function render(main, ctx) {
   function show(state) {
     picked = state;
     history.replaceState(null, "", `#/rollouts/${id}${picked ? `?state=${picked}` : ""}`);
-    draw();
+    draw(); // at once from what is known, then the server's devices of that state
+    load();
   }
   // A legend entry shows its state's devices; pressed again, all of them.
   const pick = (state) => show(picked === state ? "" : state);
@@ -111,7 +114,7 @@ export async function render(main, ctx) {
   }
 
   async function raise() {
-    const current = Number(rollout.percentage ?? 0);
+    const current = currentShare(rollout);
     const input = h("input", { name: "percentage", type: "number", min: current, max: 100, step: "any", required: true,
       value: String(Math.min(100, Math.max(current, current ? current * 2 : 10))) });
     const answer = await modal(`Raise rollout #${id}`, [
@@ -142,13 +145,15 @@ export async function render(main, ctx) {
         h("h1", {}, `Rollout #${id}: ${model} ${version} `, rolloutBadge(rollout.state)),
         h("div.sub", {}, describeStages(rollout), rollout.created_at ? [" · started ", ago(rollout.created_at)] : null)),
       buttons.length ? h("div.actions", {}, buttons) : null);
-    const reason = rollout.pause_reason;
+    const reason = rollout.pause_reason || "";
     if (rollout.state === "paused") {
-      // A rollout that stopped itself needs the operator: its reason says why.
-      fill(banner, reason
+      // A rollout that stopped itself needs the operator: its reason says why. A pause by
+      // hand reads "paused by <user>" (the API's PATCH).
+      fill(banner, reason && !BY_HAND.test(reason)
         ? h("div.alert.pause-banner", { role: "alert" }, h("strong", {}, "Paused by itself: "), reason,
           h("div.pause-hint", {}, "No further device is told until an operator resumes it; devices already updating go on."))
-        : h("div.alert.info.pause-banner", {}, h("strong", {}, "Paused by hand. "), "No further device is told until it is resumed."));
+        : h("div.alert.info.pause-banner", {}, h("strong", {}, reason ? `${reason[0].toUpperCase()}${reason.slice(1)}. ` : "Paused. "),
+          "No further device is told until it is resumed."));
     } else {
       fill(banner);
     }
@@ -159,29 +164,30 @@ export async function render(main, ctx) {
     fill(progress, stateBar(rollout, { onPick: pick, picked }));
     summary.textContent = summarize(rollout);
     fill(details, settings(rollout));
-    const all = [...(rollout.devices || [])].sort(byConcern);
-    const present = DEVICE_STATES.filter(({ state }) => all.some((d) => d.state === state));
-    if (picked && !present.some(({ state }) => state === picked)) present.push({ state: picked });
-    fill(filter, h("option", { value: "" }, `All (${all.length}), failures first`),
-      present.map(({ state }) => h("option", { value: state },
-        `${stateLabel(state)} (${all.filter((d) => d.state === state).length})`)));
+    // The devices come filtered by the server; the counts say how many each state holds.
+    const { counts, total } = countsOf(rollout);
+    const shown = [...(rollout.devices || [])].filter((d) => !picked || d.state === picked).sort(byConcern);
+    const present = DEVICE_STATES.filter(({ state }) => counts[state] || state === picked);
+    fill(filter, h("option", { value: "" }, `All (${total}), failures first`),
+      present.map(({ state }) => h("option", { value: state }, `${stateLabel(state)} (${counts[state] || 0})`)));
     filter.value = picked;
-    const shown = picked ? all.filter((d) => d.state === picked) : all;
+    const matching = picked ? counts[picked] || 0 : total;
     fill(devices, shown.length
       ? h("div.table-wrap", {}, h("table.data.rollout-devices", {},
         h("thead", {}, h("tr", {}, h("th", {}, "Device"), h("th", {}, "State"), h("th.hide-narrow", {}, "From version"),
           h("th", {}, "Progress"), h("th", {}, "Error"), h("th.hide-narrow", {}, "Changed"))),
-        h("tbody", {}, shown.slice(0, SHOWN).map(deviceRow))))
+        h("tbody", {}, shown.map(deviceRow))))
       : empty(picked ? `No device ${stateLabel(picked)}` : "No devices yet",
         picked ? "" : "Devices appear as the rollout reaches them."));
-    devicesNote.textContent = shown.length > SHOWN ? `The first ${SHOWN} of ${shown.length} shown; choose a state to see others.` : "";
+    devicesNote.textContent = matching > shown.length
+      ? `${shown.length} of ${matching} shown, failures first, then the latest changed; choose a state to see others.` : "";
   }
 
   async function load() {
     controller?.abort();
     controller = new AbortController();
     try {
-      rollout = await api("GET", path, { signal: controller.signal });
+      rollout = await api("GET", path, { query: { state: picked, limit: SHOWN }, signal: controller.signal });
     } catch (failure) {
       if (failure.name === "AbortError") return false;
       if (!rollout) {

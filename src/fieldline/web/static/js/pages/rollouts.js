@@ -28,7 +28,7 @@ function row(rollout) {
 export async function render(main, ctx) {
   ctx.setTitle("Rollouts");
   const operator = ctx.can("operator");
-  const state = h("select", { name: "state" }, h("option", { value: "" }, "All"), STATES.map((s) => h("option", { value: s }, s)));
+  const state = h("select", { name: "state", "aria-label": "State" }, h("option", { value: "" }, "All"), STATES.map((s) => h("option", { value: s }, s)));
   if (STATES.includes(ctx.query.get("state"))) state.value = ctx.query.get("state");
   const table = pagedTable({
     path: "/api/v1/rollouts",
