@@ -11,6 +11,7 @@ import click
 from fieldline.client import ApiAccess
 from fieldline.sim.fleet import run_fleet
 from fieldline.sim.options import FleetOptions, MqttVersion
+from fieldline.sim.payloads import DEVICE_TYPE, FIRMWARE_VERSION
 from fieldline.sim.provisioning import ProvisioningError
 from fieldline.sim.report import FleetProgress, SimulationReport
 
@@ -193,6 +194,50 @@ from fieldline.sim.report import FleetProgress, SimulationReport
     help="Simultaneous MQTT handshakes.",
 )
 @click.option("--seed", type=int, default=None, help="Seed for reproducible sensor values.")
+@click.option(
+    "--device-type",
+    default=DEVICE_TYPE,
+    show_default=True,
+    help="The devices' type, registered with --create or --provision-key: the model "
+    "firmware updates are for.",
+)
+@click.option(
+    "--firmware-version",
+    default=FIRMWARE_VERSION,
+    show_default=True,
+    help="The firmware version the devices start on.",
+)
+@click.option(
+    "--ota-fail-percent",
+    type=click.FloatRange(0, 100),
+    default=0.0,
+    show_default=True,
+    help="Share of devices (chosen by a hash of the device id) whose firmware installs "
+    'fail: they report "failed" with "flash write error".',
+)
+@click.option(
+    "--ota-rollback-percent",
+    type=click.FloatRange(0, 100),
+    default=0.0,
+    show_default=True,
+    help="Share of devices whose new firmware fails after the reboot: they come back on "
+    "their old version (a rollback).",
+)
+@click.option(
+    "--ota-cut-percent",
+    type=click.FloatRange(0, 100),
+    default=0.0,
+    show_default=True,
+    help="Share of devices whose firmware download is cut midway once; they resume "
+    "from the bytes they have.",
+)
+@click.option(
+    "--ota-download-delay",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Seconds between the 64 KiB Range requests of a firmware download (a slow link).",
+)
 def simulate(
     *,
     devices: int,
@@ -224,6 +269,12 @@ def simulate(
     processes: int,
     connect_concurrency: int,
     seed: int | None,
+    device_type: str,
+    firmware_version: str,
+    ota_fail_percent: float,
+    ota_rollback_percent: float,
+    ota_cut_percent: float,
+    ota_download_delay: float,
 ) -> None:
     """Simulate a fleet of devices speaking the device contract; a load generator too."""
     try:
@@ -256,6 +307,12 @@ def simulate(
             # A run until Ctrl-C must not grow without bound.
             record_message_ids=False,
             seed=seed,
+            device_type=device_type,
+            firmware_version=firmware_version,
+            ota_fail_percent=ota_fail_percent,
+            ota_rollback_percent=ota_rollback_percent,
+            ota_cut_percent=ota_cut_percent,
+            ota_download_delay=ota_download_delay,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc

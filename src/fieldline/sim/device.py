@@ -32,6 +32,7 @@ from fieldline.domain.topics import Downlink, TopicScheme, Uplink
 from fieldline.ops.backoff import Backoff, sleep_unless
 from fieldline.sim import payloads
 from fieldline.sim.options import FleetOptions, MqttVersion
+from fieldline.sim.ota import OtaService, UpdateAgent, UpdaterIdentity
 from fieldline.sim.payloads import BAD_KINDS, TimestampForm
 from fieldline.sim.report import DeviceStats
 from fieldline.sim.values import Reading, SensorModel
@@ -108,21 +109,33 @@ class SimulatedDevice:
         "_lost",
         "_model",
         "_options",
+        "_progress_topic",
+        "_rebooting",
         "_recent",
         "_rng",
         "_started",
         "_telemetry_topic",
         "_topics",
+        "_updates",
         "_window",
         "attempted",
         "stats",
     )
 
-    def __init__(self, *, identity: DeviceIdentity, options: FleetOptions, seed: int) -> None:
+    def __init__(
+        self,
+        *,
+        identity: DeviceIdentity,
+        options: FleetOptions,
+        seed: int,
+        ota: OtaService | None = None,
+    ) -> None:
         self._identity = identity
         self._options = options
+        self._rebooting = False  # the connection closes for a reboot, not a fault
         self._rng = random.Random(seed)  # noqa: S311 -- simulated behaviour, not secrets
         self._topics = TopicScheme(prefix=options.topic_prefix)
+        self._progress_topic = self._topics.uplink(identity.device_id, Uplink.OTA_PROGRESS)
         self._telemetry_topic = self._topics.uplink(identity.device_id, Uplink.TELEMETRY).encode()
         self._model = SensorModel(seed=seed, start_s=time.time())
         self._started = time.monotonic()
@@ -143,7 +156,18 @@ class SimulatedDevice:
         # Set once the first connection attempt has ended, whatever its outcome.
         self.attempted = asyncio.Event()
         self.stats = DeviceStats(
-            device_id=identity.device_id, record_message_ids=options.record_message_ids
+            device_id=identity.device_id,
+            record_message_ids=options.record_message_ids,
+            firmware_version=options.firmware_version,
+        )
+        self._updates = UpdateAgent(
+            identity=UpdaterIdentity(identity.device_id, identity.password),
+            options=options,
+            service=ota,
+            stats=self.stats,
+            rng=self._rng,
+            publish_progress=self._publish_progress,
+            reboot=self._reboot,
         )
 
     @property
@@ -206,8 +230,13 @@ class SimulatedDevice:
             await self._lost.wait()
             if stop.is_set() or self._gone:
                 return
-            self.stats.connections_lost += 1
-            log.info("simulated device lost its connection", extra={"device_id": self.device_id})
+            if self._rebooting:
+                self._rebooting = False
+            else:
+                self.stats.connections_lost += 1
+                log.info(
+                    "simulated device lost its connection", extra={"device_id": self.device_id}
+                )
             dropped, self._client = self._client, None
             if dropped is not None:
                 await _abandon(dropped)
@@ -239,7 +268,7 @@ class SimulatedDevice:
         # Runs on every (re)connection, like firmware announcing itself after a reboot.
         self.stats.connected = True
         self.stats.ever_connected = True
-        for kind in (Downlink.CONFIG, Downlink.COMMANDS):
+        for kind in (Downlink.CONFIG, Downlink.COMMANDS, Downlink.OTA):
             client.subscribe(self._topics.downlink(self.device_id, kind), qos=1)
         self._publish_status(client)
 
@@ -251,12 +280,16 @@ class SimulatedDevice:
                 heap_free=self._heap_free - self._rng.randint(0, 4_000),
                 boot_count=self._boot_count,
                 config_version=self._config_version,
+                firmware_version=self.stats.firmware_version,
             ),
             qos=1,
         )
         self.stats.status_published += 1
 
     def _on_message(self, client: Any, topic: str, payload: bytes, qos: int, props: Any) -> int:
+        if topic == self._topics.downlink(self.device_id, Downlink.OTA):
+            self._updates.offered(payload)
+            return 0
         try:
             message = orjson.loads(payload)
         except orjson.JSONDecodeError:
@@ -311,6 +344,43 @@ class SimulatedDevice:
             command_id, succeeded=False, result={"error": f"unknown command {name!r}"}
         )
 
+    # -- firmware updates ---------------------------------------------------
+
+    def _publish_progress(self, payload: bytes) -> None:
+        if self._client is None or not self.stats.connected:
+            return  # firmware would report again once back; the simulator does not
+        self._client.publish(self._progress_topic, payload, qos=1)
+
+    async def _reboot(self, version: str) -> None:
+        """Restart running `version`: offline, then back with it in the status."""
+        self.stats.firmware_version = version
+        log.info(
+            "simulated device reboots",
+            extra={"device_id": self.device_id, "firmware_version": self.stats.firmware_version},
+        )
+        client, self._client = self._client, None
+        self.stats.connected = False
+        if client is not None:
+            client.publish(
+                self._topics.uplink(self.device_id, Uplink.STATUS),
+                payloads.status_offline(uptime_s=self._uptime_s()),
+                qos=1,
+            )
+            self.stats.status_published += 1
+            try:
+                async with asyncio.timeout(DRAIN_TIMEOUT_S):
+                    await self._window.wait_empty()
+            except TimeoutError:
+                log.warning(
+                    "unacknowledged publishes at reboot", extra={"device_id": self.device_id}
+                )
+            await client.disconnect()
+        self._boot_count += 1
+        self._started = time.monotonic()
+        # stay_connected connects again, and _on_connect announces the version booted.
+        self._rebooting = True
+        self._lost.set()
+
     def _on_disconnect(self, client: Any, packet: Any, exc: Any = None) -> None:
         if client is not self._client:
             return  # a refused attempt, or a client already given up
@@ -318,6 +388,7 @@ class SimulatedDevice:
         self._lost.set()
 
     async def close(self, *, kill: bool) -> None:
+        self._updates.stop()
         client = self._client
         if client is None:
             return
@@ -459,6 +530,7 @@ class SimulatedDevice:
                 device_id=self.device_id,
                 message_id=message_id,
                 form=_TIMESTAMP_FORMS[stats.telemetry_ok % 3],
+                firmware_version=stats.firmware_version,
             )
         )
         self._publish(payload)
@@ -486,6 +558,7 @@ class SimulatedDevice:
                     device_id=self.device_id,
                     message_id=message_id,
                     form=_TIMESTAMP_FORMS[(self._batch_form + i) % 3],
+                    firmware_version=self.stats.firmware_version,
                 )
             )
         self._batch_form += 1

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from fieldline.sim.device import DeviceIdentity, SimulatedDevice
 from fieldline.sim.options import FleetOptions
+from fieldline.sim.ota import OtaService
 from fieldline.sim.provisioning import resolve_credentials
 from fieldline.sim.report import ProgressCallback, SimulationReport, progress_of
 
@@ -54,9 +55,36 @@ async def run_devices(
     on_progress: ProgressCallback | None,
 ) -> SimulationReport:
     """Run the devices numbered `numbers` (of the whole fleet) in this event loop."""
+    async with contextlib.AsyncExitStack() as resources:
+        ota = None
+        if options.api is not None:
+            # Firmware updates need the API; its published keys are fetched once now.
+            ota = await resources.enter_async_context(OtaService(options))
+            await ota.fetch_keys()
+        return await _run_devices(
+            options,
+            numbers=numbers,
+            passwords=passwords,
+            stop=stop,
+            on_progress=on_progress,
+            ota=ota,
+        )
+
+
+async def _run_devices(
+    options: FleetOptions,
+    *,
+    numbers: Sequence[int],
+    passwords: dict[str, str] | None,
+    stop: asyncio.Event,
+    on_progress: ProgressCallback | None,
+    ota: OtaService | None,
+) -> SimulationReport:
     seed = options.seed if options.seed is not None else random.randrange(2**32)  # noqa: S311
     devices = [
-        SimulatedDevice(identity=_identity(options, n, passwords), options=options, seed=seed + n)
+        SimulatedDevice(
+            identity=_identity(options, n, passwords), options=options, seed=seed + n, ota=ota
+        )
         for n in numbers
     ]
     gate = asyncio.Semaphore(options.connect_concurrency)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from fieldline.client import ApiAccess
 from fieldline.domain.devices import is_valid_device_id
+from fieldline.sim.payloads import DEVICE_TYPE, FIRMWARE_VERSION
 
 
 class MqttVersion(StrEnum):
@@ -54,6 +55,19 @@ class FleetOptions:
     progress_interval: float = 5.0
     record_message_ids: bool = True
     seed: int | None = None
+    # The model firmware updates are for (the devices' `device_type`) and the version
+    # the devices start on.
+    device_type: str = DEVICE_TYPE
+    firmware_version: str = FIRMWARE_VERSION
+    # Firmware updates: shares (%) of devices, chosen by a hash of the device id, whose
+    # installs fail ("flash write error"), that come back on their old version after the
+    # reboot (a rollback), and whose downloads are cut once midway (then resume).
+    ota_fail_percent: float = 0.0
+    ota_rollback_percent: float = 0.0
+    ota_cut_percent: float = 0.0
+    ota_download_delay: float = 0.0  # seconds between Range requests (a slow link)
+    ota_chunk_bytes: int = 64 * 1024  # bytes per Range request
+    ota_install_seconds: float = 1.0  # writing to flash, between installing and installed
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -88,8 +102,24 @@ class FleetOptions:
                 problems.append("create and provision_key exclude each other")
             if self.api is None:
                 problems.append("provision_key needs the API's address")
+        problems += self._ota_problems()
         if problems:
             raise ValueError("; ".join(problems))
+
+    def _ota_problems(self) -> list[str]:
+        problems: list[str] = []
+        shares = (self.ota_fail_percent, self.ota_rollback_percent, self.ota_cut_percent)
+        if not all(0 <= share <= 100 for share in shares):
+            problems.append("ota percentages must be between 0 and 100")
+        if self.ota_fail_percent + self.ota_rollback_percent > 100:
+            problems.append("ota_fail_percent and ota_rollback_percent add up to more than 100")
+        if self.ota_download_delay < 0 or self.ota_install_seconds < 0:
+            problems.append("ota_download_delay and ota_install_seconds must not be negative")
+        if self.ota_chunk_bytes < 1:
+            problems.append("ota_chunk_bytes must be at least 1")
+        if not self.device_type or not self.firmware_version:
+            problems.append("device_type and firmware_version must not be empty")
+        return problems
 
     def device_id(self, number: int) -> str:
         """Id of the `number`-th device, counting from 1."""

@@ -13,7 +13,8 @@ import orjson
 
 from fieldline.sim.values import Reading
 
-FIRMWARE_VERSION = "v1.2.0"
+FIRMWARE_VERSION = "v1.2.0"  # what simulated devices run unless told otherwise
+DEVICE_TYPE = "sim-sensor"  # their model, for firmware updates
 # The platform's default `max_payload_bytes` is 64 KiB; stay clearly above it.
 OVERSIZED_PAYLOAD_BYTES = 65_536 + 4_096
 FUTURE_SKEW_MS = 86_400_000
@@ -58,13 +59,14 @@ def reading_object(
     device_id: str,
     message_id: str,
     form: TimestampForm,
+    firmware_version: str = FIRMWARE_VERSION,
 ) -> dict[str, object]:
     return {
         "message_id": message_id,
         "device_id": device_id,
         "timestamp": encode_timestamp(reading.timestamp_ms, form),
         "sensors": reading.sensors(),
-        "firmware_version": FIRMWARE_VERSION,
+        "firmware_version": firmware_version,
         "signal_strength": reading.signal_strength,
     }
 
@@ -108,11 +110,16 @@ def bad_telemetry(
 
 
 def status_online(
-    *, uptime_s: int, heap_free: int, boot_count: int, config_version: int | None = None
+    *,
+    uptime_s: int,
+    heap_free: int,
+    boot_count: int,
+    config_version: int | None = None,
+    firmware_version: str = FIRMWARE_VERSION,
 ) -> bytes:
     status: dict[str, object] = {
         "status": "online",
-        "firmware_version": FIRMWARE_VERSION,
+        "firmware_version": firmware_version,
         "uptime_s": uptime_s,
         "heap_free": heap_free,
         "boot_count": boot_count,
@@ -139,3 +146,18 @@ def status_offline(*, uptime_s: int) -> bytes:
 
 def heartbeat(*, uptime_s: int) -> bytes:
     return orjson.dumps({"uptime_s": uptime_s})
+
+
+def ota_progress(
+    *, rollout_id: int | None, version: str, state: str, progress: int, error: str | None
+) -> bytes:
+    """A step of a firmware update, on `devices/{id}/ota/progress` (docs/ota.md)."""
+    return orjson.dumps(
+        {
+            "rollout_id": rollout_id,
+            "version": version,
+            "state": state,
+            "progress": progress,
+            "error": error,
+        }
+    )

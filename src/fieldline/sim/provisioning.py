@@ -17,11 +17,10 @@ import orjson
 
 from fieldline.client import ApiAccess, ApiCallError, auth_headers, raise_for_error
 from fieldline.sim.options import FleetOptions
-from fieldline.sim.payloads import FIRMWARE_VERSION
+from fieldline.sim.payloads import DEVICE_TYPE, FIRMWARE_VERSION
 
 log = logging.getLogger(__name__)
 
-DEVICE_TYPE = "sim-sensor"
 REQUEST_CONCURRENCY = 16
 REQUEST_TIMEOUT_S = 30.0
 PROVISION_ATTEMPTS = 20  # a 429 is waited out this many times before giving up
@@ -44,6 +43,8 @@ async def resolve_credentials(options: FleetOptions) -> dict[str, str] | None:
             options.api.url,
             options.provision_key,
             device_ids=[d for d in options.device_ids() if d not in known],
+            device_type=options.device_type,
+            firmware_version=options.firmware_version,
         )
         if options.credentials_file is not None:
             write_credentials(options.credentials_file, passwords)
@@ -51,7 +52,11 @@ async def resolve_credentials(options: FleetOptions) -> dict[str, str] | None:
     if options.create:
         assert options.api is not None  # FleetOptions refuses create without api
         passwords = await register_devices(
-            options.api, device_ids=options.device_ids(), group=options.group
+            options.api,
+            device_ids=options.device_ids(),
+            group=options.group,
+            device_type=options.device_type,
+            firmware_version=options.firmware_version,
         )
         if options.credentials_file is not None:
             write_credentials(options.credentials_file, passwords)
@@ -69,7 +74,12 @@ async def resolve_credentials(options: FleetOptions) -> dict[str, str] | None:
 
 
 async def register_devices(
-    api: ApiAccess, *, device_ids: list[str], group: str | None
+    api: ApiAccess,
+    *,
+    device_ids: list[str],
+    group: str | None,
+    device_type: str = DEVICE_TYPE,
+    firmware_version: str = FIRMWARE_VERSION,
 ) -> dict[str, str]:
     """Create each device, or rotate its password when it already exists (409)."""
     try:
@@ -82,7 +92,12 @@ async def register_devices(
             async def one(number: int, device_id: str) -> tuple[str, str]:
                 async with limit:
                     return device_id, await _register_one(
-                        http, device_id=device_id, number=number, group=group
+                        http,
+                        device_id=device_id,
+                        number=number,
+                        group=group,
+                        device_type=device_type,
+                        firmware_version=firmware_version,
                     )
 
             pairs = await asyncio.gather(*(one(n, d) for n, d in enumerate(device_ids, start=1)))
@@ -110,7 +125,12 @@ def signed_headers(
 
 
 async def provision_devices(
-    api_url: str, provision_key: str, *, device_ids: list[str]
+    api_url: str,
+    provision_key: str,
+    *,
+    device_ids: list[str],
+    device_type: str = DEVICE_TYPE,
+    firmware_version: str = FIRMWARE_VERSION,
 ) -> dict[str, str]:
     """Each device registers itself with the provisioning key, as a factory-flashed one would."""
     key_id, _, secret = provision_key.partition(":")
@@ -122,9 +142,9 @@ async def provision_devices(
                 body = orjson.dumps(
                     {
                         "device_id": device_id,
-                        "device_type": DEVICE_TYPE,
+                        "device_type": device_type,
                         "name": f"Simulated sensor {number}",
-                        "metadata": {"simulated": True, "firmware_version": FIRMWARE_VERSION},
+                        "metadata": {"simulated": True, "firmware_version": firmware_version},
                     }
                 )
                 async with limit:
@@ -172,14 +192,20 @@ async def _ensure_group(http: httpx.AsyncClient, group: str) -> None:
 
 
 async def _register_one(
-    http: httpx.AsyncClient, *, device_id: str, number: int, group: str | None
+    http: httpx.AsyncClient,
+    *,
+    device_id: str,
+    number: int,
+    group: str | None,
+    device_type: str,
+    firmware_version: str,
 ) -> str:
     body = {
         "device_id": device_id,
         "name": f"Simulated sensor {number}",
-        "device_type": DEVICE_TYPE,
+        "device_type": device_type,
         "group": group,
-        "metadata": {"simulated": True, "firmware_version": FIRMWARE_VERSION},
+        "metadata": {"simulated": True, "firmware_version": firmware_version},
     }
     answer = await http.post("/api/v1/devices", json=body)
     if answer.status_code == 409:

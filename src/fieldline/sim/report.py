@@ -21,19 +21,25 @@ class DeviceStats:
         "connected",
         "connections_lost",
         "device_id",
+        "download_resumes",
         "dropped_offline",
         "duplicates",
         "ever_connected",
+        "firmware_version",
         "heartbeats",
         "message_ids",
         "readings",
         "refused",
+        "rollbacks",
         "status_published",
         "telemetry_ok",
+        "update_failures",
+        "updates_installed",
     )
 
-    def __init__(self, *, device_id: str, record_message_ids: bool) -> None:
+    def __init__(self, *, device_id: str, record_message_ids: bool, firmware_version: str) -> None:
         self.device_id = device_id
+        self.firmware_version = firmware_version  # the version it runs now
         self.connected = False
         self.ever_connected = False
         self.connect_failures = 0  # no answer: unreachable, timed out, connection reset
@@ -49,6 +55,10 @@ class DeviceStats:
         self.dropped_offline = 0
         self.configs_applied = 0
         self.commands_answered = 0
+        self.updates_installed = 0  # firmware installed and booted into
+        self.update_failures: dict[str, int] = {}  # updates reported failed, by reason
+        self.rollbacks = 0  # installed, then came back on the old version
+        self.download_resumes = 0  # image requests that continued after a cut
         self.message_ids: list[str] | None = [] if record_message_ids else None
 
     @property
@@ -72,6 +82,11 @@ class DeviceStats:
             dropped_offline=self.dropped_offline,
             configs_applied=self.configs_applied,
             commands_answered=self.commands_answered,
+            firmware_version=self.firmware_version,
+            updates_installed=self.updates_installed,
+            update_failures=dict(self.update_failures),
+            rollbacks=self.rollbacks,
+            download_resumes=self.download_resumes,
             message_ids=tuple(self.message_ids or ()),
         )
 
@@ -95,6 +110,11 @@ class DeviceReport:
     dropped_offline: int  # telemetry slots skipped while disconnected
     configs_applied: int  # configuration versions received and reported back
     commands_answered: int  # distinct commands answered
+    firmware_version: str  # the version it ran at the end
+    updates_installed: int  # firmware updates installed and booted into
+    update_failures: Mapping[str, int]  # updates reported failed, by reason
+    rollbacks: int  # updates installed that came back on the old version
+    download_resumes: int  # image requests that continued after a cut
     # message_id of every good reading, in sending order (empty when not recorded).
     message_ids: tuple[str, ...] = field(repr=False)
 
@@ -241,7 +261,27 @@ class SimulationReport:
             f"configurations applied: {sum(d.configs_applied for d in self.devices)}, "
             f"commands answered: {sum(d.commands_answered for d in self.devices)}",
         ]
+        if any(d.updates_installed or d.update_failures for d in self.devices):
+            lines.append(self._updates_summary())
         return "\n".join(lines)
+
+    def _updates_summary(self) -> str:
+        failures: dict[str, int] = {}
+        for d in self.devices:
+            for reason, n in d.update_failures.items():
+                failures[reason] = failures.get(reason, 0) + n
+        detail = ", ".join(f"{reason} {n}" for reason, n in sorted(failures.items()))
+        versions: dict[str, int] = {}
+        for d in self.devices:
+            versions[d.firmware_version] = versions.get(d.firmware_version, 0) + 1
+        running = ", ".join(f"{v} on {n}" for v, n in sorted(versions.items()))
+        return (
+            f"firmware updates: installed {sum(d.updates_installed for d in self.devices)}, "
+            f"failed {sum(failures.values())}{f' ({detail})' if detail else ''}, "
+            f"rolled back {sum(d.rollbacks for d in self.devices)}, "
+            f"downloads resumed {sum(d.download_resumes for d in self.devices)}; "
+            f"running {running}"
+        )
 
 
 ProgressCallback = Callable[[FleetProgress], None]
