@@ -52,6 +52,7 @@ PUBLIC = {
     "/docs": "the API's documentation page (served without internet access)",
     "/docs/assets": "Swagger UI's static files and the page's own script",
     "/openapi.json": "the API's description; no data",
+    "/api/v1/firmware/keys": "public keys devices verify firmware with; published on purpose",
 }
 
 
@@ -69,6 +70,7 @@ SIGNED_IN = (deps.get_caller, deps.get_stream_viewer, auth.sign_out_request)
 DEVICE_AUTH = {
     device_auth.basic_device: Needs.DEVICE_PASSWORD,
     device_auth.authenticated_device: Needs.DEVICE,
+    device_auth.any_device: Needs.DEVICE,
 }
 EMQX_AUTH = (emqx._check_caller,)
 RANK = {Needs.VIEWER: 0, Needs.OPERATOR: 1, Needs.ADMIN: 2}
@@ -142,6 +144,9 @@ def concrete(operation: Operation) -> str:
         "silence_id": "999999",
         "device_type": "absent-type",
         "metric": "absent-metric",
+        "device_model": "absent-model",
+        "version": "1.0.0",
+        "rollout_id": "999999",
     }
     path = operation.path
     for name, value in values.items():

@@ -219,25 +219,32 @@ async def delete_firmware(
 async def _update_for(
     conn: DbConn, device: AnyDevice, device_model: str, version: str
 ) -> tuple[Firmware, rollout_store.OpenUpdate]:
-    """The image and the rollout that brought it to this device; 403/404 otherwise."""
+    """The image and the rollout that brought it to this device; 404 for an image that
+    does not exist, 403 for one this device may not have."""
     record = await device_store.get_device(conn, device.device_id)
-    if record.device_type != device_model:
-        raise ApiError(
-            403,
-            f"device {device.device_id!r} is of model {record.device_type!r}, not {device_model!r}",
-        )
     if version == LATEST:
+        if not await firmware_store.list_firmware(conn, device_model):
+            raise ApiError(404, f"no firmware of model {device_model!r}")
+        _same_model(device.device_id, record.device_type, device_model)
         update = await rollout_store.open_update(conn, device.device_id)
         if update is None:
             raise ApiError(404, f"no update for device {device.device_id!r}")
         return await firmware_store.get_by_id(conn, update.firmware_id), update
     firmware = await firmware_store.get(conn, device_model, version)
+    _same_model(device.device_id, record.device_type, device_model)
     update = await rollout_store.open_update(conn, device.device_id, firmware.id)
     if update is None:
         raise ApiError(
             403, f"no running rollout of {version} has reached device {device.device_id!r}"
         )
     return firmware, update
+
+
+def _same_model(device_id: str, device_type: str, device_model: str) -> None:
+    if device_type != device_model:
+        raise ApiError(
+            403, f"device {device_id!r} is of model {device_type!r}, not {device_model!r}"
+        )
 
 
 def _base_url(context: ApiContext, request: Request) -> str:
