@@ -190,7 +190,7 @@ def test_an_operator_uploads_an_image_and_reads_its_signature(
     go(page, "Firmware")
     form = page.get_by_role("form", name="Upload firmware")
     form.get_by_label("Device model").fill(model)
-    form.get_by_label("Version").fill("1.4.0")
+    form.get_by_label("Version", exact=True).fill("1.4.0")
     form.get_by_label("Image file").set_input_files(str(image))
     form.get_by_label("Release notes").fill("Faster Wi-Fi reconnect")
     form.get_by_role("button", name="Upload").click()
@@ -219,12 +219,12 @@ def test_an_operator_uploads_an_image_and_reads_its_signature(
 
     # The same version again: the server's 409, said where the form is.
     form.get_by_label("Device model").fill(model)
-    form.get_by_label("Version").fill("1.4.0")
+    form.get_by_label("Version", exact=True).fill("1.4.0")
     form.get_by_label("Image file").set_input_files(str(image))
     form.get_by_role("button", name="Upload").click()
     expect(page.get_by_role("alert").filter(has_text="1.4.0")).to_contain_text("already")
     # A signature no trusted key made: refused (422), nothing stored.
-    form.get_by_label("Version").fill("1.4.1")
+    form.get_by_label("Version", exact=True).fill("1.4.1")
     form.get_by_label("Image file").set_input_files(str(image))
     form.get_by_label("Signature (optional)").fill(base64.b64encode(bytes(64)).decode())
     form.get_by_role("button", name="Upload").click()
@@ -252,8 +252,8 @@ def test_an_operator_starts_a_rollout_watches_it_and_pauses_and_resumes_it(
     go(page, "Rollouts")
     page.get_by_role("link", name="New rollout").click()
     form = page.get_by_role("form", name="New rollout")
-    form.get_by_label("Device model").select_option(model)
-    expect(form.get_by_label("Version")).to_have_value("2.0.0")
+    form.get_by_label("Device model", exact=True).select_option(model)
+    expect(form.get_by_label("Version", exact=True)).to_have_value("2.0.0")
     expect(form.locator(".target-count")).to_have_text("Choose groups or devices")
     form.get_by_label(group).check()
     count = form.locator(".target-count")
@@ -292,6 +292,13 @@ def test_an_operator_starts_a_rollout_watches_it_and_pauses_and_resumes_it(
         expect(banner).to_contain_text("Paused by itself")
         expect(heading).to_contain_text("paused")
         expect(bar.locator(".ota-seg[data-state='failed']")).to_have_attribute("data-count", "1")
+        expect(bar.locator(".ota-seg")).to_have_count(3)  # downloading, notified, failed
+        whole = bar.bounding_box()
+        assert whole is not None
+        for segment in bar.locator(".ota-seg").all():
+            drawn = segment.bounding_box()
+            assert drawn is not None
+            assert 0.25 < drawn["width"] / whole["width"] < 0.4, "one device in three: a third"
         first = table.locator("tbody tr").first
         expect(first).to_have_attribute("data-device-id", ids[1])
         expect(first).to_contain_text("flash write error")
@@ -382,7 +389,7 @@ def test_an_operator_raises_and_cancels_a_rollout(
     signed_in_as(page, platform, "operator")
     open_page(page, platform, f"/rollouts/new?device_model={model}&version=1.1.0")
     form = page.get_by_role("form", name="New rollout")
-    expect(form.get_by_label("Device model")).to_have_value(model)
+    expect(form.get_by_label("Device model", exact=True)).to_have_value(model)
     form.get_by_label(group).check()
     expect(form.locator(".target-count")).to_contain_text(f"2 devices of {model} targeted")
     # The default stages: a canary, then percentages after delays; one more is added.

@@ -117,11 +117,15 @@ export function stateBar(rollout, { onPick, picked, compact = false } = {}) {
   const bar = h(
     "div.ota-bar",
     { role: "img", "aria-label": total ? `Devices by state: ${description}` : "No devices yet" },
-    present.map(({ state }) => h(`span.ota-seg.ota-${state}`, {
-      style: `flex-grow: ${counts[state]}`,
-      title: `${stateLabel(state)}: ${counts[state]} of ${total}`,
-      dataset: { state, count: counts[state] },
-    })),
+    present.map(({ state }) => {
+      const segment = h(`span.ota-seg.ota-${state}`, {
+        title: `${stateLabel(state)}: ${counts[state]} of ${total}`,
+        dataset: { state, count: counts[state] },
+      });
+      // Through CSSOM: the Content-Security-Policy refuses style attributes.
+      segment.style.flexGrow = String(counts[state]);
+      return segment;
+    }),
   );
   if (compact) return bar;
   const legend = h(
