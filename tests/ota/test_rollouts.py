@@ -165,6 +165,13 @@ async def test_success_needs_the_new_version_and_a_settled_device(fleet: Fleet) 
         rolled: "rolled_back",
     }
 
+    # Some firmware says "installed" once it has booted: taken, and still verifying.
+    await fleet.say(
+        good,
+        Uplink.OTA_PROGRESS,
+        {"rollout_id": rollout_id, "version": "1.4.0", "state": "installed", "progress": 100},
+    )
+    assert (await fleet.states(rollout_id))[good] == "verifying"
     fleet.now += timedelta(seconds=20)
     await fleet.say(good, Uplink.HEARTBEAT, {})
     await fleet.say(flaky, Uplink.STATUS, {"status": "offline"})
@@ -181,6 +188,8 @@ async def test_success_needs_the_new_version_and_a_settled_device(fleet: Fleet) 
     assert "silent" in by_device[quiet]["error"]
     assert "offline" in by_device[flaky]["error"]
     assert "came back on 1.3.0" in by_device[rolled]["error"]
+    rejected = await fleet.api.http.get("/api/v1/rejected", headers=fleet.admin)
+    assert rejected.json()["items"] == []
     status = await fleet.api.http.get(f"/api/v1/devices/{good}/status", headers=fleet.admin)
     assert status.json()["pending_update"] is False
     history = await fleet.api.http.get(f"/api/v1/devices/{rolled}/updates", headers=fleet.admin)

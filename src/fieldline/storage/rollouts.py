@@ -228,7 +228,11 @@ async def apply_progress(conn: Conn, reports: Sequence[ProgressReport]) -> list[
     for report in reports:
         row = await (
             await conn.execute(
-                "UPDATE rollout_devices AS rd SET state = %(state)s, reported_at = %(time)s,"
+                # Once back on the new version (verifying), a late report of the steps
+                # before is taken without going back; `failed` still counts.
+                "UPDATE rollout_devices AS rd SET state = CASE WHEN rd.state = 'verifying'"
+                " AND %(state)s <> 'failed' THEN rd.state ELSE %(state)s END,"
+                " reported_at = %(time)s,"
                 " progress = coalesce(%(progress)s, rd.progress),"
                 " error = CASE WHEN %(state)s = 'failed' THEN %(error)s ELSE rd.error END,"
                 " installed_at = CASE WHEN %(state)s IN ('installing', 'installed')"
@@ -238,7 +242,7 @@ async def apply_progress(conn: Conn, reports: Sequence[ProgressReport]) -> list[
                 " WHERE rd.rollout_id = %(rollout)s AND rd.device_id = %(device)s"
                 " AND r.id = rd.rollout_id AND f.version = %(version)s"
                 " AND rd.state IN ('notified', 'downloading', 'downloaded', 'installing',"
-                " 'installed')"
+                " 'installed', 'verifying')"
                 " RETURNING rd.device_id",
                 {
                     "state": report.state,
