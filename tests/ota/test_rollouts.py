@@ -306,3 +306,51 @@ async def test_a_report_for_no_update_is_kept_as_rejected(fleet: Fleet) -> None:
     (kept,) = rejected.json()["items"]
     assert kept["reason"] == "no_update"
     assert "4242" in kept["detail"]
+
+
+async def test_a_device_joining_a_targeted_group_joins_the_running_rollout(fleet: Fleet) -> None:
+    api, admin = fleet.api, fleet.admin
+    assert (
+        await api.http.post("/api/v1/groups", headers=admin, json={"name": "farm"})
+    ).status_code == 201
+    (first, late) = await devices_on(fleet, 2)
+    joined = await api.http.patch(f"/api/v1/devices/{first}", headers=admin, json={"group": "farm"})
+    assert joined.status_code == 200, joined.text
+    body = {
+        "firmware": {"device_model": MODEL, "version": "1.4.0"},
+        "target": {"groups": ["farm"]},
+        "percentage": 100,
+    }
+    preview = await api.http.post("/api/v1/rollouts/preview", headers=admin, json=body)
+    assert preview.json() == {"targeted": 1, "other_model": 0, "already_on_version": 0, "newer": 0}
+    created = await api.http.post("/api/v1/rollouts", headers=admin, json=body)
+    rollout_id = created.json()["id"]
+    assert created.json()["target"]["groups"] == ["farm"]
+    await fleet.round()
+    assert set(await fleet.states(rollout_id)) == {first}
+
+    moved = await api.http.patch(f"/api/v1/devices/{late}", headers=admin, json={"group": "farm"})
+    assert moved.status_code == 200, moved.text
+    await fleet.round(1)
+    assert await fleet.states(rollout_id) == {first: "notified", late: "notified"}
+    status = await api.http.get(f"/api/v1/devices/{late}/status", headers=admin)
+    assert status.json()["pending_update"] is True
+
+    cancelled = await api.http.patch(
+        f"/api/v1/rollouts/{rollout_id}", headers=admin, json={"action": "cancel"}
+    )
+    assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
+    await fleet.round(1)
+    assert set((await fleet.states(rollout_id)).values()) == {"cancelled"}
+    async with api.pool.connection() as conn:  # the retained offers were taken back
+        cursor = await conn.execute(
+            "SELECT count(*) AS n FROM rollout_devices WHERE rollout_id = %s AND announced",
+            (rollout_id,),
+        )
+        assert (await cursor.fetchone()) == {"n": 0}
+    status = await api.http.get(f"/api/v1/devices/{late}/status", headers=admin)
+    assert status.json()["pending_update"] is False
+    again = await api.http.patch(
+        f"/api/v1/rollouts/{rollout_id}", headers=admin, json={"action": "resume"}
+    )
+    assert again.status_code == 409
