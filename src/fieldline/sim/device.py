@@ -375,6 +375,7 @@ class SimulatedDevice:
                     "unacknowledged publishes at reboot", extra={"device_id": self.device_id}
                 )
             await client.disconnect()
+        await asyncio.sleep(self._options.ota_boot_seconds)
         self._boot_count += 1
         self._started = time.monotonic()
         # stay_connected connects again, and _on_connect announces the version booted.

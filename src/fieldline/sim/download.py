@@ -24,8 +24,9 @@ CHUNK_BYTES = 64 * 1024
 # Consecutive failed requests that brought no new byte before the download gives up.
 MAX_ATTEMPTS = 6
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
-# Answers that will not change by asking again.
-_FINAL_STATUSES = {400, 401, 403, 404, 410, 416}
+# Answers that will not change by asking again. Not 403: a device told of an update may
+# ask before the platform has recorded that it told it.
+_FINAL_STATUSES = {400, 401, 404, 410, 416}
 
 
 class DownloadFailed(Exception):

@@ -68,6 +68,7 @@ class FleetOptions:
     ota_download_delay: float = 0.0  # seconds between Range requests (a slow link)
     ota_chunk_bytes: int = 64 * 1024  # bytes per Range request
     ota_install_seconds: float = 1.0  # writing to flash, between installing and installed
+    ota_boot_seconds: float = 1.0  # a reboot: from the disconnect to connecting again
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -113,8 +114,8 @@ class FleetOptions:
             problems.append("ota percentages must be between 0 and 100")
         if self.ota_fail_percent + self.ota_rollback_percent > 100:
             problems.append("ota_fail_percent and ota_rollback_percent add up to more than 100")
-        if self.ota_download_delay < 0 or self.ota_install_seconds < 0:
-            problems.append("ota_download_delay and ota_install_seconds must not be negative")
+        if min(self.ota_download_delay, self.ota_install_seconds, self.ota_boot_seconds) < 0:
+            problems.append("ota delays must not be negative")
         if self.ota_chunk_bytes < 1:
             problems.append("ota_chunk_bytes must be at least 1")
         if not self.device_type or not self.firmware_version:
