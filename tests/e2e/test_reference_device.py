@@ -1,9 +1,11 @@
 """examples/reference_device.py, the device developer's reference, against `fieldline up`:
-it provisions itself, publishes, applies its configuration and answers a command."""
+it provisions itself, publishes, applies its configuration, answers a command and takes a
+signed firmware update, coming back on the new version."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import signal
 import subprocess
@@ -70,6 +72,52 @@ async def test_the_reference_device_does_what_the_guide_says(
             assert command["result"] == {"pong": True}
 
         await eventually(applied_and_answered, timeout=30)
+
+        # A firmware update: uploaded for its model, rolled out to it alone.
+        image = os.urandom(150_000)
+        async with platform.http() as http:
+            uploaded = await http.post(
+                "/api/v1/firmware",
+                data={"device_model": "reference", "version": "ref-1.1"},
+                files={"file": ("ref.bin", image, "application/octet-stream")},
+            )
+            assert uploaded.status_code == 201, uploaded.text
+            assert uploaded.json()["sha256"] == hashlib.sha256(image).hexdigest()
+            rollout = await http.post(
+                "/api/v1/rollouts",
+                json={
+                    "firmware": {"device_model": "reference", "version": "ref-1.1"},
+                    "target": {"groups": [], "device_ids": [device_id]},
+                    "percentage": 100,
+                    "settle_seconds": 2,
+                },
+            )
+            assert rollout.status_code == 201, rollout.text
+        rollout_id = rollout.json()["id"]
+
+        async def updated() -> None:
+            shown = await api_get(platform, f"/api/v1/rollouts/{rollout_id}")
+            states = [(d["state"], d["from_version"]) for d in shown["devices"]]
+            assert states == [("succeeded", "ref-1.0")], shown
+            device_shown = await api_get(platform, f"/api/v1/devices/{device_id}")
+            assert device_shown["firmware_version"] == "ref-1.1", device_shown
+            assert device_shown["status"] == "online", device_shown
+
+        await eventually(updated, timeout=60, interval=0.5)
+        history = await api_get(platform, f"/api/v1/devices/{device_id}/updates")
+        assert [(u["rollout_id"], u["state"]) for u in history["items"]] == [
+            (rollout_id, "succeeded")
+        ], history
+
+        # It keeps publishing after the reboot.
+        path = f"/api/v1/devices/{device_id}/telemetry/latest"
+        before = (await api_get(platform, path))["metrics"]["temperature"]
+
+        async def publishing_again() -> None:
+            latest = await api_get(platform, path)
+            assert latest["metrics"]["temperature"] != before, latest
+
+        await eventually(publishing_again, timeout=30)
     finally:
         device.send_signal(signal.SIGTERM)
         output, _ = await asyncio.to_thread(device.communicate, timeout=30)
