@@ -33,7 +33,7 @@ function uploadForm(deviceTypes, onUploaded) {
     return labelled;
   };
   const form = h(
-    "form.row-form",
+    "form.row-form.upload-form",
     { "aria-label": "Upload firmware" },
     field("Device model", model),
     field("Version", version),
@@ -84,15 +84,14 @@ function keysCard() {
   api("GET", "/api/v1/firmware/keys")
     .then(({ items }) => fill(body, items.length
       ? h("div.table-wrap", {}, h("table.data", {},
-        h("thead", {}, h("tr", {}, h("th", {}, "Key id"), h("th", {}, "Public key (base64)"), h("th", {}, "Use"))),
+        h("thead", {}, h("tr", {}, h("th", {}, "Key id"), h("th", {}, "Public key (base64)"))),
         h("tbody", {}, items.map((key) => h(
           "tr",
           { dataset: { keyId: key.key_id } },
-          h("td.mono", {}, key.key_id),
-          h("td.break.mono", {}, key.public_key),
-          h("td", {}, key.active
+          h("td", {}, h("div.mono", {}, key.key_id), key.active
             ? h("span.badge.ok", {}, "active: signs new images")
             : h("span.badge.plain", {}, "trusted")),
+          h("td.break.mono", {}, key.public_key),
         )))))
       : empty("No keys", "fieldline makes its signing key at the first start.")))
     .catch((failure) => fill(body, h("div.alert", { role: "alert" }, failure.message)));
