@@ -158,7 +158,8 @@ export async function render(main, ctx) {
   async function remove(image) {
     const name = `${image.device_model} ${image.version}`;
     const ok = await confirmAction(`Delete firmware ${name}?`,
-      "Devices can no longer download it. An image a rollout still uses cannot be deleted.", "Delete image");
+      "Devices can no longer download it, and the finished rollouts that used it are deleted with it. "
+        + "An image a running or paused rollout uses cannot be deleted.", "Delete image");
     if (!ok) return;
     const done = await attempt(table.error, null, async () => {
       await api("DELETE", imagePath(image));
