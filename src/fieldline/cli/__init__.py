@@ -20,6 +20,7 @@ from fieldline.cli.commands import command
 from fieldline.cli.config import config
 from fieldline.cli.devices import device
 from fieldline.cli.export import export
+from fieldline.cli.firmware import firmware, rollout
 from fieldline.cli.groups import group
 from fieldline.cli.provisioning import provisioning_key
 from fieldline.cli.run import api, ingest, migrate, up, worker
@@ -68,5 +69,6 @@ def main() -> None:
 
 
 COMMANDS = (up, api, ingest, worker, migrate, archive, backup, restore, broker, user, device)
-for entry in (*COMMANDS, group, config, command, export, certs, provisioning_key, bench):
+OTHERS = (group, config, command, export, certs, provisioning_key, bench, firmware, rollout)
+for entry in (*COMMANDS, *OTHERS):
     main.add_command(entry)
