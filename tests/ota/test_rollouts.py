@@ -234,6 +234,7 @@ async def test_failures_past_the_threshold_pause_the_rollout_and_no_one_else_is_
         rollout = await fleet.rollout(rollout_id)
     assert rollout["state"] == "paused"
     assert "finished devices failed" in rollout["pause_reason"]
+    assert (rollout["auto_paused"], rollout["paused_by"]) == (True, None)
     told_at_pause = {d for d, s in (await fleet.states(rollout_id)).items() if s != "pending"}
     for _ in range(3):
         await fleet.round(1)
@@ -354,3 +355,60 @@ async def test_a_device_joining_a_targeted_group_joins_the_running_rollout(fleet
         f"/api/v1/rollouts/{rollout_id}", headers=admin, json={"action": "resume"}
     )
     assert again.status_code == 409
+
+
+async def test_a_rollback_whose_status_was_stored_before_its_install_report(fleet: Fleet) -> None:
+    """The report before the reboot and the status after it come on two connections."""
+    (device,) = await devices_on(fleet, 1)
+    rollout_id = await fleet.start([device])
+    await fleet.round()
+    progress = {"rollout_id": rollout_id, "version": "1.4.0", "progress": 100}
+    await fleet.say(device, Uplink.OTA_PROGRESS, {**progress, "state": "installing"})
+    fleet.now += timedelta(seconds=3)
+    await fleet.say(device, Uplink.STATUS, {"status": "online", "firmware_version": "1.3.0"})
+    fleet.now += timedelta(milliseconds=200)
+    await fleet.say(device, Uplink.OTA_PROGRESS, {**progress, "state": "installed"})
+    await fleet.round(10)
+    assert await fleet.states(rollout_id) == {device: "installed"}  # it may yet come back
+    await fleet.round(25)
+    assert await fleet.states(rollout_id) == {device: "rolled_back"}
+
+
+async def test_a_dropped_connection_while_flashing_is_no_rollback(fleet: Fleet) -> None:
+    (device,) = await devices_on(fleet, 1)
+    rollout_id = await fleet.start([device], settle_seconds=0)
+    await fleet.round()
+    progress = {"rollout_id": rollout_id, "version": "1.4.0", "progress": 100}
+    await fleet.say(device, Uplink.OTA_PROGRESS, {**progress, "state": "installing"})
+    fleet.now += timedelta(seconds=2)
+    await fleet.say(device, Uplink.STATUS, {"status": "online", "firmware_version": "1.3.0"})
+    await fleet.round(10)
+    assert await fleet.states(rollout_id) == {device: "installing"}
+    await fleet.say(device, Uplink.OTA_PROGRESS, {**progress, "state": "installed"})
+    fleet.now += timedelta(seconds=2)
+    await fleet.say(device, Uplink.STATUS, {"status": "online", "firmware_version": "1.4.0"})
+    await fleet.round(1)
+    await fleet.round(1)
+    assert await fleet.states(rollout_id) == {device: "succeeded"}
+
+
+async def test_a_pause_by_hand_names_who(fleet: Fleet) -> None:
+    devices = await devices_on(fleet, 2)
+    rollout_id = await fleet.start(devices)
+    paused = await fleet.api.http.patch(
+        f"/api/v1/rollouts/{rollout_id}", headers=fleet.admin, json={"action": "pause"}
+    )
+    body = paused.json()
+    assert (body["state"], body["paused_by"], body["auto_paused"]) == ("paused", "admin", False)
+    await fleet.round(5)
+    assert await fleet.states(rollout_id) == {}  # paused before any device was let in
+    viewer = await fleet.api.user("viewer")
+    refused = await fleet.api.http.patch(
+        f"/api/v1/rollouts/{rollout_id}", headers=viewer, json={"action": "resume"}
+    )
+    assert refused.status_code == 403
+    audit = (await fleet.api.http.get("/api/v1/audit", headers=fleet.admin)).json()["items"]
+    assert [e["action"] for e in audit if e["target_type"] == "rollout"][:2] == [
+        "rollout.pause",
+        "rollout.create",
+    ]

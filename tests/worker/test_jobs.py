@@ -218,4 +218,5 @@ def test_jobs_that_would_share_metrics_or_a_lock_are_refused(
         "alerts": ["alert_evaluate"],
         "notify": ["notify_dispatch"],
         "backup": ["backup", "backup_verify"],
+        "rollouts": ["rollouts"],
     }

@@ -53,6 +53,11 @@ Conn = AsyncConnection[Row]
 # The pace's bucket holds at most this many seconds of notifications: a round late by a
 # moment catches up, a rollout paused for an hour does not tell an hour's worth at once.
 BURST_SECONDS = 2.0
+# A status stored this little before the device's report that it installed may have been
+# sent after it; judged so once the device had ROLLBACK_GRACE to come back on the new one.
+REORDER_WINDOW = timedelta(seconds=5)
+ROLLBACK_GRACE = timedelta(seconds=30)
+INSTALLING = ("installing", "installed")
 
 
 @dataclass(slots=True)
@@ -90,9 +95,38 @@ async def _round(
     )
     for row in await cursor.fetchall():
         async with conn.transaction():
-            await _advance(conn, row["id"], publisher, topics, base_url, now, outcome)
+            offers = await _advance(conn, row["id"], publisher, topics, base_url, now, outcome)
         outcome.rollouts += 1
+        if offers is not None and publisher is not None:
+            outcome.notified += await _offer(conn, offers, publisher, topics, now)
     return outcome
+
+
+@dataclass(frozen=True, slots=True)
+class Offers:
+    """Devices recorded as told (committed), to be told now: a device that fetches its
+    image the moment the message arrives finds itself `notified` already."""
+
+    rollout_id: int
+    devices: list[str]
+    payload: bytes
+
+
+async def _offer(
+    conn: Conn, offers: Offers, publisher: Publisher, topics: TopicScheme, now: datetime
+) -> int:
+    """Publish the offers; the devices the broker did not acknowledge wait again."""
+    messages = [(topics.downlink(d, Downlink.OTA), offers.payload) for d in offers.devices]
+    sent = set(await _publish_all(publisher, messages, retain=True))
+    unsent = [d for i, d in enumerate(offers.devices) if i not in sent]
+    if unsent:
+        await conn.execute(
+            "UPDATE rollout_devices SET state = 'pending', notified_at = NULL, announced = false"
+            " WHERE rollout_id = %s AND device_id = ANY(%s) AND state = 'notified'"
+            " AND notified_at = %s",
+            (offers.rollout_id, unsent, now),
+        )
+    return len(sent)
 
 
 async def _advance(
@@ -103,11 +137,11 @@ async def _advance(
     base_url: str,
     now: datetime,
     outcome: RoundOutcome,
-) -> None:
+) -> Offers | None:
     rollout = await rollout_store.get(conn, rollout_id, lock=True)
     if rollout["state"] not in rollout_store.ACTIVE:  # over: only its messages to clear
         await _clear_finished(conn, rollout, publisher, topics)
-        return
+        return None
     running = rollout["state"] == "running"
     if running:
         await _next_stage(conn, rollout, now)
@@ -115,13 +149,14 @@ async def _advance(
     await _clear_finished(conn, rollout, publisher, topics)
     if running and await _pause_if_failing(conn, rollout, now):
         outcome.paused.append(rollout_id)
-        return
+        return None
     if not running:
-        return
+        return None
     everyone = await _admit(conn, rollout, now)
-    outcome.notified += await _notify(conn, rollout, publisher, topics, base_url, now)
+    offers = await _notify(conn, rollout, publisher, base_url, now)
     if everyone and await _completed(conn, rollout, now):
         outcome.completed.append(rollout_id)
+    return offers
 
 
 async def _next_stage(conn: Conn, rollout: dict[str, Any], now: datetime) -> None:
@@ -141,7 +176,7 @@ async def _judge(conn: Conn, rollout: dict[str, Any], now: datetime, outcome: Ro
     """Move the devices under way on from what they said since they were told."""
     cursor = await conn.execute(
         "SELECT rd.device_id, rd.state, rd.from_version, rd.notified_at, rd.installed_at,"
-        " rd.came_back_at, d.firmware_version, d.last_seen,"
+        " rd.came_back_at, rd.reported_at, d.firmware_version, d.last_seen, d.status,"
         " (SELECT max(e.time) FROM device_status_events e WHERE e.device_id = rd.device_id"
         "   AND e.status = 'online' AND e.time > rd.notified_at) AS online_at,"
         " (SELECT max(e.time) FROM device_status_events e WHERE e.device_id = rd.device_id"
@@ -176,6 +211,27 @@ async def _judge(conn: Conn, rollout: dict[str, Any], now: datetime, outcome: Ro
             outcome.finished[state] = outcome.finished.get(state, 0) + 1
 
 
+def _came_back_on_the_old(
+    device: dict[str, Any], online_at: datetime | None, now: datetime
+) -> bool:
+    """Online again on the old version after installing: a rollback.
+
+    After `installed` the next `online` status is the reboot. The report and that status
+    travel on two connections (before and after the reboot), so the status may be stored
+    a moment before the report: one within REORDER_WINDOW before it counts too, once the
+    device has had ROLLBACK_GRACE to come back on the new version and has not. While
+    `installing`, an `online` status may be a dropped connection during the flash: it
+    counts only when neither `installed` nor the new version followed within the grace.
+    """
+    state = device["state"]
+    if online_at is None or device["status"] != "online" or state not in INSTALLING:
+        return False
+    since: datetime = device["reported_at"] if state == "installed" else device["installed_at"]
+    if state == "installed" and online_at > since:
+        return True
+    return online_at > since - REORDER_WINDOW and now - max(online_at, since) > ROLLBACK_GRACE
+
+
 def _verdict(
     device: dict[str, Any],
     target: str,
@@ -201,8 +257,8 @@ def _verdict(
         return "succeeded", None, None
     if online_at is not None and firmware == target and firmware != device["from_version"]:
         return "verifying", None, online_at
-    installed_at: datetime | None = device["installed_at"]
-    if installed_at is not None and online_at is not None and online_at > installed_at:
+    rolled_back = _came_back_on_the_old(device, online_at, now)
+    if rolled_back:
         return "rolled_back", f"came back on {firmware} after installing {target}", None
     if now - device["notified_at"] > timeout:
         return "timed_out", f"not done {timeout.total_seconds():.0f} s after it was told", None
@@ -350,41 +406,32 @@ async def _notify(
     conn: Conn,
     rollout: dict[str, Any],
     publisher: Publisher | None,
-    topics: TopicScheme,
     base_url: str,
     now: datetime,
-) -> int:
-    """Tell the next pending devices (in place order), as many as the pace allows."""
+) -> Offers | None:
+    """Record the next pending devices (in place order) as told, as many as the pace
+    allows; the caller tells them once this is committed."""
     rate = rollout["max_per_minute"] / 60.0
     elapsed = max((now - rollout["tokens_at"]).total_seconds(), 0.0)
     tokens = min(rollout["tokens"] + elapsed * rate, max(1.0, rate * BURST_SECONDS))
     allowed = math.floor(tokens)
-    told: list[str] = []
+    devices: list[str] = []
     if allowed and publisher is not None and publisher.connected:
         cursor = await conn.execute(
-            "SELECT device_id FROM rollout_devices WHERE rollout_id = %s AND state = 'pending'"
-            " ORDER BY place LIMIT %s",
-            (rollout["id"], allowed),
+            "UPDATE rollout_devices SET state = 'notified', notified_at = %(now)s,"
+            " announced = true WHERE rollout_id = %(id)s AND device_id IN (SELECT device_id"
+            " FROM rollout_devices WHERE rollout_id = %(id)s AND state = 'pending'"
+            " ORDER BY place LIMIT %(allowed)s) RETURNING device_id, place",
+            {"now": now, "id": rollout["id"], "allowed": allowed},
         )
-        devices = [row["device_id"] for row in await cursor.fetchall()]
-        if devices:
-            payload = await _announcement(conn, rollout, base_url)
-            sent = await _publish_all(
-                publisher,
-                [(topics.downlink(device, Downlink.OTA), payload) for device in devices],
-                retain=True,
-            )
-            told = [devices[i] for i in sent]
-    if told:
-        await conn.execute(
-            "UPDATE rollout_devices SET state = 'notified', notified_at = %s, announced = true"
-            " WHERE rollout_id = %s AND device_id = ANY(%s) AND state = 'pending'",
-            (now, rollout["id"], told),
-        )
+        rows = sorted(await cursor.fetchall(), key=lambda row: row["place"])
+        devices = [row["device_id"] for row in rows]
     await rollout_store.update(
-        conn, rollout["id"], {"tokens": tokens - len(told), "tokens_at": now}
+        conn, rollout["id"], {"tokens": tokens - len(devices), "tokens_at": now}
     )
-    return len(told)
+    if not devices:
+        return None
+    return Offers(rollout["id"], devices, await _announcement(conn, rollout, base_url))
 
 
 async def _announcement(conn: Conn, rollout: dict[str, Any], base_url: str) -> bytes:

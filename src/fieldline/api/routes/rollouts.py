@@ -141,6 +141,8 @@ class RolloutOut(BaseModel):
     required: bool
     state: Literal["running", "paused", "completed", "cancelled"]
     pause_reason: str | None
+    paused_by: str | None = Field(description="Who paused it by hand; null otherwise")
+    auto_paused: bool = Field(description="It paused itself: its failures passed the threshold")
     created_by: str | None
     created_at: datetime
     updated_at: datetime
@@ -176,6 +178,8 @@ class RolloutOut(BaseModel):
             required=row["required"],
             state=row["state"],
             pause_reason=row["pause_reason"],
+            paused_by=row["paused_by"],
+            auto_paused=row["state"] == "paused" and row["paused_by"] is None,
             created_by=row["created_by"],
             created_at=row["created_at"],
             updated_at=row["updated_at"],
@@ -345,6 +349,7 @@ async def change_rollout(
                 "state": "paused",
                 "paused_at": now,
                 "pause_reason": f"paused by {user.username}",
+                "paused_by": user.username,
             }
         elif body.action == "resume":
             if state == "running":
@@ -354,6 +359,7 @@ async def change_rollout(
                 "state": "running",
                 "paused_at": None,
                 "pause_reason": None,
+                "paused_by": None,
                 "counting_since": now,  # the abort criteria judge what happens from now
                 "stage_started_at": row["stage_started_at"] + paused_for,  # the schedule waited
                 "tokens_at": now,

@@ -47,6 +47,7 @@ CREATE TABLE rollouts (
     state                  text NOT NULL DEFAULT 'running'
                            CHECK (state IN ('running', 'paused', 'completed', 'cancelled')),
     pause_reason           text,
+    paused_by              text,  -- the user who paused it; NULL when it paused itself
     paused_at              timestamptz,
     counting_since         timestamptz,  -- after a resume the abort criteria count from here
     tokens                 double precision NOT NULL DEFAULT 1,  -- the pace's bucket
@@ -81,3 +82,29 @@ CREATE TABLE rollout_devices (
 CREATE INDEX rollout_devices_device_idx ON rollout_devices (device_id, entered_at DESC);
 CREATE INDEX rollout_devices_open_idx ON rollout_devices (rollout_id, state)
     WHERE finished_at IS NULL OR announced;
+
+-- Devices report firmware progress on devices/{id}/ota/progress (SPEC §2): EMQX's ACL view
+-- offers it as it offers the other uplinks. Otherwise the view of migration 0013; CREATE
+-- OR REPLACE keeps EMQX's grants on it.
+CREATE OR REPLACE VIEW emqx_acl AS
+SELECT
+    d.device_id AS username,
+    'allow'::text AS permission,
+    r.action,
+    coalesce(nullif(current_setting('fieldline.topic_prefix', true), ''), 'devices')
+        || '/' || d.device_id || '/' || r.kind AS topic,
+    d.device_id AS clientid
+FROM devices d
+CROSS JOIN (
+    VALUES
+        ('publish', 'telemetry'),
+        ('publish', 'status'),
+        ('publish', 'heartbeat'),
+        ('publish', 'commands/result'),
+        ('publish', 'ota/progress'),
+        ('subscribe', 'config'),
+        ('subscribe', 'commands'),
+        ('subscribe', 'ota')
+) AS r (action, kind)
+WHERE d.enabled
+  AND lower(d.device_id) NOT LIKE 'fieldline-%';

@@ -16,7 +16,6 @@ const REFRESH_MS = 3000;
 const SHOWN = 200; // devices asked for at once; the state filter reaches the others
 const ORDER = Object.fromEntries(DEVICE_STATES.map(({ state }, i) => [state, i]));
 const OVER = ["completed", "cancelled"];
-const BY_HAND = /^paused by /i;
 
 /** Failures first, then devices still updating, then the rest; by device id within each. */
 function byConcern(a, b) {
@@ -147,9 +146,8 @@ export async function render(main, ctx) {
       buttons.length ? h("div.actions", {}, buttons) : null);
     const reason = rollout.pause_reason || "";
     if (rollout.state === "paused") {
-      // A rollout that stopped itself needs the operator: its reason says why. A pause by
-      // hand reads "paused by <user>" (the API's PATCH).
-      fill(banner, reason && !BY_HAND.test(reason)
+      // A rollout that stopped itself needs the operator: its reason says why.
+      fill(banner, rollout.auto_paused
         ? h("div.alert.pause-banner", { role: "alert" }, h("strong", {}, "Paused by itself: "), reason,
           h("div.pause-hint", {}, "No further device is told until an operator resumes it; devices already updating go on."))
         : h("div.alert.info.pause-banner", {}, h("strong", {}, reason ? `${reason[0].toUpperCase()}${reason.slice(1)}. ` : "Paused. "),
