@@ -199,3 +199,19 @@ async def test_a_device_reached_by_a_rollout_downloads_its_image_by_ranges(
     assert (
         await api.http.get(f"/firmware/{MODEL}/latest", auth=("field-2", outsider))
     ).status_code == 404
+
+
+async def test_lists_come_a_page_at_a_time(api: Api, admin: dict[str, str]) -> None:
+    for n in range(5):
+        assert (await upload(api, admin, f"3.0.{n}", data=b"x" * (n + 1))).status_code == 201
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = (await api.http.get("/api/v1/firmware", headers=admin, params=params)).json()
+        seen += [item["version"] for item in page["items"]]
+        if not (cursor := page["next_cursor"]):
+            break
+    assert seen == [f"3.0.{n}" for n in reversed(range(5))]  # newest first, each once
+    bad = await api.http.get("/api/v1/firmware", headers=admin, params={"cursor": "nonsense"})
+    assert bad.status_code in (400, 422)

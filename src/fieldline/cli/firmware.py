@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 import click
 
-from fieldline.cli.common import api_call, api_options
+from fieldline.cli.common import all_pages, api_call, api_options
 
 
 @click.group()
@@ -68,7 +68,7 @@ def firmware_upload(
 def firmware_list(model: str | None, as_json: bool, **api: Any) -> None:
     """Images, newest first within each model."""
     params = {"device_model": model} if model else {}
-    items = api_call(**api, method="GET", path="/api/v1/firmware", params=params)["items"]
+    items = all_pages(api, "/api/v1/firmware", **params)
     if as_json:
         click.echo(json.dumps(items, indent=1))
         return
@@ -179,7 +179,7 @@ def rollout_create(
 @api_options
 def rollout_list(as_json: bool, **api: Any) -> None:
     """Rollouts, newest first, with their devices per state."""
-    items = api_call(**api, method="GET", path="/api/v1/rollouts")["items"]
+    items = all_pages(api, "/api/v1/rollouts")
     if as_json:
         click.echo(json.dumps(items, indent=1))
         return

@@ -18,6 +18,7 @@ from psycopg.rows import tuple_row
 from fieldline.domain.firmware import Image
 from fieldline.storage.db import Row
 from fieldline.storage.errors import AlreadyExistsError, InUseError, NotFoundError
+from fieldline.storage.paging import Page, decode_cursor, encode_cursor
 
 Conn = AsyncConnection[Row]
 
@@ -110,13 +111,20 @@ async def get_by_id(conn: Conn, firmware_id: int) -> Firmware:
     return Firmware(**row)
 
 
-async def list_firmware(conn: Conn, device_model: str | None = None) -> list[Firmware]:
-    cursor = await conn.execute(
-        "SELECT * FROM firmware WHERE %(model)s::text IS NULL OR device_model = %(model)s"
-        " ORDER BY device_model, uploaded_at DESC, id DESC",
-        {"model": device_model},
-    )
-    return [Firmware(**row) for row in await cursor.fetchall()]
+async def list_firmware(
+    conn: Conn, device_model: str | None = None, *, limit: int = 1000, cursor: str | None = None
+) -> Page[Firmware]:
+    """Images (of one model, or all), newest first, a page at a time."""
+    after = decode_cursor(cursor, 1)
+    rows = await (
+        await conn.execute(
+            "SELECT * FROM firmware WHERE (%(model)s::text IS NULL OR device_model = %(model)s)"
+            " AND (%(after)s::bigint IS NULL OR id < %(after)s) ORDER BY id DESC LIMIT %(n)s",
+            {"model": device_model, "after": after[0] if after else None, "n": limit + 1},
+        )
+    ).fetchall()
+    items = [Firmware(**row) for row in rows[:limit]]
+    return Page(items, encode_cursor(items[-1].id) if len(rows) > limit else None)
 
 
 async def delete(conn: Conn, device_model: str, version: str) -> Firmware:

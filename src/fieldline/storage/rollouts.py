@@ -17,6 +17,7 @@ from psycopg.types.json import Jsonb
 
 from fieldline.storage.db import Row
 from fieldline.storage.errors import NotFoundError
+from fieldline.storage.paging import Page, decode_cursor, encode_cursor
 
 Conn = AsyncConnection[Row]
 
@@ -123,13 +124,19 @@ async def get(conn: Conn, rollout_id: int, *, lock: bool = False) -> dict[str, A
     return dict(row)
 
 
-async def list_rollouts(conn: Conn, state: str | None, limit: int) -> list[dict[str, Any]]:
-    cursor = await conn.execute(
-        _SELECT + " WHERE %(state)s::text IS NULL OR r.state = %(state)s"
-        " ORDER BY r.id DESC LIMIT %(limit)s",
-        {"state": state, "limit": limit},
+async def list_rollouts(
+    conn: Conn, state: str | None, *, limit: int, cursor: str | None
+) -> Page[dict[str, Any]]:
+    """Rollouts (in one state, or all), newest first, a page at a time."""
+    after = decode_cursor(cursor, 1)
+    cursor_rows = await conn.execute(
+        _SELECT + " WHERE (%(state)s::text IS NULL OR r.state = %(state)s)"
+        " AND (%(after)s::bigint IS NULL OR r.id < %(after)s) ORDER BY r.id DESC LIMIT %(n)s",
+        {"state": state, "after": after[0] if after else None, "n": limit + 1},
     )
-    return [dict(row) for row in await cursor.fetchall()]
+    rows = [dict(row) for row in await cursor_rows.fetchall()]
+    items = rows[:limit]
+    return Page(items, encode_cursor(items[-1]["id"]) if len(rows) > limit else None)
 
 
 async def counts(conn: Conn, rollout_ids: Sequence[int]) -> dict[int, dict[str, int]]:

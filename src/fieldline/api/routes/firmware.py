@@ -23,6 +23,7 @@ from fieldline.api.context import ApiContext
 from fieldline.api.deps import Admin, Context, DbConn, Operator, Viewer
 from fieldline.api.device_auth import AnyDevice
 from fieldline.api.errors import ApiError
+from fieldline.api.paging import Cursor, Limit
 from fieldline.domain.firmware import MODEL_PATTERN, VERSION_PATTERN, Image, SignatureError
 from fieldline.ota.keys import KeyConfigurationError
 from fieldline.storage import audit as audit_store
@@ -57,6 +58,7 @@ class FirmwareOut(BaseModel):
 
 class FirmwareList(BaseModel):
     items: list[FirmwareOut]
+    next_cursor: str | None
 
 
 class KeyOut(BaseModel):
@@ -161,10 +163,14 @@ async def list_firmware(
     _: Viewer,
     conn: DbConn,
     device_model: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
 ) -> FirmwareList:
-    """Every image (or one model's), newest first within a model."""
-    items = await firmware_store.list_firmware(conn, device_model)
-    return FirmwareList(items=[FirmwareOut.of(item) for item in items])
+    """Images (or one model's), newest first."""
+    page = await firmware_store.list_firmware(conn, device_model, limit=limit, cursor=cursor)
+    return FirmwareList(
+        items=[FirmwareOut.of(item) for item in page.items], next_cursor=page.next_cursor
+    )
 
 
 @router.get("/api/v1/firmware/keys", response_model=KeyList)
@@ -223,7 +229,7 @@ async def _update_for(
     does not exist, 403 for one this device may not have."""
     record = await device_store.get_device(conn, device.device_id)
     if version == LATEST:
-        if not await firmware_store.list_firmware(conn, device_model):
+        if not (await firmware_store.list_firmware(conn, device_model, limit=1)).items:
             raise ApiError(404, f"no firmware of model {device_model!r}")
         _same_model(device.device_id, record.device_type, device_model)
         update = await rollout_store.open_update(conn, device.device_id)

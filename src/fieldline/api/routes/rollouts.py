@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from fieldline.api.deps import DbConn, Operator, Viewer
 from fieldline.api.errors import ApiError
+from fieldline.api.paging import Cursor, Limit
 from fieldline.domain.firmware import is_downgrade
 from fieldline.storage import audit as audit_store
 from fieldline.storage import devices as device_store
@@ -191,6 +192,7 @@ class RolloutOut(BaseModel):
 
 class RolloutList(BaseModel):
     items: list[RolloutOut]
+    next_cursor: str | None
 
 
 class Preview(BaseModel):
@@ -301,12 +303,16 @@ async def list_rollouts(
     _: Viewer,
     conn: DbConn,
     state: Annotated[Literal["running", "paused", "completed", "cancelled"] | None, Query()] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    limit: Limit = 100,
+    cursor: Cursor = None,
 ) -> RolloutList:
     """Rollouts, newest first, with their counts per device state."""
-    rows = await rollout_store.list_rollouts(conn, state, limit)
-    counts = await rollout_store.counts(conn, [row["id"] for row in rows])
-    return RolloutList(items=[RolloutOut.of(row, counts[row["id"]]) for row in rows])
+    page = await rollout_store.list_rollouts(conn, state, limit=limit, cursor=cursor)
+    counts = await rollout_store.counts(conn, [row["id"] for row in page.items])
+    return RolloutList(
+        items=[RolloutOut.of(row, counts[row["id"]]) for row in page.items],
+        next_cursor=page.next_cursor,
+    )
 
 
 @router.get("/rollouts/{rollout_id}", response_model=RolloutOut, responses=_NOT_FOUND)
