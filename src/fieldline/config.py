@@ -480,6 +480,19 @@ class Settings(BaseSettings):
         parts = urlsplit(self.map_tiles_url)
         return f"{parts.scheme}://{parts.netloc.replace('{s}', '*')}"
 
+    @field_validator("firmware_trusted_keys")
+    @classmethod
+    def _trusted_keys_are_keys(cls, value: str) -> str:
+        from fieldline.domain.firmware import SignatureError, public_key_from_base64
+
+        for text in value.split(","):
+            try:
+                if text.strip():
+                    public_key_from_base64(text)
+            except SignatureError as exc:
+                raise ValueError(f"FIELDLINE_FIRMWARE_TRUSTED_KEYS: {exc}") from exc
+        return value
+
     @field_validator("secret_key")
     @classmethod
     def _secret_key_is_real(cls, value: SecretStr | None) -> SecretStr | None:

@@ -7,18 +7,24 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import subprocess
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import nacl.exceptions
 import nacl.signing
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import ValidationError
 
+from fieldline.api.context import ApiContext
 from fieldline.broker.publisher import Publisher
+from fieldline.config import Settings
 from fieldline.domain.firmware import Image, key_id_of, raw_public, sign
 from fieldline.domain.topics import TopicScheme
 from fieldline.ota.engine import rollout_round
+from fieldline.ota.keys import FirmwareKeys, KeyConfigurationError
 from fieldline.storage.firmware import CHUNK_BYTES
 from tests.api.conftest import Api
 
@@ -215,3 +221,47 @@ async def test_lists_come_a_page_at_a_time(api: Api, admin: dict[str, str]) -> N
     assert seen == [f"3.0.{n}" for n in reversed(range(5))]  # newest first, each once
     bad = await api.http.get("/api/v1/firmware", headers=admin, params={"cursor": "nonsense"})
     assert bad.status_code in (400, 422)
+
+
+async def test_a_signing_key_made_by_openssl_is_used_from_its_file(
+    api: Api, admin: dict[str, str], tmp_path: Path
+) -> None:
+    key_file = tmp_path / "release.pem"
+    subprocess.run(
+        ["openssl", "genpkey", "-algorithm", "ed25519", "-out", str(key_file)], check=True
+    )
+    raw_public_key = subprocess.run(
+        ["openssl", "pkey", "-in", str(key_file), "-pubout", "-outform", "DER"],
+        check=True,
+        capture_output=True,
+    ).stdout[-32:]  # the DER SubjectPublicKeyInfo ends with the 32 raw bytes
+    api.use(
+        ApiContext.build(
+            api.context.settings.model_copy(update={"firmware_signing_key_file": key_file}),
+            pool=api.pool,
+            broker=api.broker,
+            metrics=api.context.metrics,
+        )
+    )
+    (key,) = (await api.http.get("/api/v1/firmware/keys")).json()["items"]
+    assert base64.b64decode(key["public_key"]) == raw_public_key
+    answer = await upload(api, admin, "5.0.0")
+    assert answer.status_code == 201, answer.text
+    nacl.signing.VerifyKey(raw_public_key).verify(
+        manifest(MODEL, "5.0.0", SHA, len(IMAGE)), base64.b64decode(answer.json()["signature"])
+    )
+
+
+def test_keys_that_cannot_work_refuse_to_start(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="FIELDLINE_FIRMWARE_TRUSTED_KEYS"):
+        Settings(data_dir=tmp_path, firmware_trusted_keys="bm90IGEga2V5")  # "not a key"
+    settings = Settings(data_dir=tmp_path, firmware_active_key="0123456789abcdef")
+    with pytest.raises(KeyConfigurationError, match="none of the trusted keys"):
+        FirmwareKeys(settings).check()
+    broken = tmp_path / "broken.pem"
+    broken.write_text("-----BEGIN PRIVATE KEY-----\nnope\n-----END PRIVATE KEY-----\n")
+    with pytest.raises(KeyConfigurationError, match="signing key"):
+        FirmwareKeys(Settings(data_dir=tmp_path, firmware_signing_key_file=broken)).check()
+    FirmwareKeys(Settings(data_dir=tmp_path)).check()  # generated once, kept private
+    generated = tmp_path / "secrets" / "firmware_signing_key.pem"
+    assert generated.stat().st_mode & 0o077 == 0

@@ -92,6 +92,10 @@ class ApiContext:
         """The context of one API process; the signing key is the configured one, else
         the one generated once and kept in the data directory."""
         secret = settings.secret_key
+        _from = _from_settings(settings)
+        # A key that cannot be read or a trusted key that is no key refuses to start, now
+        # rather than at the first upload (the platform's key is generated here if unset).
+        _from["firmware_keys"].check()
         return cls(
             settings=settings,
             pool=pool,
@@ -104,7 +108,7 @@ class ApiContext:
                 else stored_secret(settings.data_dir, "secret_key")
             ),
             latest=LatestMirror(str(pool.conninfo)),  # open_pool is given a URL
-            **_from_settings(settings),
+            **_from,
         )
 
     def with_settings(self, settings: Settings) -> ApiContext:

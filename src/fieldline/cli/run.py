@@ -103,13 +103,14 @@ def up(**overrides: Any) -> None:
     """Run everything: database, broker, ingest and the HTTP API."""
     from fieldline.broker.base import BrokerError
     from fieldline.ops.gctune import tune_for_throughput
+    from fieldline.ota.keys import KeyConfigurationError
     from fieldline.runtime.supervisor import run_platform
 
     settings = load(**overrides)
     tune_for_throughput()
     try:
         run(run_platform(settings, on_ready=functools.partial(_banner, settings)))
-    except BrokerError as exc:  # the broker could not start: its message says why
+    except (BrokerError, KeyConfigurationError) as exc:  # its message says why
         raise click.ClickException(str(exc)) from exc
 
 

@@ -96,7 +96,7 @@ class FirmwareKeys:
 
     def check(self) -> None:
         """Refuse a configuration that cannot work (at start, not at the first upload)."""
-        _ = self.active_key_id
+        _ = self.trusted, self.active_key_id
 
     def sign(self, image: Image) -> Signed:
         """The platform's signature; KeyConfigurationError when the active key is offline."""
