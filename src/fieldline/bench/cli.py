@@ -33,6 +33,10 @@ SCENARIOS: dict[str, tuple[str, str]] = {
         "export",
         "Millions of points exported as CSV and as Parquet: rows/s and the API's peak RSS.",
     ),
+    "ota": (
+        "ota",
+        "500 devices downloading a firmware image at once; a rollout's pace over 10,000 devices.",
+    ),
     "fuzz": (
         "fuzz",
         "Good, duplicate and hostile MQTT messages through `fieldline up`: do the counts add up?",

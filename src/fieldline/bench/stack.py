@@ -54,6 +54,11 @@ class Stack:
     def mqtt_port(self) -> int:
         return self.broker.port
 
+    @property
+    def postgres_pid(self) -> int:
+        """The postmaster's pid (watch it with `usage.tree` for every backend)."""
+        return _postmaster_pid(self.postgres)
+
     async def start_ingest(self, instance: str = "a", **env: str) -> None:
         component = await self.deployment.start_ingest(instance, **env)
         assert component.process is not None
