@@ -206,7 +206,7 @@ async def test_failures_past_the_threshold_pause_the_rollout_and_no_one_else_is_
         devices, max_per_minute=300, abort={"min_finished": 4, "failure_percent": 25}
     )
     await fleet.round()  # 1 token at the start: one device told
-    await fleet.round(1)  # 5 a second, at most 2 s of them at once
+    await fleet.round(1)  # 5 a second, at most 3 s of them at once
     told = [d for d, s in (await fleet.states(rollout_id)).items() if s == "notified"]
     assert 2 <= len(told) < 30
     for device in told[:2]:
@@ -277,7 +277,7 @@ async def test_the_pace_is_kept(fleet: Fleet) -> None:
         await fleet.round(1)
         after = sum(s != "pending" for s in (await fleet.states(rollout_id)).values())
         told.append(after - before)
-    assert max(told) <= 2  # never more than the bucket's two seconds
+    assert max(told) <= 3  # never more than the bucket holds (3 s of them)
     assert 19 <= sum(told) <= 22  # one a second, as asked
 
 

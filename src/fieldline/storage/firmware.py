@@ -39,6 +39,11 @@ class Firmware:
     uploaded_at: datetime
     uploaded_by: str | None
 
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Firmware:
+        """From the row as JSON (`to_jsonb`): its times as text."""
+        return cls(**{**row, "uploaded_at": datetime.fromisoformat(row["uploaded_at"])})
+
     @property
     def image(self) -> Image:
         return Image(self.device_model, self.version, self.sha256, self.size_bytes)

@@ -64,6 +64,52 @@ async def open_update(
     return OpenUpdate(**row) if row is not None else None
 
 
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What decides whether a device may have an image: its model, the image, its update."""
+
+    device_type: str
+    firmware: dict[str, Any] | None  # the firmware row; None: no such image
+    update: OpenUpdate | None
+
+
+async def grant(conn: Conn, device_id: str, device_model: str, version: str) -> Grant | None:
+    """One query for a device's every download request (a resumed download makes many);
+    None when the device does not exist."""
+    row = await (
+        await conn.execute(
+            "SELECT d.device_type, to_jsonb(f) AS firmware, u.rollout_id, u.state,"
+            " u.required, u.allow_downgrade"
+            " FROM devices d"
+            " LEFT JOIN firmware f ON f.device_model = %(model)s AND f.version = %(version)s"
+            " LEFT JOIN LATERAL (SELECT r.id AS rollout_id, rd.state, r.required,"
+            "  r.allow_downgrade FROM rollout_devices rd JOIN rollouts r ON r.id = rd.rollout_id"
+            "  WHERE rd.device_id = d.device_id AND r.firmware_id = f.id"
+            "  AND rd.state = ANY(%(open)s) AND r.state = ANY(%(active)s)"
+            "  ORDER BY rd.notified_at DESC NULLS LAST LIMIT 1) u ON true"
+            " WHERE d.device_id = %(device)s",
+            {
+                "model": device_model,
+                "version": version,
+                "device": device_id,
+                "open": list(OPEN),
+                "active": list(ACTIVE),
+            },
+        )
+    ).fetchone()
+    if row is None:
+        return None
+    firmware = row["firmware"]
+    update = (
+        OpenUpdate(
+            row["rollout_id"], firmware["id"], row["state"], row["required"], row["allow_downgrade"]
+        )
+        if row["rollout_id"] is not None
+        else None
+    )
+    return Grant(row["device_type"], firmware, update)
+
+
 async def create(
     conn: Conn,
     *,

@@ -229,8 +229,8 @@ async def _update_for(
 ) -> tuple[Firmware, rollout_store.OpenUpdate]:
     """The image and the rollout that brought it to this device; 404 for an image that
     does not exist, 403 for one this device may not have."""
-    record = await device_store.get_device(conn, device.device_id)
     if version == LATEST:
+        record = await device_store.get_device(conn, device.device_id)
         if not (await firmware_store.list_firmware(conn, device_model, limit=1)).items:
             raise ApiError(404, f"no firmware of model {device_model!r}")
         _same_model(device.device_id, record.device_type, device_model)
@@ -238,14 +238,17 @@ async def _update_for(
         if update is None:
             raise ApiError(404, f"no update for device {device.device_id!r}")
         return await firmware_store.get_by_id(conn, update.firmware_id), update
-    firmware = await firmware_store.get(conn, device_model, version)
-    _same_model(device.device_id, record.device_type, device_model)
-    update = await rollout_store.open_update(conn, device.device_id, firmware.id)
-    if update is None:
+    granted = await rollout_store.grant(conn, device.device_id, device_model, version)
+    if granted is None:  # deleted since it authenticated
+        raise ApiError(401, f"device {device.device_id!r} no longer exists")
+    if granted.firmware is None:
+        raise ApiError(404, f"no firmware {version} of {device_model}")
+    _same_model(device.device_id, granted.device_type, device_model)
+    if granted.update is None:
         raise ApiError(
             403, f"no running rollout of {version} has reached device {device.device_id!r}"
         )
-    return firmware, update
+    return Firmware.from_row(granted.firmware), granted.update
 
 
 def _same_model(device_id: str, device_type: str, device_model: str) -> None:
