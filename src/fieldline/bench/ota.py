@@ -34,11 +34,12 @@ from psycopg.types.json import Jsonb
 
 from fieldline.bench.connections_seed import DEVICE_HASH_ITERATIONS
 from fieldline.bench.ota_download import Image, download_all
-from fieldline.bench.ota_pacing import BURST_SECONDS, OtaListener, Pace, pace
+from fieldline.bench.ota_pacing import OtaListener, Pace, pace
 from fieldline.bench.report import Result, Table, percentile, publish
 from fieldline.bench.stack import Stack, running_stack
 from fieldline.bench.usage import Usage, pids, tree
 from fieldline.domain.firmware import place
+from fieldline.ota.engine import BURST_SECONDS
 from fieldline.security.passwords import generate_secret, hash_secret
 from fieldline.sim.download import CHUNK_BYTES as SIMULATOR_RANGE_BYTES
 

@@ -28,13 +28,13 @@ from fieldline.bench.report import percentile
 from fieldline.bench.stack import READER, Stack
 from fieldline.broker.base import BrokerEndpoint
 from fieldline.broker.control import DynsecControl
+from fieldline.ota.engine import BURST_SECONDS
 
 OTA_TOPIC = "devices/+/ota"
 CLEAR_TIMEOUT_S = 120.0
 ARRIVAL_WAIT_S = 10.0
-# The engine's bucket holds this many seconds of notifications (ota/engine.BURST_SECONDS):
-# the most any window of W seconds may tell is (W + BURST_SECONDS) x the rate.
-BURST_SECONDS = 2.0
+# The engine's bucket holds BURST_SECONDS of notifications: the most any window of W
+# seconds may tell is (W + BURST_SECONDS) x the rate.
 
 
 @dataclass
