@@ -51,6 +51,13 @@ def seed(platform: Platform) -> tuple[float, float]:
             timeout=30,
         )
         assert sent.status_code == 202 and sent.json()["accepted"] == 60, sent.text
+    image = httpx.post(
+        f"{platform.api_url}/api/v1/firmware",
+        data={"device_model": "freezer-ctl", "version": "3.1.0"},
+        files={"file": ("freezer.bin", bytes(range(256)) * 1200, "application/octet-stream")},
+        headers=headers,
+    )
+    assert image.status_code == 201, image.text
     for name, role in (("olga", "operator"), ("vic", "viewer")):
         made = httpx.post(
             f"{platform.api_url}/api/v1/users",
@@ -67,6 +74,8 @@ def answers(platform: Platform, headers: dict[str, str], start: float, end: floa
         "/api/v1/devices",
         "/api/v1/users",
         "/api/v1/telemetry/latest",
+        "/api/v1/firmware",  # its images, signed by the key the backup holds
+        "/api/v1/firmware/keys",
         *(f"/api/v1/devices/{d}" for d in DEVICES),
         *(f"/api/v1/devices/{d}/telemetry/latest" for d in DEVICES),
         *(
@@ -101,7 +110,9 @@ def test_a_restored_instance_answers_the_api_as_before(root: Path) -> None:
         # Beside the running `up`, on its database, as an operator runs it.
         created = fieldline("backup", "create", "--data-dir", str(first.data_dir), env=kept)
         assert created.returncode == 0, created.stderr
-        secrets = "secrets/database_reader_password, secrets/secret_key"  # what `up` made
+        secrets = (  # what `up` made
+            "secrets/database_reader_password, secrets/firmware_signing_key.pem, secrets/secret_key"
+        )
         assert f"with {secrets} (keep this location private)" in created.stdout
         listed = fieldline("backup", "list", "--data-dir", str(first.data_dir), env=kept)
         assert listed.stdout.count(" complete") == 1, listed.stdout
@@ -115,8 +126,9 @@ def test_a_restored_instance_answers_the_api_as_before(root: Path) -> None:
     assert restored.returncode == 0, restored.stderr
     assert restored.stderr == ""  # its new server stopped cleanly, nothing else to say
     assert "into a new embedded PostgreSQL in" in restored.stdout
-    assert f"and into {second_dir}: secrets/database_reader_password, secrets/secret_key" in (
-        restored.stdout
+    assert (
+        f"and into {second_dir}: secrets/database_reader_password,"
+        " secrets/firmware_signing_key.pem, secrets/secret_key" in restored.stdout
     )
 
     shutil.rmtree(first.data_dir)  # nothing of the first instance is left to lean on
