@@ -361,20 +361,7 @@ class SimulatedDevice:
         client, self._client = self._client, None
         self.stats.connected = False
         if client is not None:
-            client.publish(
-                self._topics.uplink(self.device_id, Uplink.STATUS),
-                payloads.status_offline(uptime_s=self._uptime_s()),
-                qos=1,
-            )
-            self.stats.status_published += 1
-            try:
-                async with asyncio.timeout(DRAIN_TIMEOUT_S):
-                    await self._window.wait_empty()
-            except TimeoutError:
-                log.warning(
-                    "unacknowledged publishes at reboot", extra={"device_id": self.device_id}
-                )
-            await client.disconnect()
+            await self._sign_off(client, "reboot")
         await asyncio.sleep(self._options.ota_boot_seconds)
         self._boot_count += 1
         self._started = time.monotonic()
@@ -398,21 +385,24 @@ class SimulatedDevice:
             await _abandon(client)
             self.stats.connected = False
             return
+        await self._sign_off(client, "shutdown")
+        self.stats.connected = False
+
+    async def _sign_off(self, client: Any, when: str) -> None:
+        """Say offline, wait for the broker to acknowledge everything (so a subscriber sees
+        exactly what the report counts), and disconnect."""
         client.publish(
             self._topics.uplink(self.device_id, Uplink.STATUS),
             payloads.status_offline(uptime_s=self._uptime_s()),
             qos=1,
         )
         self.stats.status_published += 1
-        # Wait for the broker to acknowledge everything, so a subscriber sees
-        # exactly what the report counts.
         try:
             async with asyncio.timeout(DRAIN_TIMEOUT_S):
                 await self._window.wait_empty()
         except TimeoutError:
-            log.warning("unacknowledged publishes at shutdown", extra={"device_id": self.device_id})
+            log.warning(f"unacknowledged publishes at {when}", extra={"device_id": self.device_id})
         await client.disconnect()
-        self.stats.connected = False
 
     @property
     def runs_hot(self) -> bool:
