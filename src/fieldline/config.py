@@ -260,6 +260,12 @@ class Settings(BaseSettings):
         "socket's peer is the client whatever the headers say. Set it behind a proxy, or all "
         "clients share the proxy's limits.",
     )
+    cors_origins: str = Field(
+        "",
+        description="Comma-separated origins (`https://app.example.com`) whose pages may call "
+        "the API from a browser (CORS); each exactly as the browser sends it, scheme, host and "
+        "port. Empty: none, the dashboard is served by the API itself and needs no CORS.",
+    )
     device_hash_iterations: int = Field(
         10_000,
         ge=1_000,
@@ -456,6 +462,28 @@ class Settings(BaseSettings):
                         f"trusted_proxies: {entry!r} is not an address or a network"
                     ) from exc
         return ",".join(entries)
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins_are_origins(cls, value: str) -> str:
+        entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+        for entry in entries:
+            parts = urlsplit(entry)
+            # An origin is what a browser sends in `Origin`: no path, no trailing slash, and
+            # never a wildcard (the API answers with credentials' data).
+            if (
+                parts.scheme not in ("http", "https")
+                or not parts.netloc
+                or entry != f"{parts.scheme}://{parts.netloc}"
+            ):
+                raise ValueError(
+                    f"cors_origins: {entry!r} is not an origin like https://app.example.com"
+                )
+        return ",".join(entries)
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [entry for entry in self.cors_origins.split(",") if entry]
 
     @field_validator("map_tiles_url")
     @classmethod

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
+from fieldline.api.app import create_app
+from fieldline.config import Settings
 from fieldline.ops.metrics import Metrics
 from fieldline.ops.server import ops_app
 from tests.api.conftest import Api
@@ -81,3 +84,73 @@ async def test_the_ops_endpoints_of_ingest_and_worker_are_secured(path: str) -> 
     assert answer.status_code == 200, answer.text
     assert_secured(answer.headers, path)
     assert answer.headers["cache-control"] == "no-store"
+
+
+async def test_strict_transport_security_only_over_https(api: Api) -> None:
+    """HSTS sent over plain HTTP would lock out a site without a certificate: never there.
+    Behind a proxy the scheme comes from a trusted `X-Forwarded-Proto` (tests/deploy)."""
+    plain = await api.http.get("/health")
+    assert "strict-transport-security" not in plain.headers
+    transport = httpx.ASGITransport(app=api.app)
+    async with httpx.AsyncClient(transport=transport, base_url="https://fieldline") as https:
+        for path in ("/health", "/", "/api/v1/devices"):
+            answer = await https.get(path)
+            assert answer.headers["strict-transport-security"] == "max-age=31536000", path
+            assert_secured(answer.headers, path)
+
+
+async def test_cors_is_off_by_default(api: Api) -> None:
+    answer = await api.http.get("/health", headers={"Origin": "https://app.example.com"})
+    assert "access-control-allow-origin" not in answer.headers
+    preflight = await api.http.options(
+        "/api/v1/devices",
+        headers={
+            "Origin": "https://app.example.com",
+            "Access-Control-Request-Method": "GET",
+        },
+    )
+    assert "access-control-allow-origin" not in preflight.headers
+
+
+async def test_cors_answers_the_listed_origins_only(api: Api, admin: dict[str, str]) -> None:
+    settings = api.context.settings.model_copy(
+        update={"cors_origins": "https://app.example.com,http://localhost:5173"}
+    )
+    app = create_app(api.context.with_settings(settings))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://fieldline") as http:
+        for origin in ("https://app.example.com", "http://localhost:5173"):
+            preflight = await http.options(
+                "/api/v1/devices",
+                headers={
+                    "Origin": origin,
+                    "Access-Control-Request-Method": "GET",
+                    "Access-Control-Request-Headers": "authorization",
+                },
+            )
+            assert preflight.status_code == 200, preflight.text
+            assert preflight.headers["access-control-allow-origin"] == origin
+            assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
+            assert_secured(preflight.headers, "preflight")
+            listed = await http.get("/api/v1/devices", headers={**admin, "Origin": origin})
+            assert listed.status_code == 200
+            assert listed.headers["access-control-allow-origin"] == origin
+
+        for other in ("https://evil.example.com", "https://app.example.com:8443"):
+            preflight = await http.options(
+                "/api/v1/devices",
+                headers={"Origin": other, "Access-Control-Request-Method": "GET"},
+            )
+            assert preflight.status_code == 400
+            assert "access-control-allow-origin" not in preflight.headers
+            answer = await http.get("/api/v1/devices", headers={**admin, "Origin": other})
+            assert answer.status_code == 200  # the browser, not the server, withholds it
+            assert "access-control-allow-origin" not in answer.headers
+
+
+@pytest.mark.parametrize(
+    "value", ["*", "https://app.example.com/", "app.example.com", "https://x.example/path"]
+)
+def test_cors_origins_must_be_exact_origins(value: str) -> None:
+    with pytest.raises(ValidationError, match="cors_origins"):
+        Settings(cors_origins=value)

@@ -8,6 +8,7 @@ from typing import Any, get_args
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import RouteContext, iter_route_contexts
+from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute
 
 import fieldline
@@ -146,6 +147,17 @@ def create_app(context: ApiContext) -> FastAPI:
         routes=_own_body_limits(app, settings),
     )
     app.add_middleware(RequestContextMiddleware, metrics=context.metrics)
+    if settings.cors_origin_list:
+        # Off unless configured: only the listed origins, with the bearer token in a header
+        # (no cookies cross origins), and the correlation id readable by the page.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-Correlation-ID"],
+            expose_headers=["X-Correlation-ID"],
+            max_age=600,
+        )
     # Outermost: on every answer, errors too.
     app.add_middleware(SecurityHeadersMiddleware, image_origin=settings.map_tiles_origin)
     return app

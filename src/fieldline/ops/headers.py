@@ -27,6 +27,12 @@ SECURITY_HEADERS = (
 # Answers carry data or credentials: no cache keeps them, unless the response chose its own
 # caching (the dashboard's and /docs' static files revalidate with their ETag).
 _NO_STORE = (b"cache-control", b"no-store")
+# Only on an answer that went out over HTTPS: sent over plain HTTP it would be ignored by
+# browsers at best, and would lock a site that has no certificate out at worst. A request
+# came over HTTPS when its scheme says so, directly or, from a proxy in
+# FIELDLINE_TRUSTED_PROXIES only, by its `X-Forwarded-Proto` (uvicorn rewrites the scheme).
+# No includeSubDomains: other hosts under the same domain are not fieldline's to promise.
+STRICT_TRANSPORT_SECURITY = (b"strict-transport-security", b"max-age=31536000")
 
 
 class SecurityHeadersMiddleware:
@@ -52,6 +58,8 @@ class SecurityHeadersMiddleware:
                 for name, value in self.headers:
                     if name not in present:
                         headers.append((name, value))
+                if scope.get("scheme") == "https":
+                    headers.append(STRICT_TRANSPORT_SECURITY)
                 message = {**message, "headers": headers}
             await send(message)
 
