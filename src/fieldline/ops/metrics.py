@@ -280,6 +280,13 @@ class Metrics:
             "Notifications waiting for delivery (as the dispatcher last counted)",
             registry=r,
         )
+        self.certificate_expiry = Gauge(
+            "fieldline_certificate_expiry_timestamp_seconds",
+            "When each configured MQTT TLS certificate file expires (its notAfter, Unix "
+            "time), as the worker's certificates job last read it",
+            ["file"],
+            registry=r,
+        )
         self._backup_metrics()
 
     def _backup_metrics(self) -> None:
