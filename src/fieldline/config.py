@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -671,6 +671,15 @@ def retention_refusal(raw: int, hourly: int, daily: int, dedup_window: int) -> s
 def load_settings(**overrides: Any) -> Settings:
     """Build Settings from the environment, the TOML file and CLI overrides."""
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def settings_problems(exc: ValidationError) -> list[str]:
+    """Each refused setting of `exc` as one line: where, then why."""
+    return [
+        f"{'.'.join(str(p) for p in error['loc']) or 'settings'}: "
+        f"{error['msg'].removeprefix('Value error, ')}"
+        for error in exc.errors()
+    ]
 
 
 def environment(settings: Settings) -> dict[str, str]:

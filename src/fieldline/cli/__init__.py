@@ -19,6 +19,7 @@ from fieldline.cli.certs import certs
 from fieldline.cli.commands import command
 from fieldline.cli.config import config
 from fieldline.cli.devices import device
+from fieldline.cli.doctor import doctor
 from fieldline.cli.export import export
 from fieldline.cli.firmware import firmware, rollout
 from fieldline.cli.groups import group
@@ -69,6 +70,6 @@ def main() -> None:
 
 
 COMMANDS = (up, api, ingest, worker, migrate, archive, backup, restore, broker, user, device)
-OTHERS = (group, config, command, export, certs, provisioning_key, bench, firmware, rollout)
+OTHERS = (group, config, command, export, certs, provisioning_key, bench, firmware, rollout, doctor)
 for entry in (*COMMANDS, *OTHERS):
     main.add_command(entry)

@@ -22,15 +22,13 @@ def load(**overrides: Any) -> Settings:
     """The command's settings (environment, file, options), with logging configured."""
     from pydantic import ValidationError
 
-    from fieldline.config import load_settings
+    from fieldline.config import load_settings, settings_problems
     from fieldline.ops.logging import configure_logging
 
     try:
         settings = load_settings(**overrides)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
-        )
+        problems = "; ".join(settings_problems(exc))
         raise click.ClickException(f"invalid settings: {problems}") from exc
     configure_logging(level=settings.log_level, fmt=settings.log_format)
     return settings

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fieldline.ops.files import PRIVATE_FILE, write_atomically
+from fieldline.ops.process import command_line, is_fieldline_command
 
 LOCK_NAME = "fieldline.lock"
 PRIVATE_DIR = 0o700
@@ -62,6 +63,20 @@ class DataDirLock:
         with contextlib.suppress(OSError):
             os.ftruncate(self._fd, 0)  # the next reader sees no holder
         os.close(self._fd)
+
+
+def running_holder(data_dir: Path) -> Holder | None:
+    """The live process its lock file names, or None; creates nothing and takes no lock
+    (a probe of the lock could refuse an `up` starting at that instant)."""
+    lock_file = data_dir / LOCK_NAME
+    if not lock_file.is_file():
+        return None
+    holder = holder_of(lock_file)
+    if holder.pid is None:
+        return None  # released (emptied), or being taken right now
+    # A killed holder leaves its line behind, and its pid may be another process's now.
+    args = command_line(holder.pid)
+    return holder if args is not None and is_fieldline_command(args) else None
 
 
 def holder_of(lock_file: Path) -> Holder:

@@ -195,6 +195,18 @@ def _command_line_from_ps(pid: int) -> list[str] | None:
     return listed.stdout.split() or None
 
 
+def is_fieldline_command(args: list[str]) -> bool:
+    """Whether these arguments run fieldline: `fieldline ...`, `python -m fieldline ...`
+    or `uv run fieldline ...`."""
+    for arg in args:  # the program, past launchers and their options
+        name = Path(arg).name
+        if name == "fieldline":
+            return True
+        if not (arg.startswith("-") or name.startswith("python") or name in ("uv", "run")):
+            return False
+    return False
+
+
 def read_pid_file(path: Path) -> int | None:
     try:
         return int(path.read_text().split()[0])

@@ -127,6 +127,20 @@ def certificate_fingerprint(cert: x509.Certificate) -> str:
     return cert.fingerprint(hashes.SHA256()).hex(":").upper()
 
 
+def read_certificate(path: Path) -> x509.Certificate:
+    """The first certificate of a PEM file; OSError when unreadable, ValueError when not PEM."""
+    return x509.load_pem_x509_certificate(path.read_bytes())
+
+
+def key_matches(cert: x509.Certificate, key_file: Path) -> bool:
+    """Whether the unencrypted PEM private key in `key_file` is `cert`'s (OSError when
+    unreadable, ValueError or TypeError when not an unencrypted key)."""
+    key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        return False
+    return _spki(cert.public_key()) == _spki(key.public_key())
+
+
 def client_ssl_context(ca_file: Path) -> ssl.SSLContext:
     """TLS for a client that trusts only `ca_file` and checks the server's name."""
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file))

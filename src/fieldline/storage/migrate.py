@@ -34,11 +34,11 @@ def available_migrations() -> list[Migration]:
 
 
 async def pending_migrations(conn: psycopg.AsyncConnection[Any]) -> list[Migration]:
-    applied = await _applied_versions(conn)
+    applied = await applied_versions(conn)
     return [m for m in available_migrations() if m.version not in applied]
 
 
-async def _applied_versions(conn: psycopg.AsyncConnection[Any]) -> set[int]:
+async def applied_versions(conn: psycopg.AsyncConnection[Any]) -> set[int]:
     async with conn.cursor(row_factory=tuple_row) as cur:
         await cur.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
         exists = await cur.fetchone()
