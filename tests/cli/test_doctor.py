@@ -243,3 +243,33 @@ def test_placeholder_secrets_are_refused_with_what_to_set(env: dict[str, str]) -
     assert "FIELDLINE_SECRET_KEY is a placeholder" in checks["settings"]["found"]
     assert list(checks) == ["settings"]  # nothing else can be checked without settings
     assert "1 problem: fix the problems above" in text
+
+
+def test_beside_a_running_up_its_ports_database_and_broker_are_fieldline_own(
+    env: dict[str, str], workdir: Path, mosquitto_installed: None
+) -> None:
+    from tests.e2e.conftest import start_platform, stop_platform
+
+    settings = {**env, "FIELDLINE_BROKER": "mosquitto"}
+    up = start_platform(
+        "doctor",
+        {"FIELDLINE_BROKER": "mosquitto"},
+        Path(env["FIELDLINE_DATA_DIR"]),
+        http_port=int(env["FIELDLINE_HTTP_PORT"]),
+        mqtt_port=int(env["FIELDLINE_MQTT_PORT"]),
+    )
+    try:
+        code, checks, text = doctor(settings)
+    finally:
+        assert stop_platform(up) == 0
+
+    assert code == 0, text
+    for port in ("HTTP port", "MQTT port"):
+        assert checks[port]["status"] == "ok"
+        assert " is fieldline's own (pid " in checks[port]["found"], text
+    assert checks["database"]["found"] == (
+        f"reachable: the embedded PostgreSQL of `fieldline up` (pid {up.process.pid})"
+    )
+    assert checks["migrations"]["status"] == "ok"
+    assert checks["broker"]["status"] == "ok"
+    assert "accepts MQTT at 127.0.0.1:" in checks["broker"]["found"]
