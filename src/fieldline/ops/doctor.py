@@ -18,11 +18,13 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from pydantic import ValidationError
 
 from fieldline.config import BrokerKind, Settings, load_settings, settings_problems
 from fieldline.ops import listeners
+from fieldline.security.certs import key_matches, read_certificate
 
 Clock = Callable[[], dt.datetime]
 
@@ -90,6 +92,7 @@ def check_settings(**overrides: Any) -> tuple[list[Finding], Settings | None]:
 
 async def diagnose(settings: Settings, *, clock: Clock = _utc_now) -> list[Finding]:
     """Every check after settings, in the order a person would fix them."""
+    # Here, not at the top: those checks import this module's types.
     from fieldline.ops.doctor_servers import broker_checks, database_checks
 
     findings = list(check_ports(settings))
@@ -166,10 +169,6 @@ def _port_finding(check: str, host: str, port: int, setting: str) -> Finding:
 
 def check_certificates(settings: Settings, *, now: dt.datetime) -> list[Finding]:
     """The MQTT TLS files: those configured, or those `fieldline certs` left in the data dir."""
-    from cryptography import x509
-
-    from fieldline.security.certs import key_matches, read_certificate
-
     managed_tls = settings.broker != BrokerKind.EXTERNAL and settings.mqtt_tls_port is not None
     external_tls = settings.broker == BrokerKind.EXTERNAL and settings.broker_tls
     files = [
@@ -207,7 +206,7 @@ def check_certificates(settings: Settings, *, now: dt.datetime) -> list[Finding]
         findings.append(_expiry(label, path, cert, now))
     server = loaded.get("TLS certificate")
     if server is not None:
-        findings.append(_key_finding(settings.tls_key_file, server, key_matches))
+        findings.append(_key_finding(settings.tls_key_file, server))
         ca = loaded.get("TLS CA")
         if ca is not None:
             try:
@@ -227,8 +226,8 @@ def check_certificates(settings: Settings, *, now: dt.datetime) -> list[Finding]
     return findings
 
 
-def _expiry(label: str, path: Path, cert: Any, now: dt.datetime) -> Finding:
-    expires: dt.datetime = cert.not_valid_after_utc
+def _expiry(label: str, path: Path, cert: x509.Certificate, now: dt.datetime) -> Finding:
+    expires = cert.not_valid_after_utc
     left = expires - now
     renew = (
         "`fieldline certs --force` makes a new CA (every device must be given its ca.crt)"
@@ -252,7 +251,7 @@ def _expiry(label: str, path: Path, cert: Any, now: dt.datetime) -> Finding:
     return Finding(label, Status.OK, when)
 
 
-def _key_finding(key_file: Path, cert: Any, key_matches: Callable[[Any, Path], bool]) -> Finding:
+def _key_finding(key_file: Path, cert: x509.Certificate) -> Finding:
     fix = "write the pair again with `fieldline certs`, or name the matching key"
     try:
         matches = key_matches(cert, key_file)

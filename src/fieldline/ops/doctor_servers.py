@@ -64,7 +64,7 @@ async def _on_database(
 ) -> tuple[list[Finding], Registry]:
     try:
         conn = await psycopg.AsyncConnection.connect(
-            url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS
+            url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS, row_factory=dict_row
         )
     except psycopg.OperationalError as exc:
         problem = _connect_problem(settings, exc)
@@ -78,8 +78,7 @@ async def _on_database(
         if migrations.status == Status.OK and _administered(settings):
             from fieldline.storage.devices import all_device_access
 
-            conn.row_factory = dict_row  # type: ignore[assignment]
-            registry = await all_device_access(conn)  # type: ignore[arg-type]
+            registry = await all_device_access(conn)
     return findings, registry
 
 
