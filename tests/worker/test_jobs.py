@@ -212,6 +212,7 @@ def test_jobs_that_would_share_metrics_or_a_lock_are_refused(
             "forget_ingest_activity",
             "forget_provisioning_signatures",
             "config_delivery",
+            "certificates",
         ],
         "retention": ["retention", "storage_accounting"],
         "command-dispatch": ["command_dispatch"],

@@ -24,6 +24,7 @@ from fieldline.ota.jobs import ota_jobs
 from fieldline.storage.db import Pool
 from fieldline.worker.archive import archive_jobs
 from fieldline.worker.backup import backup_jobs
+from fieldline.worker.certificates import certificate_jobs
 from fieldline.worker.housekeeping import housekeeping_jobs
 from fieldline.worker.jobs import Job, JobSource, Schedule, WorkerContext
 from fieldline.worker.retention import retention_jobs
@@ -42,6 +43,7 @@ FEATURES: tuple[JobSource, ...] = (
     notify_jobs,
     backup_jobs,
     ota_jobs,
+    certificate_jobs,
 )
 
 
