@@ -135,6 +135,10 @@ async def test_ingest_down_fires_when_ingest_stops(
                         'fieldline_ingest_broker_connected{job="fieldline-ingest"} == 1'
                     )
 
+                async def ready() -> bool:
+                    return (await http.get("/-/ready")).status_code == 200
+
+                await wait_for("Prometheus ready", ready, log)
                 await wait_for("every fieldline target up", all_up, log)
                 await wait_for("ingest's metrics scraped", scraped_fieldline_metrics, log)
 
