@@ -412,3 +412,23 @@ async def test_a_pause_by_hand_names_who(fleet: Fleet) -> None:
         "rollout.pause",
         "rollout.create",
     ]
+
+
+async def test_a_last_will_arriving_after_the_reboot_is_not_a_failure(fleet: Fleet) -> None:
+    """A device that reboots without disconnecting: the broker publishes the old session's
+    will when the new one takes its place, which may be after the device said online."""
+    (device,) = await devices_on(fleet, 1)
+    rollout_id = await fleet.start([device], settle_seconds=30)
+    await fleet.round()
+    progress = {"rollout_id": rollout_id, "version": "1.4.0", "progress": 100}
+    await fleet.say(device, Uplink.OTA_PROGRESS, {**progress, "state": "installed"})
+    fleet.now += timedelta(seconds=3)
+    await fleet.say(device, Uplink.STATUS, {"status": "online", "firmware_version": "1.4.0"})
+    fleet.now += timedelta(milliseconds=300)
+    await fleet.say(device, Uplink.STATUS, {"status": "offline"})  # the will, late
+    await fleet.round(1)
+    assert await fleet.states(rollout_id) == {device: "verifying"}
+    fleet.now += timedelta(seconds=5)
+    await fleet.say(device, Uplink.TELEMETRY, {"temperature": 21.5})  # it goes on reporting
+    await fleet.round(30)
+    assert await fleet.states(rollout_id) == {device: "succeeded"}

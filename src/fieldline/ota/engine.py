@@ -229,9 +229,11 @@ def _came_back_on_the_old(
     device has had ROLLBACK_GRACE to come back on the new version and has not. While
     `installing`, an `online` status may be a dropped connection during the flash: it
     counts only when neither `installed` nor the new version followed within the grace.
+    The `online` status is the proof, whatever came after it: the last will of the
+    session the reboot cut off may arrive later still.
     """
     state = device["state"]
-    if online_at is None or device["status"] != "online" or state not in INSTALLING:
+    if online_at is None or state not in INSTALLING:
         return False
     since: datetime = device["reported_at"] if state == "installed" else device["installed_at"]
     if state == "installed" and online_at > since:
@@ -254,12 +256,21 @@ def _verdict(
         came_back: datetime = device["came_back_at"]
         if firmware != target:
             return "rolled_back", f"went back to {firmware} while settling", None
-        if offline_at is not None and offline_at > came_back:
-            seconds = (offline_at - came_back).total_seconds()
-            return "failed", f"went offline {seconds:.0f} s after coming back on {target}", None
         if now < came_back + settle:
             return None
-        if settle and (device["last_seen"] is None or device["last_seen"] <= came_back):
+        last_seen: datetime | None = device["last_seen"]
+        # Offline since it came back, and nothing heard after: down. An offline status
+        # followed by readings is not: a broker publishes the last will of the session
+        # the reboot cut off when the new one takes its place, which may be just after
+        # the device said it was online again.
+        if (
+            offline_at is not None
+            and offline_at > came_back
+            and (last_seen is None or last_seen <= offline_at)
+        ):
+            seconds = (offline_at - came_back).total_seconds()
+            return "failed", f"went offline {seconds:.0f} s after coming back on {target}", None
+        if settle and (last_seen is None or last_seen <= came_back):
             return "failed", f"silent for the {settle.total_seconds():.0f} s after its reboot", None
         return "succeeded", None, None
     if online_at is not None and firmware == target and firmware != device["from_version"]:
