@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 import re
@@ -275,51 +274,3 @@ async def test_export_writes_a_devices_points_as_csv(platform: Platform, tmp_pat
     assert table.column("time")[0].as_py() == start
     unknown = fieldline("export", "--device", "nobody-here", env=api)
     assert unknown.returncode == 1 and "no such device: nobody-here" in unknown.stderr
-
-
-def test_firmware_and_rollouts_through_the_cli(platform: Platform, tmp_path: Path) -> None:
-    api = {
-        "FIELDLINE_API_URL": platform.api_url,
-        "FIELDLINE_API_USERNAME": "admin",
-        "FIELDLINE_API_PASSWORD": ADMIN_PASSWORD,
-    }
-    image = tmp_path / "valve.bin"
-    image.write_bytes(os.urandom(70_000))
-    uploaded = fieldline(
-        "firmware", "upload", str(image), "--model", "valve-v1", "--version", "2.0.0", env=api
-    )
-    assert uploaded.returncode == 0, uploaded.stderr
-    assert hashlib.sha256(image.read_bytes()).hexdigest() in uploaded.stdout
-    listed = json.loads(
-        fieldline("firmware", "list", "--model", "valve-v1", "--json", env=api).stdout
-    )
-    assert [(i["version"], i["size_bytes"]) for i in listed] == [("2.0.0", 70_000)]
-    keys = fieldline("firmware", "keys", env=api)
-    assert keys.returncode == 0 and keys.stdout.rstrip().endswith("active"), keys.stdout
-    again = fieldline(
-        "firmware", "upload", str(image), "--model", "valve-v1", "--version", "2.0.0", env=api
-    )
-    assert again.returncode == 1 and "409" in again.stderr
-
-    for device_id in ("valve-1", "valve-2"):
-        made = fieldline("device", "create", device_id, "--type", "valve-v1", env=api)
-        assert made.returncode == 0, made.stderr
-    created = fieldline(
-        "rollout", "create", "--model", "valve-v1", "--version", "2.0.0",
-        "--device", "valve-1", "--device", "valve-2", "--stage", "1", "--stage", "100%@3600",
-        env=api,
-    )  # fmt: skip
-    assert created.returncode == 0, created.stderr
-    assert "2 devices targeted" in created.stdout, created.stdout
-    rollout_id = re.search(r"rollout (\d+)", created.stdout)
-    assert rollout_id is not None
-    number = rollout_id.group(1)
-    shown = json.loads(fieldline("rollout", "show", number, "--json", env=api).stdout)
-    assert [s.get("devices") or s.get("percentage") for s in shown["stages"]] == [1, 100]
-    for action, state in (("pause", "paused"), ("resume", "running"), ("cancel", "cancelled")):
-        changed = fieldline("rollout", action, number, env=api)
-        assert changed.returncode == 0, changed.stderr
-        assert f"rollout {number}: {state}" in changed.stdout
-    refused = fieldline("rollout", "raise", number, "50", env=api)
-    assert refused.returncode == 1 and "cancelled" in refused.stderr
-    assert f"{number}  cancelled" in fieldline("rollout", "list", env=api).stdout
