@@ -292,7 +292,7 @@ async def _clear_finished(
     cursor = await conn.execute(
         "SELECT device_id FROM rollout_devices WHERE rollout_id = %s AND announced"
         " AND state <> ALL(%s) LIMIT 1000",
-        (rollout["id"], ["notified", *OPEN]),
+        (rollout["id"], list(OPEN)),
     )
     devices = [row["device_id"] for row in await cursor.fetchall()]
     cleared = await _publish_all(
@@ -412,10 +412,9 @@ async def _admit(conn: Conn, rollout: dict[str, Any], now: datetime) -> bool:
 async def _busy_elsewhere(conn: Conn, rollout_id: int, device_ids: list[str]) -> set[str]:
     cursor = await conn.execute(
         "SELECT rd.device_id FROM rollout_devices rd JOIN rollouts r ON r.id = rd.rollout_id"
-        " WHERE rd.device_id = ANY(%s) AND rd.rollout_id <> %s AND r.state IN ('running',"
-        " 'paused') AND rd.state IN ('pending', 'notified', 'downloading', 'downloaded',"
-        " 'installing', 'installed', 'verifying')",
-        (device_ids, rollout_id),
+        " WHERE rd.device_id = ANY(%s) AND rd.rollout_id <> %s AND r.state = ANY(%s)"
+        " AND rd.state = ANY(%s)",
+        (device_ids, rollout_id, list(rollout_store.ACTIVE), ["pending", *OPEN]),
     )
     return {row["device_id"] for row in await cursor.fetchall()}
 

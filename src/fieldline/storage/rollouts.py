@@ -28,7 +28,6 @@ FAILURES = ("failed", "rolled_back", "timed_out")
 FINISHED = ("succeeded", *FAILURES)
 TERMINAL = (*FINISHED, "skipped", "cancelled")
 DEVICE_STATES = ("pending", *OPEN, *TERMINAL)
-REPORTED = ("downloading", "downloaded", "installing", "installed", "failed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,9 +250,8 @@ async def cancel_devices(conn: Conn, rollout_id: int) -> int:
     """Every device of the rollout not finished is cancelled; answer how many."""
     cursor = await conn.execute(
         "UPDATE rollout_devices SET state = 'cancelled', finished_at = now()"
-        " WHERE rollout_id = %s AND state NOT IN ('succeeded', 'failed', 'rolled_back',"
-        " 'timed_out', 'skipped', 'cancelled')",
-        (rollout_id,),
+        " WHERE rollout_id = %s AND state <> ALL(%s)",
+        (rollout_id, list(TERMINAL)),
     )
     return cursor.rowcount
 
@@ -294,10 +292,10 @@ async def apply_progress(conn: Conn, reports: Sequence[ProgressReport]) -> list[
                 " FROM rollouts r JOIN firmware f ON f.id = r.firmware_id"
                 " WHERE rd.rollout_id = %(rollout)s AND rd.device_id = %(device)s"
                 " AND r.id = rd.rollout_id AND f.version = %(version)s"
-                " AND rd.state IN ('notified', 'downloading', 'downloaded', 'installing',"
-                " 'installed', 'verifying')"
+                " AND rd.state = ANY(%(open)s)"
                 " RETURNING rd.device_id",
                 {
+                    "open": list(OPEN),
                     "state": report.state,
                     "time": report.received_at,
                     "progress": report.progress,
