@@ -48,8 +48,9 @@ async def applied_versions(conn: psycopg.AsyncConnection[Any]) -> set[int]:
         return {int(version) for (version,) in await cur.fetchall()}
 
 
-async def migrate(url: str) -> list[Migration]:
-    """Apply every pending migration; answer the ones applied now."""
+async def migrate(url: str, *, up_to: int | None = None) -> list[Migration]:
+    """Apply every pending migration, or those numbered up to `up_to` (the schema a
+    release ended at, storage/releases.py); answer the ones applied now."""
     applied_now: list[Migration] = []
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         await conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
@@ -60,6 +61,8 @@ async def migrate(url: str) -> list[Migration]:
                 " applied_at timestamptz NOT NULL DEFAULT now())"
             )
             for migration in await pending_migrations(conn):
+                if up_to is not None and migration.version > up_to:
+                    break
                 async with conn.transaction():
                     await conn.execute(migration.sql.encode())
                     await conn.execute(
