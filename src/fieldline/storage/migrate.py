@@ -63,12 +63,17 @@ async def migrate(url: str, *, up_to: int | None = None) -> list[Migration]:
             for migration in await pending_migrations(conn):
                 if up_to is not None and migration.version > up_to:
                     break
-                async with conn.transaction():
-                    await conn.execute(migration.sql.encode())
-                    await conn.execute(
-                        "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
-                        (migration.version, migration.name),
-                    )
+                try:
+                    async with conn.transaction():
+                        await conn.execute(migration.sql.encode())
+                        await conn.execute(
+                            "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                            (migration.version, migration.name),
+                        )
+                except psycopg.Error as exc:
+                    # PostgreSQL's message does not say which file it came from.
+                    exc.add_note(f"in migration {migration.version:04d}_{migration.name}")
+                    raise
                 log.info(
                     "migration applied",
                     extra={"version": migration.version, "migration": migration.name},
