@@ -386,6 +386,14 @@ class Settings(BaseSettings):
         "`s3://` archive and backup URLs; unset = AWS. Credentials and region come from the "
         "usual `AWS_*` variables.",
     )
+    heartbeat_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="How often every fieldline process records that it is alive, with its "
+        "vitals, for the health checks and the admin health page; a process silent for 6 "
+        "of these is down.",
+    )
     worker_interval_seconds: float = Field(
         60.0, gt=0, description="How often the worker runs its housekeeping jobs."
     )

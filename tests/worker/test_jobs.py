@@ -117,6 +117,14 @@ async def test_a_failing_job_is_logged_counted_and_retried_without_stopping_the_
     failures = [r for r in caplog.records if r.getMessage() == "worker job failed"]
     assert failures and {getattr(r, "job", None) for r in failures} == {"broken"}
     assert "no_such_column" in (failures[0].exc_text or "")
+    # What the heartbeat reports (the admin health page, the worker_job_failing check).
+    jobs = worker.report()["jobs"]
+    assert jobs["broken"]["outcome"] == "failed"
+    assert jobs["broken"]["failures_in_a_row"] == ran["broken"]
+    assert "UndefinedColumn" in jobs["broken"]["error"]
+    assert jobs["broken"]["last_done"] is None
+    assert jobs["after"]["outcome"] == "done" and jobs["after"]["failures_in_a_row"] == 0
+    assert jobs["after"]["last_done"] == jobs["after"]["at"]
 
 
 async def test_a_job_that_did_all_it_may_at_once_runs_again_without_waiting(
@@ -220,4 +228,5 @@ def test_jobs_that_would_share_metrics_or_a_lock_are_refused(
         "notify": ["notify_dispatch"],
         "backup": ["backup", "backup_verify"],
         "rollouts": ["rollouts"],
+        "health": ["health"],
     }

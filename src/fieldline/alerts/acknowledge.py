@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from fieldline.alerts.body import Event
 from fieldline.alerts.enqueue import enqueue
-from fieldline.notify.failing import channel_alert_acknowledged
+from fieldline.notify.failing import told_everyone_acknowledged
 from fieldline.storage import alert_state as state_store
 from fieldline.storage import alerts as alert_store
 from fieldline.storage import audit
@@ -36,8 +36,8 @@ async def acknowledge(conn: Conn, alert_id: int, *, username: str, note: str | N
             target_id=str(alert_id),
             detail={"note": note} if note else None,
         )
-        if alert.kind == "channel":
-            await channel_alert_acknowledged(conn, alert)
+        if alert.kind in ("channel", "system"):
+            await told_everyone_acknowledged(conn, alert)
         else:
             rule = (
                 None if alert.rule_id is None else await state_store.rule_by_id(conn, alert.rule_id)

@@ -54,6 +54,7 @@ from fieldline.api.routes import (
     silences,
     storage,
     streams,
+    system,
     telemetry,
     users,
 )
@@ -135,6 +136,7 @@ def create_app(context: ApiContext) -> FastAPI:
         group_ops,
         firmware,
         rollouts,
+        system,
     ):
         app.include_router(module.router)
     app.include_router(auth.keys_router)

@@ -27,11 +27,11 @@ log = logging.getLogger(__name__)
 Conn = AsyncConnection[Row]
 
 
-async def _body(
+async def alert_body(
     conn: Conn, alert_id: int, event: Event, summary: str
 ) -> tuple[alert_store.StoredAlert, dict[str, Any]]:
-    """The alert's webhook body (alerts.body, the one SPEC §6 shape), with the channel's
-    own summary line."""
+    """The alert's webhook body (alerts.body, the one SPEC §6 shape), with its own
+    summary line: for the alerts no rule makes (a channel's, fieldline's own)."""
     now = datetime.now(UTC)
     alert = await alert_store.get_alert(conn, alert_id, now)
     assert alert is not None  # opened, resolved or acknowledged in this transaction
@@ -39,23 +39,23 @@ async def _body(
     return alert, body | {"summary": summary}
 
 
-async def _tell_others(
-    conn: Conn, alert: alert_store.StoredAlert, channel_id: int, body: dict[str, Any]
+async def tell_channels(
+    conn: Conn, alert: alert_store.StoredAlert, body: dict[str, Any], *, excluding: int | None
 ) -> None:
-    others = await channel_store.enabled_channel_ids(conn, excluding=channel_id)
+    """Queue `body` for every enabled channel but `excluding` (never silenced)."""
+    others = await channel_store.enabled_channel_ids(conn, excluding=excluding)
     key, json = idempotency_key(alert), orjson.dumps(body).decode()
-    await alert_store.insert_notifications(  # channel alerts are never silenced
+    await alert_store.insert_notifications(
         conn, [alert_store.Outgoing(alert.id, other, body["event"], key, json) for other in others]
     )
 
 
-async def channel_alert_acknowledged(conn: Conn, alert: alert_store.StoredAlert) -> None:
-    """Inside the acknowledgement's transaction: tell the other channels who is on it."""
-    if alert.channel_id is None:
-        return
+async def told_everyone_acknowledged(conn: Conn, alert: alert_store.StoredAlert) -> None:
+    """Inside the acknowledgement's transaction of a channel's or a system alert: tell
+    the channels it was told on who is on it."""
     summary = f"{alert.rule_name} (acknowledged by {alert.acknowledged_by})"
-    current, body = await _body(conn, alert.id, Event.ACKNOWLEDGED, summary)
-    await _tell_others(conn, current, alert.channel_id, body)
+    current, body = await alert_body(conn, alert.id, Event.ACKNOWLEDGED, summary)
+    await tell_channels(conn, current, body, excluding=alert.channel_id)
 
 
 async def channel_failing(conn: Conn, channel_id: int, channel_name: str, error: str) -> bool:
@@ -64,8 +64,10 @@ async def channel_failing(conn: Conn, channel_id: int, channel_name: str, error:
     if alert is None:
         return False
     name = f'notification channel "{channel_name}" failing'
-    current, body = await _body(conn, alert.id, Event.FIRING, f"{name}: {error}" if error else name)
-    await _tell_others(conn, current, channel_id, body)
+    current, body = await alert_body(
+        conn, alert.id, Event.FIRING, f"{name}: {error}" if error else name
+    )
+    await tell_channels(conn, current, body, excluding=channel_id)
     log.warning(
         "notification channel failing",
         extra={"channel_id": channel_id, "channel": channel_name, "alert_id": alert.id},
@@ -79,8 +81,8 @@ async def channel_back(conn: Conn, channel_id: int, channel_name: str, reason: s
     if alert is None:
         return False
     summary = f'notification channel "{channel_name}" delivers again'
-    current, body = await _body(conn, alert.id, Event.RESOLVED, summary)
-    await _tell_others(conn, current, channel_id, body)
+    current, body = await alert_body(conn, alert.id, Event.RESOLVED, summary)
+    await tell_channels(conn, current, body, excluding=channel_id)
     log.info(
         "notification channel alert resolved",
         extra={"channel_id": channel_id, "channel": channel_name, "alert_id": alert.id},

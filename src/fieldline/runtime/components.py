@@ -37,6 +37,7 @@ from fieldline.runtime.lifecycle import (
     stop_within,
 )
 from fieldline.runtime.requirements import check_component
+from fieldline.runtime.watch import heartbeat, stand_in_for_the_worker
 from fieldline.storage.db import open_pool
 from fieldline.worker.service import Worker
 
@@ -78,9 +79,18 @@ async def run_api(
                     lines.append(f"admin password (shown only now): {admin_password}")
                 on_ready("\n".join(lines))
 
+            beat = heartbeat(
+                settings, url, role="api", name="api", parts=["api"], metrics=context.metrics,
+                pool=pool,
+            )  # fmt: skip
             async with asyncio.TaskGroup() as group:
                 group.create_task(http.serve(stopping), name="http-api")
                 group.create_task(announce(), name="announce")
+                group.create_task(beat.run(stopping), name="heartbeat")
+                group.create_task(
+                    stand_in_for_the_worker(settings, pool, context.metrics, stopping),
+                    name="worker-stand-in",
+                )
         finally:
             await close_within(publisher.stop())
             await broker.stop()
@@ -169,8 +179,18 @@ async def run_ingest(
             )
         )
 
+    beat = heartbeat(
+        settings,
+        url,
+        role="ingest",
+        name=f"ingest {settings.ingest_instance}",
+        parts=["ingest"],
+        metrics=metrics,
+    )
+
     async def main() -> None:
         announcing = asyncio.create_task(announce(), name="announce")
+        beating = asyncio.create_task(beat.run(stopping), name="heartbeat")
         watching = (
             asyncio.create_task(_set_when_stdin_closes(stopping), name="stdin-watch")
             if supervised
@@ -179,6 +199,7 @@ async def run_ingest(
         try:
             await ingest.run(stopping, retire=retire)
         finally:
+            await beating  # its last beat says it stopped
             announcing.cancel()
             if watching is not None:
                 watching.cancel()
@@ -231,9 +252,16 @@ async def run_worker(
         async def checks() -> dict[str, bool]:
             return {"database": await _database_reachable(url)}
 
+        beat = heartbeat(
+            settings, url, role="worker", name="worker", parts=["worker"], metrics=metrics,
+            pool=pool, extra=worker.report,
+        )  # fmt: skip
+
         async def main() -> None:
             on_ready(f"fieldline worker running every {settings.worker_interval_seconds:g} s")
-            await worker.run(stopping)
+            async with asyncio.TaskGroup() as group:
+                group.create_task(worker.run(stopping), name="worker")
+                group.create_task(beat.run(stopping), name="heartbeat")
 
         await stop_within(
             stopping,

@@ -32,6 +32,7 @@ from fieldline.runtime.lifecycle import (
     start_broker,
     stop_within,
 )
+from fieldline.runtime.watch import heartbeat
 from fieldline.storage.db import Pool, open_pool
 from fieldline.storage.embedded import Database, own_data_dir, served_database
 from fieldline.storage.migrate import migrate
@@ -127,6 +128,17 @@ async def _serve_all(
     ingest = await _up_ingest(settings, url, broker, metrics)
     worker = Worker(settings=settings, pool=pool, metrics=metrics, publisher=publisher)
     http = api_server(context)
+    beat = heartbeat(
+        settings,
+        url,
+        role="up",
+        name="up",
+        # beside amqtt, ingest is a child process with a heartbeat of its own
+        parts=["api", "worker"] + (["ingest"] if isinstance(ingest, IngestRunner) else []),
+        metrics=metrics,
+        pool=pool,
+        extra=worker.report,
+    )
 
     async def announce() -> None:
         await http.wait_started()
@@ -152,6 +164,7 @@ async def _serve_all(
             )
             group.create_task(http.serve(stopping), name="http-api")
             group.create_task(announce(), name="announce")
+            group.create_task(beat.run(stopping), name="heartbeat")
     finally:
         await close_within(publisher.stop())
 

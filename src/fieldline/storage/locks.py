@@ -33,6 +33,7 @@ class JobLock(IntEnum):
     ALERT_EVALUATE = 0x666C_0201
     NOTIFY_DISPATCH = 0x666C_0301
     ROLLOUTS = 0x666C_0401
+    HEALTH = 0x666C_0501
 
 
 async def try_job_lock(conn: AsyncConnection[Row], lock: JobLock) -> bool:

@@ -132,10 +132,11 @@ async def delete_channel(conn: Conn, channel_id: int) -> NotificationChannel:
     return channel
 
 
-async def enabled_channel_ids(conn: Conn, *, excluding: int) -> list[int]:
+async def enabled_channel_ids(conn: Conn, *, excluding: int | None = None) -> list[int]:
     rows = await (
         await conn.execute(
-            "SELECT id FROM notification_channels WHERE enabled AND id <> %s ORDER BY id",
+            "SELECT id FROM notification_channels WHERE enabled AND id IS DISTINCT FROM %s"
+            " ORDER BY id",
             (excluding,),
         )
     ).fetchall()

@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -25,6 +27,7 @@ from fieldline.storage.db import Pool
 from fieldline.worker.archive import archive_jobs
 from fieldline.worker.backup import backup_jobs
 from fieldline.worker.certificates import certificate_jobs
+from fieldline.worker.health import health_jobs
 from fieldline.worker.housekeeping import housekeeping_jobs
 from fieldline.worker.jobs import Job, JobSource, Schedule, WorkerContext
 from fieldline.worker.retention import retention_jobs
@@ -44,6 +47,7 @@ FEATURES: tuple[JobSource, ...] = (
     backup_jobs,
     ota_jobs,
     certificate_jobs,
+    health_jobs,
 )
 
 
@@ -67,6 +71,7 @@ class Worker:
         self.jobs: list[Job[Any]] = [job for source in features for job in source(context)]
         _refuse_clashes(self.jobs)
         self.rounds: Counter[str] = Counter()  # rounds completed, by schedule name
+        self.last_runs: dict[str, JobRun] = {}  # by job name: what the heartbeat reports
 
     @property
     def schedules(self) -> list[Schedule]:
@@ -114,17 +119,61 @@ class Worker:
         return await self._attempt(job, datetime.now(UTC))
 
     async def _attempt(self, job: Job[R], now: datetime) -> R | None:
+        started = time.monotonic()
         try:
             async with self._pool.connection() as conn:
                 result = await job.run(conn, now)
-        except Exception:
+        except Exception as error:
             # The next round tries again; a failed job must not stop the others.
             self._metrics.worker_jobs.labels(job=job.name, outcome="failed").inc()
             log.exception("worker job failed", extra={"job": job.name})
+            self._record(job.name, now, started, "failed", f"{type(error).__name__}: {error}")
             return None
         outcome = "skipped" if result is None else "done"
         self._metrics.worker_jobs.labels(job=job.name, outcome=outcome).inc()
+        self._record(job.name, now, started, outcome, None)
         return result
+
+    def _record(
+        self, name: str, now: datetime, started: float, outcome: str, error: str | None
+    ) -> None:
+        before = self.last_runs.get(name)
+        self.last_runs[name] = JobRun(
+            at=now,
+            seconds=time.monotonic() - started,
+            outcome=outcome,
+            error=error[:500] if error else None,
+            last_done=now if outcome == "done" else (before.last_done if before else None),
+            failures_in_a_row=(before.failures_in_a_row + 1 if before else 1)
+            if outcome == "failed"
+            else 0,
+        )
+
+    def report(self) -> dict[str, Any]:
+        """The jobs' last runs, for the heartbeat (`ops.heartbeat`)."""
+        return {"jobs": {name: run.json() for name, run in sorted(self.last_runs.items())}}
+
+
+@dataclass(frozen=True, slots=True)
+class JobRun:
+    """A job's last attempt, and its last that did its work."""
+
+    at: datetime
+    seconds: float
+    outcome: str  # done, skipped (another worker had it), failed
+    error: str | None
+    last_done: datetime | None
+    failures_in_a_row: int
+
+    def json(self) -> dict[str, Any]:
+        return {
+            "at": self.at.isoformat(),
+            "seconds": round(self.seconds, 3),
+            "outcome": self.outcome,
+            "error": self.error,
+            "last_done": self.last_done.isoformat() if self.last_done else None,
+            "failures_in_a_row": self.failures_in_a_row,
+        }
 
 
 async def _first(*events: asyncio.Event) -> None:

@@ -23,8 +23,8 @@ AlertId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 class AlertOut(BaseModel):
     id: int
-    kind: Literal["rule", "channel"]
-    rule_id: int | None = Field(description="null for channel alerts and deleted rules")
+    kind: Literal["rule", "channel", "system"]
+    rule_id: int | None = Field(description="null for channel and system alerts, and deleted rules")
     rule_name: str
     channel_id: int | None = Field(description="kind channel: the channel that keeps failing")
     severity: Severity
