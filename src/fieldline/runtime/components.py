@@ -190,7 +190,8 @@ async def run_ingest(
 
     async def main() -> None:
         announcing = asyncio.create_task(announce(), name="announce")
-        beating = asyncio.create_task(beat.run(stopping), name="heartbeat")
+        ended = asyncio.Event()  # ingest has drained (or retired): the last beat says so
+        beating = asyncio.create_task(beat.run(ended), name="heartbeat")
         watching = (
             asyncio.create_task(_set_when_stdin_closes(stopping), name="stdin-watch")
             if supervised
@@ -199,7 +200,8 @@ async def run_ingest(
         try:
             await ingest.run(stopping, retire=retire)
         finally:
-            await beating  # its last beat says it stopped
+            ended.set()
+            await beating
             announcing.cancel()
             if watching is not None:
                 watching.cancel()
