@@ -5,15 +5,13 @@ and template variables expanded as Grafana's PostgreSQL data source expands them
 from __future__ import annotations
 
 import json
-import re
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 import yaml
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 
 from fieldline.domain.readings import Reading
@@ -21,12 +19,9 @@ from fieldline.storage.migrate import migrate
 from fieldline.storage.reporting import READER, ensure_reader
 from fieldline.storage.writer import Batch, DeviceReadings, PartitionCache, write_batch
 from tests.conftest import create_devices
+from tests.grafana_postgres import NOW, PASSWORD, as_reader, expand, run
 
 CONTRIB = Path(__file__).parents[2] / "contrib" / "grafana"
-NOW = datetime.now(UTC).replace(microsecond=0)
-TIME_FROM, TIME_TO = NOW - timedelta(hours=3), NOW + timedelta(minutes=1)
-INTERVAL = "5m"
-PASSWORD = "grafana-reader-password"
 
 # What each panel reads: its query's columns.
 PANEL_COLUMNS = {
@@ -39,49 +34,6 @@ PANEL_COLUMNS = {
 def dashboard() -> dict[str, Any]:
     loaded: dict[str, Any] = json.loads((CONTRIB / "fieldline-dashboard.json").read_text())
     return loaded
-
-
-def grafana_time(moment: datetime) -> str:
-    return "'" + moment.strftime("%Y-%m-%dT%H:%M:%SZ") + "'"
-
-
-def seconds(interval: str) -> int:
-    number, unit = int(interval[:-1]), interval[-1]
-    return number * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
-
-
-def quoted(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def expand(sql: str, variables: dict[str, list[str] | str]) -> str:
-    """`sql` as Grafana's PostgreSQL data source sends it. A list is a multi-value
-    variable (quoted, comma-separated); a str is put in as it is (a single value, or a
-    multi-value variable's "All" with its allValue)."""
-    sql = sql.replace("$__interval", INTERVAL)
-    sql = re.sub(
-        r"\$__timeGroupAlias\(\s*([\w.\"]+)\s*,\s*'?(\w+)'?\s*\)",
-        lambda m: f'floor(extract(epoch from {m[1]})/{seconds(m[2])})*{seconds(m[2])} AS "time"',
-        sql,
-    )
-    sql = re.sub(
-        r"\$__timeFilter\(\s*([\w.\"]+)\s*\)",
-        lambda m: f"{m[1]} BETWEEN {grafana_time(TIME_FROM)} AND {grafana_time(TIME_TO)}",
-        sql,
-    )
-    sql = sql.replace("$__timeFrom()", grafana_time(TIME_FROM))
-    sql = sql.replace("$__timeTo()", grafana_time(TIME_TO))
-
-    def variable(match: re.Match[str]) -> str:
-        name, fmt = match["name"] or match["bare"], match["fmt"]
-        value = variables[name]
-        if isinstance(value, list):
-            return ",".join(quoted(v) for v in value)
-        return quoted(value) if fmt == "sqlstring" else value
-
-    sql = re.sub(r"\$\{(?P<name>\w+)(?::(?P<fmt>\w+))?\}|\$(?P<bare>\w+)", variable, sql)
-    assert "$" not in sql, f"not expanded: {sql}"
-    return sql
 
 
 async def seed(url: str) -> None:
@@ -125,16 +77,6 @@ async def seed(url: str) -> None:
         # As ingest keeps it for devices heard from.
         await conn.execute("UPDATE devices SET last_seen = %s WHERE device_id <> 'lone'", (NOW,))
         await ensure_reader(conn, PASSWORD)
-
-
-def as_reader(url: str) -> str:
-    return make_conninfo(**{**conninfo_to_dict(url), "user": READER, "password": PASSWORD})
-
-
-def run(conn: psycopg.Connection[Any], sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-    cursor = conn.execute(sql.encode())
-    assert cursor.description is not None
-    return [column.name for column in cursor.description], cursor.fetchall()
 
 
 @pytest.mark.timeout(120)
