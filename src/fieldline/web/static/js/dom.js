@@ -59,6 +59,19 @@ export function fmtNumber(value, digits = 3) {
   return Number(value.toFixed(decimals)).toLocaleString(undefined, { maximumFractionDigits: decimals });
 }
 
+const BYTE_UNITS = ["B", "kB", "MB", "GB", "TB", "PB"];
+
+/** 12_345_678 → "12.3 MB": powers of 1000, as disks are sold. */
+export function fmtBytes(count) {
+  let value = count;
+  let unit = 0;
+  while (Math.abs(value) >= 1000 && unit < BYTE_UNITS.length - 1) {
+    value /= 1000;
+    unit += 1;
+  }
+  return `${unit ? value.toFixed(1) : Math.round(value)} ${BYTE_UNITS[unit]}`;
+}
+
 export function fmtRate(perSecond) {
   if (perSecond >= 1000) return `${(perSecond / 1000).toFixed(1)}k`;
   return perSecond >= 10 ? perSecond.toFixed(0) : perSecond.toFixed(1);
@@ -80,10 +93,25 @@ export function fmtAgo(iso, now = Date.now()) {
   return `${Math.floor(seconds / 86400)} d ago`;
 }
 
-/** A <time> showing "3 min ago" with the exact time as tooltip. */
-export function ago(iso) {
+/** 95 → "1 min 35 s": the two largest units, as the health checks word a duration. */
+export function fmtDuration(seconds) {
+  const whole = Math.max(0, Math.round(seconds));
+  const [days, hours, minutes, secs] = [
+    Math.floor(whole / 86400), Math.floor(whole / 3600) % 24, Math.floor(whole / 60) % 60, whole % 60,
+  ];
+  if (days) return `${days} d ${hours} h`;
+  if (hours) return `${hours} h ${minutes} min`;
+  if (minutes) return `${minutes} min ${secs} s`;
+  return `${secs} s`;
+}
+
+/**
+ * A <time> showing "3 min ago" with the exact time as tooltip; `now` (ms) is the clock it
+ * is measured against, when the server's is known.
+ */
+export function ago(iso, now = Date.now()) {
   if (!iso) return h("span.muted", {}, "never");
-  return h("time", { datetime: iso, title: fmtTime(iso) }, fmtAgo(iso));
+  return h("time", { datetime: iso, title: fmtTime(iso) }, fmtAgo(iso, now));
 }
 
 const STATUS_LABELS = { online: "online", offline: "offline", never_seen: "never seen", disabled: "disabled" };

@@ -4,23 +4,11 @@
 // worker's hourly measurement (docs/data.md, "How much is stored").
 
 import { api } from "../api.js";
-import { ago, empty, fmtTime, h } from "../dom.js";
+import { ago, empty, fmtBytes, fmtTime, h } from "../dom.js";
 import { headCell } from "../paged.js";
 
 // The tiers of docs/data.md, in the API's order.
 const TIERS = { raw: "Raw points", hourly: "Hourly rollups", daily: "Daily rollups" };
-const UNITS = ["B", "kB", "MB", "GB", "TB", "PB"];
-
-/** 12_345_678 → "12.3 MB": powers of 1000, as disks are sold. */
-function fmtBytes(count) {
-  let value = count;
-  let unit = 0;
-  while (Math.abs(value) >= 1000 && unit < UNITS.length - 1) {
-    value /= 1000;
-    unit += 1;
-  }
-  return `${unit ? value.toFixed(1) : Math.round(value)} ${UNITS[unit]}`;
-}
 
 const plural = (count, noun) => `${count.toLocaleString()} ${noun}${count === 1 ? "" : "s"}`;
 const none = (text = "—") => h("span.muted", {}, text);
