@@ -33,6 +33,7 @@ const PAGES = [
   { path: /^\/channels$/, module: "./pages/channels.js", nav: "Channels", href: "#/channels", role: "admin" },
   { path: /^\/users$/, module: "./pages/users.js", nav: "Users", href: "#/users", role: "admin" },
   { path: /^\/audit$/, module: "./pages/audit.js", nav: "Audit log", href: "#/audit", role: "admin" },
+  { path: /^\/health$/, module: "./pages/health.js", nav: "Health", href: "#/health", role: "admin" },
   { path: /^\/storage$/, module: "./pages/storage.js", nav: "Storage", href: "#/storage", role: "viewer" },
   { path: /^\/account$/, module: "./pages/account.js", role: "viewer" },
   { path: /^\/api-keys$/, module: "./pages/api-keys.js", nav: "API keys", href: "#/api-keys", role: "viewer" },
