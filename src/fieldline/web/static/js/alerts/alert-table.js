@@ -10,8 +10,12 @@ export const ALERT_COLUMNS = [
   "Opened", "Closed", "Acknowledged", { label: "Actions", hidden: true },
 ];
 
-function ruleCell(alert) {
+function ruleCell(alert, ctx) {
   if (alert.kind === "channel") return h("a", { href: "#/channels" }, alert.rule_name);
+  // fieldline's own health checks: the health page (admins) shows what failed.
+  if (alert.kind === "system") {
+    return ctx.can("admin") ? h("a", { href: "#/health" }, alert.rule_name) : h("span", { title: "a check of fieldline's own health" }, alert.rule_name);
+  }
   if (!alert.rule_id) return h("span", { title: "rule deleted" }, alert.rule_name);
   return h("a", { href: `#/rules/${alert.rule_id}` }, alert.rule_name);
 }
@@ -68,7 +72,7 @@ export function alertRow(alert, ctx, onChange) {
     { dataset: { alertId: alert.id, state: alert.state } },
     h("td", {}, severityBadge(alert.severity)),
     h("td", {}, stateBadge(alert.state), alert.silenced ? h("span.badge.plain.silenced", { title: "notifications silenced" }, "silenced") : null),
-    h("td.name-cell", {}, ruleCell(alert)),
+    h("td.name-cell", {}, ruleCell(alert, ctx)),
     h("td.name-cell", {}, deviceLink(alert.device_id)),
     h("td.hide-narrow", {}, alert.metric || h("span.muted", {}, "—")),
     h("td", {}, valueAt(alert.started_value, alert.started_at)),
