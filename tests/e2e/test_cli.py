@@ -1,4 +1,6 @@
-"""The CLI as a user runs it, against a running `fieldline up`."""
+"""The CLI as a user runs it, against a running `fieldline up`: one platform (PostgreSQL 15
+and amqtt) is enough, since its commands speak to the API; the broker paths they end in
+are the e2e lifecycle tests', on both platforms."""
 
 from __future__ import annotations
 
@@ -8,19 +10,28 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import psycopg
 import pyarrow.parquet as pq
+import pytest
 from psycopg.rows import dict_row
 
 from fieldline.domain.readings import Reading
 from fieldline.storage.migrate import available_migrations
 from fieldline.storage.writer import Batch, DeviceReadings, PartitionCache, write_batch
-from tests.conftest import create_devices
+from tests.api.conftest import platform_on_pg15
+from tests.conftest import PgServer, create_devices
 from tests.e2e.conftest import ADMIN_PASSWORD, DeviceClient, Platform
+
+
+@pytest.fixture(scope="module")
+def platform(pg15: PgServer) -> Iterator[Platform]:
+    with platform_on_pg15(pg15, "cli", {"FIELDLINE_BROKER": "amqtt"}) as running:
+        yield running
 
 
 def fieldline(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
