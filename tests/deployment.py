@@ -3,7 +3,7 @@
 load of devices that records exactly which messages the broker acknowledged.
 
 Used by the fault-injection tests and the deployment end-to-end test; every
-process is started the way docs/deploy.md tells an operator to.
+process runs from deploy/'s files (fieldline.bench.deployment).
 """
 
 from __future__ import annotations

@@ -19,8 +19,18 @@ from typing import Any
 import pytest
 import yaml
 
-from fieldline.bench.deployment import MosquittoServer
+from fieldline.bench import deployment as deployment_module
+from fieldline.bench.deployment import (
+    ADMIN_PASSWORD,
+    SECRET_KEY,
+    TLS_SETTINGS,
+    Deployment,
+    DeploymentError,
+    MosquittoServer,
+)
+from fieldline.broker.mosquitto import find_dynsec_plugin
 from fieldline.config import Settings, load_settings
+from fieldline.ops.sockets import free_port
 from tests.deploy.conftest import DEPLOY
 
 COMPOSE = DEPLOY / "compose.yaml"
@@ -285,15 +295,146 @@ def test_dockerfile() -> None:
             assert source.rstrip("/") in allowed, f"{source} is excluded by the .dockerignore"
 
 
-def test_mosquitto_configuration_matches_the_tested_broker(tmp_path: Path) -> None:
-    """deploy/mosquitto's durability settings are those the fault tests' broker runs with."""
-    broker = MosquittoServer(tmp_path / "mosquitto")
-    tested = (tmp_path / "mosquitto" / "mosquitto.conf").read_text().splitlines()
-    durable = [line for line in tested if line.split()[0].startswith(("max_", "autosave"))]
-    assert len(durable) == 4, durable
-    for name in ("mosquitto.conf", "fieldline.conf"):
-        lines = (DEPLOY / "mosquitto" / name).read_text().splitlines()
-        for line in [*durable, "persistence true", "allow_anonymous false"]:
-            assert line in lines, (name, line)
-        assert "tls_version tlsv1.2" in lines and "listener 8883" in lines, name
-    assert broker.port
+def _tested_broker(directory: Path, *, tls: bool) -> MosquittoServer:
+    """The harness's Mosquitto, configured (not started), TLS files named but not made."""
+    files = (directory / "ca.crt", directory / "server.crt", directory / "server.key")
+    return MosquittoServer(
+        directory / "mosquitto",
+        extra_ports=[free_port("127.0.0.1")],
+        tls_port=free_port("127.0.0.1") if tls else None,
+        tls_files=files if tls else None,
+    )
+
+
+def _configuration_here(broker: MosquittoServer) -> dict[str, list[str]]:
+    """deploy/mosquitto/fieldline.conf's lines a test machine changes, and what it runs
+    instead: the TLS listener's lines are left out unless the test asked for TLS."""
+    here = {
+        "plugin /usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so": [
+            f"plugin {find_dynsec_plugin()}"
+        ],
+        "plugin_opt_config_file /var/lib/mosquitto/dynamic-security.json": [
+            f"plugin_opt_config_file {broker.directory / 'dynamic-security.json'}"
+        ],
+        "listener 1883 127.0.0.1": [
+            f"listener {port} 127.0.0.1" for port in [broker.port, *broker.extra_ports]
+        ],
+    }
+    tls_listener = [
+        "listener 8883",
+        "cafile /etc/fieldline/certs/ca.crt",
+        "certfile /etc/fieldline/certs/server.crt",
+        "keyfile /etc/fieldline/certs/server.key",
+        "tls_version tlsv1.2",
+    ]
+    if broker.tls_files is None:
+        return here | {line: [] for line in tls_listener}
+    ca, cert, key = broker.tls_files
+    return here | {
+        "listener 8883": [f"listener {broker.tls_port} 127.0.0.1"],
+        "cafile /etc/fieldline/certs/ca.crt": [f"cafile {ca}"],
+        "certfile /etc/fieldline/certs/server.crt": [f"certfile {cert}"],
+        "keyfile /etc/fieldline/certs/server.key": [f"keyfile {key}"],
+    }
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plaintext", "tls"])
+def test_the_tested_broker_runs_deploys_configuration(tmp_path: Path, tls: bool) -> None:
+    """The harness's Mosquitto (the fault, deployment and monitoring tests', the benchmarks')
+    runs deploy/mosquitto/fieldline.conf line for line but for what a test machine changes,
+    under a main file that sets what Debian's sets."""
+    broker = _tested_broker(tmp_path, tls=tls)
+    deployed = (DEPLOY / "mosquitto" / "fieldline.conf").read_text().splitlines()
+    here = _configuration_here(broker)
+    assert set(here) <= set(deployed), "deploy's file changed: say what a test machine changes"
+    tested = (broker.directory / "conf.d" / "fieldline.conf").read_text().splitlines()
+    assert tested == [new for line in deployed for new in here.get(line, [line])]
+    main = (broker.directory / "mosquitto.conf").read_text().splitlines()
+    assert main[-3:] == [
+        "persistence true",
+        f"persistence_location {broker.directory}/",
+        f"include_dir {broker.directory}/conf.d",
+    ]
+    # Debian's main file already sets it: a second one stops Mosquitto.
+    assert not any(line.startswith("persistence_location") for line in deployed)
+
+
+def _environment_file() -> dict[str, str]:
+    text = (DEPLOY / "systemd" / "fieldline.env.example").read_text()
+    return dict(line.split("=", 1) for line in text.splitlines() if line and line[0] != "#")
+
+
+def _environment_here(deployment: Deployment) -> dict[str, str | None]:
+    """The environment file's values a test machine changes (None: left out)."""
+    broker = deployment.broker
+    here: dict[str, str | None] = {
+        "DATABASE_URL": deployment.database_url,
+        "FIELDLINE_DATA_DIR": str(deployment.directory / "data"),
+        "FIELDLINE_SECRET_KEY": SECRET_KEY,
+        "FIELDLINE_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "FIELDLINE_PUBLIC_URL": deployment.api_url,
+        "FIELDLINE_HTTP_PORT": str(deployment.api_port),
+        "FIELDLINE_MQTT_PORT": str(broker.port),
+        "FIELDLINE_MQTT_PUBLIC_HOST": "127.0.0.1",
+        "FIELDLINE_BROKER_ADMIN_PASSWORD": broker.admin_password,
+        "FIELDLINE_BROKER_SERVICE_PASSWORD": deployment.service_password,
+    }
+    if broker.tls_files is None:
+        return here | dict.fromkeys(TLS_SETTINGS)
+    ca, cert, _ = broker.tls_files
+    return here | {
+        "FIELDLINE_MQTT_TLS_PORT": str(broker.tls_port),
+        "FIELDLINE_MQTT_TLS_CA_FILE": str(ca),
+        "FIELDLINE_MQTT_TLS_CERT_FILE": str(cert),
+    }
+
+
+def _exec_start(unit: str) -> list[str]:
+    text = (DEPLOY / "systemd" / unit).read_text()
+    line = next(line for line in text.splitlines() if line.startswith("ExecStart="))
+    return line.removeprefix("ExecStart=/opt/fieldline/bin/fieldline ").split()
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plaintext", "tls"])
+def test_the_tested_processes_run_deploys_units_and_environment(tmp_path: Path, tls: bool) -> None:
+    """The harness's api, ingest and worker run their systemd units' commands with
+    deploy/systemd/fieldline.env.example but for what a test machine changes; a test's
+    own settings win over both."""
+    url = "postgresql://fieldline:database0password@127.0.0.1:5999/fieldline"
+    deployment = Deployment(tmp_path, url, _tested_broker(tmp_path, tls=tls))
+    deployed = _environment_file()
+    here = _environment_here(deployment)
+    assert set(here) <= set(deployed), "deploy's file changed: say what a test machine changes"
+    env = deployment.env()
+    assert {key: env.get(key) for key in deployed} == {
+        key: here.get(key, value) for key, value in deployed.items()
+    }
+    # The one addition: the test loads publish faster than a device may in production.
+    assert set(env) - set(deployed) - set(os.environ) == {"FIELDLINE_DEVICE_RATE_LIMIT"}
+
+    api, ingest = deployment.api(), deployment.ingest("2")
+    assert api.argv == _exec_start("fieldline-api.service")
+    assert ingest.argv == [
+        argument.replace("%i", "2").replace("9102", str(ingest.ops_port))
+        for argument in _exec_start("fieldline-ingest@.service")
+    ]
+    assert api.env == ingest.env == env  # one environment file for every process
+
+    # The test's own settings win: the deployment's, then a component's.
+    deployment.extra_env = {"FIELDLINE_INGEST_SHARE_GROUP": "", "FIELDLINE_LOG_FORMAT": "console"}
+    worker = deployment.worker(FIELDLINE_OPS_PORT="19100", FIELDLINE_LOG_FORMAT="json")
+    assert worker.argv == [
+        argument.replace("9100", "19100") for argument in _exec_start("fieldline-worker.service")
+    ]
+    assert worker.env["FIELDLINE_INGEST_SHARE_GROUP"] == ""
+    assert worker.env["FIELDLINE_LOG_FORMAT"] == "json"
+
+
+def test_the_harness_says_it_needs_a_checkout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An installed package has no deploy/ beside it: the harness says so."""
+    installed = tmp_path / "lib/python3.12/site-packages/fieldline/bench/deployment.py"
+    monkeypatch.setattr(deployment_module, "__file__", str(installed))
+    with pytest.raises(DeploymentError, match="source checkout"):
+        MosquittoServer(tmp_path / "mosquitto")
