@@ -71,7 +71,10 @@ class JobOut(BaseModel):
     outcome: str = Field(description="done, skipped (another worker had it) or failed")
     seconds: float
     error: str | None
-    last_done: datetime | None = Field(description="When it last did its work")
+    last_done: datetime | None = Field(
+        description="Its last run that was neither skipped nor failed (a job with nothing due "
+        "counts: the backup job looks hourly and backs up daily)"
+    )
     failures_in_a_row: int
 
 
