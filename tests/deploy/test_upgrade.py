@@ -15,8 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import subprocess
-import sys
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -33,6 +31,7 @@ from fieldline.ops.sockets import free_port
 from fieldline.storage.migrate import applied_versions, available_migrations, migrate
 from fieldline.storage.releases import PREVIOUS_RELEASE, SCHEMA_OF_RELEASE
 from tests.deployment import Deployment, MosquittoServer, running
+from tests.e2e.test_deploy import fieldline
 from tests.mqtt_clients import NoReconnectClient
 
 pytestmark = [pytest.mark.usefixtures("mosquitto_installed"), pytest.mark.timeout(180)]
@@ -68,17 +67,6 @@ RULE = {
     "clear_value": None,
     "clear_for_seconds": 0,
 }
-
-
-def fieldline(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "fieldline", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def value(device_id: str, n: int) -> float:

@@ -43,6 +43,11 @@ CERTIFICATE_CRITICAL = timedelta(days=3)
 JOB_FAILURES_IN_A_ROW = 3
 
 
+def down_after(heartbeat_seconds: float) -> timedelta:
+    """How long a process may be silent before it counts as down."""
+    return timedelta(seconds=heartbeat_seconds * DOWN_AFTER_BEATS)
+
+
 @dataclass(frozen=True, slots=True)
 class Process:
     """A `processes` row: one fieldline process as its last heartbeat described it."""

@@ -20,6 +20,7 @@ from fieldline.broker.base import BrokerError
 from fieldline.broker.factory import external_client
 from fieldline.broker.publisher import Publisher
 from fieldline.config import BrokerKind, Settings
+from fieldline.ops.heartbeat import Heartbeat
 from fieldline.ops.metrics import Metrics
 from fieldline.ops.server import ReadyChecks, ops_app
 from fieldline.runtime.admin import ensure_admin
@@ -37,7 +38,7 @@ from fieldline.runtime.lifecycle import (
     stop_within,
 )
 from fieldline.runtime.requirements import check_component
-from fieldline.runtime.watch import heartbeat, stand_in_for_the_worker
+from fieldline.runtime.watch import stand_in_for_the_worker
 from fieldline.storage.db import open_pool
 from fieldline.worker.service import Worker
 
@@ -79,10 +80,15 @@ async def run_api(
                     lines.append(f"admin password (shown only now): {admin_password}")
                 on_ready("\n".join(lines))
 
-            beat = heartbeat(
-                settings, url, role="api", name="api", parts=["api"], metrics=context.metrics,
+            beat = Heartbeat(
+                url=url,
+                interval=settings.heartbeat_seconds,
+                role="api",
+                name="api",
+                parts=["api"],
+                metrics=context.metrics,
                 pool=pool,
-            )  # fmt: skip
+            )
             async with asyncio.TaskGroup() as group:
                 group.create_task(http.serve(stopping), name="http-api")
                 group.create_task(announce(), name="announce")
@@ -179,9 +185,9 @@ async def run_ingest(
             )
         )
 
-    beat = heartbeat(
-        settings,
-        url,
+    beat = Heartbeat(
+        url=url,
+        interval=settings.heartbeat_seconds,
         role="ingest",
         name=f"ingest {settings.ingest_instance}",
         parts=["ingest"],
@@ -254,10 +260,16 @@ async def run_worker(
         async def checks() -> dict[str, bool]:
             return {"database": await _database_reachable(url)}
 
-        beat = heartbeat(
-            settings, url, role="worker", name="worker", parts=["worker"], metrics=metrics,
-            pool=pool, extra=worker.report,
-        )  # fmt: skip
+        beat = Heartbeat(
+            url=url,
+            interval=settings.heartbeat_seconds,
+            role="worker",
+            name="worker",
+            parts=["worker"],
+            metrics=metrics,
+            pool=pool,
+            extra=worker.report,
+        )
 
         async def main() -> None:
             on_ready(f"fieldline worker running every {settings.worker_interval_seconds:g} s")

@@ -18,6 +18,7 @@ from fieldline.broker.publisher import Publisher
 from fieldline.config import Settings
 from fieldline.ingest.child import IngestChild
 from fieldline.ops.datadir import private_directory
+from fieldline.ops.heartbeat import Heartbeat
 from fieldline.ops.metrics import Metrics
 from fieldline.ops.secrets import stored_secret
 from fieldline.runtime.admin import ensure_admin
@@ -32,7 +33,6 @@ from fieldline.runtime.lifecycle import (
     start_broker,
     stop_within,
 )
-from fieldline.runtime.watch import heartbeat
 from fieldline.storage.db import Pool, open_pool
 from fieldline.storage.embedded import Database, own_data_dir, served_database
 from fieldline.storage.migrate import migrate
@@ -128,9 +128,9 @@ async def _serve_all(
     ingest = await _up_ingest(settings, url, broker, metrics)
     worker = Worker(settings=settings, pool=pool, metrics=metrics, publisher=publisher)
     http = api_server(context)
-    beat = heartbeat(
-        settings,
-        url,
+    beat = Heartbeat(
+        url=url,
+        interval=settings.heartbeat_seconds,
         role="up",
         name="up",
         # beside amqtt, ingest is a child process with a heartbeat of its own

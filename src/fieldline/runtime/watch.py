@@ -1,5 +1,4 @@
-"""What every process runs beside its work to watch fieldline itself: its heartbeat,
-and for `fieldline api` a stand-in for a missing worker.
+"""`fieldline api`'s stand-in for a missing worker, so that fieldline still watches itself.
 
 The worker judges the health checks and delivers notifications. When no worker has
 been heard from for the down time (`domain.health`), `fieldline api` runs those two
@@ -12,43 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable
-from datetime import timedelta
-from typing import Any
 
 from fieldline.config import Settings
-from fieldline.domain.health import DOWN_AFTER_BEATS
+from fieldline.domain.health import down_after
 from fieldline.notify.dispatcher import notify_jobs
-from fieldline.ops.heartbeat import Heartbeat
 from fieldline.ops.metrics import Metrics
+from fieldline.storage import health as health_store
 from fieldline.storage.db import Pool
 from fieldline.worker.health import health_jobs
 from fieldline.worker.service import Worker
 
 log = logging.getLogger(__name__)
-
-
-def heartbeat(
-    settings: Settings,
-    url: str,
-    *,
-    role: str,
-    name: str,
-    parts: Iterable[str],
-    metrics: Metrics,
-    pool: Pool | None = None,
-    extra: Callable[[], dict[str, Any]] = dict,
-) -> Heartbeat:
-    return Heartbeat(
-        url=url,
-        role=role,
-        name=name,
-        parts=parts,
-        metrics=metrics,
-        interval=settings.heartbeat_seconds,
-        pool=pool,
-        extra=extra,
-    )
 
 
 async def stand_in_for_the_worker(
@@ -58,7 +31,7 @@ async def stand_in_for_the_worker(
     standby = Worker(
         settings=settings, pool=pool, metrics=metrics, features=(health_jobs, notify_jobs)
     )
-    down_after = timedelta(seconds=settings.heartbeat_seconds * DOWN_AFTER_BEATS)
+    silent_for = down_after(settings.heartbeat_seconds)
     standing_in = False
     while not stopping.is_set():
         with contextlib.suppress(TimeoutError):
@@ -67,12 +40,7 @@ async def stand_in_for_the_worker(
             return
         try:
             async with pool.connection() as conn:
-                cursor = await conn.execute(
-                    "SELECT 1 FROM processes WHERE 'worker' = ANY(parts)"
-                    " AND stopped_at IS NULL AND seen_at > now() - %s LIMIT 1",
-                    (down_after,),
-                )
-                worker_running = await cursor.fetchone() is not None
+                worker_running = await health_store.worker_running(conn, silent_for)
         except Exception:
             log.exception("could not tell whether a worker runs")
             continue

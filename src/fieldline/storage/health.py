@@ -46,6 +46,40 @@ async def forget_processes(conn: Conn) -> int:
     return cursor.rowcount
 
 
+async def worker_running(conn: Conn, down_after: timedelta) -> bool:
+    """Whether a process running the worker was heard from within `down_after` and has
+    not stopped (`Process.alive`, asked of the database without reading the vitals)."""
+    cursor = await conn.execute(
+        "SELECT 1 FROM processes WHERE 'worker' = ANY(parts)"
+        " AND stopped_at IS NULL AND seen_at >= now() - %s LIMIT 1",
+        (down_after,),
+    )
+    return await cursor.fetchone() is not None
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseFacts:
+    version: str
+    connections: int  # open to this database
+    max_connections: int
+    devices_online: int
+    last_telemetry_at: datetime | None  # the newest message from any device
+
+
+async def database_facts(conn: Conn) -> DatabaseFacts:
+    row = await (
+        await conn.execute(
+            "SELECT version() AS version,"
+            " (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database())"
+            "  AS connections, current_setting('max_connections')::int AS max_connections,"
+            " (SELECT count(*) FROM devices WHERE status = 'online') AS devices_online,"
+            " (SELECT max(last_seen) FROM devices) AS last_telemetry_at"
+        )
+    ).fetchone()
+    assert row is not None
+    return DatabaseFacts(**row)
+
+
 async def backup_facts(conn: Conn) -> Backups:
     taken = await backup_store.last_backup(conn)
     verified = await backup_store.last_verification(conn, ok=True)

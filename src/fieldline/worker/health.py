@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from fieldline.alerts.system import raise_and_resolve
-from fieldline.domain.health import DOWN_AFTER_BEATS, judge
+from fieldline.domain.health import down_after, judge
 from fieldline.notify.dispatcher import NOTIFY
 from fieldline.storage import health as health_store
 from fieldline.storage.health import Conn
@@ -35,7 +35,7 @@ class Judged:
 
 def health_jobs(worker: WorkerContext) -> list[Job[Any]]:
     settings = worker.settings
-    down_after = timedelta(seconds=settings.heartbeat_seconds * DOWN_AFTER_BEATS)
+    silent_for = down_after(settings.heartbeat_seconds)
 
     async def check(conn: Conn, _now: datetime) -> Judged | None:
         async with conn.transaction():
@@ -47,7 +47,7 @@ def health_jobs(worker: WorkerContext) -> list[Job[Any]]:
                 now,
                 await health_store.processes(conn),
                 await health_store.backup_facts(conn),
-                down_after=down_after,
+                down_after=silent_for,
                 archive_configured=settings.archive_url is not None,
             )
             failing = await health_store.record_findings(conn, findings, now)

@@ -12,9 +12,9 @@ from pydantic import BaseModel, Field
 
 from fieldline import __version__
 from fieldline.api.deps import Admin, Context, DbConn
-from fieldline.domain.health import DOWN_AFTER_BEATS, Process
+from fieldline.domain.health import Process, down_after
+from fieldline.storage import accounting
 from fieldline.storage import health as health_store
-from fieldline.storage.backups import last_backup, last_verification
 
 router = APIRouter(prefix="/api/v1/system", tags=["system"])
 
@@ -123,29 +123,19 @@ class SystemOut(BaseModel):
 @router.get("", response_model=SystemOut)
 async def system(_: Admin, conn: DbConn, context: Context) -> SystemOut:
     interval = context.settings.heartbeat_seconds
-    down_after = timedelta(seconds=interval * DOWN_AFTER_BEATS)
+    silent_for = down_after(interval)
     now = await health_store.database_now(conn)
     processes = await health_store.processes(conn)
     alerts = await health_store.open_system_alerts(conn)
-    facts = await (
-        await conn.execute(
-            "SELECT version() AS version, pg_database_size(current_database()) AS bytes,"
-            " (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database())"
-            "  AS connections, current_setting('max_connections')::int AS max_connections,"
-            " (SELECT count(*) FROM devices WHERE status = 'online') AS online,"
-            " (SELECT max(last_seen) FROM devices) AS last_seen"
-        )
-    ).fetchone()
-    assert facts is not None
-    taken = await last_backup(conn)
-    verified = await last_verification(conn, ok=True)
-    live = [p for p in processes if p.alive(now, down_after)]
+    facts = await health_store.database_facts(conn)
+    backups = await health_store.backup_facts(conn)
+    live = [p for p in processes if p.alive(now, silent_for)]
     return SystemOut(
         now=now,
         api_version=__version__,
         heartbeat_seconds=interval,
-        down_after_seconds=down_after.total_seconds(),
-        processes=[_process(p, now, down_after) for p in processes],
+        down_after_seconds=silent_for.total_seconds(),
+        processes=[_process(p, now, silent_for) for p in processes],
         jobs=sorted(
             (job for p in live if "worker" in p.parts for job in _jobs(p)),
             key=lambda j: (j.job, j.process),
@@ -162,16 +152,15 @@ async def system(_: Admin, conn: DbConn, context: Context) -> SystemOut:
         ],
         certificates=_certificates(live),
         database=DatabaseOut(
-            version=facts["version"],
-            bytes=facts["bytes"],
-            connections=facts["connections"],
-            max_connections=facts["max_connections"],
+            version=facts.version,
+            bytes=await accounting.database_bytes(conn),
+            connections=facts.connections,
+            max_connections=facts.max_connections,
         ),
-        devices_online=facts["online"],
-        last_telemetry_at=facts["last_seen"],
+        devices_online=facts.devices_online,
+        last_telemetry_at=facts.last_telemetry_at,
         backups=BackupStateOut(
-            last_backup_at=taken.finished_at if taken else None,
-            last_verified_at=verified.verified_at if verified else None,
+            last_backup_at=backups.last_taken, last_verified_at=backups.last_verified
         ),
     )
 
